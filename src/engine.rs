@@ -1,0 +1,710 @@
+//! The filter engine: row groups of every input decided and rewritten in parallel, written in order.
+//!
+//! Each row group is one task. Pass 1 reads only the policy's columns (region and consent read as
+//! dictionaries, so they are normalised per distinct value) and decides every row. A row group
+//! with nothing kept is not decoded further; otherwise pass 2 reads the full projection with a row
+//! selection of the kept rows and encodes the output column chunks on the same worker. The main
+//! thread appends finished row groups to each output file strictly in input order, so the bytes
+//! written do not depend on the thread count; at most a small window of tasks is in flight, so
+//! memory does not grow with the corpus.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow_buffer::BooleanBuffer;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory, ArrowWriterOptions,
+};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, Encoding};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::file::writer::SerializedFileWriter;
+
+use crate::decide::FileDecider;
+use crate::error::{Error, Result};
+use crate::input::OpenedInput;
+use crate::plan::{CompressionChoice, FilterPlan};
+use crate::policy::{Action, Policy, RuleId};
+use crate::progress::Progress;
+use crate::summary::{Counts, FileStats};
+
+/// Rows per batch when reading the payload for encoding.
+const PAYLOAD_BATCH_ROWS: usize = 32 * 1024;
+
+/// Footer key-value entries every output carries.
+pub const POLICY_KEY: &str = "corpusgate.policy";
+pub const POLICY_SHA_KEY: &str = "corpusgate.policy_sha256";
+
+/// One input file, bound to the policy and ready to be processed.
+pub struct FileJob {
+    pub input: OpenedInput,
+    decider: FileDecider,
+    /// Reader metadata for pass 1: string policy columns coerced to dictionaries.
+    decision_meta: ArrowReaderMetadata,
+    decision_mask: ProjectionMask,
+    /// Output writer factories, one per distinct codec set; `rg_factory[rg]` indexes it.
+    factories: Vec<Arc<ArrowRowGroupWriterFactory>>,
+    rg_factory: Vec<usize>,
+    /// Writer properties of the data file (those of row group 0's codecs).
+    data_props: WriterProperties,
+    /// First row index of each row group within the file.
+    rg_first_row: Vec<u64>,
+    manifest_schema: SchemaRef,
+    record_id: Option<String>,
+    user_id: Option<String>,
+}
+
+impl FileJob {
+    /// Bind a file to the policy: checks the schema (exit 2 on mismatch) and prepares readers
+    /// and writer settings.
+    pub fn prepare(
+        policy: &Policy,
+        input: OpenedInput,
+        compression: &CompressionChoice,
+    ) -> Result<FileJob> {
+        let schema = input.meta.schema().clone();
+        let decider = FileDecider::new(policy, &schema, &input.file.path)?;
+        let read_err = |message: String| Error::Read {
+            file: input.file.path.clone(),
+            row_group: None,
+            message,
+        };
+        let pq = input.parquet_meta().clone();
+        let schema_descr = pq.file_metadata().schema_descr_ptr();
+        if schema_descr.root_schema().get_fields().len() != schema.fields().len() {
+            return Err(read_err(
+                "the embedded Arrow schema does not match the Parquet schema".into(),
+            ));
+        }
+
+        // Pass-1 projection: decision columns plus the ids the manifest copies.
+        let mut wanted: Vec<&str> = policy
+            .decision_columns()
+            .iter()
+            .map(|s| schema.field_with_name(s).map(|f| f.name().as_str()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| read_err(e.to_string()))?;
+        for c in [&policy.columns.record_id, &policy.columns.user_id]
+            .into_iter()
+            .flatten()
+        {
+            wanted.push(c);
+        }
+        let roots: Vec<usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let decision_mask = ProjectionMask::roots(&schema_descr, roots);
+
+        // Region and consent strings read as dictionaries: one normalisation per distinct value.
+        let coerce: Vec<&str> = std::iter::once(policy.columns.region.as_str())
+            .chain(policy.columns.consent.as_deref())
+            .collect();
+        let coerced = Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let dict = coerce.contains(&f.name().as_str())
+                        && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8);
+                    if dict {
+                        Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
+                            Box::new(DataType::Int32),
+                            Box::new(f.data_type().clone()),
+                        )))
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        );
+        let decision_meta = ArrowReaderMetadata::try_new(
+            pq.clone(),
+            ArrowReaderOptions::new().with_schema(Arc::new(coerced)),
+        )
+        .or_else(|_| ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new()))
+        .map_err(|e| read_err(e.to_string()))?;
+
+        // Writer settings: per row group, the codec set it will be written with.
+        let mut codec_sets: Vec<Vec<Compression>> = Vec::new();
+        let mut rg_factory = Vec::with_capacity(pq.num_row_groups());
+        for rg in pq.row_groups() {
+            let codecs: Vec<Compression> = match compression {
+                CompressionChoice::Preserve => {
+                    rg.columns().iter().map(|c| c.compression()).collect()
+                }
+                CompressionChoice::Codec(c) => vec![*c; rg.num_columns()],
+            };
+            let idx = match codec_sets.iter().position(|s| *s == codecs) {
+                Some(i) => i,
+                None => {
+                    codec_sets.push(codecs);
+                    codec_sets.len() - 1
+                }
+            };
+            rg_factory.push(idx);
+        }
+        let default_codecs = match compression {
+            CompressionChoice::Preserve => codec_sets.first().cloned().unwrap_or_default(),
+            CompressionChoice::Codec(c) => vec![*c; schema_descr.num_columns()],
+        };
+        let kv = output_key_values(&input, policy);
+        let props_for = |codecs: &[Compression]| -> WriterProperties {
+            let mut b = base_props(Some(kv.clone()));
+            for (i, col) in schema_descr.columns().iter().enumerate() {
+                let path = col.path().clone();
+                let codec = codecs.get(i).copied().unwrap_or(Compression::UNCOMPRESSED);
+                b = b.set_column_compression(path.clone(), codec);
+                let dict = pq
+                    .row_groups()
+                    .first()
+                    .map(|rg| wants_dictionary(rg.column(i)))
+                    .unwrap_or(true);
+                b = b.set_column_dictionary_enabled(path, dict);
+            }
+            b.build()
+        };
+        let data_props = props_for(&default_codecs);
+        let mut factories = Vec::with_capacity(codec_sets.len());
+        for codecs in &codec_sets {
+            let props = props_for(codecs);
+            // The factory only needs the schema and properties; build it off a writer to nowhere.
+            let writer = ArrowWriter::try_new_with_options(
+                std::io::sink(),
+                schema.clone(),
+                ArrowWriterOptions::new()
+                    .with_properties(props)
+                    .with_parquet_schema(schema_descr.as_ref().clone()),
+            )
+            .map_err(|e| read_err(format!("preparing the writer: {e}")))?;
+            let (_, factory) = writer
+                .into_serialized_writer()
+                .map_err(|e| read_err(format!("preparing the writer: {e}")))?;
+            factories.push(Arc::new(factory));
+        }
+
+        let mut rg_first_row = Vec::with_capacity(pq.num_row_groups());
+        let mut acc = 0u64;
+        for rg in pq.row_groups() {
+            rg_first_row.push(acc);
+            acc += rg.num_rows().max(0) as u64;
+        }
+
+        let manifest_schema = manifest_schema(policy, &schema);
+        Ok(FileJob {
+            input,
+            decider,
+            decision_meta,
+            decision_mask,
+            factories,
+            rg_factory,
+            data_props,
+            rg_first_row,
+            manifest_schema,
+            record_id: policy.columns.record_id.clone(),
+            user_id: policy.columns.user_id.clone(),
+        })
+    }
+
+    pub fn num_row_groups(&self) -> usize {
+        self.rg_first_row.len()
+    }
+
+    fn path(&self) -> &Path {
+        &self.input.file.path
+    }
+}
+
+/// Whether a column chunk was wholly dictionary-encoded: only then is a dictionary worth trying
+/// again (free text that fell back to plain would only waste the attempt).
+fn wants_dictionary(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
+    if c.dictionary_page_offset().is_none() {
+        return false;
+    }
+    match c.page_encoding_stats_mask() {
+        Some(mask) => {
+            mask.is_only(Encoding::PLAIN_DICTIONARY) || mask.is_only(Encoding::RLE_DICTIONARY)
+        }
+        None => true,
+    }
+}
+
+fn base_props(kv: Option<Vec<KeyValue>>) -> parquet::file::properties::WriterPropertiesBuilder {
+    WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_created_by(format!(
+            "corpusgate version {} (parquet-rs 60.1.0)",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .set_max_row_group_row_count(Some(1024 * 1024))
+        .set_key_value_metadata(kv)
+}
+
+/// The input's own footer key-values (but its Arrow schema, which the writer re-encodes),
+/// then the policy id and hash.
+fn output_key_values(input: &OpenedInput, policy: &Policy) -> Vec<KeyValue> {
+    let mut kv: Vec<KeyValue> = input
+        .parquet_meta()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|v| {
+            v.iter()
+                .filter(|k| {
+                    k.key != "ARROW:schema" && k.key != POLICY_KEY && k.key != POLICY_SHA_KEY
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    kv.push(KeyValue::new(POLICY_KEY.into(), policy.id.clone()));
+    kv.push(KeyValue::new(POLICY_SHA_KEY.into(), policy.sha256.clone()));
+    kv
+}
+
+/// Manifest columns: source_file, row, [record_id], [user_id], rule, region.
+pub fn manifest_schema(policy: &Policy, schema: &Schema) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("source_file", DataType::Utf8, false),
+        Field::new("row", DataType::Int64, false),
+    ];
+    for (name, col) in [
+        ("record_id", &policy.columns.record_id),
+        ("user_id", &policy.columns.user_id),
+    ] {
+        if let Some(c) = col {
+            if let Ok(f) = schema.field_with_name(c) {
+                fields.push(Field::new(name, f.data_type().clone(), true));
+            }
+        }
+    }
+    fields.push(Field::new("rule", DataType::Utf8, false));
+    fields.push(Field::new("region", DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// What one row group produced.
+struct RowGroupResult {
+    rows: u64,
+    kept: u64,
+    counts: Counts,
+    manifest: Option<RecordBatch>,
+    /// Encoded output column chunks; `None` when nothing was kept or in a dry run.
+    chunks: Option<Vec<ArrowColumnChunk>>,
+    bytes: u64,
+}
+
+fn process_row_group(
+    job: &FileJob,
+    rg: usize,
+    policy: &Policy,
+    write: bool,
+) -> Result<RowGroupResult> {
+    let err = |message: String| Error::Read {
+        file: job.path().to_owned(),
+        row_group: Some(rg),
+        message,
+    };
+    let pq = job.input.parquet_meta();
+    let rg_meta = pq.row_group(rg);
+    let rows = rg_meta.num_rows().max(0) as usize;
+    let file = File::open(job.path()).map_err(|e| Error::io("opening", job.path(), e))?;
+
+    // Pass 1: decide from the policy columns only.
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+        file.try_clone()
+            .map_err(|e| Error::io("opening", job.path(), e))?,
+        job.decision_meta.clone(),
+    )
+    .with_projection(job.decision_mask.clone())
+    .with_row_groups(vec![rg])
+    .with_batch_size(rows.max(1))
+    .build()
+    .map_err(|e| err(e.to_string()))?;
+    let batches: Vec<RecordBatch> = reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    let batch = match batches.len() {
+        0 => RecordBatch::new_empty(job.decision_meta.schema().clone()),
+        1 => batches.into_iter().next().unwrap(),
+        _ => arrow_select::concat::concat_batches(&batches[0].schema(), &batches)
+            .map_err(|e| err(e.to_string()))?,
+    };
+    if batch.num_rows() != rows {
+        return Err(err(format!(
+            "the footer says {rows} rows but {} were decoded",
+            batch.num_rows()
+        )));
+    }
+    let decision = job.decider.decide(&batch).map_err(err)?;
+    let keep = BooleanBuffer::collect_bool(rows, |i| {
+        policy.action_of(decision.rule[i]) == Action::Include
+    });
+    let kept = keep.count_set_bits() as u64;
+
+    let mut counts = Counts::new(policy.rules.len());
+    for (r, reg) in decision.rule.iter().zip(&decision.region) {
+        let slot = counts.rule_slot(*r);
+        counts.by_rule[slot] += 1;
+        let k = (policy.action_of(*r) == Action::Exclude) as usize;
+        counts.by_region[reg.index()][k] += 1;
+    }
+
+    let manifest = if kept < rows as u64 {
+        Some(
+            build_manifest(
+                job,
+                rg,
+                &batch,
+                &decision.rule,
+                &decision.region,
+                &keep,
+                policy,
+            )
+            .map_err(err)?,
+        )
+    } else {
+        None
+    };
+
+    let chunks = if write && kept > 0 {
+        Some(
+            encode_kept(job, rg, file, &keep, kept).map_err(|e| match e {
+                Error::Read { message, .. } => err(message),
+                other => other,
+            })?,
+        )
+    } else {
+        None
+    };
+
+    Ok(RowGroupResult {
+        rows: rows as u64,
+        kept,
+        counts,
+        manifest,
+        chunks,
+        bytes: rg_meta.compressed_size().max(0) as u64,
+    })
+}
+
+fn build_manifest(
+    job: &FileJob,
+    rg: usize,
+    batch: &RecordBatch,
+    rules: &[RuleId],
+    regions: &[crate::region::Region],
+    keep: &BooleanBuffer,
+    policy: &Policy,
+) -> std::result::Result<RecordBatch, String> {
+    let excluded: Vec<u32> = (!keep).set_indices().map(|i| i as u32).collect();
+    let n = excluded.len();
+    let first = job.rg_first_row[rg] as i64;
+    let idx = UInt32Array::from(excluded.clone());
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![job.input.file.rel.as_str(); n])),
+        Arc::new(Int64Array::from_iter_values(
+            excluded.iter().map(|i| first + *i as i64),
+        )),
+    ];
+    for c in [&job.record_id, &job.user_id].into_iter().flatten() {
+        let col = batch
+            .column_by_name(c)
+            .ok_or_else(|| format!("column '{c}' missing from the decision batch"))?;
+        let taken =
+            arrow_select::take::take(col.as_ref(), &idx, None).map_err(|e| e.to_string())?;
+        cols.push(taken);
+    }
+    cols.push(Arc::new(StringArray::from_iter_values(
+        excluded
+            .iter()
+            .map(|i| policy.rule_name(rules[*i as usize])),
+    )));
+    cols.push(Arc::new(StringArray::from_iter(
+        excluded.iter().map(|i| regions[*i as usize].code()),
+    )));
+    RecordBatch::try_new(job.manifest_schema.clone(), cols).map_err(|e| e.to_string())
+}
+
+/// Pass 2: decode the kept rows of every column and encode them as output column chunks.
+fn encode_kept(
+    job: &FileJob,
+    rg: usize,
+    file: File,
+    keep: &BooleanBuffer,
+    kept: u64,
+) -> Result<Vec<ArrowColumnChunk>> {
+    let err = |message: String| Error::Read {
+        file: job.path().to_owned(),
+        row_group: Some(rg),
+        message,
+    };
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, job.input.meta.clone())
+            .with_row_groups(vec![rg])
+            .with_batch_size(PAYLOAD_BATCH_ROWS);
+    if (kept as usize) < keep.len() {
+        let selection = RowSelection::from_filters(&[BooleanArray::new(keep.clone(), None)]);
+        builder = builder.with_row_selection(selection);
+    }
+    let reader = builder.build().map_err(|e| err(e.to_string()))?;
+    let factory = &job.factories[job.rg_factory[rg]];
+    let mut writers = factory
+        .create_column_writers(rg)
+        .map_err(|e| err(format!("creating column writers: {e}")))?;
+    let schema = job.input.meta.schema().clone();
+    let mut seen = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| err(e.to_string()))?;
+        seen += batch.num_rows() as u64;
+        let mut w = writers.iter_mut();
+        for (field, array) in schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, array).map_err(|e| err(format!("encoding: {e}")))? {
+                w.next()
+                    .ok_or_else(|| err("more leaf columns than writers".into()))?
+                    .write(&leaf)
+                    .map_err(|e| err(format!("encoding column '{}': {e}", field.name())))?;
+            }
+        }
+    }
+    if seen != kept {
+        return Err(err(format!(
+            "decoded {seen} kept rows where {kept} were selected"
+        )));
+    }
+    writers
+        .into_iter()
+        .map(|w| w.close().map_err(|e| err(format!("encoding: {e}"))))
+        .collect()
+}
+
+/// Where one file's outputs go while it is being written.
+struct FileSink {
+    data: Option<(PathBuf, SerializedFileWriter<BufWriter<File>>)>,
+    manifest: Option<(PathBuf, ArrowWriter<BufWriter<File>>)>,
+    stats: FileStats,
+}
+
+fn create_file(path: &Path) -> Result<BufWriter<File>> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+    }
+    let f = File::create(path).map_err(|e| Error::io("creating", path, e))?;
+    Ok(BufWriter::with_capacity(1 << 20, f))
+}
+
+fn finish_file(path: &Path, w: BufWriter<File>) -> Result<()> {
+    let f = w
+        .into_inner()
+        .map_err(|e| Error::io("writing", path, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io("syncing", path, e))
+}
+
+impl FileSink {
+    fn open(job: &FileJob, out: Option<&Path>, policy: &Policy) -> Result<FileSink> {
+        let stats = FileStats {
+            rel: job.input.file.rel.clone(),
+            bytes: job.input.file.bytes,
+            row_groups: job.num_row_groups() as u64,
+            ..Default::default()
+        };
+        let Some(out) = out else {
+            return Ok(FileSink {
+                data: None,
+                manifest: None,
+                stats,
+            });
+        };
+        let data_path = out.join("data").join(&job.input.file.rel);
+        let werr = |p: &Path, e: parquet::errors::ParquetError| Error::Write {
+            path: p.to_owned(),
+            message: e.to_string(),
+        };
+        let w = create_file(&data_path)?;
+        let schema_descr = job.input.parquet_meta().file_metadata().schema_descr_ptr();
+        let writer = ArrowWriter::try_new_with_options(
+            w,
+            job.input.meta.schema().clone(),
+            ArrowWriterOptions::new()
+                .with_properties(job.data_props.clone())
+                .with_parquet_schema(schema_descr.as_ref().clone()),
+        )
+        .map_err(|e| werr(&data_path, e))?;
+        let (sfw, _) = writer
+            .into_serialized_writer()
+            .map_err(|e| werr(&data_path, e))?;
+
+        let manifest_path = out.join("excluded").join(&job.input.file.rel);
+        let mw = create_file(&manifest_path)?;
+        let mprops = base_props(Some(vec![
+            KeyValue::new(POLICY_KEY.into(), policy.id.clone()),
+            KeyValue::new(POLICY_SHA_KEY.into(), policy.sha256.clone()),
+        ]))
+        .set_compression(Compression::ZSTD(Default::default()))
+        .build();
+        let manifest = ArrowWriter::try_new(mw, job.manifest_schema.clone(), Some(mprops))
+            .map_err(|e| werr(&manifest_path, e))?;
+        Ok(FileSink {
+            data: Some((data_path, sfw)),
+            manifest: Some((manifest_path, manifest)),
+            stats,
+        })
+    }
+
+    fn append(&mut self, r: RowGroupResult) -> Result<()> {
+        self.stats.rows += r.rows;
+        self.stats.kept += r.kept;
+        self.stats.excluded += r.rows - r.kept;
+        if let (Some(chunks), Some((path, sfw))) = (r.chunks, self.data.as_mut()) {
+            let werr = |e: parquet::errors::ParquetError| Error::Write {
+                path: path.clone(),
+                message: e.to_string(),
+            };
+            let mut rgw = sfw.next_row_group().map_err(werr)?;
+            for c in chunks {
+                c.append_to_row_group(&mut rgw).map_err(werr)?;
+            }
+            rgw.close().map_err(werr)?;
+        }
+        if let (Some(batch), Some((path, mw))) = (r.manifest, self.manifest.as_mut()) {
+            mw.write(&batch).map_err(|e| Error::Write {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn close(self) -> Result<FileStats> {
+        if let Some((path, sfw)) = self.data {
+            let w = sfw.into_inner().map_err(|e| Error::Write {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            finish_file(&path, w)?;
+        }
+        if let Some((path, mw)) = self.manifest {
+            let w = mw.into_inner().map_err(|e| Error::Write {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            finish_file(&path, w)?;
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Decide every row group of `jobs` and, unless `out` is `None`, write the outputs under `out`.
+/// Returns per-file stats (in job order) and the run's counts.
+pub fn run(
+    plan: &FilterPlan,
+    jobs: &[FileJob],
+    out: Option<&Path>,
+    progress: &Progress,
+) -> Result<(Vec<FileStats>, Counts)> {
+    let policy = plan.policy.as_ref();
+    let tasks: Vec<(usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(f, j)| (0..j.num_row_groups()).map(move |rg| (f, rg)))
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(plan.threads)
+        .thread_name(|i| format!("corpusgate-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
+    let window = plan.threads * 2 + 1;
+    let write = out.is_some();
+
+    let mut counts = Counts::new(policy.rules.len());
+    let mut stats = Vec::with_capacity(jobs.len());
+    let (tx, rx) = mpsc::channel::<(usize, Result<RowGroupResult>)>();
+
+    let result = pool.in_place_scope(|scope| -> Result<()> {
+        let mut next_submit = 0usize;
+        let mut in_flight = 0usize;
+        let mut pending: BTreeMap<usize, Result<RowGroupResult>> = BTreeMap::new();
+        let mut failure: Option<(usize, Error)> = None;
+        let submit = |next_submit: &mut usize, in_flight: &mut usize, upto: usize| {
+            while *next_submit < tasks.len() && *next_submit < upto {
+                let t = *next_submit;
+                let (f, rg) = tasks[t];
+                let tx = tx.clone();
+                let job = &jobs[f];
+                scope.spawn(move |_| {
+                    let r = crate::guard::catch(|| process_row_group(job, rg, policy, write))
+                        .unwrap_or_else(|panic| {
+                            Err(Error::Read {
+                                file: job.path().to_owned(),
+                                row_group: Some(rg),
+                                message: panic,
+                            })
+                        });
+                    let _ = tx.send((t, r));
+                });
+                *next_submit += 1;
+                *in_flight += 1;
+            }
+        };
+
+        let mut next_task = 0usize;
+        for (f, job) in jobs.iter().enumerate() {
+            let mut sink = FileSink::open(job, out, policy)?;
+            for _rg in 0..job.num_row_groups() {
+                let t = next_task;
+                debug_assert_eq!(tasks[t].0, f);
+                let r = loop {
+                    if failure.is_none() {
+                        submit(&mut next_submit, &mut in_flight, t + window);
+                    }
+                    if let Some(r) = pending.remove(&t) {
+                        break r;
+                    }
+                    let (i, r) = rx.recv().expect("workers hold a sender");
+                    in_flight -= 1;
+                    pending.insert(i, r);
+                };
+                match r {
+                    Ok(r) => {
+                        counts.add(&r.counts);
+                        progress.advance(r.rows, r.bytes);
+                        sink.append(r)?;
+                    }
+                    Err(e) => {
+                        failure = Some((t, e));
+                        break;
+                    }
+                }
+                next_task += 1;
+            }
+            if failure.is_some() {
+                break;
+            }
+            stats.push(sink.close()?);
+        }
+        // Let in-flight tasks finish before the scope ends; their results are dropped.
+        while in_flight > 0 {
+            let _ = rx.recv();
+            in_flight -= 1;
+        }
+        match failure {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    });
+    result?;
+    Ok((stats, counts))
+}

@@ -1,0 +1,146 @@
+//! The validated plan: the command line turned into a compiled policy, resolved inputs and writer
+//! settings. The engine sees only this.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use serde_json::{json, Value};
+
+use crate::cli::FilterArgs;
+use crate::error::{Error, Result};
+use crate::input::{self, InputFile};
+use crate::output;
+use crate::policy::Policy;
+use crate::progress::ProgressMode;
+
+/// `--compression`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompressionChoice {
+    /// Each output column chunk uses its input column chunk's codec.
+    Preserve,
+    Codec(Compression),
+}
+
+impl CompressionChoice {
+    pub fn parse(s: &str) -> Result<CompressionChoice> {
+        let bad = |m: String| Error::Usage(format!("--compression {s}: {m}"));
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (
+                n,
+                Some(
+                    l.parse::<i32>()
+                        .map_err(|_| bad(format!("level '{l}' is not an integer")))?,
+                ),
+            ),
+            None => (s, None),
+        };
+        let no_level = |c: Compression| match level {
+            None => Ok(CompressionChoice::Codec(c)),
+            Some(_) => Err(bad(format!("{name} takes no level"))),
+        };
+        match name {
+            "preserve" if level.is_none() => Ok(CompressionChoice::Preserve),
+            "none" | "uncompressed" => no_level(Compression::UNCOMPRESSED),
+            "snappy" => no_level(Compression::SNAPPY),
+            "lz4" | "lz4_raw" => no_level(Compression::LZ4_RAW),
+            "zstd" => Ok(CompressionChoice::Codec(Compression::ZSTD(match level {
+                None => ZstdLevel::default(),
+                Some(l) => ZstdLevel::try_new(l).map_err(|e| bad(e.to_string()))?,
+            }))),
+            "gzip" => Ok(CompressionChoice::Codec(Compression::GZIP(match level {
+                None => GzipLevel::default(),
+                Some(l) => GzipLevel::try_new(l as u32).map_err(|e| bad(e.to_string()))?,
+            }))),
+            "brotli" => Ok(CompressionChoice::Codec(Compression::BROTLI(match level {
+                None => BrotliLevel::default(),
+                Some(l) => BrotliLevel::try_new(l as u32).map_err(|e| bad(e.to_string()))?,
+            }))),
+            _ => Err(bad(
+                "expected preserve, zstd[:LEVEL], snappy, lz4, gzip[:LEVEL], brotli[:LEVEL] or none"
+                    .into(),
+            )),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            CompressionChoice::Preserve => "preserve".into(),
+            CompressionChoice::Codec(c) => c.to_string().to_lowercase(),
+        }
+    }
+}
+
+/// Everything `filter` needs, validated.
+pub struct FilterPlan {
+    pub policy: Arc<Policy>,
+    pub inputs: Vec<InputFile>,
+    /// `None` only in a dry run.
+    pub output: Option<PathBuf>,
+    pub overwrite: bool,
+    pub dry_run: bool,
+    pub threads: usize,
+    pub progress: ProgressMode,
+    pub compression: CompressionChoice,
+}
+
+impl FilterPlan {
+    /// Validate arguments; every error here is found before any output is written (exit 2).
+    pub fn from_args(args: &FilterArgs) -> Result<FilterPlan> {
+        let compression = CompressionChoice::parse(&args.compression)?;
+        let policy = Policy::load(&args.policy)?;
+        let output = match (&args.output, args.dry_run) {
+            (Some(o), false) => {
+                output::check_target(o, args.overwrite)?;
+                Some(o.clone())
+            }
+            (Some(_), true) | (None, true) => None,
+            (None, false) => {
+                return Err(Error::Usage(
+                    "--output OUT_DIR is required (or use --dry-run)".into(),
+                ))
+            }
+        };
+        let inputs = input::discover(&args.inputs)?;
+        if let Some(out) = &output {
+            let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.clone());
+            for f in &inputs {
+                let abs = std::path::absolute(&f.path).unwrap_or_else(|_| f.path.clone());
+                if abs.starts_with(&out_abs) {
+                    return Err(Error::Usage(format!(
+                        "input {} is inside the output directory {}",
+                        f.path.display(),
+                        out.display()
+                    )));
+                }
+            }
+        }
+        let threads = match args.threads {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        Ok(FilterPlan {
+            policy: Arc::new(policy),
+            inputs,
+            output,
+            overwrite: args.overwrite,
+            dry_run: args.dry_run,
+            threads,
+            progress: args.progress,
+            compression,
+        })
+    }
+
+    /// The options recorded in summary.json.
+    pub fn options_json(&self) -> Value {
+        json!({
+            "threads": self.threads,
+            "compression": self.compression.describe(),
+            "dry_run": self.dry_run,
+            "overwrite": self.overwrite,
+            "output": self.output.as_ref().map(|p| p.display().to_string()),
+        })
+    }
+}

@@ -1,0 +1,182 @@
+//! Run accounting: per-file and per-rule/per-region counts, `summary.json`, and the short human
+//! summary printed to stderr.
+
+use serde_json::{json, Map, Value};
+
+use crate::policy::{Policy, RuleId};
+use crate::region::{Region, REGION_COUNT};
+
+/// Rows decided per rule and per region; added up from row groups in any order.
+#[derive(Debug, Clone)]
+pub struct Counts {
+    /// Index `i < rules.len()` is rule `i`; the last entry is `default`.
+    pub by_rule: Vec<u64>,
+    /// Per region index: (kept, excluded).
+    pub by_region: Vec<[u64; 2]>,
+}
+
+impl Counts {
+    pub fn new(rules: usize) -> Counts {
+        Counts {
+            by_rule: vec![0; rules + 1],
+            by_region: vec![[0; 2]; REGION_COUNT],
+        }
+    }
+
+    pub fn rule_slot(&self, rule: RuleId) -> usize {
+        if rule == RuleId::DEFAULT {
+            self.by_rule.len() - 1
+        } else {
+            rule.0 as usize
+        }
+    }
+
+    pub fn add(&mut self, other: &Counts) {
+        for (a, b) in self.by_rule.iter_mut().zip(&other.by_rule) {
+            *a += b;
+        }
+        for (a, b) in self.by_region.iter_mut().zip(&other.by_region) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FileStats {
+    pub rel: String,
+    pub bytes: u64,
+    pub rows: u64,
+    pub kept: u64,
+    pub excluded: u64,
+    pub row_groups: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub started_at: String,
+    pub finished_at: String,
+    pub options: Value,
+    pub files: Vec<FileStats>,
+    pub counts: Counts,
+    pub dry_run: bool,
+}
+
+impl RunSummary {
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.files.iter().fold((0, 0, 0), |(r, k, e), f| {
+            (r + f.rows, k + f.kept, e + f.excluded)
+        })
+    }
+
+    pub fn to_json(&self, policy: &Policy) -> Value {
+        let mut by_rule = Map::new();
+        for (i, rule) in policy.rules.iter().enumerate() {
+            by_rule.insert(
+                rule.id.clone(),
+                json!({"action": rule.action.as_str(), "rows": self.counts.by_rule[i]}),
+            );
+        }
+        by_rule.insert(
+            "default".into(),
+            json!({"action": policy.default.as_str(), "rows": self.counts.by_rule[policy.rules.len()]}),
+        );
+        let mut by_region = Map::new();
+        let order = Region::all_known().chain(std::iter::once(Region::UNKNOWN));
+        for r in order {
+            let [kept, excluded] = self.counts.by_region[r.index()];
+            if kept + excluded > 0 {
+                by_region.insert(
+                    r.label().into(),
+                    json!({"rows": kept + excluded, "kept": kept, "excluded": excluded}),
+                );
+            }
+        }
+        let (rows, kept, excluded) = self.totals();
+        json!({
+            "corpusgate_version": env!("CARGO_PKG_VERSION"),
+            "policy": {
+                "id": policy.id,
+                "version": policy.version,
+                "sha256": policy.sha256,
+                "path": policy.path.display().to_string(),
+            },
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "dry_run": self.dry_run,
+            "options": self.options,
+            "files": self.files.iter().map(|f| json!({
+                "path": f.rel, "bytes": f.bytes, "rows": f.rows, "kept": f.kept,
+                "excluded": f.excluded, "row_groups": f.row_groups,
+            })).collect::<Vec<_>>(),
+            "by_rule": by_rule,
+            "by_region": by_region,
+            "totals": {"files": self.files.len(), "rows": rows, "kept": kept, "excluded": excluded},
+        })
+    }
+
+    /// A few lines for a person reading the job log.
+    pub fn human(&self, policy: &Policy, output: Option<&std::path::Path>) -> String {
+        let (rows, kept, excluded) = self.totals();
+        let pct = |n: u64| {
+            if rows == 0 {
+                0.0
+            } else {
+                n as f64 * 100.0 / rows as f64
+            }
+        };
+        let mut s = format!(
+            "corpusgate: policy {} ({}) over {} file{}, {} rows: kept {} ({:.1}%), excluded {} ({:.1}%)\n",
+            policy.id,
+            &policy.sha256[..12],
+            self.files.len(),
+            if self.files.len() == 1 { "" } else { "s" },
+            group(rows),
+            group(kept),
+            pct(kept),
+            group(excluded),
+            pct(excluded),
+        );
+        let mut parts = Vec::new();
+        for (i, rule) in policy.rules.iter().enumerate() {
+            parts.push(format!(
+                "{} {} {}d",
+                rule.id,
+                group(self.counts.by_rule[i]),
+                rule.action.as_str()
+            ));
+        }
+        parts.push(format!(
+            "default {} {}d",
+            group(self.counts.by_rule[policy.rules.len()]),
+            policy.default.as_str()
+        ));
+        s.push_str(&format!("  by rule: {}\n", parts.join(", ")));
+        match output {
+            Some(o) if !self.dry_run => s.push_str(&format!(
+                "  output: {} (data/, excluded/, summary.json)\n",
+                o.display()
+            )),
+            _ => s.push_str("  dry run: nothing written\n"),
+        }
+        s
+    }
+}
+
+/// 1234567 -> "1,234,567".
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Now as RFC 3339 UTC with second precision.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

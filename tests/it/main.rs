@@ -1,0 +1,6 @@
+//! Integration tests: the binary run on data made here, compared with an independent evaluation.
+
+mod errors;
+mod filter;
+mod law;
+mod util;
