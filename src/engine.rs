@@ -26,9 +26,11 @@ use parquet::arrow::arrow_writer::{
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding};
-use parquet::file::metadata::KeyValue;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::SchemaDescriptor;
 
 use crate::decide::FileDecider;
 use crate::error::{Error, Result};
@@ -60,6 +62,10 @@ pub struct FileJob {
     /// First row index of each row group within the file.
     rg_first_row: Vec<u64>,
     manifest_schema: SchemaRef,
+    manifest_factory: ArrowRowGroupWriterFactory,
+    manifest_props: WriterProperties,
+    /// Whether wholly kept row groups may be copied byte for byte (codecs preserved).
+    pass_through: bool,
     record_id: Option<String>,
     user_id: Option<String>,
 }
@@ -181,18 +187,7 @@ impl FileJob {
         let data_props = props_for(&default_codecs);
         let mut factories = Vec::with_capacity(codec_sets.len());
         for codecs in &codec_sets {
-            let props = props_for(codecs);
-            // The factory only needs the schema and properties; build it off a writer to nowhere.
-            let writer = ArrowWriter::try_new_with_options(
-                std::io::sink(),
-                schema.clone(),
-                ArrowWriterOptions::new()
-                    .with_properties(props)
-                    .with_parquet_schema(schema_descr.as_ref().clone()),
-            )
-            .map_err(|e| read_err(format!("preparing the writer: {e}")))?;
-            let (_, factory) = writer
-                .into_serialized_writer()
+            let factory = factory_for(&schema, props_for(codecs), Some(schema_descr.as_ref()))
                 .map_err(|e| read_err(format!("preparing the writer: {e}")))?;
             factories.push(Arc::new(factory));
         }
@@ -205,6 +200,14 @@ impl FileJob {
         }
 
         let manifest_schema = manifest_schema(policy, &schema);
+        let manifest_props = base_props(Some(vec![
+            KeyValue::new(POLICY_KEY.into(), policy.id.clone()),
+            KeyValue::new(POLICY_SHA_KEY.into(), policy.sha256.clone()),
+        ]))
+        .set_compression(Compression::ZSTD(Default::default()))
+        .build();
+        let manifest_factory = factory_for(&manifest_schema, manifest_props.clone(), None)
+            .map_err(|e| read_err(format!("preparing the manifest writer: {e}")))?;
         Ok(FileJob {
             input,
             decider,
@@ -215,6 +218,9 @@ impl FileJob {
             data_props,
             rg_first_row,
             manifest_schema,
+            manifest_factory,
+            manifest_props,
+            pass_through: *compression == CompressionChoice::Preserve,
             record_id: policy.columns.record_id.clone(),
             user_id: policy.columns.user_id.clone(),
         })
@@ -298,13 +304,24 @@ pub fn manifest_schema(policy: &Policy, schema: &Schema) -> SchemaRef {
 
 /// What one row group produced.
 struct RowGroupResult {
+    rg: usize,
     rows: u64,
     kept: u64,
     counts: Counts,
-    manifest: Option<RecordBatch>,
-    /// Encoded output column chunks; `None` when nothing was kept or in a dry run.
-    chunks: Option<Vec<ArrowColumnChunk>>,
+    /// The encoded manifest row group, when anything was excluded (and not a dry run).
+    manifest: Option<Vec<ArrowColumnChunk>>,
+    data: DataOut,
     bytes: u64,
+}
+
+/// What to write to the data file for one row group.
+enum DataOut {
+    /// Nothing kept, or a dry run.
+    Nothing,
+    /// Re-encoded kept rows.
+    Encoded(Vec<ArrowColumnChunk>),
+    /// Every row kept and codecs preserved: copy the input column chunks byte for byte.
+    PassThrough,
 }
 
 fn process_row_group(
@@ -363,40 +380,43 @@ fn process_row_group(
         counts.by_region[reg.index()][k] += 1;
     }
 
-    let manifest = if kept < rows as u64 {
-        Some(
-            build_manifest(
-                job,
-                rg,
-                &batch,
-                &decision.rule,
-                &decision.region,
-                &keep,
-                policy,
-            )
-            .map_err(err)?,
+    let manifest = if write && kept < rows as u64 {
+        let batch = build_manifest(
+            job,
+            rg,
+            &batch,
+            &decision.rule,
+            &decision.region,
+            &keep,
+            policy,
         )
+        .map_err(&err)?;
+        let (chunks, _) = encode_batches(
+            &job.manifest_factory,
+            &job.manifest_schema,
+            std::iter::once(Ok(batch)),
+        )
+        .map_err(&err)?;
+        Some(chunks)
     } else {
         None
     };
 
-    let chunks = if write && kept > 0 {
-        Some(
-            encode_kept(job, rg, file, &keep, kept).map_err(|e| match e {
-                Error::Read { message, .. } => err(message),
-                other => other,
-            })?,
-        )
+    let data = if !write || kept == 0 {
+        DataOut::Nothing
+    } else if kept == rows as u64 && job.pass_through {
+        DataOut::PassThrough
     } else {
-        None
+        DataOut::Encoded(encode_kept(job, rg, file, &keep, kept).map_err(&err)?)
     };
 
     Ok(RowGroupResult {
+        rg,
         rows: rows as u64,
         kept,
         counts,
         manifest,
-        chunks,
+        data,
         bytes: rg_meta.compressed_size().max(0) as u64,
     })
 }
@@ -439,6 +459,51 @@ fn build_manifest(
     RecordBatch::try_new(job.manifest_schema.clone(), cols).map_err(|e| e.to_string())
 }
 
+/// Encode batches of `schema` into one row group's column chunks with `factory`'s settings.
+fn encode_batches(
+    factory: &ArrowRowGroupWriterFactory,
+    schema: &Schema,
+    batches: impl Iterator<Item = std::result::Result<RecordBatch, String>>,
+) -> std::result::Result<(Vec<ArrowColumnChunk>, u64), String> {
+    let mut writers = factory
+        .create_column_writers(0)
+        .map_err(|e| format!("creating column writers: {e}"))?;
+    let mut rows = 0u64;
+    for batch in batches {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        let mut w = writers.iter_mut();
+        for (field, array) in schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, array).map_err(|e| format!("encoding: {e}"))? {
+                w.next()
+                    .ok_or("more leaf columns than writers")?
+                    .write(&leaf)
+                    .map_err(|e| format!("encoding column '{}': {e}", field.name()))?;
+            }
+        }
+    }
+    let chunks = writers
+        .into_iter()
+        .map(|w| w.close().map_err(|e| format!("encoding: {e}")))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((chunks, rows))
+}
+
+/// A writer factory for `schema` with `props`, built off a writer to nowhere: the factory only
+/// needs the schema and properties, so workers can encode before the output file is opened.
+fn factory_for(
+    schema: &SchemaRef,
+    props: WriterProperties,
+    parquet_schema: Option<&SchemaDescriptor>,
+) -> parquet::errors::Result<ArrowRowGroupWriterFactory> {
+    let mut options = ArrowWriterOptions::new().with_properties(props);
+    if let Some(d) = parquet_schema {
+        options = options.with_parquet_schema(d.clone());
+    }
+    let writer = ArrowWriter::try_new_with_options(std::io::sink(), schema.clone(), options)?;
+    Ok(writer.into_serialized_writer()?.1)
+}
+
 /// Pass 2: decode the kept rows of every column and encode them as output column chunks.
 fn encode_kept(
     job: &FileJob,
@@ -446,12 +511,7 @@ fn encode_kept(
     file: File,
     keep: &BooleanBuffer,
     kept: u64,
-) -> Result<Vec<ArrowColumnChunk>> {
-    let err = |message: String| Error::Read {
-        file: job.path().to_owned(),
-        row_group: Some(rg),
-        message,
-    };
+) -> std::result::Result<Vec<ArrowColumnChunk>, String> {
     let mut builder =
         ParquetRecordBatchReaderBuilder::new_with_metadata(file, job.input.meta.clone())
             .with_row_groups(vec![rg])
@@ -460,42 +520,95 @@ fn encode_kept(
         let selection = RowSelection::from_filters(&[BooleanArray::new(keep.clone(), None)]);
         builder = builder.with_row_selection(selection);
     }
-    let reader = builder.build().map_err(|e| err(e.to_string()))?;
+    let reader = builder.build().map_err(|e| e.to_string())?;
     let factory = &job.factories[job.rg_factory[rg]];
-    let mut writers = factory
-        .create_column_writers(rg)
-        .map_err(|e| err(format!("creating column writers: {e}")))?;
-    let schema = job.input.meta.schema().clone();
-    let mut seen = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| err(e.to_string()))?;
-        seen += batch.num_rows() as u64;
-        let mut w = writers.iter_mut();
-        for (field, array) in schema.fields().iter().zip(batch.columns()) {
-            for leaf in compute_leaves(field, array).map_err(|e| err(format!("encoding: {e}")))? {
-                w.next()
-                    .ok_or_else(|| err("more leaf columns than writers".into()))?
-                    .write(&leaf)
-                    .map_err(|e| err(format!("encoding column '{}': {e}", field.name())))?;
-            }
-        }
-    }
+    let (chunks, seen) = encode_batches(
+        factory,
+        job.input.meta.schema(),
+        reader.map(|b| b.map_err(|e| e.to_string())),
+    )?;
     if seen != kept {
-        return Err(err(format!(
+        return Err(format!(
             "decoded {seen} kept rows where {kept} were selected"
-        )));
+        ));
     }
-    writers
-        .into_iter()
-        .map(|w| w.close().map_err(|e| err(format!("encoding: {e}"))))
-        .collect()
+    Ok(chunks)
 }
 
-/// Where one file's outputs go while it is being written.
-struct FileSink {
-    data: Option<(PathBuf, SerializedFileWriter<BufWriter<File>>)>,
-    manifest: Option<(PathBuf, ArrowWriter<BufWriter<File>>)>,
-    stats: FileStats,
+/// One output Parquet file being written row group by row group.
+struct ChunkFile {
+    path: PathBuf,
+    writer: SerializedFileWriter<BufWriter<File>>,
+}
+
+impl ChunkFile {
+    fn create(
+        path: PathBuf,
+        schema: &SchemaRef,
+        props: WriterProperties,
+        parquet_schema: Option<&SchemaDescriptor>,
+    ) -> Result<ChunkFile> {
+        let w = create_file(&path)?;
+        let mut options = ArrowWriterOptions::new().with_properties(props);
+        if let Some(d) = parquet_schema {
+            options = options.with_parquet_schema(d.clone());
+        }
+        let writer = ArrowWriter::try_new_with_options(w, schema.clone(), options)
+            .and_then(|w| w.into_serialized_writer())
+            .map_err(|e| Error::Write {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+            .0;
+        Ok(ChunkFile { path, writer })
+    }
+
+    fn append(&mut self, chunks: Vec<ArrowColumnChunk>) -> Result<()> {
+        let err = |e: parquet::errors::ParquetError| write_err(&self.path, e);
+        let mut rg = self.writer.next_row_group().map_err(err)?;
+        for c in chunks {
+            c.append_to_row_group(&mut rg).map_err(err)?;
+        }
+        rg.close().map_err(err)?;
+        Ok(())
+    }
+
+    /// Copy row group `rg` of `input` unchanged: same pages, statistics and page index.
+    fn append_raw(&mut self, input: &File, meta: &ParquetMetaData, rg: usize) -> Result<()> {
+        let rg_meta = meta.row_group(rg);
+        let page_index = meta.page_index();
+        let err = |e: parquet::errors::ParquetError| write_err(&self.path, e);
+        let mut w = self.writer.next_row_group().map_err(err)?;
+        for (i, col) in rg_meta.columns().iter().enumerate() {
+            let close = ColumnCloseResult {
+                bytes_written: col.compressed_size().max(0) as u64,
+                rows_written: rg_meta.num_rows().max(0) as u64,
+                metadata: col.clone(),
+                bloom_filter: None,
+                column_index: page_index.and_then(|p| p.column_index(rg, i)).cloned(),
+                offset_index: page_index.and_then(|p| p.offset_index(rg, i)).cloned(),
+            };
+            w.append_column(input, close).map_err(err)?;
+        }
+        w.close().map_err(err)?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        let path = self.path;
+        let w = self.writer.into_inner().map_err(|e| Error::Write {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        finish_file(&path, w)
+    }
+}
+
+fn write_err(path: &Path, e: parquet::errors::ParquetError) -> Error {
+    Error::Write {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
 }
 
 fn create_file(path: &Path) -> Result<BufWriter<File>> {
@@ -513,8 +626,17 @@ fn finish_file(path: &Path, w: BufWriter<File>) -> Result<()> {
     f.sync_all().map_err(|e| Error::io("syncing", path, e))
 }
 
+/// Where one file's outputs go while it is being written.
+struct FileSink {
+    data: Option<ChunkFile>,
+    manifest: Option<ChunkFile>,
+    /// The input, for row groups copied byte for byte.
+    input: Option<File>,
+    stats: FileStats,
+}
+
 impl FileSink {
-    fn open(job: &FileJob, out: Option<&Path>, policy: &Policy) -> Result<FileSink> {
+    fn open(job: &FileJob, out: Option<&Path>) -> Result<FileSink> {
         let stats = FileStats {
             rel: job.input.file.rel.clone(),
             bytes: job.input.file.bytes,
@@ -525,83 +647,62 @@ impl FileSink {
             return Ok(FileSink {
                 data: None,
                 manifest: None,
+                input: None,
                 stats,
             });
         };
-        let data_path = out.join("data").join(&job.input.file.rel);
-        let werr = |p: &Path, e: parquet::errors::ParquetError| Error::Write {
-            path: p.to_owned(),
-            message: e.to_string(),
-        };
-        let w = create_file(&data_path)?;
         let schema_descr = job.input.parquet_meta().file_metadata().schema_descr_ptr();
-        let writer = ArrowWriter::try_new_with_options(
-            w,
-            job.input.meta.schema().clone(),
-            ArrowWriterOptions::new()
-                .with_properties(job.data_props.clone())
-                .with_parquet_schema(schema_descr.as_ref().clone()),
-        )
-        .map_err(|e| werr(&data_path, e))?;
-        let (sfw, _) = writer
-            .into_serialized_writer()
-            .map_err(|e| werr(&data_path, e))?;
-
-        let manifest_path = out.join("excluded").join(&job.input.file.rel);
-        let mw = create_file(&manifest_path)?;
-        let mprops = base_props(Some(vec![
-            KeyValue::new(POLICY_KEY.into(), policy.id.clone()),
-            KeyValue::new(POLICY_SHA_KEY.into(), policy.sha256.clone()),
-        ]))
-        .set_compression(Compression::ZSTD(Default::default()))
-        .build();
-        let manifest = ArrowWriter::try_new(mw, job.manifest_schema.clone(), Some(mprops))
-            .map_err(|e| werr(&manifest_path, e))?;
+        let data = ChunkFile::create(
+            out.join("data").join(&job.input.file.rel),
+            job.input.meta.schema(),
+            job.data_props.clone(),
+            Some(schema_descr.as_ref()),
+        )?;
+        let manifest = ChunkFile::create(
+            out.join("excluded").join(&job.input.file.rel),
+            &job.manifest_schema,
+            job.manifest_props.clone(),
+            None,
+        )?;
+        let input = if job.pass_through {
+            Some(File::open(job.path()).map_err(|e| Error::io("opening", job.path(), e))?)
+        } else {
+            None
+        };
         Ok(FileSink {
-            data: Some((data_path, sfw)),
-            manifest: Some((manifest_path, manifest)),
+            data: Some(data),
+            manifest: Some(manifest),
+            input,
             stats,
         })
     }
 
-    fn append(&mut self, r: RowGroupResult) -> Result<()> {
+    fn append(&mut self, job: &FileJob, r: RowGroupResult) -> Result<()> {
         self.stats.rows += r.rows;
         self.stats.kept += r.kept;
         self.stats.excluded += r.rows - r.kept;
-        if let (Some(chunks), Some((path, sfw))) = (r.chunks, self.data.as_mut()) {
-            let werr = |e: parquet::errors::ParquetError| Error::Write {
-                path: path.clone(),
-                message: e.to_string(),
-            };
-            let mut rgw = sfw.next_row_group().map_err(werr)?;
-            for c in chunks {
-                c.append_to_row_group(&mut rgw).map_err(werr)?;
+        if let Some(data) = self.data.as_mut() {
+            match r.data {
+                DataOut::Nothing => {}
+                DataOut::Encoded(chunks) => data.append(chunks)?,
+                DataOut::PassThrough => {
+                    let input = self.input.as_ref().expect("opened for pass-through");
+                    data.append_raw(input, job.input.parquet_meta(), r.rg)?
+                }
             }
-            rgw.close().map_err(werr)?;
         }
-        if let (Some(batch), Some((path, mw))) = (r.manifest, self.manifest.as_mut()) {
-            mw.write(&batch).map_err(|e| Error::Write {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        if let (Some(chunks), Some(m)) = (r.manifest, self.manifest.as_mut()) {
+            m.append(chunks)?;
         }
         Ok(())
     }
 
     fn close(self) -> Result<FileStats> {
-        if let Some((path, sfw)) = self.data {
-            let w = sfw.into_inner().map_err(|e| Error::Write {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            finish_file(&path, w)?;
+        if let Some(d) = self.data {
+            d.finish()?;
         }
-        if let Some((path, mw)) = self.manifest {
-            let w = mw.into_inner().map_err(|e| Error::Write {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            finish_file(&path, w)?;
+        if let Some(m) = self.manifest {
+            m.finish()?;
         }
         Ok(self.stats)
     }
@@ -662,7 +763,7 @@ pub fn run(
 
         let mut next_task = 0usize;
         for (f, job) in jobs.iter().enumerate() {
-            let mut sink = FileSink::open(job, out, policy)?;
+            let mut sink = FileSink::open(job, out)?;
             for _rg in 0..job.num_row_groups() {
                 let t = next_task;
                 debug_assert_eq!(tasks[t].0, f);
@@ -681,7 +782,7 @@ pub fn run(
                     Ok(r) => {
                         counts.add(&r.counts);
                         progress.advance(r.rows, r.bytes);
-                        sink.append(r)?;
+                        sink.append(job, r)?;
                     }
                     Err(e) => {
                         failure = Some((t, e));
