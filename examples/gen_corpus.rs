@@ -411,6 +411,8 @@ fn main() {
     }
 
     if a.members_file {
+        // The snapshot: one current row per member, plus older rows for some members (a nightly
+        // export keeps history; the newest updated_at wins), and when some members objected.
         let mut rng = Rng(a.seed ^ 0xDEAD_BEEF);
         let schema = Arc::new(Schema::new(vec![
             Field::new("member_id", DataType::Int64, false),
@@ -421,20 +423,55 @@ fn main() {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                 true,
             ),
+            Field::new(
+                "objected_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
         ]));
         let ts = |rng: &mut Rng| base_ts + rng.below(900 * 86_400) as i64 * 1_000_000;
-        let updated: Vec<i64> = members.iter().map(|_| ts(&mut rng)).collect();
+        type SnapRow = (
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let mut snap: Vec<SnapRow> = Vec::with_capacity(members.len() * 21 / 20);
+        for m in &members {
+            let updated = ts(&mut rng);
+            let objected = rng.chance(0.08).then(|| ts(&mut rng));
+            snap.push((m.0, m.1.clone(), m.2.clone(), Some(updated), objected));
+        }
+        for i in 0..members.len() {
+            if rng.chance(0.05) {
+                let m = &members[i];
+                let older = snap[i]
+                    .3
+                    .map(|u| u - (1 + rng.below(300) as i64) * 86_400_000_000);
+                snap.push((
+                    m.0,
+                    member_country(&mut rng),
+                    member_consent(&mut rng),
+                    older,
+                    None,
+                ));
+            }
+        }
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(Int64Array::from_iter_values(members.iter().map(|m| m.0))),
-                Arc::new(StringArray::from_iter(
-                    members.iter().map(|m| m.1.as_deref()),
-                )),
-                Arc::new(StringArray::from_iter(
-                    members.iter().map(|m| m.2.as_deref()),
-                )),
-                Arc::new(TimestampMicrosecondArray::from_iter_values(updated).with_timezone("UTC")),
+                Arc::new(Int64Array::from_iter_values(snap.iter().map(|m| m.0))),
+                Arc::new(StringArray::from_iter(snap.iter().map(|m| m.1.as_deref()))),
+                Arc::new(StringArray::from_iter(snap.iter().map(|m| m.2.as_deref()))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter(snap.iter().map(|m| m.3))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter(snap.iter().map(|m| m.4))
+                        .with_timezone("UTC"),
+                ),
             ],
         )
         .unwrap();
@@ -447,6 +484,18 @@ fn main() {
             ArrowWriter::try_new(File::create(&path).unwrap(), schema, Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
+
+        // Members who asked for erasure, as a text list (a comment, a blank line, CRLF on some
+        // lines, an id twice): a third of those who objected, and a few others.
+        let mut list = String::from("# member ids that asked for erasure\n\n");
+        for (i, s) in snap.iter().take(members.len()).enumerate() {
+            if (s.4.is_some() && i % 3 == 0) || i % 97 == 0 {
+                list.push_str(&s.0.to_string());
+                list.push_str(if i % 2 == 0 { "\r\n" } else { "\n" });
+            }
+        }
+        list.push_str(&format!("  {}  \n", snap[0].0));
+        std::fs::write(a.out.join("erasure-requests.txt"), list).unwrap();
     }
     eprintln!(
         "wrote {} files x {} rows to {}",

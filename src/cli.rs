@@ -57,6 +57,14 @@ pub struct FilterArgs {
     #[arg(long, default_value = "preserve", value_name = "CODEC")]
     pub compression: String,
 
+    /// Consent snapshot (Parquet file or directory) the policy's consent_table joins by user id.
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub consent_table: Option<PathBuf>,
+
+    /// A user list the policy names (user_in): text, one id per line, or one-column Parquet.
+    #[arg(long = "user-list", value_name = "NAME=PATH")]
+    pub user_lists: Vec<String>,
+
     /// Parquet files and/or directories (searched recursively for *.parquet).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,

@@ -1,45 +1,43 @@
 //! The compiled decider: the policy bound to one file's schema, deciding batches of rows.
 //!
 //! [`FileDecider::new`] checks that a file fits the policy (columns present, types usable, every
-//! `where` literal comparable) and turns literals into typed Arrow scalars; an unfit file is an
-//! [`Error::Schema`]. [`FileDecider::decide`] then maps a batch of the policy's columns to one
-//! [`RuleId`] per row. Region and consent are normalised once per dictionary value where the
-//! column is dictionary-encoded, and a policy without `where` predicates is precomputed into a
+//! `where` literal comparable, the user id joinable with the snapshot and lists) and turns
+//! literals into typed Arrow scalars; an unfit file is an [`Error::Schema`].
+//! [`FileDecider::decide`] then maps a batch of the policy's corpus columns to one [`RuleId`] per
+//! row, joining the consent snapshot and user lists by user id where the policy asks for them.
+//! Region and consent are normalised once per dictionary value where the column is
+//! dictionary-encoded, and a policy with only region and consent conditions is precomputed into a
 //! table indexed by (region, consent), so deciding a row is a lookup.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::*;
 use arrow_array::*;
 use arrow_buffer::BooleanBuffer;
 use arrow_schema::{DataType, Schema, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 
 use crate::error::{Error, Result};
+use crate::join::{lookup, JoinData, KeyKind};
 use crate::policy::{
-    consent_key, fold_consent_str, CompareOp, Condition, ConsentKey, ConsentState, Policy,
-    PredicateOp, RuleId, Scalar,
+    CompareOp, Condition, ConsentState, Operand, Policy, PredicateOp, RuleId, Scalar,
 };
-use crate::region::{self, Region, RegionSet, REGION_COUNT};
+use crate::region::{Region, RegionSet, REGION_COUNT};
+use crate::values::{consents, is_string_type, regions, value_type, ConsentMatcher};
 
 /// The decision for each row of a batch.
 #[derive(Debug, Default)]
 pub struct BatchDecision {
     pub rule: Vec<RuleId>,
     pub region: Vec<Region>,
-}
-
-enum ConsentMatcher {
-    Str(HashMap<String, ConsentState>),
-    Bool(HashMap<bool, ConsentState>),
-    Int(HashMap<i128, ConsentState>),
+    /// Rows whose user id is null or absent from the consent snapshot.
+    pub unmatched: u64,
 }
 
 enum PredKind {
     Compare(CompareOp, Arc<dyn Array>),
+    /// Compare with another column, cast to `cast` first when the types differ.
+    CompareColumn(CompareOp, String, Option<DataType>),
     In(Vec<Arc<dyn Array>>),
     NotIn(Vec<Arc<dyn Array>>),
     IsNull(bool),
@@ -47,6 +45,8 @@ enum PredKind {
 
 struct CompiledPredicate {
     column: String,
+    /// Cast the left column to this type first (column-to-column comparisons of unlike types).
+    cast: Option<DataType>,
     kind: PredKind,
 }
 
@@ -54,6 +54,7 @@ enum CompiledCondition {
     Region(RegionSet),
     Consent([bool; 3]),
     Where(Vec<CompiledPredicate>),
+    UserIn(Vec<usize>),
 }
 
 struct CompiledRule {
@@ -61,37 +62,76 @@ struct CompiledRule {
     unless: Vec<CompiledCondition>,
 }
 
+/// Where the region or consent of a row comes from.
+enum Source {
+    Corpus(String),
+    Snapshot,
+    Absent,
+}
+
 /// The policy bound to one file's schema.
 pub struct FileDecider {
-    region_column: String,
-    consent_column: Option<String>,
-    consent: Option<ConsentMatcher>,
+    region: Source,
+    consent: Source,
+    consent_matcher: Option<ConsentMatcher>,
+    user_column: Option<String>,
+    join: Option<Arc<JoinData>>,
+    /// Snapshot extras the predicates read.
+    extras_used: Vec<String>,
     rules: Vec<CompiledRule>,
-    /// When no rule has a `where` predicate: the rule for each (region, consent) pair.
+    /// When every condition is on region or consent: the rule for each (region, consent) pair.
     table: Option<Vec<RuleId>>,
 }
 
-fn is_string_type(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    )
-}
-
-fn value_type(dt: &DataType) -> &DataType {
-    match dt {
-        DataType::Dictionary(_, v) => v.as_ref(),
-        other => other,
+/// Two column types a comparison can bring to one: equal, or a common type to cast both to.
+fn common_type(l: &DataType, r: &DataType) -> std::result::Result<Option<DataType>, String> {
+    let (l, r) = (value_type(l), value_type(r));
+    if l == r {
+        return Ok(None);
     }
-}
-
-fn is_integer(dt: &DataType) -> bool {
-    dt.is_integer()
+    let temporal = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
+        )
+    };
+    let zone = |t: &DataType| match t {
+        DataType::Timestamp(_, tz) => tz.is_some(),
+        _ => false,
+    };
+    if temporal(l) && temporal(r) {
+        let (lz, rz) = (zone(l), zone(r));
+        let dates = |t: &DataType| matches!(t, DataType::Date32 | DataType::Date64);
+        if lz != rz && !(dates(l) || dates(r)) {
+            return Err(format!(
+                "cannot compare {l} with {r}: one has a time zone and the other does not"
+            ));
+        }
+        let tz = if lz || rz { Some("UTC".into()) } else { None };
+        return Ok(Some(DataType::Timestamp(TimeUnit::Microsecond, tz)));
+    }
+    if l.is_integer() && r.is_integer() {
+        return Ok(Some(DataType::Int64));
+    }
+    if l.is_numeric() && r.is_numeric() {
+        return Ok(Some(DataType::Float64));
+    }
+    if is_string_type(l) && is_string_type(r) {
+        return Ok(Some(DataType::Utf8));
+    }
+    Err(format!(
+        "cannot compare a column of type {l} with one of type {r}"
+    ))
 }
 
 impl FileDecider {
     /// Bind `policy` to a file with `schema`; `file` only names the file in errors.
-    pub fn new(policy: &Policy, schema: &Schema, file: &Path) -> Result<FileDecider> {
+    pub fn new(
+        policy: &Policy,
+        schema: &Schema,
+        file: &Path,
+        join: Option<&Arc<JoinData>>,
+    ) -> Result<FileDecider> {
         let schema_err = |column: &str, message: String| Error::Schema {
             file: file.to_owned(),
             column: column.to_owned(),
@@ -112,17 +152,25 @@ impl FileDecider {
                 )
             })
         };
+        let table = join.and_then(|j| j.table.as_ref());
 
-        let region_field = field(&policy.columns.region, "region")?;
-        if !is_string_type(value_type(region_field.data_type())) {
-            return Err(schema_err(
-                &policy.columns.region,
-                format!(
-                    "has type {}; a region column must hold strings",
-                    region_field.data_type()
-                ),
-            ));
-        }
+        let region = match policy.corpus_region() {
+            Some(col) => {
+                let f = field(col, "region")?;
+                if !is_string_type(value_type(f.data_type())) {
+                    return Err(schema_err(
+                        col,
+                        format!(
+                            "has type {}; a region column must hold strings",
+                            f.data_type()
+                        ),
+                    ));
+                }
+                Source::Corpus(col.to_owned())
+            }
+            None if table.is_some() => Source::Snapshot,
+            None => Source::Absent,
+        };
         for (col, role) in [
             (&policy.columns.record_id, "record_id"),
             (&policy.columns.user_id, "user_id"),
@@ -138,113 +186,112 @@ impl FileDecider {
             }
         }
 
-        let consent = match (&policy.columns.consent, &policy.consent_values) {
-            (Some(col), Some(values)) => {
-                let f = field(col, "consent")?;
-                let vt = value_type(f.data_type());
-                let mut candidates: Vec<(ConsentKey, ConsentState)> = Vec::new();
-                for (list, state) in [
-                    (&values.granted, ConsentState::Granted),
-                    (&values.denied, ConsentState::Denied),
-                ] {
-                    for v in list {
-                        if let Some(k) = consent_key(v) {
-                            candidates.push((k, state));
-                        }
-                    }
-                }
-                let kind_ok = |k: &ConsentKey| match k {
-                    ConsentKey::Str(_) => is_string_type(vt),
-                    ConsentKey::Bool(_) => vt == &DataType::Boolean,
-                    ConsentKey::Int(_) => is_integer(vt),
-                };
-                let usable: Vec<_> = candidates.into_iter().filter(|(k, _)| kind_ok(k)).collect();
-                if usable.is_empty() {
+        let user_column = if policy.needs_user_id() {
+            let c = policy.columns.user_id.as_deref().expect("validated policy");
+            let f = field(c, "user_id")?;
+            let kind = KeyKind::of(f.data_type());
+            let want = join.and_then(|j| j.kind());
+            match (kind, want) {
+                (None, _) => {
                     return Err(schema_err(
-                        col,
+                        c,
                         format!(
-                            "has type {}, but no value under consent_values (policy line {}) has that type; \
-                             list strings for string columns, true/false for boolean, integers for integer columns",
-                            f.data_type(),
-                            values.pos.line
+                            "has type {}; a user id must be an integer, string or binary",
+                            f.data_type()
                         ),
-                    ));
+                    ))
                 }
-                let matcher = if is_string_type(vt) {
-                    ConsentMatcher::Str(
-                        usable
-                            .into_iter()
-                            .filter_map(|(k, s)| match k {
-                                ConsentKey::Str(v) => Some((v, s)),
-                                _ => None,
-                            })
-                            .collect(),
-                    )
-                } else if vt == &DataType::Boolean {
-                    ConsentMatcher::Bool(
-                        usable
-                            .into_iter()
-                            .filter_map(|(k, s)| match k {
-                                ConsentKey::Bool(v) => Some((v, s)),
-                                _ => None,
-                            })
-                            .collect(),
-                    )
-                } else {
-                    ConsentMatcher::Int(
-                        usable
-                            .into_iter()
-                            .filter_map(|(k, s)| match k {
-                                ConsentKey::Int(v) => Some((v, s)),
-                                _ => None,
-                            })
-                            .collect(),
-                    )
-                };
-                Some(matcher)
+                (Some(k), Some(w)) if k != w => {
+                    return Err(schema_err(
+                        c,
+                        format!(
+                            "holds {} ids, but the consent snapshot and user lists hold {} keys",
+                            k.as_str(),
+                            w.as_str()
+                        ),
+                    ))
+                }
+                _ => {}
             }
-            _ => None,
+            Some(c.to_owned())
+        } else {
+            None
         };
 
-        let compile_conds = |conds: &[Condition]| -> Result<Vec<CompiledCondition>> {
+        let (consent, consent_matcher) = match (policy.corpus_consent(), &policy.consent_values) {
+            (Some(col), Some(values)) => {
+                let f = field(col, "consent")?;
+                let m = ConsentMatcher::for_type(values, f.data_type())
+                    .map_err(|m| schema_err(col, m))?;
+                (Source::Corpus(col.to_owned()), Some(m))
+            }
+            _ if table.is_some_and(|t| t.consent.is_some()) => (Source::Snapshot, None),
+            _ => (Source::Absent, None),
+        };
+
+        // The type of a column a predicate reads: the snapshot's extra, else the corpus column.
+        let column_type = |name: &str, pos_line: usize| -> Result<DataType> {
+            if policy.from_snapshot(name) {
+                if let Some(a) = table.and_then(|t| t.extra(name)) {
+                    return Ok(a.data_type().clone());
+                }
+            }
+            let f = schema.field_with_name(name).map_err(|_| {
+                schema_err(
+                    name,
+                    format!("missing; the policy's where predicate on line {pos_line} reads it"),
+                )
+            })?;
+            if f.data_type().is_nested() {
+                return Err(schema_err(
+                    name,
+                    format!(
+                        "has nested type {}; where predicates read scalar columns",
+                        f.data_type()
+                    ),
+                ));
+            }
+            Ok(f.data_type().clone())
+        };
+        let mut extras_used: Vec<String> = Vec::new();
+        let mut note_extra = |name: &str| {
+            if policy.from_snapshot(name) && !extras_used.iter().any(|e| e == name) {
+                extras_used.push(name.to_owned());
+            }
+        };
+
+        let mut compile_conds = |conds: &[Condition]| -> Result<Vec<CompiledCondition>> {
             let mut out = Vec::new();
             for c in conds {
                 out.push(match c {
                     Condition::Region { set, .. } => CompiledCondition::Region(*set),
                     Condition::Consent(set) => CompiledCondition::Consent(set.0),
+                    Condition::UserIn(lists) => CompiledCondition::UserIn(lists.clone()),
                     Condition::Where(preds) => {
                         let mut cp = Vec::new();
                         for p in preds {
-                            let f = schema.field_with_name(&p.column).map_err(|_| {
+                            let dt = column_type(&p.column, p.pos.line)?;
+                            note_extra(&p.column);
+                            let at = |m: String| {
                                 schema_err(
                                     &p.column,
                                     format!(
-                                        "missing; the policy's where predicate on line {} reads it",
-                                        p.pos.line
+                                        "{m} (policy line {}, column {})",
+                                        p.pos.line, p.pos.column
                                     ),
                                 )
-                            })?;
-                            let lit = |v: &Scalar| {
-                                literal(v, f.data_type()).map_err(|m| {
-                                    schema_err(
-                                        &p.column,
-                                        format!(
-                                            "{m} (policy line {}, column {})",
-                                            p.pos.line, p.pos.column
-                                        ),
-                                    )
-                                })
                             };
+                            let lit = |v: &Scalar| literal(v, &dt).map_err(at);
+                            let mut cast = None;
                             let kind = match &p.op {
-                                PredicateOp::Compare(op, v) => {
-                                    let l = lit(v)?;
+                                PredicateOp::Compare(op, Operand::Literal(v)) => {
                                     if matches!(
                                         op,
                                         CompareOp::Lt
                                             | CompareOp::Le
                                             | CompareOp::Gt
                                             | CompareOp::Ge
-                                    ) && value_type(f.data_type()) == &DataType::Boolean
+                                    ) && value_type(&dt) == &DataType::Boolean
                                     {
                                         return Err(schema_err(
                                             &p.column,
@@ -254,7 +301,13 @@ impl FileDecider {
                                             ),
                                         ));
                                     }
-                                    PredKind::Compare(*op, l)
+                                    PredKind::Compare(*op, lit(v)?)
+                                }
+                                PredicateOp::Compare(op, Operand::Column(other)) => {
+                                    let rt = column_type(other, p.pos.line)?;
+                                    note_extra(other);
+                                    cast = common_type(&dt, &rt).map_err(at)?;
+                                    PredKind::CompareColumn(*op, other.clone(), cast.clone())
                                 }
                                 PredicateOp::In(vs) => {
                                     PredKind::In(vs.iter().map(lit).collect::<Result<_>>()?)
@@ -264,17 +317,9 @@ impl FileDecider {
                                 }
                                 PredicateOp::IsNull(b) => PredKind::IsNull(*b),
                             };
-                            if f.data_type().is_nested() {
-                                return Err(schema_err(
-                                    &p.column,
-                                    format!(
-                                        "has nested type {}; where predicates read scalar columns",
-                                        f.data_type()
-                                    ),
-                                ));
-                            }
                             cp.push(CompiledPredicate {
                                 column: p.column.clone(),
+                                cast,
                                 kind,
                             });
                         }
@@ -293,13 +338,15 @@ impl FileDecider {
             });
         }
 
-        let has_where = rules.iter().any(|r| {
-            r.when
-                .iter()
-                .chain(&r.unless)
-                .any(|c| matches!(c, CompiledCondition::Where(_)))
+        let simple = rules.iter().all(|r| {
+            r.when.iter().chain(&r.unless).all(|c| {
+                matches!(
+                    c,
+                    CompiledCondition::Region(_) | CompiledCondition::Consent(_)
+                )
+            })
         });
-        let table = (!has_where).then(|| {
+        let table_rules = simple.then(|| {
             let mut t = vec![RuleId::DEFAULT; REGION_COUNT * 3];
             for ri in 0..REGION_COUNT {
                 for cs in 0..3u8 {
@@ -308,7 +355,7 @@ impl FileDecider {
                         let holds = |c: &CompiledCondition| match c {
                             CompiledCondition::Region(set) => set.contains(region),
                             CompiledCondition::Consent(set) => set[cs as usize],
-                            CompiledCondition::Where(_) => unreachable!("no where predicates"),
+                            _ => unreachable!("only region and consent conditions"),
                         };
                         r.when.iter().all(holds)
                             && (r.unless.is_empty() || !r.unless.iter().all(holds))
@@ -321,15 +368,18 @@ impl FileDecider {
         });
 
         Ok(FileDecider {
-            region_column: policy.columns.region.clone(),
-            consent_column: policy.columns.consent.clone(),
+            region,
             consent,
+            consent_matcher,
+            user_column,
+            join: join.cloned(),
+            extras_used,
             rules,
-            table,
+            table: table_rules,
         })
     }
 
-    /// Decide every row of `batch`, which holds (at least) the policy's decision columns.
+    /// Decide every row of `batch`, which holds (at least) the policy's corpus columns.
     pub fn decide(&self, batch: &RecordBatch) -> std::result::Result<BatchDecision, String> {
         let n = batch.num_rows();
         let col = |name: &str| {
@@ -337,20 +387,97 @@ impl FileDecider {
                 .column_by_name(name)
                 .ok_or_else(|| format!("column '{name}' missing from the decision batch"))
         };
-        let region = regions(col(&self.region_column)?.as_ref())?;
-        let consent: Vec<u8> = match (&self.consent_column, &self.consent) {
-            (Some(c), Some(m)) => consents(col(c)?.as_ref(), m)?,
-            _ => vec![ConsentState::Unknown as u8; n],
+        let table = self.join.as_ref().and_then(|j| j.table.as_ref());
+
+        // Join: the snapshot member of each row (u32::MAX when none).
+        let user = match &self.user_column {
+            Some(c) => Some(col(c)?.clone()),
+            None => None,
+        };
+        let member: Option<Vec<u32>> = match (table, &user) {
+            (Some(t), Some(u)) => Some(lookup(&t.keys, u.as_ref())?),
+            _ => None,
+        };
+        let unmatched = member
+            .as_ref()
+            .map_or(0, |m| m.iter().filter(|i| **i == u32::MAX).count() as u64);
+
+        let region: Vec<Region> = match (&self.region, table, &member) {
+            (Source::Corpus(c), _, _) => regions(col(c)?.as_ref())?,
+            (Source::Snapshot, Some(t), Some(m)) => match &t.region {
+                Some(r) => m
+                    .iter()
+                    .map(|i| r.get(*i as usize).copied().unwrap_or(Region::UNKNOWN))
+                    .collect(),
+                None => vec![Region::UNKNOWN; n],
+            },
+            _ => vec![Region::UNKNOWN; n],
+        };
+        let unknown = ConsentState::Unknown as u8;
+        let consent: Vec<u8> = match (&self.consent, &self.consent_matcher, table, &member) {
+            (Source::Corpus(c), Some(m), _, _) => consents(col(c)?.as_ref(), m)?,
+            (Source::Snapshot, _, Some(t), Some(m)) => match &t.consent {
+                Some(cs) => m
+                    .iter()
+                    .map(|i| cs.get(*i as usize).copied().unwrap_or(unknown))
+                    .collect(),
+                None => vec![unknown; n],
+            },
+            _ => vec![unknown; n],
         };
 
-        if let Some(table) = &self.table {
+        if let Some(t) = &self.table {
             let rule = region
                 .iter()
                 .zip(&consent)
-                .map(|(r, c)| table[r.index() * 3 + *c as usize])
+                .map(|(r, c)| t[r.index() * 3 + *c as usize])
                 .collect();
-            return Ok(BatchDecision { rule, region });
+            return Ok(BatchDecision {
+                rule,
+                region,
+                unmatched,
+            });
         }
+
+        // Snapshot extras for this batch: null where the row has no member.
+        let mut extras: Vec<(&str, ArrayRef)> = Vec::new();
+        if let (Some(t), Some(m)) = (table, &member) {
+            if !self.extras_used.is_empty() {
+                let idx = UInt32Array::from_iter(m.iter().map(|i| (*i != u32::MAX).then_some(*i)));
+                for name in &self.extras_used {
+                    let a = t
+                        .extra(name)
+                        .ok_or_else(|| format!("snapshot has no column '{name}'"))?;
+                    let taken = arrow_select::take::take(a.as_ref(), &idx, None)
+                        .map_err(|e| e.to_string())?;
+                    extras.push((name.as_str(), taken));
+                }
+            }
+        } else if !self.extras_used.is_empty() {
+            for name in &self.extras_used {
+                let a = table
+                    .and_then(|t| t.extra(name))
+                    .ok_or_else(|| format!("snapshot has no column '{name}'"))?;
+                extras.push((name.as_str(), new_null_array(a.data_type(), n)));
+            }
+        }
+        let value = |name: &str| -> std::result::Result<ArrayRef, String> {
+            if let Some((_, a)) = extras.iter().find(|(e, _)| *e == name) {
+                return Ok(a.clone());
+            }
+            col(name).cloned()
+        };
+        let lists: Vec<Option<BooleanBuffer>> = match (&self.join, &user) {
+            (Some(j), Some(u)) => j
+                .lists
+                .iter()
+                .map(|l| {
+                    lookup(&l.keys, u.as_ref())
+                        .map(|hits| Some(BooleanBuffer::collect_bool(n, |i| hits[i] != u32::MAX)))
+                })
+                .collect::<std::result::Result<_, _>>()?,
+            _ => Vec::new(),
+        };
 
         let mut rule = vec![RuleId::DEFAULT; n];
         let mut undecided = BooleanBuffer::new_set(n);
@@ -364,10 +491,33 @@ impl FileDecider {
                     CompiledCondition::Consent(set) => {
                         BooleanBuffer::collect_bool(n, |i| set[consent[i] as usize])
                     }
+                    CompiledCondition::UserIn(which) => {
+                        let mut m = BooleanBuffer::new_unset(n);
+                        for l in which {
+                            if let Some(Some(b)) = lists.get(*l) {
+                                m = &m | b;
+                            }
+                        }
+                        m
+                    }
                     CompiledCondition::Where(preds) => {
                         let mut m = BooleanBuffer::new_set(n);
                         for p in preds {
-                            m = &m & &predicate_mask(col(&p.column)?.as_ref(), &p.kind)?;
+                            let mut left = value(&p.column)?;
+                            if let Some(t) = &p.cast {
+                                left = arrow_cast::cast(&left, t).map_err(|e| e.to_string())?;
+                            }
+                            let right = match &p.kind {
+                                PredKind::CompareColumn(_, other, cast) => {
+                                    let mut r = value(other)?;
+                                    if let Some(t) = cast {
+                                        r = arrow_cast::cast(&r, t).map_err(|e| e.to_string())?;
+                                    }
+                                    Some(r)
+                                }
+                                _ => None,
+                            };
+                            m = &m & &predicate_mask(left.as_ref(), &p.kind, right.as_deref())?;
                         }
                         m
                     }
@@ -390,108 +540,12 @@ impl FileDecider {
                 break;
             }
         }
-        Ok(BatchDecision { rule, region })
+        Ok(BatchDecision {
+            rule,
+            region,
+            unmatched,
+        })
     }
-}
-
-/// Per-row values computed from a plain (non-dictionary) array.
-type Leaf<'a, T> = &'a dyn Fn(&dyn Array) -> std::result::Result<Vec<T>, String>;
-
-/// Apply `leaf` to the values of a dictionary once, then spread by key; plain arrays go to `leaf`.
-fn per_row<T: Copy>(
-    array: &dyn Array,
-    null: T,
-    leaf: Leaf<'_, T>,
-) -> std::result::Result<Vec<T>, String> {
-    if let Some(dict) = array.as_any_dictionary_opt() {
-        let per_value = per_row(dict.values().as_ref(), null, leaf)?;
-        let keys = dict.normalized_keys();
-        let valid = dict.keys().logical_nulls();
-        return Ok(keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| match &valid {
-                Some(v) if v.is_null(i) => null,
-                _ => per_value.get(*k).copied().unwrap_or(null),
-            })
-            .collect());
-    }
-    leaf(array)
-}
-
-fn strings<T: Copy>(
-    array: &dyn Array,
-    null: T,
-    f: impl Fn(&str) -> T,
-) -> std::result::Result<Vec<T>, String> {
-    fn go<'a, T: Copy>(
-        it: impl Iterator<Item = Option<&'a str>>,
-        null: T,
-        f: impl Fn(&str) -> T,
-    ) -> Vec<T> {
-        it.map(|v| v.map(&f).unwrap_or(null)).collect()
-    }
-    Ok(match array.data_type() {
-        DataType::Utf8 => go(array.as_string::<i32>().iter(), null, f),
-        DataType::LargeUtf8 => go(array.as_string::<i64>().iter(), null, f),
-        DataType::Utf8View => go(array.as_string_view().iter(), null, f),
-        other => return Err(format!("expected a string column, found {other}")),
-    })
-}
-
-fn regions(array: &dyn Array) -> std::result::Result<Vec<Region>, String> {
-    per_row(array, Region::UNKNOWN, &|a| {
-        strings(a, Region::UNKNOWN, region::normalize)
-    })
-}
-
-fn consents(array: &dyn Array, m: &ConsentMatcher) -> std::result::Result<Vec<u8>, String> {
-    let unknown = ConsentState::Unknown as u8;
-    per_row(array, unknown, &|a| match m {
-        ConsentMatcher::Str(map) => strings(a, unknown, |s| {
-            map.get(&fold_consent_str(s))
-                .map(|s| *s as u8)
-                .unwrap_or(unknown)
-        }),
-        ConsentMatcher::Bool(map) => {
-            let b = a
-                .as_boolean_opt()
-                .ok_or_else(|| format!("expected a boolean column, found {}", a.data_type()))?;
-            Ok(b.iter()
-                .map(|v| {
-                    v.and_then(|v| map.get(&v))
-                        .map(|s| *s as u8)
-                        .unwrap_or(unknown)
-                })
-                .collect())
-        }
-        ConsentMatcher::Int(map) => {
-            let look = |v: Option<i128>| {
-                v.and_then(|v| map.get(&v))
-                    .map(|s| *s as u8)
-                    .unwrap_or(unknown)
-            };
-            macro_rules! ints {
-                ($t:ty) => {
-                    a.as_primitive::<$t>()
-                        .iter()
-                        .map(|v| look(v.map(|v| v as i128)))
-                        .collect()
-                };
-            }
-            Ok(match a.data_type() {
-                DataType::Int8 => ints!(Int8Type),
-                DataType::Int16 => ints!(Int16Type),
-                DataType::Int32 => ints!(Int32Type),
-                DataType::Int64 => ints!(Int64Type),
-                DataType::UInt8 => ints!(UInt8Type),
-                DataType::UInt16 => ints!(UInt16Type),
-                DataType::UInt32 => ints!(UInt32Type),
-                DataType::UInt64 => ints!(UInt64Type),
-                other => return Err(format!("expected an integer column, found {other}")),
-            })
-        }
-    })
 }
 
 /// True where the comparison holds; a null (or any row where it can't be decided) is false.
@@ -502,27 +556,40 @@ fn true_bits(r: &BooleanArray) -> BooleanBuffer {
     }
 }
 
+fn compare(
+    op: CompareOp,
+    l: &dyn Datum,
+    r: &dyn Datum,
+) -> std::result::Result<BooleanBuffer, String> {
+    use arrow_ord::cmp;
+    let res = match op {
+        CompareOp::Eq => cmp::eq(l, r),
+        CompareOp::Ne => cmp::neq(l, r),
+        CompareOp::Lt => cmp::lt(l, r),
+        CompareOp::Le => cmp::lt_eq(l, r),
+        CompareOp::Gt => cmp::gt(l, r),
+        CompareOp::Ge => cmp::gt_eq(l, r),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(true_bits(&res))
+}
+
+/// Rows where the predicate holds; `right` is the other column of a column comparison.
 fn predicate_mask(
     array: &dyn Array,
     kind: &PredKind,
+    right: Option<&dyn Array>,
 ) -> std::result::Result<BooleanBuffer, String> {
-    use arrow_ord::cmp;
     let n = array.len();
     let cmp_one = |op: CompareOp, lit: &Arc<dyn Array>| {
-        let rhs = arrow_array::Scalar::new(lit.clone());
-        let r = match op {
-            CompareOp::Eq => cmp::eq(&array, &rhs),
-            CompareOp::Ne => cmp::neq(&array, &rhs),
-            CompareOp::Lt => cmp::lt(&array, &rhs),
-            CompareOp::Le => cmp::lt_eq(&array, &rhs),
-            CompareOp::Gt => cmp::gt(&array, &rhs),
-            CompareOp::Ge => cmp::gt_eq(&array, &rhs),
-        }
-        .map_err(|e| e.to_string())?;
-        Ok::<_, String>(true_bits(&r))
+        compare(op, &array, &arrow_array::Scalar::new(lit.clone()))
     };
     match kind {
         PredKind::Compare(op, lit) => cmp_one(*op, lit),
+        PredKind::CompareColumn(op, ..) => {
+            let right = right.ok_or("column comparison without its other column")?;
+            compare(*op, &array, &right)
+        }
         PredKind::In(lits) | PredKind::NotIn(lits) => {
             let mut any = BooleanBuffer::new_unset(n);
             for l in lits {

@@ -35,6 +35,7 @@ use parquet::schema::types::SchemaDescriptor;
 use crate::decide::FileDecider;
 use crate::error::{Error, Result};
 use crate::input::OpenedInput;
+use crate::join::JoinData;
 use crate::plan::{CompressionChoice, FilterPlan};
 use crate::policy::{Action, Policy, RuleId};
 use crate::progress::Progress;
@@ -77,9 +78,10 @@ impl FileJob {
         policy: &Policy,
         input: OpenedInput,
         compression: &CompressionChoice,
+        join: Option<&Arc<JoinData>>,
     ) -> Result<FileJob> {
         let schema = input.meta.schema().clone();
-        let decider = FileDecider::new(policy, &schema, &input.file.path)?;
+        let decider = FileDecider::new(policy, &schema, &input.file.path, join)?;
         let read_err = |message: String| Error::Read {
             file: input.file.path.clone(),
             row_group: None,
@@ -116,8 +118,10 @@ impl FileJob {
         let decision_mask = ProjectionMask::roots(&schema_descr, roots);
 
         // Region and consent strings read as dictionaries: one normalisation per distinct value.
-        let coerce: Vec<&str> = std::iter::once(policy.columns.region.as_str())
-            .chain(policy.columns.consent.as_deref())
+        let coerce: Vec<&str> = policy
+            .corpus_region()
+            .into_iter()
+            .chain(policy.corpus_consent())
             .collect();
         let coerced = Schema::new_with_metadata(
             schema
@@ -307,6 +311,7 @@ struct RowGroupResult {
     rg: usize,
     rows: u64,
     kept: u64,
+    unmatched: u64,
     counts: Counts,
     /// The encoded manifest row group, when anything was excluded (and not a dry run).
     manifest: Option<Vec<ArrowColumnChunk>>,
@@ -414,6 +419,7 @@ fn process_row_group(
         rg,
         rows: rows as u64,
         kept,
+        unmatched: decision.unmatched,
         counts,
         manifest,
         data,
@@ -681,6 +687,7 @@ impl FileSink {
         self.stats.rows += r.rows;
         self.stats.kept += r.kept;
         self.stats.excluded += r.rows - r.kept;
+        self.stats.unmatched += r.unmatched;
         if let Some(data) = self.data.as_mut() {
             match r.data {
                 DataOut::Nothing => {}

@@ -8,10 +8,59 @@ use rayon::prelude::*;
 use crate::engine::{self, FileJob};
 use crate::error::{Error, Result};
 use crate::input::{self, OpenedInput};
+use crate::join::{self, JoinData, KeyKind};
 use crate::output::OutputTxn;
 use crate::plan::FilterPlan;
 use crate::progress::Progress;
 use crate::summary::{now_rfc3339, RunSummary};
+use std::sync::Arc;
+
+/// Load the consent snapshot and user lists the plan names, once, before the corpus is read.
+fn load_join(plan: &FilterPlan, footers: &[OpenedInput]) -> Result<Option<Arc<JoinData>>> {
+    let policy = plan.policy.as_ref();
+    if plan.consent_table.is_none() && plan.user_lists.is_empty() {
+        return Ok(None);
+    }
+    let table = match (&plan.consent_table, &policy.consent_table) {
+        (Some(path), Some(spec)) => Some(join::load_consent_table(
+            path,
+            spec,
+            policy.consent_values.as_ref(),
+        )?),
+        _ => None,
+    };
+    // Text lists are parsed to the kind of the join key: the snapshot's, else the corpus ids'.
+    let kind = match &table {
+        Some(t) => t.kind,
+        None => {
+            let col = policy.columns.user_id.as_deref().expect("validated policy");
+            let f = &footers[0];
+            let field = f
+                .meta
+                .schema()
+                .field_with_name(col)
+                .map_err(|_| Error::Schema {
+                    file: f.file.path.clone(),
+                    column: col.to_owned(),
+                    message: "missing; the policy maps it as columns.user_id".into(),
+                })?;
+            KeyKind::of(field.data_type()).ok_or_else(|| Error::Schema {
+                file: f.file.path.clone(),
+                column: col.to_owned(),
+                message: format!(
+                    "has type {}; a user id must be an integer, string or binary",
+                    field.data_type()
+                ),
+            })?
+        }
+    };
+    let lists = plan
+        .user_lists
+        .par_iter()
+        .map(|(name, path)| join::load_user_list(name, path, kind))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Arc::new(JoinData { table, lists })))
+}
 
 pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
     let started_at = now_rfc3339();
@@ -22,20 +71,23 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
         .num_threads(plan.threads)
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
-    let opened: Vec<Result<FileJob>> = pool.install(|| {
+    let footers: Vec<Result<OpenedInput>> = pool.install(|| {
         plan.inputs
             .par_iter()
             .map(|f| {
-                let meta = input::read_footer(f)?;
-                FileJob::prepare(
-                    policy,
-                    OpenedInput {
-                        file: f.clone(),
-                        meta,
-                    },
-                    &plan.compression,
-                )
+                Ok(OpenedInput {
+                    file: f.clone(),
+                    meta: input::read_footer(f)?,
+                })
             })
+            .collect()
+    });
+    let footers: Vec<OpenedInput> = footers.into_iter().collect::<Result<_>>()?;
+    let join = pool.install(|| load_join(plan, &footers))?;
+    let opened: Vec<Result<FileJob>> = pool.install(|| {
+        footers
+            .into_par_iter()
+            .map(|f| FileJob::prepare(policy, f, &plan.compression, join.as_ref()))
             .collect()
     });
     // Report schema errors (exit 2) before read errors (exit 1), each in file order.
@@ -83,6 +135,7 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
     }
 
     let mut summary = RunSummary {
+        join: join.clone(),
         started_at,
         finished_at: String::new(),
         options: plan.options_json(),

@@ -12,12 +12,14 @@ pub mod error;
 pub mod filter;
 pub mod guard;
 pub mod input;
+pub mod join;
 pub mod output;
 pub mod plan;
 pub mod policy;
 pub mod progress;
 pub mod region;
 pub mod summary;
+pub mod values;
 
 use std::process::ExitCode;
 

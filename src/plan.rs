@@ -82,6 +82,10 @@ pub struct FilterPlan {
     pub threads: usize,
     pub progress: ProgressMode,
     pub compression: CompressionChoice,
+    /// `--consent-table`, required exactly when the policy has `consent_table`.
+    pub consent_table: Option<PathBuf>,
+    /// `--user-list NAME=PATH`, in the policy's `user_lists` order.
+    pub user_lists: Vec<(String, PathBuf)>,
 }
 
 impl FilterPlan {
@@ -101,6 +105,49 @@ impl FilterPlan {
                 ))
             }
         };
+        let consent_table = match (&policy.consent_table, &args.consent_table) {
+            (Some(_), Some(p)) => Some(p.clone()),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Usage(format!(
+                    "the policy {} joins a consent snapshot (consent_table); pass --consent-table SNAPSHOT",
+                    args.policy.display()
+                )))
+            }
+            (None, Some(p)) => {
+                return Err(Error::Usage(format!(
+                    "--consent-table {} given, but the policy has no consent_table section saying how to join it",
+                    p.display()
+                )))
+            }
+        };
+        let mut given: Vec<(String, PathBuf)> = Vec::new();
+        for spec in &args.user_lists {
+            let (name, path) = spec
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--user-list {spec}: expected NAME=PATH")))?;
+            if given.iter().any(|(n, _)| n == name) {
+                return Err(Error::Usage(format!("--user-list {name} is given twice")));
+            }
+            if !policy.user_lists.iter().any(|l| l == name) {
+                return Err(Error::Usage(format!(
+                    "--user-list {name}: the policy declares no user list '{name}' (user_lists: [{}])",
+                    policy.user_lists.join(", ")
+                )));
+            }
+            given.push((name.to_owned(), PathBuf::from(path)));
+        }
+        let mut user_lists = Vec::new();
+        for name in &policy.user_lists {
+            match given.iter().find(|(n, _)| n == name) {
+                Some(g) => user_lists.push(g.clone()),
+                None => {
+                    return Err(Error::Usage(format!(
+                        "the policy names user list '{name}'; pass --user-list {name}=PATH"
+                    )))
+                }
+            }
+        }
         let inputs = input::discover(&args.inputs)?;
         if let Some(out) = &output {
             let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.clone());
@@ -130,6 +177,8 @@ impl FilterPlan {
             threads,
             progress: args.progress,
             compression,
+            consent_table,
+            user_lists,
         })
     }
 

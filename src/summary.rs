@@ -50,10 +50,14 @@ pub struct FileStats {
     pub kept: u64,
     pub excluded: u64,
     pub row_groups: u64,
+    /// Rows whose user id is null or absent from the consent snapshot.
+    pub unmatched: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunSummary {
+    /// The consent snapshot and user lists, when the run joined them.
+    pub join: Option<std::sync::Arc<crate::join::JoinData>>,
     pub started_at: String,
     pub finished_at: String,
     pub options: Value,
@@ -93,7 +97,8 @@ impl RunSummary {
             }
         }
         let (rows, kept, excluded) = self.totals();
-        json!({
+        let table = self.join.as_ref().and_then(|j| j.table.as_ref());
+        let mut out = json!({
             "corpusgate_version": env!("CARGO_PKG_VERSION"),
             "policy": {
                 "id": policy.id,
@@ -105,14 +110,48 @@ impl RunSummary {
             "finished_at": self.finished_at,
             "dry_run": self.dry_run,
             "options": self.options,
-            "files": self.files.iter().map(|f| json!({
-                "path": f.rel, "bytes": f.bytes, "rows": f.rows, "kept": f.kept,
-                "excluded": f.excluded, "row_groups": f.row_groups,
-            })).collect::<Vec<_>>(),
+            "files": self.files.iter().map(|f| {
+                let mut v = json!({
+                    "path": f.rel, "bytes": f.bytes, "rows": f.rows, "kept": f.kept,
+                    "excluded": f.excluded, "row_groups": f.row_groups,
+                });
+                if table.is_some() {
+                    v["unmatched_rows"] = json!(f.unmatched);
+                }
+                v
+            }).collect::<Vec<_>>(),
             "by_rule": by_rule,
             "by_region": by_region,
             "totals": {"files": self.files.len(), "rows": rows, "kept": kept, "excluded": excluded},
-        })
+        });
+        if let Some(t) = table {
+            out["consent_table"] = json!({
+                "path": t.info.path.display().to_string(),
+                "files": t.info.files,
+                "rows": t.info.rows,
+                "distinct_keys": t.info.distinct,
+                "sha256": t.info.sha256,
+                "unmatched_rows": self.files.iter().map(|f| f.unmatched).sum::<u64>(),
+            });
+        }
+        if let Some(j) = &self.join {
+            if !j.lists.is_empty() {
+                let mut lists = Map::new();
+                for l in &j.lists {
+                    lists.insert(
+                        l.name.clone(),
+                        json!({
+                            "path": l.info.path.display().to_string(),
+                            "rows": l.info.rows,
+                            "distinct": l.info.distinct,
+                            "sha256": l.info.sha256,
+                        }),
+                    );
+                }
+                out["user_lists"] = Value::Object(lists);
+            }
+        }
+        out
     }
 
     /// A few lines for a person reading the job log.

@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use arrow_array::builder::StringDictionaryBuilder;
+use arrow_array::types::Int8Type;
 use arrow_schema::Field;
 
 use super::*;
@@ -25,7 +26,7 @@ fn decide(p: &Policy, batch: &RecordBatch) -> Vec<String> {
     p.columns.record_id = None;
     p.columns.user_id = None;
     let p = &p;
-    let d = FileDecider::new(p, &batch.schema(), Path::new("f.parquet")).unwrap();
+    let d = FileDecider::new(p, &batch.schema(), Path::new("f.parquet"), None).unwrap();
     let out = d.decide(batch).unwrap();
     out.rule
         .iter()
@@ -270,7 +271,7 @@ fn boolean_and_integer_consent_columns() {
 
 fn schema_error(p: &Policy, fields: Vec<Field>) -> String {
     let schema = Schema::new(fields);
-    match FileDecider::new(p, &schema, Path::new("f.parquet")) {
+    match FileDecider::new(p, &schema, Path::new("f.parquet"), None) {
         Ok(_) => panic!("schema unexpectedly fits"),
         Err(e) => {
             assert_eq!(e.exit_code(), 2);
@@ -324,7 +325,7 @@ fn files_that_do_not_fit_the_policy() {
     );
     let mut small = base();
     small[4] = Field::new("author_age", DataType::Int8, true);
-    assert!(FileDecider::new(&p, &Schema::new(small), Path::new("f")).is_ok());
+    assert!(FileDecider::new(&p, &Schema::new(small), Path::new("f"), None).is_ok());
     let tiny = policy(
         "policy: p\ncolumns: {region: country}\nrules:\n  - id: a\n    if: {where: [{column: n, ge: 300}]}\n    then: include\n",
     );
@@ -483,7 +484,7 @@ fn dates_and_timestamps() {
         Field::new("country", DataType::Utf8, true),
         Field::new("x", naive.data_type().clone(), true),
     ]);
-    let e = FileDecider::new(&p, &schema, Path::new("f"))
+    let e = FileDecider::new(&p, &schema, Path::new("f"), None)
         .err()
         .unwrap()
         .to_string();
@@ -492,7 +493,7 @@ fn dates_and_timestamps() {
         "{e}"
     );
     let p = where_rule("{column: x, ge: yesterday}");
-    let e = FileDecider::new(&p, &schema, Path::new("f"))
+    let e = FileDecider::new(&p, &schema, Path::new("f"), None)
         .err()
         .unwrap()
         .to_string();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
-pub use raw::{Action, Scalar};
+pub use raw::{Action, Operand, Scalar};
 
 use crate::error::{Error, Result};
 use crate::region::{self, Region, RegionSet};
@@ -39,8 +39,32 @@ impl From<Location> for Pos {
 pub struct Columns {
     pub record_id: Option<String>,
     pub user_id: Option<String>,
-    pub region: String,
+    /// `None` only when the consent table provides the region.
+    pub region: Option<String>,
     pub consent: Option<String>,
+}
+
+/// `consent_table:`: the snapshot's key column and the fields it provides. A field mapped here
+/// comes from the snapshot; the corpus column of the same field is ignored.
+#[derive(Debug, Clone)]
+pub struct ConsentTableSpec {
+    pub key: String,
+    pub region: Option<String>,
+    pub consent: Option<String>,
+    pub updated_at: Option<String>,
+    pub extra: Vec<String>,
+}
+
+impl ConsentTableSpec {
+    /// Every snapshot column read, key first.
+    pub fn columns(&self) -> Vec<&str> {
+        let mut v = vec![self.key.as_str()];
+        v.extend(self.region.as_deref());
+        v.extend(self.consent.as_deref());
+        v.extend(self.updated_at.as_deref());
+        v.extend(self.extra.iter().map(String::as_str));
+        v
+    }
 }
 
 /// Consent values as listed; matched by type against the consent column.
@@ -106,7 +130,7 @@ impl CompareOp {
 /// What a `where` predicate tests.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PredicateOp {
-    Compare(CompareOp, Scalar),
+    Compare(CompareOp, Operand),
     In(Vec<Scalar>),
     NotIn(Vec<Scalar>),
     /// `is_null: true` (or `false`: is not null).
@@ -129,6 +153,8 @@ pub enum Condition {
     },
     Consent(ConsentSet),
     Where(Vec<Predicate>),
+    /// The user id is in any of these lists (indexes into `Policy::user_lists`).
+    UserIn(Vec<usize>),
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +187,8 @@ pub struct Policy {
     pub sha256: String,
     pub columns: Columns,
     pub consent_values: Option<ConsentValues>,
+    pub consent_table: Option<ConsentTableSpec>,
+    pub user_lists: Vec<String>,
     pub groups: Vec<RegionGroup>,
     pub default: Action,
     pub rules: Vec<Rule>,
@@ -214,7 +242,35 @@ impl Policy {
         }
     }
 
-    /// Every column the decision reads, deduplicated, in a stable order.
+    /// Whether a field comes from the consent table rather than the corpus.
+    pub fn from_snapshot(&self, column: &str) -> bool {
+        self.consent_table
+            .as_ref()
+            .is_some_and(|t| t.extra.iter().any(|e| e == column))
+    }
+
+    /// The region column read from the corpus, unless the snapshot provides the region.
+    pub fn corpus_region(&self) -> Option<&str> {
+        match &self.consent_table {
+            Some(t) if t.region.is_some() => None,
+            _ => self.columns.region.as_deref(),
+        }
+    }
+
+    /// The consent column read from the corpus, unless the snapshot provides consent.
+    pub fn corpus_consent(&self) -> Option<&str> {
+        match &self.consent_table {
+            Some(t) if t.consent.is_some() => None,
+            _ => self.columns.consent.as_deref(),
+        }
+    }
+
+    /// Whether rows must be looked up by user id (a consent table or user lists).
+    pub fn needs_user_id(&self) -> bool {
+        self.consent_table.is_some() || !self.user_lists.is_empty()
+    }
+
+    /// Every corpus column the decision reads, deduplicated, in a stable order.
     pub fn decision_columns(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let mut push = |c: &str| {
@@ -222,15 +278,29 @@ impl Policy {
                 out.push(c.to_owned());
             }
         };
-        push(&self.columns.region);
-        if let Some(c) = &self.columns.consent {
+        if let Some(c) = self.corpus_region() {
             push(c);
+        }
+        if let Some(c) = self.corpus_consent() {
+            push(c);
+        }
+        if self.needs_user_id() {
+            if let Some(c) = &self.columns.user_id {
+                push(c);
+            }
         }
         for rule in &self.rules {
             for cond in rule.when.iter().chain(&rule.unless) {
                 if let Condition::Where(preds) = cond {
                     for p in preds {
-                        push(&p.column);
+                        if !self.from_snapshot(&p.column) {
+                            push(&p.column);
+                        }
+                        if let PredicateOp::Compare(_, Operand::Column(c)) = &p.op {
+                            if !self.from_snapshot(c) {
+                                push(c);
+                            }
+                        }
                     }
                 }
             }
@@ -297,6 +367,13 @@ fn strip_location_suffix(msg: &str) -> String {
 /// Group name → (its key, its members with locations), as written.
 type GroupDefs<'a> = HashMap<&'a str, (&'a Spanned<String>, Vec<(String, Location)>)>;
 
+/// What conditions are resolved against.
+struct CondCtx<'a> {
+    groups: &'a HashMap<String, RegionSet>,
+    user_lists: &'a [String],
+    has_consent: bool,
+}
+
 struct Compiler<'a> {
     path: &'a Path,
 }
@@ -334,8 +411,19 @@ impl Compiler<'_> {
             },
         };
 
-        let columns = self.columns(&raw.columns)?;
-        let consent_values = self.consent_values(&columns, raw.consent_values.as_ref())?;
+        let consent_table = self.consent_table(raw.consent_table.as_ref())?;
+        let columns = self.columns(&raw.columns, consent_table.as_ref())?;
+        let has_consent = columns.consent.is_some()
+            || consent_table.as_ref().is_some_and(|t| t.consent.is_some());
+        let consent_values = self.consent_values(has_consent, raw.consent_values.as_ref())?;
+        let user_lists = self.user_lists(raw.user_lists.as_ref())?;
+        let needs_user = consent_table.is_some() || !user_lists.is_empty();
+        if needs_user && columns.user_id.is_none() {
+            return Err(self.err(
+                raw.columns.referenced,
+                "columns.user_id is required with consent_table or user_lists: it is the join key in the corpus",
+            ));
+        }
         let (groups, group_sets) = self.groups(raw.region_groups.as_ref())?;
         let default = raw.default.map(|d| d.value).unwrap_or(Action::Exclude);
 
@@ -365,12 +453,17 @@ impl Compiler<'_> {
                 ));
             }
             seen.insert(rid.clone(), r.id.referenced.into());
+            let ctx = CondCtx {
+                groups: &group_sets,
+                user_lists: &user_lists,
+                has_consent,
+            };
             let when = match &r.when {
-                Some(c) => self.conditions(c, "if", &columns, &group_sets)?,
+                Some(c) => self.conditions(c, "if", &ctx)?,
                 None => Vec::new(),
             };
             let unless = match &r.unless {
-                Some(c) => self.conditions(c, "unless", &columns, &group_sets)?,
+                Some(c) => self.conditions(c, "unless", &ctx)?,
                 None => Vec::new(),
             };
             rules.push(Rule {
@@ -391,13 +484,84 @@ impl Compiler<'_> {
             sha256,
             columns,
             consent_values,
+            consent_table,
+            user_lists,
             groups,
             default,
             rules,
         })
     }
 
-    fn columns(&self, raw: &Spanned<raw::RawColumns>) -> Result<Columns> {
+    fn consent_table(
+        &self,
+        raw: Option<&Spanned<raw::RawConsentTable>>,
+    ) -> Result<Option<ConsentTableSpec>> {
+        let Some(raw) = raw else { return Ok(None) };
+        let t = &raw.value;
+        let mut seen: Vec<(String, Location)> = Vec::new();
+        let mut name = |s: &Spanned<String>, key: &str| -> Result<String> {
+            if s.value.trim().is_empty() {
+                return Err(self.err(s.referenced, format!("consent_table.{key} is empty")));
+            }
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == s.value) {
+                return Err(self.err(
+                    s.referenced,
+                    format!(
+                        "snapshot column '{}' is mapped twice (also on line {})",
+                        s.value,
+                        first.line()
+                    ),
+                ));
+            }
+            seen.push((s.value.clone(), s.referenced));
+            Ok(s.value.clone())
+        };
+        let key = name(&t.key, "key")?;
+        let region = t.region.as_ref().map(|s| name(s, "region")).transpose()?;
+        let consent = t.consent.as_ref().map(|s| name(s, "consent")).transpose()?;
+        let updated_at = t
+            .updated_at
+            .as_ref()
+            .map(|s| name(s, "updated_at"))
+            .transpose()?;
+        let mut extra = Vec::new();
+        if let Some(e) = &t.extra {
+            for s in &e.value {
+                extra.push(name(s, "extra")?);
+            }
+        }
+        Ok(Some(ConsentTableSpec {
+            key,
+            region,
+            consent,
+            updated_at,
+            extra,
+        }))
+    }
+
+    fn user_lists(&self, raw: Option<&Spanned<Vec<Spanned<String>>>>) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for s in raw.map(|r| r.value.as_slice()).unwrap_or_default() {
+            let n = s.value.trim();
+            if n.is_empty() || n.contains('=') {
+                return Err(self.err(
+                    s.referenced,
+                    format!("'{}' cannot be a user list name", s.value),
+                ));
+            }
+            if out.iter().any(|o| o == n) {
+                return Err(self.err(s.referenced, format!("user list '{n}' is named twice")));
+            }
+            out.push(n.to_owned());
+        }
+        Ok(out)
+    }
+
+    fn columns(
+        &self,
+        raw: &Spanned<raw::RawColumns>,
+        table: Option<&ConsentTableSpec>,
+    ) -> Result<Columns> {
         let c = &raw.value;
         let name = |s: &Option<Spanned<String>>, key: &str| -> Result<Option<String>> {
             match s {
@@ -408,14 +572,16 @@ impl Compiler<'_> {
                 Some(s) => Ok(Some(s.value.clone())),
             }
         };
-        let region = name(&c.region, "region")?.ok_or_else(|| {
-            self.err(
+        let region = name(&c.region, "region")?;
+        if region.is_none() && table.is_none_or(|t| t.region.is_none()) {
+            return Err(self.err(
                 raw.referenced,
-                "columns.region is required: the column holding each record's region",
-            )
-        })?;
+                "columns.region is required: the column holding each record's region \
+                 (or consent_table.region when a consent snapshot provides it)",
+            ));
+        }
         let consent = name(&c.consent, "consent")?;
-        if consent.as_deref() == Some(region.as_str()) {
+        if consent.is_some() && consent == region {
             return Err(self.err(
                 c.consent.as_ref().unwrap().referenced,
                 "columns.consent names the same column as columns.region",
@@ -431,11 +597,11 @@ impl Compiler<'_> {
 
     fn consent_values(
         &self,
-        columns: &Columns,
+        has_consent: bool,
         raw: Option<&Spanned<raw::RawConsentValues>>,
     ) -> Result<Option<ConsentValues>> {
         let Some(raw) = raw else {
-            if columns.consent.is_some() {
+            if has_consent {
                 return Err(self.err(
                     Pos { line: 1, column: 1 },
                     "consent_values is required when columns.consent is set \
@@ -444,10 +610,10 @@ impl Compiler<'_> {
             }
             return Ok(None);
         };
-        if columns.consent.is_none() {
+        if !has_consent {
             return Err(self.err(
                 raw.referenced,
-                "consent_values is set but columns.consent is not: name the consent column",
+                "consent_values is set but neither columns.consent nor consent_table.consent is",
             ));
         }
         let list = |v: &Option<Spanned<raw::ScalarOrSeq>>| -> Result<Vec<(Scalar, Pos)>> {
@@ -619,9 +785,9 @@ impl Compiler<'_> {
         &self,
         raw: &Spanned<raw::RawConditions>,
         key: &str,
-        columns: &Columns,
-        groups: &HashMap<String, RegionSet>,
+        ctx: &CondCtx,
     ) -> Result<Vec<Condition>> {
+        let groups = ctx.groups;
         let c = &raw.value;
         let mut out = Vec::new();
         if let Some(r) = &c.region {
@@ -638,7 +804,7 @@ impl Compiler<'_> {
             out.push(Condition::Region { set, written });
         }
         if let Some(cs) = &c.consent {
-            if columns.consent.is_none() {
+            if !ctx.has_consent {
                 return Err(self.err(
                     cs.referenced,
                     "a `consent` condition needs columns.consent (and consent_values)",
@@ -677,6 +843,25 @@ impl Compiler<'_> {
             }
             out.push(Condition::Where(preds));
         }
+        if let Some(u) = &c.user_in {
+            let items = u.value.items(u.referenced);
+            if items.is_empty() {
+                return Err(self.err(u.referenced, "user_in list is empty"));
+            }
+            let mut idx = Vec::new();
+            for (name, loc) in items {
+                match ctx.user_lists.iter().position(|l| *l == name) {
+                    Some(i) => idx.push(i),
+                    None => {
+                        return Err(self.err(
+                            loc,
+                            format!("user list '{name}' is not declared in user_lists"),
+                        ))
+                    }
+                }
+            }
+            out.push(Condition::UserIn(idx));
+        }
         if out.is_empty() {
             return Err(self.err(
                 raw.referenced,
@@ -693,15 +878,18 @@ impl Compiler<'_> {
             return Err(self.err(p.column.referenced, "`column` is empty"));
         }
         let mut ops: Vec<(PredicateOp, Location)> = Vec::new();
-        let scalar = |v: &Spanned<Scalar>, op: &str| -> Result<Scalar> {
+        let operand = |v: &Spanned<Operand>, op: &str| -> Result<Operand> {
             match &v.value {
-                Scalar::Null => Err(self.err(
+                Operand::Literal(Scalar::Null) => Err(self.err(
                     v.referenced,
                     format!(
                         "`{op}: null` never holds (a null compares false); use `is_null: true`"
                     ),
                 )),
-                s => Ok(s.clone()),
+                Operand::Column(c) if c.trim().is_empty() => {
+                    Err(self.err(v.referenced, "`column` is empty"))
+                }
+                o => Ok(o.clone()),
             }
         };
         for (op, v) in [
@@ -713,8 +901,10 @@ impl Compiler<'_> {
             (CompareOp::Ge, &p.ge),
         ] {
             if let Some(v) = v {
-                let s = scalar(v, op.as_str())?;
-                if matches!(s, Scalar::Bool(_)) && !matches!(op, CompareOp::Eq | CompareOp::Ne) {
+                let s = operand(v, op.as_str())?;
+                if matches!(s, Operand::Literal(Scalar::Bool(_)))
+                    && !matches!(op, CompareOp::Eq | CompareOp::Ne)
+                {
                     return Err(self.err(
                         v.referenced,
                         format!("`{}` cannot order booleans; use eq or ne", op.as_str()),

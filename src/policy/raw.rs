@@ -23,6 +23,10 @@ pub struct RawPolicy {
     #[serde(default)]
     pub region_groups: Option<Spanned<OrderedMap<Spanned<String>, Spanned<StrOrSeq>>>>,
     #[serde(default)]
+    pub consent_table: Option<Spanned<RawConsentTable>>,
+    #[serde(default)]
+    pub user_lists: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
     pub default: Option<Spanned<Action>>,
     pub rules: Spanned<Vec<RawRule>>,
 }
@@ -38,6 +42,21 @@ pub struct RawColumns {
     pub region: Option<Spanned<String>>,
     #[serde(default)]
     pub consent: Option<Spanned<String>>,
+}
+
+/// The consent snapshot's columns: the join key and the fields it provides.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsentTable {
+    pub key: Spanned<String>,
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
+    #[serde(default)]
+    pub consent: Option<Spanned<String>>,
+    #[serde(default)]
+    pub updated_at: Option<Spanned<String>>,
+    #[serde(default)]
+    pub extra: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +106,8 @@ pub struct RawConditions {
     pub consent: Option<Spanned<StrOrSeq>>,
     #[serde(rename = "where", default)]
     pub where_: Option<Spanned<Vec<Spanned<RawPredicate>>>>,
+    #[serde(default)]
+    pub user_in: Option<Spanned<StrOrSeq>>,
 }
 
 /// `{column: NAME, OP: VALUE}`; exactly one operator is checked when compiling.
@@ -95,17 +116,17 @@ pub struct RawConditions {
 pub struct RawPredicate {
     pub column: Spanned<String>,
     #[serde(default, deserialize_with = "some")]
-    pub eq: Option<Spanned<Scalar>>,
+    pub eq: Option<Spanned<Operand>>,
     #[serde(default, deserialize_with = "some")]
-    pub ne: Option<Spanned<Scalar>>,
+    pub ne: Option<Spanned<Operand>>,
     #[serde(default, deserialize_with = "some")]
-    pub lt: Option<Spanned<Scalar>>,
+    pub lt: Option<Spanned<Operand>>,
     #[serde(default, deserialize_with = "some")]
-    pub le: Option<Spanned<Scalar>>,
+    pub le: Option<Spanned<Operand>>,
     #[serde(default, deserialize_with = "some")]
-    pub gt: Option<Spanned<Scalar>>,
+    pub gt: Option<Spanned<Operand>>,
     #[serde(default, deserialize_with = "some")]
-    pub ge: Option<Spanned<Scalar>>,
+    pub ge: Option<Spanned<Operand>>,
     #[serde(rename = "in", default, deserialize_with = "some")]
     pub in_: Option<Spanned<ScalarOrSeq>>,
     #[serde(default, deserialize_with = "some")]
@@ -118,6 +139,61 @@ pub struct RawPredicate {
 /// reported instead of silently meaning "no operator".
 fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// A comparison's right-hand side: a literal, or `{column: NAME}` for another column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    Literal(Scalar),
+    Column(String),
+}
+
+impl<'de> Deserialize<'de> for Operand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Operand;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a scalar or {column: NAME}")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Operand, E> {
+                Ok(Operand::Literal(Scalar::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Operand, E> {
+                Ok(Operand::Literal(Scalar::Int(v as i128)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Operand, E> {
+                Ok(Operand::Literal(Scalar::Int(v as i128)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Operand, E> {
+                Ok(Operand::Literal(Scalar::Float(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Operand, E> {
+                Ok(Operand::Literal(Scalar::Str(v.to_owned())))
+            }
+            fn visit_unit<E>(self) -> Result<Operand, E> {
+                Ok(Operand::Literal(Scalar::Null))
+            }
+            fn visit_none<E>(self) -> Result<Operand, E> {
+                Ok(Operand::Literal(Scalar::Null))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Operand, A::Error> {
+                let mut column: Option<String> = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    if k != "column" || column.is_some() {
+                        return Err(de::Error::custom(format!(
+                            "unknown field `{k}` in a column operand; write {{column: NAME}}"
+                        )));
+                    }
+                    column = Some(map.next_value()?);
+                }
+                column
+                    .map(Operand::Column)
+                    .ok_or_else(|| de::Error::custom("a column operand needs `column: NAME`"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A typed YAML scalar.

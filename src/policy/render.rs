@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Condition, Policy, PredicateOp, Scalar};
+use super::{Condition, Operand, Policy, PredicateOp, Scalar};
 use crate::region::{self, RegionSet};
 
 fn q(s: &str) -> String {
@@ -29,7 +29,7 @@ fn codes(set: &RegionSet) -> String {
     list(set.iter().map(|r| q(r.code().unwrap_or("unknown"))))
 }
 
-fn conditions(out: &mut String, key: &str, conds: &[Condition]) {
+fn conditions(out: &mut String, key: &str, conds: &[Condition], user_lists: &[String]) {
     let _ = writeln!(out, "    {key}:");
     for c in conds {
         match c {
@@ -45,11 +45,23 @@ fn conditions(out: &mut String, key: &str, conds: &[Condition]) {
                     .map(|(_, s)| (*s).to_owned());
                 let _ = writeln!(out, "      consent: {}", list(states));
             }
+            Condition::UserIn(lists) => {
+                let _ = writeln!(
+                    out,
+                    "      user_in: {}",
+                    list(lists.iter().map(|i| q(&user_lists[*i])))
+                );
+            }
             Condition::Where(preds) => {
                 let _ = writeln!(out, "      where:");
                 for p in preds {
                     let op = match &p.op {
-                        PredicateOp::Compare(op, v) => format!("{}: {}", op.as_str(), scalar(v)),
+                        PredicateOp::Compare(op, Operand::Literal(v)) => {
+                            format!("{}: {}", op.as_str(), scalar(v))
+                        }
+                        PredicateOp::Compare(op, Operand::Column(c)) => {
+                            format!("{}: {{column: {}}}", op.as_str(), q(c))
+                        }
                         PredicateOp::In(vs) => format!("in: {}", list(vs.iter().map(scalar))),
                         PredicateOp::NotIn(vs) => {
                             format!("not_in: {}", list(vs.iter().map(scalar)))
@@ -83,7 +95,7 @@ pub(super) fn render(p: &Policy) -> String {
     for (k, v) in [
         ("record_id", &c.record_id),
         ("user_id", &c.user_id),
-        ("region", &Some(c.region.clone())),
+        ("region", &c.region),
         ("consent", &c.consent),
     ] {
         if let Some(v) = v {
@@ -94,6 +106,29 @@ pub(super) fn render(p: &Policy) -> String {
         let _ = writeln!(out, "consent_values:");
         let _ = writeln!(out, "  granted: {}", list(cv.granted.iter().map(scalar)));
         let _ = writeln!(out, "  denied: {}", list(cv.denied.iter().map(scalar)));
+    }
+    if let Some(t) = &p.consent_table {
+        let _ = writeln!(out, "consent_table:");
+        let _ = writeln!(out, "  key: {}", q(&t.key));
+        for (k, v) in [
+            ("region", &t.region),
+            ("consent", &t.consent),
+            ("updated_at", &t.updated_at),
+        ] {
+            if let Some(v) = v {
+                let _ = writeln!(out, "  {k}: {}", q(v));
+            }
+        }
+        if !t.extra.is_empty() {
+            let _ = writeln!(out, "  extra: {}", list(t.extra.iter().map(|e| q(e))));
+        }
+    }
+    if !p.user_lists.is_empty() {
+        let _ = writeln!(
+            out,
+            "user_lists: {}",
+            list(p.user_lists.iter().map(|l| q(l)))
+        );
     }
     let _ = writeln!(out, "# built-in EU: {}", codes(&region::eu()));
     let _ = writeln!(out, "# built-in EEA: {}", codes(&region::eea()));
@@ -115,10 +150,10 @@ pub(super) fn render(p: &Policy) -> String {
             let _ = writeln!(out, "    description: {}", q(d));
         }
         if !r.when.is_empty() {
-            conditions(&mut out, "if", &r.when);
+            conditions(&mut out, "if", &r.when, &p.user_lists);
         }
         if !r.unless.is_empty() {
-            conditions(&mut out, "unless", &r.unless);
+            conditions(&mut out, "unless", &r.unless, &p.user_lists);
         }
         let _ = writeln!(out, "    then: {}", r.action.as_str());
     }

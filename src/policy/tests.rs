@@ -47,7 +47,7 @@ fn issue_example_reads_as_written() {
     assert_eq!(p.id, "genai-uk-eea-ch-pause");
     assert_eq!(p.version.as_deref(), Some("2024-09-20"));
     assert_eq!(p.default, Action::Exclude);
-    assert_eq!(p.columns.region, "country");
+    assert_eq!(p.columns.region.as_deref(), Some("country"));
     assert_eq!(p.columns.record_id.as_deref(), Some("post_id"));
     let cv = p.consent_values.as_ref().unwrap();
     assert_eq!(
@@ -155,7 +155,7 @@ fn errors_name_line_and_column() {
         ),
         (
             "policy: p\ncolumns: {record_id: id}\nrules: []\n",
-            "p.yaml:2:10: columns.region is required: the column holding each record's region",
+            "p.yaml:2:10: columns.region is required: the column holding each record's region (or consent_table.region when a consent snapshot provides it)",
         ),
         (
             "policy: p\ncolumns: {region: country}\nregion_groups:\n  DE: [FR]\nrules: []\n",
@@ -213,6 +213,26 @@ fn errors_name_line_and_column() {
             &with_rules("  - id: a\n    if: {where: [{column: x, gt: true}]}\n    then: exclude\n"),
             "p.yaml:6:34: `gt` cannot order booleans; use eq or ne",
         ),
+        (
+            "policy: p\ncolumns: {region: c}\nrules:\n  - id: a\n    if: {user_in: objections}\n    then: exclude\n",
+            "p.yaml:5:19: user list 'objections' is not declared in user_lists",
+        ),
+        (
+            "policy: p\ncolumns: {region: c}\nuser_lists: [objections]\nrules: []\n",
+            "p.yaml:2:10: columns.user_id is required with consent_table or user_lists: it is the join key in the corpus",
+        ),
+        (
+            "policy: p\ncolumns: {user_id: m}\nconsent_table: {key: k, consent: c}\nconsent_values: {granted: [y]}\nrules: []\n",
+            "p.yaml:2:10: columns.region is required: the column holding each record's region (or consent_table.region when a consent snapshot provides it)",
+        ),
+        (
+            "policy: p\ncolumns: {user_id: m}\nconsent_table: {key: k, region: r, extra: [k]}\nrules: []\n",
+            "p.yaml:3:44: snapshot column 'k' is mapped twice (also on line 3)",
+        ),
+        (
+            "policy: p\ncolumns: {user_id: m}\nconsent_table: {key: k, region: r}\nrules:\n  - id: a\n    if: {where: [{column: t, ge: {col: x}}]}\n    then: exclude\n",
+            "p.yaml:6:34: unknown field `col` in a column operand; write {column: NAME}",
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(&err(text), want, "policy:\n{text}");
@@ -221,7 +241,12 @@ fn errors_name_line_and_column() {
 
 #[test]
 fn check_output_is_a_policy_that_decides_the_same() {
-    for name in ["genai-uk-eea-ch-pause", "meta-uk-2024", "opt-in-only"] {
+    for name in [
+        "genai-uk-eea-ch-pause",
+        "meta-uk-2024",
+        "opt-in-only",
+        "consent-snapshot",
+    ] {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.yaml"));
         let p = Policy::load(&path).unwrap();
         let text = p.to_normalized_yaml();
@@ -255,6 +280,7 @@ fn strip(conds: &[Condition]) -> Vec<String> {
         .map(|c| match c {
             Condition::Region { set, .. } => format!("region {set:?}"),
             Condition::Consent(s) => format!("consent {s:?}"),
+            Condition::UserIn(l) => format!("user_in {l:?}"),
             Condition::Where(p) => format!(
                 "where {:?}",
                 p.iter().map(|p| (&p.column, &p.op)).collect::<Vec<_>>()

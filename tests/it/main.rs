@@ -2,5 +2,6 @@
 
 mod errors;
 mod filter;
+mod join;
 mod law;
 mod util;

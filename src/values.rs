@@ -1,0 +1,190 @@
+//! How column values become what the policy talks about: regions and consent states.
+//!
+//! Every function here accepts any string type (utf8, large, view) and dictionaries of them, and
+//! evaluates a dictionary once per distinct value, then spreads the result over the keys.
+
+use std::collections::HashMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::Array;
+use arrow_schema::DataType;
+
+use crate::policy::{consent_key, fold_consent_str, ConsentKey, ConsentState, ConsentValues};
+use crate::region::{self, Region};
+
+pub fn is_string_type(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+/// The type of the values: a dictionary's value type, else the type itself.
+pub fn value_type(dt: &DataType) -> &DataType {
+    match dt {
+        DataType::Dictionary(_, v) => v.as_ref(),
+        other => other,
+    }
+}
+
+/// Consent values bound to one column type.
+pub enum ConsentMatcher {
+    Str(HashMap<String, ConsentState>),
+    Bool(HashMap<bool, ConsentState>),
+    Int(HashMap<i128, ConsentState>),
+}
+
+impl ConsentMatcher {
+    /// The listed values usable against a column of type `dt`; an error when none is.
+    pub fn for_type(values: &ConsentValues, dt: &DataType) -> Result<ConsentMatcher, String> {
+        let vt = value_type(dt);
+        let mut usable: Vec<(ConsentKey, ConsentState)> = Vec::new();
+        for (list, state) in [
+            (&values.granted, ConsentState::Granted),
+            (&values.denied, ConsentState::Denied),
+        ] {
+            for v in list {
+                if let Some(k) = consent_key(v) {
+                    let fits = match &k {
+                        ConsentKey::Str(_) => is_string_type(vt),
+                        ConsentKey::Bool(_) => vt == &DataType::Boolean,
+                        ConsentKey::Int(_) => vt.is_integer(),
+                    };
+                    if fits {
+                        usable.push((k, state));
+                    }
+                }
+            }
+        }
+        if usable.is_empty() {
+            return Err(format!(
+                "has type {dt}, but no value under consent_values (policy line {}) has that type; \
+                 list strings for string columns, true/false for boolean, integers for integer columns",
+                values.pos.line
+            ));
+        }
+        let mut m = if is_string_type(vt) {
+            ConsentMatcher::Str(HashMap::new())
+        } else if vt == &DataType::Boolean {
+            ConsentMatcher::Bool(HashMap::new())
+        } else {
+            ConsentMatcher::Int(HashMap::new())
+        };
+        for (k, state) in usable {
+            match (&mut m, k) {
+                (ConsentMatcher::Str(map), ConsentKey::Str(v)) => {
+                    map.insert(v, state);
+                }
+                (ConsentMatcher::Bool(map), ConsentKey::Bool(v)) => {
+                    map.insert(v, state);
+                }
+                (ConsentMatcher::Int(map), ConsentKey::Int(v)) => {
+                    map.insert(v, state);
+                }
+                _ => {}
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Per-row values computed from a plain (non-dictionary) array.
+pub type Leaf<'a, T> = &'a dyn Fn(&dyn Array) -> std::result::Result<Vec<T>, String>;
+
+/// Apply `leaf` to the values of a dictionary once, then spread by key; plain arrays go to `leaf`.
+pub fn per_row<T: Copy>(
+    array: &dyn Array,
+    null: T,
+    leaf: Leaf<'_, T>,
+) -> std::result::Result<Vec<T>, String> {
+    if let Some(dict) = array.as_any_dictionary_opt() {
+        let per_value = per_row(dict.values().as_ref(), null, leaf)?;
+        let keys = dict.normalized_keys();
+        let valid = dict.keys().logical_nulls();
+        return Ok(keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match &valid {
+                Some(v) if v.is_null(i) => null,
+                _ => per_value.get(*k).copied().unwrap_or(null),
+            })
+            .collect());
+    }
+    leaf(array)
+}
+
+pub fn strings<T: Copy>(
+    array: &dyn Array,
+    null: T,
+    f: impl Fn(&str) -> T,
+) -> std::result::Result<Vec<T>, String> {
+    fn go<'a, T: Copy>(
+        it: impl Iterator<Item = Option<&'a str>>,
+        null: T,
+        f: impl Fn(&str) -> T,
+    ) -> Vec<T> {
+        it.map(|v| v.map(&f).unwrap_or(null)).collect()
+    }
+    Ok(match array.data_type() {
+        DataType::Utf8 => go(array.as_string::<i32>().iter(), null, f),
+        DataType::LargeUtf8 => go(array.as_string::<i64>().iter(), null, f),
+        DataType::Utf8View => go(array.as_string_view().iter(), null, f),
+        other => return Err(format!("expected a string column, found {other}")),
+    })
+}
+
+pub fn regions(array: &dyn Array) -> std::result::Result<Vec<Region>, String> {
+    per_row(array, Region::UNKNOWN, &|a| {
+        strings(a, Region::UNKNOWN, region::normalize)
+    })
+}
+
+pub fn consents(array: &dyn Array, m: &ConsentMatcher) -> std::result::Result<Vec<u8>, String> {
+    let unknown = ConsentState::Unknown as u8;
+    per_row(array, unknown, &|a| match m {
+        ConsentMatcher::Str(map) => strings(a, unknown, |s| {
+            map.get(&fold_consent_str(s))
+                .map(|s| *s as u8)
+                .unwrap_or(unknown)
+        }),
+        ConsentMatcher::Bool(map) => {
+            let b = a
+                .as_boolean_opt()
+                .ok_or_else(|| format!("expected a boolean column, found {}", a.data_type()))?;
+            Ok(b.iter()
+                .map(|v| {
+                    v.and_then(|v| map.get(&v))
+                        .map(|s| *s as u8)
+                        .unwrap_or(unknown)
+                })
+                .collect())
+        }
+        ConsentMatcher::Int(map) => {
+            let look = |v: Option<i128>| {
+                v.and_then(|v| map.get(&v))
+                    .map(|s| *s as u8)
+                    .unwrap_or(unknown)
+            };
+            macro_rules! ints {
+                ($t:ty) => {
+                    a.as_primitive::<$t>()
+                        .iter()
+                        .map(|v| look(v.map(|v| v as i128)))
+                        .collect()
+                };
+            }
+            Ok(match a.data_type() {
+                DataType::Int8 => ints!(Int8Type),
+                DataType::Int16 => ints!(Int16Type),
+                DataType::Int32 => ints!(Int32Type),
+                DataType::Int64 => ints!(Int64Type),
+                DataType::UInt8 => ints!(UInt8Type),
+                DataType::UInt16 => ints!(UInt16Type),
+                DataType::UInt32 => ints!(UInt32Type),
+                DataType::UInt64 => ints!(UInt64Type),
+                other => return Err(format!("expected an integer column, found {other}")),
+            })
+        }
+    })
+}
