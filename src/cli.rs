@@ -57,6 +57,15 @@ pub struct FilterArgs {
     #[arg(long, default_value = "preserve", value_name = "CODEC")]
     pub compression: String,
 
+    /// What to do with an unreadable input file: abort the run, or skip it (listed in
+    /// summary.json, exit code 4).
+    #[arg(long, value_enum, default_value_t = OnError::Abort)]
+    pub on_error: OnError,
+
+    /// Reuse the completed files of an interrupted run of the same job (verified by hash).
+    #[arg(long)]
+    pub resume: bool,
+
     /// Consent snapshot (Parquet file or directory) the policy's consent_table joins by user id.
     #[arg(long, value_name = "SNAPSHOT")]
     pub consent_table: Option<PathBuf>,
@@ -68,6 +77,12 @@ pub struct FilterArgs {
     /// Parquet files and/or directories (searched recursively for *.parquet).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    Abort,
+    Skip,
 }
 
 #[derive(Debug, Args)]

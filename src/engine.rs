@@ -8,7 +8,7 @@
 //! written do not depend on the thread count; at most a small window of tasks is in flight, so
 //! memory does not grow with the corpus.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,7 @@ use crate::decide::FileDecider;
 use crate::error::{Error, Result};
 use crate::input::OpenedInput;
 use crate::join::JoinData;
+use crate::journal::{self, Entry, Journal};
 use crate::plan::{CompressionChoice, FilterPlan};
 use crate::policy::{Action, Policy, RuleId};
 use crate::progress::Progress;
@@ -94,6 +95,7 @@ impl FileJob {
                 "the embedded Arrow schema does not match the Parquet schema".into(),
             ));
         }
+        check_footer_claims(&pq, input.file.bytes).map_err(read_err)?;
 
         // Pass-1 projection: decision columns plus the ids the manifest copies.
         let mut wanted: Vec<&str> = policy
@@ -234,9 +236,65 @@ impl FileJob {
         self.rg_first_row.len()
     }
 
+    /// Compressed bytes of all row groups (what the progress bar counts).
+    pub fn total_bytes(&self) -> u64 {
+        self.input
+            .parquet_meta()
+            .row_groups()
+            .iter()
+            .map(|g| g.compressed_size().max(0) as u64)
+            .sum()
+    }
+
     fn path(&self) -> &Path {
         &self.input.file.path
     }
+}
+
+/// Most uncompressed bytes one column chunk may claim. A crafted footer or page header could
+/// otherwise ask the decoder for gigabytes from a tiny file.
+const MAX_CHUNK_UNCOMPRESSED: i64 = 8 << 30;
+
+/// Check what the footer claims against the file before any page is read: every column chunk
+/// lies inside the file, sizes are sane, and the row counts add up.
+fn check_footer_claims(
+    pq: &parquet::file::metadata::ParquetMetaData,
+    file_len: u64,
+) -> std::result::Result<(), String> {
+    let mut rows = 0i64;
+    for (g, rg) in pq.row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            return Err(format!(
+                "corrupt footer: row group {g} claims {} rows",
+                rg.num_rows()
+            ));
+        }
+        rows = rows.saturating_add(rg.num_rows());
+        for c in rg.columns() {
+            let (start, len) = c.byte_range();
+            if start.checked_add(len).is_none_or(|end| end > file_len) {
+                return Err(format!(
+                    "corrupt footer: column '{}' of row group {g} claims bytes {start}..{} of a {file_len}-byte file",
+                    c.column_path(),
+                    start.saturating_add(len)
+                ));
+            }
+            if c.uncompressed_size() < 0 || c.uncompressed_size() > MAX_CHUNK_UNCOMPRESSED {
+                return Err(format!(
+                    "corrupt footer: column '{}' of row group {g} claims {} uncompressed bytes (the limit is {MAX_CHUNK_UNCOMPRESSED})",
+                    c.column_path(),
+                    c.uncompressed_size()
+                ));
+            }
+        }
+    }
+    if rows != pq.file_metadata().num_rows() {
+        return Err(format!(
+            "corrupt footer: row groups hold {rows} rows but the file claims {}",
+            pq.file_metadata().num_rows()
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a column chunk was wholly dictionary-encoded: only then is a dictionary worth trying
@@ -704,30 +762,75 @@ impl FileSink {
         Ok(())
     }
 
-    fn close(self) -> Result<FileStats> {
+    /// Finish both files; returns the stats and the two paths written.
+    fn close(self) -> Result<(FileStats, (PathBuf, PathBuf))> {
+        let mut paths = (PathBuf::new(), PathBuf::new());
         if let Some(d) = self.data {
+            paths.0 = d.path.clone();
             d.finish()?;
         }
         if let Some(m) = self.manifest {
+            paths.1 = m.path.clone();
             m.finish()?;
         }
-        Ok(self.stats)
+        Ok((self.stats, paths))
+    }
+
+    /// Delete whatever was written for this file.
+    fn abandon(self) {
+        for f in [self.data, self.manifest].into_iter().flatten() {
+            let path = f.path.clone();
+            drop(f);
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
-/// Decide every row group of `jobs` and, unless `out` is `None`, write the outputs under `out`.
-/// Returns per-file stats (in job order) and the run's counts.
-pub fn run(
-    plan: &FilterPlan,
-    jobs: &[FileJob],
-    out: Option<&Path>,
-    progress: &Progress,
-) -> Result<(Vec<FileStats>, Counts)> {
+/// How one input file ended.
+pub enum FileOutcome {
+    Done {
+        stats: FileStats,
+        counts: Counts,
+    },
+    /// Unreadable and quarantined under `--on-error skip`: nothing of it is written.
+    Skipped {
+        path: PathBuf,
+        error: String,
+    },
+}
+
+/// What the engine needs beyond the jobs.
+pub struct RunContext<'a> {
+    /// The temporary output directory; `None` in a dry run.
+    pub out: Option<&'a Path>,
+    pub skip_unreadable: bool,
+    pub journal: Option<&'a Journal>,
+    /// Files whose outputs an earlier run completed, by index into `jobs`.
+    pub resumed: &'a HashMap<usize, Entry>,
+    pub progress: &'a Progress,
+}
+
+/// Whether an error belongs to the input file (quarantinable) rather than to the run.
+fn is_input_error(e: &Error) -> bool {
+    matches!(e, Error::Read { .. })
+}
+
+/// Decide every row group of `jobs` and, unless `ctx.out` is `None`, write the outputs there.
+/// Returns one outcome per job, in job order.
+pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<FileOutcome>> {
     let policy = plan.policy.as_ref();
+    // Row-group tasks of the files still to do, in file order.
     let tasks: Vec<(usize, usize)> = jobs
         .iter()
         .enumerate()
+        .filter(|(f, _)| !ctx.resumed.contains_key(f))
         .flat_map(|(f, j)| (0..j.num_row_groups()).map(move |rg| (f, rg)))
+        .collect();
+    let first_task_of: HashMap<usize, usize> = tasks
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(t, (f, _))| (*f, t))
         .collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(plan.threads)
@@ -735,17 +838,18 @@ pub fn run(
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
     let window = plan.threads * 2 + 1;
-    let write = out.is_some();
-
-    let mut counts = Counts::new(policy.rules.len());
-    let mut stats = Vec::with_capacity(jobs.len());
+    let write = ctx.out.is_some();
     let (tx, rx) = mpsc::channel::<(usize, Result<RowGroupResult>)>();
+    let (jtx, jrx) = mpsc::channel::<Result<()>>();
 
-    let result = pool.in_place_scope(|scope| -> Result<()> {
+    pool.in_place_scope(|scope| -> Result<Vec<FileOutcome>> {
+        let mut outcomes = Vec::with_capacity(jobs.len());
         let mut next_submit = 0usize;
         let mut in_flight = 0usize;
+        let mut journal_pending = 0usize;
+        // Results of tasks below this index belong to an abandoned file and are dropped.
+        let mut discard_below = 0usize;
         let mut pending: BTreeMap<usize, Result<RowGroupResult>> = BTreeMap::new();
-        let mut failure: Option<(usize, Error)> = None;
         let submit = |next_submit: &mut usize, in_flight: &mut usize, upto: usize| {
             while *next_submit < tasks.len() && *next_submit < upto {
                 let t = *next_submit;
@@ -753,14 +857,17 @@ pub fn run(
                 let tx = tx.clone();
                 let job = &jobs[f];
                 scope.spawn(move |_| {
-                    let r = crate::guard::catch(|| process_row_group(job, rg, policy, write))
-                        .unwrap_or_else(|panic| {
-                            Err(Error::Read {
-                                file: job.path().to_owned(),
-                                row_group: Some(rg),
-                                message: panic,
-                            })
-                        });
+                    let r = match crate::signals::requested() {
+                        Some(signal) => Err(Error::Interrupted { signal }),
+                        None => crate::guard::catch(|| process_row_group(job, rg, policy, write))
+                            .unwrap_or_else(|panic| {
+                                Err(Error::Read {
+                                    file: job.path().to_owned(),
+                                    row_group: Some(rg),
+                                    message: panic,
+                                })
+                            }),
+                    };
                     let _ = tx.send((t, r));
                 });
                 *next_submit += 1;
@@ -768,51 +875,138 @@ pub fn run(
             }
         };
 
-        let mut next_task = 0usize;
-        for (f, job) in jobs.iter().enumerate() {
-            let mut sink = FileSink::open(job, out)?;
-            for _rg in 0..job.num_row_groups() {
-                let t = next_task;
-                debug_assert_eq!(tasks[t].0, f);
+        let mut result: Result<()> = Ok(());
+        'files: for (f, job) in jobs.iter().enumerate() {
+            if let Some(e) = ctx.resumed.get(&f) {
+                ctx.progress.advance(e.stats.rows, job.total_bytes());
+                outcomes.push(FileOutcome::Done {
+                    stats: e.stats.clone(),
+                    counts: e.counts.clone(),
+                });
+                continue;
+            }
+            let mut sink = match FileSink::open(job, ctx.out) {
+                Ok(s) => s,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let mut counts = Counts::new(policy.rules.len());
+            let first = first_task_of.get(&f).copied().unwrap_or(0);
+            let mut failed: Option<Error> = None;
+            for rg in 0..job.num_row_groups() {
+                let t = first + rg;
+                debug_assert_eq!(tasks[t], (f, rg));
                 let r = loop {
-                    if failure.is_none() {
-                        submit(&mut next_submit, &mut in_flight, t + window);
+                    if let Some(signal) = crate::signals::requested() {
+                        break Err(Error::Interrupted { signal });
                     }
+                    submit(&mut next_submit, &mut in_flight, t + window);
                     if let Some(r) = pending.remove(&t) {
                         break r;
                     }
-                    let (i, r) = rx.recv().expect("workers hold a sender");
-                    in_flight -= 1;
-                    pending.insert(i, r);
-                };
-                match r {
-                    Ok(r) => {
-                        counts.add(&r.counts);
-                        progress.advance(r.rows, r.bytes);
-                        sink.append(job, r)?;
+                    match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                        Ok((i, r)) => {
+                            in_flight -= 1;
+                            if i >= discard_below {
+                                pending.insert(i, r);
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            unreachable!("the writer holds a sender")
+                        }
                     }
+                };
+                match r.and_then(|r| {
+                    counts.add(&r.counts);
+                    ctx.progress.advance(r.rows, r.bytes);
+                    sink.append(job, r)
+                }) {
+                    Ok(()) => {}
                     Err(e) => {
-                        failure = Some((t, e));
+                        failed = Some(e);
                         break;
                     }
                 }
-                next_task += 1;
             }
-            if failure.is_some() {
-                break;
+            match failed {
+                None => match sink.close() {
+                    Ok((stats, paths)) => {
+                        if let Some(journal) = ctx.journal {
+                            let jtx = jtx.clone();
+                            let entry_counts = counts.clone();
+                            let entry_stats = stats.clone();
+                            let input = job.input.file.clone();
+                            journal_pending += 1;
+                            scope.spawn(move |_| {
+                                let r = journal_entry(&input, paths, entry_stats, entry_counts)
+                                    .and_then(|e| journal.append(&e));
+                                let _ = jtx.send(r);
+                            });
+                        }
+                        outcomes.push(FileOutcome::Done { stats, counts });
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break 'files;
+                    }
+                },
+                Some(e) => {
+                    sink.abandon();
+                    if ctx.skip_unreadable && is_input_error(&e) {
+                        // Quarantine this file: drop its remaining row groups, go on.
+                        let next = first + job.num_row_groups();
+                        discard_below = next;
+                        pending.retain(|i, _| *i >= next);
+                        next_submit = next_submit.max(next);
+                        outcomes.push(FileOutcome::Skipped {
+                            path: job.path().to_owned(),
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
+                    result = Err(e);
+                    break 'files;
+                }
             }
-            stats.push(sink.close()?);
         }
-        // Let in-flight tasks finish before the scope ends; their results are dropped.
+        // Let in-flight work finish before the scope ends; late results are dropped.
         while in_flight > 0 {
             let _ = rx.recv();
             in_flight -= 1;
         }
-        match failure {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
+        for _ in 0..journal_pending {
+            if let Ok(Err(e)) = jrx.recv() {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
         }
-    });
-    result?;
-    Ok((stats, counts))
+        result.map(|_| outcomes)
+    })
+}
+
+/// The journal entry of a completed file: hashes of its input and outputs, and its counts.
+fn journal_entry(
+    input: &crate::input::InputFile,
+    (data, excluded): (PathBuf, PathBuf),
+    stats: FileStats,
+    counts: Counts,
+) -> Result<Entry> {
+    let (input_size, input_sha256) = journal::describe(&input.path)?;
+    let (data_size, data_sha256) = journal::describe(&data)?;
+    let (excluded_size, excluded_sha256) = journal::describe(&excluded)?;
+    Ok(Entry {
+        rel: input.rel.clone(),
+        input_size,
+        input_sha256,
+        data_size,
+        data_sha256,
+        excluded_size,
+        excluded_sha256,
+        stats,
+        counts,
+    })
 }

@@ -67,6 +67,14 @@ pub enum Error {
     /// Writing an output file failed.
     #[error("writing {}: {message}", path.display())]
     Write { path: PathBuf, message: String },
+
+    /// Another run holds the output; a scheduler should try again later.
+    #[error("{0}")]
+    Busy(String),
+
+    /// SIGINT or SIGTERM stopped the run.
+    #[error("interrupted by {}; completed files are kept for --resume", if *signal == 2 { "SIGINT" } else { "SIGTERM" })]
+    Interrupted { signal: i32 },
 }
 
 impl Error {
@@ -77,6 +85,14 @@ impl Error {
             | Error::PolicySyntax { .. }
             | Error::Schema { .. } => exit::USAGE,
             Error::Read { .. } | Error::Io { .. } | Error::Write { .. } => exit::FAILURE,
+            Error::Busy(_) => exit::RETRYABLE,
+            Error::Interrupted { signal } => {
+                if *signal == 2 {
+                    exit::INTERRUPTED
+                } else {
+                    exit::TERMINATED
+                }
+            }
         }
     }
 

@@ -5,10 +5,13 @@ use std::io::Write;
 
 use rayon::prelude::*;
 
-use crate::engine::{self, FileJob};
+use std::collections::HashMap;
+
+use crate::engine::{self, FileJob, FileOutcome, RunContext};
 use crate::error::{Error, Result};
 use crate::input::{self, OpenedInput};
 use crate::join::{self, JoinData, KeyKind};
+use crate::journal::{self, Entry, Journal};
 use crate::output::OutputTxn;
 use crate::plan::FilterPlan;
 use crate::progress::Progress;
@@ -65,12 +68,14 @@ fn load_join(plan: &FilterPlan, footers: &[OpenedInput]) -> Result<Option<Arc<Jo
 pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
     let started_at = now_rfc3339();
     let policy = plan.policy.as_ref();
+    crate::signals::install();
 
     // Every footer is read and checked against the policy before anything is written.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(plan.threads)
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
+    let mut skipped: Vec<(usize, std::path::PathBuf, String)> = Vec::new();
     let footers: Vec<Result<OpenedInput>> = pool.install(|| {
         plan.inputs
             .par_iter()
@@ -82,57 +87,141 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
             })
             .collect()
     });
-    let footers: Vec<OpenedInput> = footers.into_iter().collect::<Result<_>>()?;
+    let mut readable = Vec::with_capacity(footers.len());
+    for (i, f) in footers.into_iter().enumerate() {
+        match f {
+            Ok(f) => readable.push((i, f)),
+            Err(e @ Error::Read { .. }) if plan.skip_unreadable => {
+                skipped.push((i, plan.inputs[i].path.clone(), e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let footers: Vec<OpenedInput> = readable.iter().map(|(_, f)| f.clone()).collect();
+    if footers.is_empty() && !skipped.is_empty() {
+        return Err(Error::Read {
+            file: skipped[0].1.clone(),
+            row_group: None,
+            message: format!("no input file is readable: {}", skipped[0].2),
+        });
+    }
     let join = pool.install(|| load_join(plan, &footers))?;
-    let opened: Vec<Result<FileJob>> = pool.install(|| {
-        footers
-            .into_par_iter()
-            .map(|f| FileJob::prepare(policy, f, &plan.compression, join.as_ref()))
+    let prepared: Vec<Result<FileJob>> = pool.install(|| {
+        readable
+            .par_iter()
+            .map(|(_, f)| FileJob::prepare(policy, f.clone(), &plan.compression, join.as_ref()))
             .collect()
     });
     // Report schema errors (exit 2) before read errors (exit 1), each in file order.
-    if let Some(e) = opened
+    if let Some(e) = prepared
         .iter()
         .position(|r| matches!(r, Err(Error::Schema { .. })))
     {
-        return Err(opened.into_iter().nth(e).unwrap().err().unwrap());
+        return Err(prepared.into_iter().nth(e).unwrap().err().unwrap());
     }
-    let jobs: Vec<FileJob> = opened.into_iter().collect::<Result<_>>()?;
+    let mut jobs: Vec<FileJob> = Vec::new();
+    let mut job_index: Vec<usize> = Vec::new();
+    for ((i, _), r) in readable.iter().zip(prepared) {
+        match r {
+            Ok(j) => {
+                jobs.push(j);
+                job_index.push(*i);
+            }
+            Err(e @ Error::Read { .. }) if plan.skip_unreadable => {
+                skipped.push((*i, plan.inputs[*i].path.clone(), e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
 
-    let total_bytes: u64 = jobs
-        .iter()
-        .map(|j| {
-            j.input
-                .parquet_meta()
-                .row_groups()
-                .iter()
-                .map(|g| g.compressed_size().max(0) as u64)
-                .sum::<u64>()
-        })
-        .sum();
+    let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
 
     let txn = match (&plan.output, plan.dry_run) {
-        (Some(out), false) => Some(OutputTxn::begin(out)?),
+        (Some(out), false) => Some(OutputTxn::begin(out, plan.resume)?),
         _ => None,
     };
-    let (files, counts) = engine::run(plan, &jobs, txn.as_ref().map(|t| t.dir()), &progress)?;
-    progress.finish();
-
-    for (f, j) in files.iter().zip(&jobs) {
-        if f.kept + f.excluded != j.input.rows() {
-            return Err(Error::Read {
-                file: j.input.file.path.clone(),
-                row_group: None,
-                message: format!(
-                    "kept {} + excluded {} != {} rows in the footer",
-                    f.kept,
-                    f.excluded,
-                    j.input.rows()
-                ),
-            });
+    // What the outputs depend on besides each input; a resumed run must match it exactly.
+    let header = journal::header(
+        &policy.sha256,
+        &join_hashes(join.as_deref()),
+        &plan.compression.describe(),
+    );
+    let mut resumed: HashMap<usize, Entry> = HashMap::new();
+    if let (Some(t), true) = (&txn, plan.resume) {
+        let earlier = journal::load(t.dir(), &header, policy.rules.len());
+        let checks: Vec<(usize, bool)> = pool.install(|| {
+            jobs.par_iter()
+                .enumerate()
+                .filter_map(|(i, j)| {
+                    let e = earlier.get(&j.input.file.rel)?;
+                    Some((i, journal::still_valid(e, t.dir(), &j.input.file.path)))
+                })
+                .collect()
+        });
+        for (i, ok) in checks {
+            if ok {
+                resumed.insert(i, earlier[&jobs[i].input.file.rel].clone());
+            }
         }
     }
+    let journal = match &txn {
+        Some(t) => {
+            let mut keep: Vec<Entry> = resumed.values().cloned().collect();
+            keep.sort_by(|a, b| a.rel.cmp(&b.rel));
+            Some(Journal::create(t.dir(), &header, &keep)?)
+        }
+        None => None,
+    };
+
+    let outcome = engine::run(
+        plan,
+        &jobs,
+        &RunContext {
+            out: txn.as_ref().map(|t| t.dir()),
+            skip_unreadable: plan.skip_unreadable,
+            journal: journal.as_ref(),
+            resumed: &resumed,
+            progress: &progress,
+        },
+    );
+    progress.finish();
+    let outcomes = match outcome {
+        Ok(o) => o,
+        Err(e @ Error::Interrupted { .. }) => {
+            // Completed files stay in the temporary sibling, with the journal, for --resume.
+            if let Some(t) = txn {
+                t.keep();
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+
+    let mut files = Vec::new();
+    let mut counts = crate::summary::Counts::new(policy.rules.len());
+    for ((o, j), i) in outcomes.into_iter().zip(&jobs).zip(&job_index) {
+        match o {
+            FileOutcome::Done { stats, counts: c } => {
+                if stats.kept + stats.excluded != j.input.rows() {
+                    return Err(Error::Read {
+                        file: j.input.file.path.clone(),
+                        row_group: None,
+                        message: format!(
+                            "kept {} + excluded {} != {} rows in the footer",
+                            stats.kept,
+                            stats.excluded,
+                            j.input.rows()
+                        ),
+                    });
+                }
+                counts.add(&c);
+                files.push(stats);
+            }
+            FileOutcome::Skipped { path, error } => skipped.push((*i, path, error)),
+        }
+    }
+    skipped.sort_by_key(|(i, _, _)| *i);
 
     let mut summary = RunSummary {
         join: join.clone(),
@@ -142,9 +231,14 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
         files,
         counts,
         dry_run: plan.dry_run,
+        skipped: skipped.into_iter().map(|(_, p, e)| (p, e)).collect(),
+        resumed: resumed.len(),
     };
     summary.finished_at = now_rfc3339();
     if let Some(txn) = txn {
+        if let Some(j) = journal {
+            j.remove();
+        }
         let path = txn.dir().join("summary.json");
         let mut text =
             serde_json::to_string_pretty(&summary.to_json(policy)).expect("summary serialises");
@@ -156,4 +250,18 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
         txn.commit()?;
     }
     Ok(summary)
+}
+
+/// Content hashes of the snapshot and lists a run joined, in a stable order.
+fn join_hashes(join: Option<&JoinData>) -> Vec<String> {
+    let Some(j) = join else { return Vec::new() };
+    j.table
+        .iter()
+        .map(|t| format!("consent_table:{}", t.info.sha256))
+        .chain(
+            j.lists
+                .iter()
+                .map(|l| format!("{}:{}", l.name, l.info.sha256)),
+        )
+        .collect()
 }

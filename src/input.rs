@@ -129,6 +129,25 @@ fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
+/// Hex SHA-256 of a file's bytes.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::policy::hex(&h.finalize()))
+}
+
 /// Upper bound we accept for a footer's claimed metadata length; real footers are far smaller.
 const MAX_FOOTER_BYTES: u64 = 256 << 20;
 

@@ -7,7 +7,7 @@
 
 use std::cmp::Ordering;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::input::{self, InputFile};
+use crate::input::{self, file_sha256, InputFile};
 use crate::policy::{hex, ConsentTableSpec, ConsentValues};
 use crate::region::Region;
 use crate::values::{consents, per_row, regions, value_type, ConsentMatcher};
@@ -372,22 +372,6 @@ impl JoinData {
             .map(|t| t.kind)
             .or_else(|| self.lists.first().map(|l| l.kind))
     }
-}
-
-fn file_sha256(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("reading", path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
 }
 
 /// SHA-256 of one file, or of a directory: over the sorted (relative path, file SHA-256) pairs.

@@ -13,11 +13,13 @@ pub mod filter;
 pub mod guard;
 pub mod input;
 pub mod join;
+pub mod journal;
 pub mod output;
 pub mod plan;
 pub mod policy;
 pub mod progress;
 pub mod region;
+pub mod signals;
 pub mod summary;
 pub mod values;
 
@@ -76,7 +78,11 @@ pub fn run(cli: Cli) -> Result<u8> {
                         .expect("summary serialises")
                 );
             }
-            Ok(exit::SUCCESS)
+            Ok(if summary.skipped.is_empty() {
+                exit::SUCCESS
+            } else {
+                exit::QUARANTINED
+            })
         }
     }
 }

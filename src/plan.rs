@@ -86,6 +86,10 @@ pub struct FilterPlan {
     pub consent_table: Option<PathBuf>,
     /// `--user-list NAME=PATH`, in the policy's `user_lists` order.
     pub user_lists: Vec<(String, PathBuf)>,
+    /// `--on-error skip`: quarantine unreadable inputs instead of aborting.
+    pub skip_unreadable: bool,
+    /// `--resume`: reuse what an interrupted run of the same job completed.
+    pub resume: bool,
 }
 
 impl FilterPlan {
@@ -179,6 +183,8 @@ impl FilterPlan {
             compression,
             consent_table,
             user_lists,
+            skip_unreadable: args.on_error == crate::cli::OnError::Skip,
+            resume: args.resume,
         })
     }
 
@@ -189,6 +195,8 @@ impl FilterPlan {
             "compression": self.compression.describe(),
             "dry_run": self.dry_run,
             "overwrite": self.overwrite,
+            "on_error": if self.skip_unreadable { "skip" } else { "abort" },
+            "resume": self.resume,
             "output": self.output.as_ref().map(|p| p.display().to_string()),
         })
     }

@@ -64,6 +64,10 @@ pub struct RunSummary {
     pub files: Vec<FileStats>,
     pub counts: Counts,
     pub dry_run: bool,
+    /// Inputs quarantined under `--on-error skip`: (path, error).
+    pub skipped: Vec<(std::path::PathBuf, String)>,
+    /// Files whose outputs were reused from an interrupted run.
+    pub resumed: usize,
 }
 
 impl RunSummary {
@@ -124,6 +128,15 @@ impl RunSummary {
             "by_region": by_region,
             "totals": {"files": self.files.len(), "rows": rows, "kept": kept, "excluded": excluded},
         });
+        out["skipped"] = Value::Array(
+            self.skipped
+                .iter()
+                .map(|(p, e)| json!({"path": p.display().to_string(), "error": e}))
+                .collect(),
+        );
+        if self.resumed > 0 {
+            out["resumed_files"] = json!(self.resumed);
+        }
         if let Some(t) = table {
             out["consent_table"] = json!({
                 "path": t.info.path.display().to_string(),
@@ -191,6 +204,25 @@ impl RunSummary {
             policy.default.as_str()
         ));
         s.push_str(&format!("  by rule: {}\n", parts.join(", ")));
+        if !self.skipped.is_empty() {
+            s.push_str(&format!(
+                "  skipped {} unreadable input{} (see summary.json): {}\n",
+                self.skipped.len(),
+                if self.skipped.len() == 1 { "" } else { "s" },
+                self.skipped
+                    .iter()
+                    .map(|(p, _)| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.resumed > 0 {
+            s.push_str(&format!(
+                "  resumed: reused the outputs of {} file{} completed by the interrupted run\n",
+                self.resumed,
+                if self.resumed == 1 { "" } else { "s" }
+            ));
+        }
         match output {
             Some(o) if !self.dry_run => s.push_str(&format!(
                 "  output: {} (data/, excluded/, summary.json)\n",

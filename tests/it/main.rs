@@ -4,4 +4,5 @@ mod errors;
 mod filter;
 mod join;
 mod law;
+mod reliability;
 mod util;

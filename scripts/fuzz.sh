@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Fuzz the policy parser and the Parquet read path with cargo-fuzz (libFuzzer + ASan).
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60; CI runs a short smoke run)
+# The stable toolchain needs RUSTC_BOOTSTRAP=1 for the sanitizer flags cargo-fuzz passes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-60}"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+for target in policy_parser parquet_read; do
+  mkdir -p "target/fuzz-corpus/$target"
+  cp -n fuzz/corpus/$target/* "target/fuzz-corpus/$target/" 2>/dev/null || true
+  log="target/fuzz-$target.log"
+  echo "fuzzing $target for ${secs}s (log: $log)"
+  if ! (cd fuzz && cargo fuzz run "$target" "../target/fuzz-corpus/$target" -- \
+      -max_total_time="$secs" -rss_limit_mb=1024 -malloc_limit_mb=1024 -max_len=65536 \
+      -print_final_stats=1) >"$log" 2>&1; then
+    echo "fuzz: $target failed:"; tail -40 "$log"
+    ls fuzz/artifacts/$target/ 2>/dev/null || true
+    exit 1
+  fi
+  grep -E "stat::number_of_executed_units|Done [0-9]+ runs" "$log" | tail -2 || true
+done
+echo "fuzz: no crash"

@@ -1,0 +1,42 @@
+//! SIGINT and SIGTERM — what schedulers send on pre-emption and time-out — request a clean stop:
+//! workers start no new row group, partial files are deleted, completed ones are kept for
+//! `--resume`. A second signal ends the process at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+struct Flags {
+    int: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+}
+
+static FLAGS: OnceLock<Flags> = OnceLock::new();
+
+/// Install the handlers (idempotent).
+pub fn install() {
+    FLAGS.get_or_init(|| {
+        let int = Arc::new(AtomicBool::new(false));
+        let term = Arc::new(AtomicBool::new(false));
+        for (sig, flag) in [
+            (signal_hook::consts::SIGINT, &int),
+            (signal_hook::consts::SIGTERM, &term),
+        ] {
+            // The second signal of a kind exits immediately with 128 + signal.
+            let _ = signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, flag.clone());
+            let _ = signal_hook::flag::register(sig, flag.clone());
+        }
+        Flags { int, term }
+    });
+}
+
+/// The signal that asked us to stop, if any.
+pub fn requested() -> Option<i32> {
+    let f = FLAGS.get()?;
+    if f.int.load(Ordering::Relaxed) {
+        Some(signal_hook::consts::SIGINT)
+    } else if f.term.load(Ordering::Relaxed) {
+        Some(signal_hook::consts::SIGTERM)
+    } else {
+        None
+    }
+}
