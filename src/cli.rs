@@ -22,8 +22,103 @@ pub struct Cli {
 pub enum Command {
     /// Filter Parquet files by a policy: write kept rows, an exclusion manifest and a summary.
     Filter(FilterArgs),
-    /// Validate a policy and print it normalised (groups expanded, rules in order).
+    /// Validate a policy, run its tests, and print it normalised (groups expanded, rules in order).
     Check(CheckArgs),
+    /// Re-decide every row of a dataset (or a filter OUT_DIR) and report rows the policy excludes.
+    Verify(VerifyArgs),
+    /// Show why one row is kept or excluded: the normalised values and each rule's conditions.
+    Explain(ExplainArgs),
+    /// Summarise a filter run: kept/excluded by rule, region and file; optionally as HTML.
+    Report(ReportArgs),
+    /// What changed between two filter runs over the same inputs.
+    Diff(DiffArgs),
+}
+
+/// The consent snapshot and user lists, as `filter` takes them.
+#[derive(Debug, Args, Default, Clone)]
+pub struct JoinArgs {
+    /// Consent snapshot (Parquet file or directory) the policy's consent_table joins by user id.
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub consent_table: Option<PathBuf>,
+
+    /// A user list the policy names (user_in): text, one id per line, or one-column Parquet.
+    #[arg(long = "user-list", value_name = "NAME=PATH")]
+    pub user_lists: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The YAML policy.
+    #[arg(long, value_name = "POLICY.yaml")]
+    pub policy: PathBuf,
+
+    #[command(flatten)]
+    pub join: JoinArgs,
+
+    /// Worker threads [default: all cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// Show user ids pseudonymized as in the filter's manifests.
+    #[arg(long, value_name = "KEYFILE")]
+    pub pseudonymize_user_ids: Option<PathBuf>,
+
+    /// Parquet files or directories, or filter OUT_DIRs (their data/ is verified, and the run's
+    /// integrity checked).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The YAML policy.
+    #[arg(long, value_name = "POLICY.yaml")]
+    pub policy: PathBuf,
+
+    #[command(flatten)]
+    pub join: JoinArgs,
+
+    /// A row of a data file: FILE:ROW (0-based).
+    #[arg(
+        long,
+        value_name = "FILE:ROW",
+        conflicts_with = "values",
+        required_unless_present = "values"
+    )]
+    pub row: Option<String>,
+
+    /// Column values as a YAML flow mapping, e.g. '{country: gb, genai_consent: opt_in,
+    /// author_age: 30, visibility: null}'; add user_in: [LIST] for user lists.
+    #[arg(long, value_name = "MAPPING")]
+    pub values: Option<String>,
+
+    /// Show the user id pseudonymized as in the filter's manifests.
+    #[arg(long, value_name = "KEYFILE")]
+    pub pseudonymize_user_ids: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A filter output directory (holding summary.json).
+    #[arg(value_name = "OUT_DIR")]
+    pub out_dir: PathBuf,
+
+    /// Also write a self-contained HTML page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier run's OUT_DIR.
+    #[arg(value_name = "OLD_OUT")]
+    pub old: PathBuf,
+    /// The later run's OUT_DIR.
+    #[arg(value_name = "NEW_OUT")]
+    pub new: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -66,17 +161,42 @@ pub struct FilterArgs {
     #[arg(long)]
     pub resume: bool,
 
-    /// Consent snapshot (Parquet file or directory) the policy's consent_table joins by user id.
-    #[arg(long, value_name = "SNAPSHOT")]
-    pub consent_table: Option<PathBuf>,
+    /// Write the manifest's user_id as hex HMAC-SHA-256 keyed with this file's bytes.
+    #[arg(long, value_name = "KEYFILE")]
+    pub pseudonymize_user_ids: Option<PathBuf>,
 
-    /// A user list the policy names (user_in): text, one id per line, or one-column Parquet.
-    #[arg(long = "user-list", value_name = "NAME=PATH")]
-    pub user_lists: Vec<String>,
+    #[command(flatten)]
+    pub join: JoinArgs,
 
     /// Parquet files and/or directories (searched recursively for *.parquet).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
+}
+
+impl FilterArgs {
+    /// A dry run over `inputs` that decides every row and writes nothing (`verify`, `explain`).
+    pub fn decide_only(
+        policy: PathBuf,
+        join: JoinArgs,
+        threads: Option<u16>,
+        pseudonymize_user_ids: Option<PathBuf>,
+        inputs: Vec<PathBuf>,
+    ) -> FilterArgs {
+        FilterArgs {
+            policy,
+            output: None,
+            threads,
+            progress: ProgressMode::Never,
+            dry_run: true,
+            overwrite: false,
+            compression: "preserve".into(),
+            on_error: OnError::Abort,
+            resume: false,
+            pseudonymize_user_ids,
+            join,
+            inputs,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -381,17 +381,92 @@ impl FileDecider {
 
     /// Decide every row of `batch`, which holds (at least) the policy's corpus columns.
     pub fn decide(&self, batch: &RecordBatch) -> std::result::Result<BatchDecision, String> {
+        let ctx = self.context(batch)?;
+        let n = ctx.n;
+        if let Some(t) = &self.table {
+            let rule = ctx
+                .region
+                .iter()
+                .zip(&ctx.consent)
+                .map(|(r, c)| t[r.index() * 3 + *c as usize])
+                .collect();
+            return Ok(BatchDecision {
+                rule,
+                region: ctx.region,
+                unmatched: ctx.unmatched,
+            });
+        }
+        let mut rule = vec![RuleId::DEFAULT; n];
+        let mut undecided = BooleanBuffer::new_set(n);
+        for (ri, r) in self.rules.iter().enumerate() {
+            let mut m = ctx.all(&r.when)?;
+            if !r.unless.is_empty() {
+                m = &m & &!&ctx.all(&r.unless)?;
+            }
+            let hit = &m & &undecided;
+            for i in hit.set_indices() {
+                rule[i] = RuleId(ri as u16);
+            }
+            undecided = &undecided & &!&m;
+            if undecided.count_set_bits() == 0 {
+                break;
+            }
+        }
+        Ok(BatchDecision {
+            rule,
+            region: ctx.region,
+            unmatched: ctx.unmatched,
+        })
+    }
+
+    /// For row 0 of `batch`: every condition of every rule, true or false (for `where`, each
+    /// predicate too), with the normalised region and consent the conditions saw.
+    pub fn trace(&self, batch: &RecordBatch) -> std::result::Result<Trace, String> {
+        let ctx = self.context(batch)?;
+        let eval = |conds: &[CompiledCondition]| -> std::result::Result<Vec<CondTrace>, String> {
+            conds
+                .iter()
+                .map(|c| {
+                    let parts = match c {
+                        CompiledCondition::Where(preds) => preds
+                            .iter()
+                            .map(|p| ctx.predicate(p).map(|m| m.value(0)))
+                            .collect::<std::result::Result<_, _>>()?,
+                        _ => Vec::new(),
+                    };
+                    Ok(CondTrace {
+                        holds: ctx.condition(c)?.value(0),
+                        parts,
+                    })
+                })
+                .collect()
+        };
+        let mut rules = Vec::new();
+        for r in &self.rules {
+            rules.push((eval(&r.when)?, eval(&r.unless)?));
+        }
+        Ok(Trace {
+            region: ctx.region[0],
+            consent: ctx.consent[0],
+            matched_member: ctx.member.as_ref().map(|m| m[0] != u32::MAX),
+            rules,
+        })
+    }
+
+    /// Everything the conditions read for one batch: joined, normalised, ready to test.
+    fn context<'a>(&'a self, batch: &'a RecordBatch) -> std::result::Result<BatchCtx<'a>, String> {
         let n = batch.num_rows();
         let col = |name: &str| {
             batch
                 .column_by_name(name)
+                .cloned()
                 .ok_or_else(|| format!("column '{name}' missing from the decision batch"))
         };
         let table = self.join.as_ref().and_then(|j| j.table.as_ref());
 
         // Join: the snapshot member of each row (u32::MAX when none).
         let user = match &self.user_column {
-            Some(c) => Some(col(c)?.clone()),
+            Some(c) => Some(col(c)?),
             None => None,
         };
         let member: Option<Vec<u32>> = match (table, &user) {
@@ -426,125 +501,138 @@ impl FileDecider {
             _ => vec![unknown; n],
         };
 
-        if let Some(t) = &self.table {
-            let rule = region
-                .iter()
-                .zip(&consent)
-                .map(|(r, c)| t[r.index() * 3 + *c as usize])
-                .collect();
-            return Ok(BatchDecision {
-                rule,
-                region,
-                unmatched,
-            });
-        }
-
         // Snapshot extras for this batch: null where the row has no member.
         let mut extras: Vec<(&str, ArrayRef)> = Vec::new();
-        if let (Some(t), Some(m)) = (table, &member) {
-            if !self.extras_used.is_empty() {
-                let idx = UInt32Array::from_iter(m.iter().map(|i| (*i != u32::MAX).then_some(*i)));
-                for name in &self.extras_used {
-                    let a = t
-                        .extra(name)
-                        .ok_or_else(|| format!("snapshot has no column '{name}'"))?;
-                    let taken = arrow_select::take::take(a.as_ref(), &idx, None)
-                        .map_err(|e| e.to_string())?;
-                    extras.push((name.as_str(), taken));
-                }
-            }
-        } else if !self.extras_used.is_empty() {
+        if !self.extras_used.is_empty() {
+            let idx = match &member {
+                Some(m) => UInt32Array::from_iter(m.iter().map(|i| (*i != u32::MAX).then_some(*i))),
+                None => UInt32Array::from(vec![None; n]),
+            };
             for name in &self.extras_used {
                 let a = table
                     .and_then(|t| t.extra(name))
                     .ok_or_else(|| format!("snapshot has no column '{name}'"))?;
-                extras.push((name.as_str(), new_null_array(a.data_type(), n)));
+                let taken =
+                    arrow_select::take::take(a.as_ref(), &idx, None).map_err(|e| e.to_string())?;
+                extras.push((name.as_str(), taken));
             }
         }
-        let value = |name: &str| -> std::result::Result<ArrayRef, String> {
-            if let Some((_, a)) = extras.iter().find(|(e, _)| *e == name) {
-                return Ok(a.clone());
-            }
-            col(name).cloned()
-        };
-        let lists: Vec<Option<BooleanBuffer>> = match (&self.join, &user) {
+        let lists: Vec<BooleanBuffer> = match (&self.join, &user) {
             (Some(j), Some(u)) => j
                 .lists
                 .iter()
                 .map(|l| {
                     lookup(&l.keys, u.as_ref())
-                        .map(|hits| Some(BooleanBuffer::collect_bool(n, |i| hits[i] != u32::MAX)))
+                        .map(|hits| BooleanBuffer::collect_bool(n, |i| hits[i] != u32::MAX))
                 })
                 .collect::<std::result::Result<_, _>>()?,
             _ => Vec::new(),
         };
-
-        let mut rule = vec![RuleId::DEFAULT; n];
-        let mut undecided = BooleanBuffer::new_set(n);
-        let eval = |conds: &[CompiledCondition]| -> std::result::Result<BooleanBuffer, String> {
-            let mut acc = BooleanBuffer::new_set(n);
-            for c in conds {
-                let m = match c {
-                    CompiledCondition::Region(set) => {
-                        BooleanBuffer::collect_bool(n, |i| set.contains(region[i]))
-                    }
-                    CompiledCondition::Consent(set) => {
-                        BooleanBuffer::collect_bool(n, |i| set[consent[i] as usize])
-                    }
-                    CompiledCondition::UserIn(which) => {
-                        let mut m = BooleanBuffer::new_unset(n);
-                        for l in which {
-                            if let Some(Some(b)) = lists.get(*l) {
-                                m = &m | b;
-                            }
-                        }
-                        m
-                    }
-                    CompiledCondition::Where(preds) => {
-                        let mut m = BooleanBuffer::new_set(n);
-                        for p in preds {
-                            let mut left = value(&p.column)?;
-                            if let Some(t) = &p.cast {
-                                left = arrow_cast::cast(&left, t).map_err(|e| e.to_string())?;
-                            }
-                            let right = match &p.kind {
-                                PredKind::CompareColumn(_, other, cast) => {
-                                    let mut r = value(other)?;
-                                    if let Some(t) = cast {
-                                        r = arrow_cast::cast(&r, t).map_err(|e| e.to_string())?;
-                                    }
-                                    Some(r)
-                                }
-                                _ => None,
-                            };
-                            m = &m & &predicate_mask(left.as_ref(), &p.kind, right.as_deref())?;
-                        }
-                        m
-                    }
-                };
-                acc = &acc & &m;
-            }
-            Ok(acc)
-        };
-        for (ri, r) in self.rules.iter().enumerate() {
-            let mut m = eval(&r.when)?;
-            if !r.unless.is_empty() {
-                m = &m & &!&eval(&r.unless)?;
-            }
-            let hit = &m & &undecided;
-            for i in hit.set_indices() {
-                rule[i] = RuleId(ri as u16);
-            }
-            undecided = &undecided & &!&m;
-            if undecided.count_set_bits() == 0 {
-                break;
-            }
-        }
-        Ok(BatchDecision {
-            rule,
+        Ok(BatchCtx {
+            n,
+            batch,
             region,
+            consent,
+            member,
             unmatched,
+            extras,
+            lists,
         })
+    }
+}
+
+/// One condition's result on a traced row; `parts` are a `where`'s predicates.
+#[derive(Debug, Clone)]
+pub struct CondTrace {
+    pub holds: bool,
+    pub parts: Vec<bool>,
+}
+
+/// A traced row: what each rule's `if` and `unless` conditions made of it.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub region: Region,
+    pub consent: u8,
+    /// `Some(false)` when the row's user is missing from the consent snapshot.
+    pub matched_member: Option<bool>,
+    pub rules: Vec<(Vec<CondTrace>, Vec<CondTrace>)>,
+}
+
+struct BatchCtx<'a> {
+    n: usize,
+    batch: &'a RecordBatch,
+    region: Vec<Region>,
+    consent: Vec<u8>,
+    member: Option<Vec<u32>>,
+    unmatched: u64,
+    extras: Vec<(&'a str, ArrayRef)>,
+    lists: Vec<BooleanBuffer>,
+}
+
+impl BatchCtx<'_> {
+    fn value(&self, name: &str) -> std::result::Result<ArrayRef, String> {
+        if let Some((_, a)) = self.extras.iter().find(|(e, _)| *e == name) {
+            return Ok(a.clone());
+        }
+        self.batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| format!("column '{name}' missing from the decision batch"))
+    }
+
+    fn predicate(&self, p: &CompiledPredicate) -> std::result::Result<BooleanBuffer, String> {
+        let mut left = self.value(&p.column)?;
+        if let Some(t) = &p.cast {
+            left = arrow_cast::cast(&left, t).map_err(|e| e.to_string())?;
+        }
+        let right = match &p.kind {
+            PredKind::CompareColumn(_, other, cast) => {
+                let mut r = self.value(other)?;
+                if let Some(t) = cast {
+                    r = arrow_cast::cast(&r, t).map_err(|e| e.to_string())?;
+                }
+                Some(r)
+            }
+            _ => None,
+        };
+        predicate_mask(left.as_ref(), &p.kind, right.as_deref())
+    }
+
+    fn condition(&self, c: &CompiledCondition) -> std::result::Result<BooleanBuffer, String> {
+        let n = self.n;
+        Ok(match c {
+            CompiledCondition::Region(set) => {
+                BooleanBuffer::collect_bool(n, |i| set.contains(self.region[i]))
+            }
+            CompiledCondition::Consent(set) => {
+                BooleanBuffer::collect_bool(n, |i| set[self.consent[i] as usize])
+            }
+            CompiledCondition::UserIn(which) => {
+                let mut m = BooleanBuffer::new_unset(n);
+                for l in which {
+                    if let Some(b) = self.lists.get(*l) {
+                        m = &m | b;
+                    }
+                }
+                m
+            }
+            CompiledCondition::Where(preds) => {
+                let mut m = BooleanBuffer::new_set(n);
+                for p in preds {
+                    m = &m & &self.predicate(p)?;
+                }
+                m
+            }
+        })
+    }
+
+    /// Rows where every condition holds.
+    fn all(&self, conds: &[CompiledCondition]) -> std::result::Result<BooleanBuffer, String> {
+        let mut acc = BooleanBuffer::new_set(self.n);
+        for c in conds {
+            acc = &acc & &self.condition(c)?;
+        }
+        Ok(acc)
     }
 }
 

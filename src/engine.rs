@@ -65,6 +65,8 @@ pub struct FileJob {
     rg_first_row: Vec<u64>,
     manifest_schema: SchemaRef,
     manifest_factory: ArrowRowGroupWriterFactory,
+    /// HMAC key for `--pseudonymize-user-ids`.
+    pseudonymize: Option<Arc<Vec<u8>>>,
     manifest_props: WriterProperties,
     /// Whether wholly kept row groups may be copied byte for byte (codecs preserved).
     pass_through: bool,
@@ -78,9 +80,10 @@ impl FileJob {
     pub fn prepare(
         policy: &Policy,
         input: OpenedInput,
-        compression: &CompressionChoice,
+        options: &JobOptions,
         join: Option<&Arc<JoinData>>,
     ) -> Result<FileJob> {
+        let compression = &options.compression;
         let schema = input.meta.schema().clone();
         let decider = FileDecider::new(policy, &schema, &input.file.path, join)?;
         let read_err = |message: String| Error::Read {
@@ -205,7 +208,7 @@ impl FileJob {
             acc += rg.num_rows().max(0) as u64;
         }
 
-        let manifest_schema = manifest_schema(policy, &schema);
+        let manifest_schema = manifest_schema(policy, &schema, options.pseudonymize.is_some());
         let manifest_props = base_props(Some(vec![
             KeyValue::new(POLICY_KEY.into(), policy.id.clone()),
             KeyValue::new(POLICY_SHA_KEY.into(), policy.sha256.clone()),
@@ -225,6 +228,7 @@ impl FileJob {
             rg_first_row,
             manifest_schema,
             manifest_factory,
+            pseudonymize: options.pseudonymize.clone(),
             manifest_props,
             pass_through: *compression == CompressionChoice::Preserve,
             record_id: policy.columns.record_id.clone(),
@@ -343,8 +347,16 @@ fn output_key_values(input: &OpenedInput, policy: &Policy) -> Vec<KeyValue> {
     kv
 }
 
-/// Manifest columns: source_file, row, [record_id], [user_id], rule, region.
-pub fn manifest_schema(policy: &Policy, schema: &Schema) -> SchemaRef {
+/// Settings that shape each file's outputs.
+#[derive(Clone)]
+pub struct JobOptions {
+    pub compression: CompressionChoice,
+    pub pseudonymize: Option<Arc<Vec<u8>>>,
+}
+
+/// Manifest columns: source_file, row, [record_id], [user_id], rule, region. Pseudonymized user
+/// ids are utf8 hex.
+pub fn manifest_schema(policy: &Policy, schema: &Schema, pseudonymized: bool) -> SchemaRef {
     let mut fields = vec![
         Field::new("source_file", DataType::Utf8, false),
         Field::new("row", DataType::Int64, false),
@@ -355,7 +367,12 @@ pub fn manifest_schema(policy: &Policy, schema: &Schema) -> SchemaRef {
     ] {
         if let Some(c) = col {
             if let Ok(f) = schema.field_with_name(c) {
-                fields.push(Field::new(name, f.data_type().clone(), true));
+                let dt = if name == "user_id" && pseudonymized {
+                    DataType::Utf8
+                } else {
+                    f.data_type().clone()
+                };
+                fields.push(Field::new(name, dt, true));
             }
         }
     }
@@ -367,6 +384,8 @@ pub fn manifest_schema(policy: &Policy, schema: &Schema) -> SchemaRef {
 /// What one row group produced.
 struct RowGroupResult {
     rg: usize,
+    /// The manifest rows, unencoded, when the run collects them (`verify`).
+    excluded_rows: Option<RecordBatch>,
     rows: u64,
     kept: u64,
     unmatched: u64,
@@ -392,6 +411,7 @@ fn process_row_group(
     rg: usize,
     policy: &Policy,
     write: bool,
+    collect: bool,
 ) -> Result<RowGroupResult> {
     let err = |message: String| Error::Read {
         file: job.path().to_owned(),
@@ -443,7 +463,8 @@ fn process_row_group(
         counts.by_region[reg.index()][k] += 1;
     }
 
-    let manifest = if write && kept < rows as u64 {
+    let mut excluded_rows = None;
+    let manifest = if (write || collect) && kept < rows as u64 {
         let batch = build_manifest(
             job,
             rg,
@@ -454,6 +475,18 @@ fn process_row_group(
             policy,
         )
         .map_err(&err)?;
+        if collect {
+            excluded_rows = Some(batch.clone());
+        }
+        if write {
+            Some(batch)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let manifest = if let Some(batch) = manifest {
         let (chunks, _) = encode_batches(
             &job.manifest_factory,
             &job.manifest_schema,
@@ -475,6 +508,7 @@ fn process_row_group(
 
     Ok(RowGroupResult {
         rg,
+        excluded_rows,
         rows: rows as u64,
         kept,
         unmatched: decision.unmatched,
@@ -504,13 +538,19 @@ fn build_manifest(
             excluded.iter().map(|i| first + *i as i64),
         )),
     ];
-    for c in [&job.record_id, &job.user_id].into_iter().flatten() {
+    for (c, is_user) in [(&job.record_id, false), (&job.user_id, true)] {
+        let Some(c) = c else { continue };
         let col = batch
             .column_by_name(c)
             .ok_or_else(|| format!("column '{c}' missing from the decision batch"))?;
         let taken =
             arrow_select::take::take(col.as_ref(), &idx, None).map_err(|e| e.to_string())?;
-        cols.push(taken);
+        match (&job.pseudonymize, is_user) {
+            (Some(key), true) => {
+                cols.push(Arc::new(crate::join::pseudonymize(key, taken.as_ref())?))
+            }
+            _ => cols.push(taken),
+        }
     }
     cols.push(Arc::new(StringArray::from_iter_values(
         excluded
@@ -791,12 +831,11 @@ pub enum FileOutcome {
     Done {
         stats: FileStats,
         counts: Counts,
+        /// Manifest rows kept for the caller (see `RunContext::collect_excluded`).
+        excluded: Vec<RecordBatch>,
     },
     /// Unreadable and quarantined under `--on-error skip`: nothing of it is written.
-    Skipped {
-        path: PathBuf,
-        error: String,
-    },
+    Skipped { path: PathBuf, error: String },
 }
 
 /// What the engine needs beyond the jobs.
@@ -808,6 +847,8 @@ pub struct RunContext<'a> {
     /// Files whose outputs an earlier run completed, by index into `jobs`.
     pub resumed: &'a HashMap<usize, Entry>,
     pub progress: &'a Progress,
+    /// Keep up to this many excluded rows (unencoded manifest rows) in the outcomes (`verify`).
+    pub collect_excluded: usize,
 }
 
 /// Whether an error belongs to the input file (quarantinable) rather than to the run.
@@ -839,6 +880,8 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
     let window = plan.threads * 2 + 1;
     let write = ctx.out.is_some();
+    let collect = ctx.collect_excluded > 0;
+    let mut room = ctx.collect_excluded;
     let (tx, rx) = mpsc::channel::<(usize, Result<RowGroupResult>)>();
     let (jtx, jrx) = mpsc::channel::<Result<()>>();
 
@@ -859,14 +902,16 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
                 scope.spawn(move |_| {
                     let r = match crate::signals::requested() {
                         Some(signal) => Err(Error::Interrupted { signal }),
-                        None => crate::guard::catch(|| process_row_group(job, rg, policy, write))
-                            .unwrap_or_else(|panic| {
-                                Err(Error::Read {
-                                    file: job.path().to_owned(),
-                                    row_group: Some(rg),
-                                    message: panic,
-                                })
-                            }),
+                        None => crate::guard::catch(|| {
+                            process_row_group(job, rg, policy, write, collect)
+                        })
+                        .unwrap_or_else(|panic| {
+                            Err(Error::Read {
+                                file: job.path().to_owned(),
+                                row_group: Some(rg),
+                                message: panic,
+                            })
+                        }),
                     };
                     let _ = tx.send((t, r));
                 });
@@ -882,6 +927,7 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
                 outcomes.push(FileOutcome::Done {
                     stats: e.stats.clone(),
                     counts: e.counts.clone(),
+                    excluded: Vec::new(),
                 });
                 continue;
             }
@@ -893,6 +939,7 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
                 }
             };
             let mut counts = Counts::new(policy.rules.len());
+            let mut excluded_rows: Vec<RecordBatch> = Vec::new();
             let first = first_task_of.get(&f).copied().unwrap_or(0);
             let mut failed: Option<Error> = None;
             for rg in 0..job.num_row_groups() {
@@ -919,7 +966,14 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
                         }
                     }
                 };
-                match r.and_then(|r| {
+                match r.and_then(|mut r| {
+                    if let Some(b) = r.excluded_rows.take() {
+                        if room > 0 {
+                            let b = b.slice(0, b.num_rows().min(room));
+                            room -= b.num_rows();
+                            excluded_rows.push(b);
+                        }
+                    }
                     counts.add(&r.counts);
                     ctx.progress.advance(r.rows, r.bytes);
                     sink.append(job, r)
@@ -946,7 +1000,11 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
                                 let _ = jtx.send(r);
                             });
                         }
-                        outcomes.push(FileOutcome::Done { stats, counts });
+                        outcomes.push(FileOutcome::Done {
+                            stats,
+                            counts,
+                            excluded: excluded_rows,
+                        });
                     }
                     Err(e) => {
                         result = Err(e);

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use std::collections::HashMap;
 
-use crate::engine::{self, FileJob, FileOutcome, RunContext};
+use crate::engine::{self, FileJob, FileOutcome, JobOptions, RunContext};
 use crate::error::{Error, Result};
 use crate::input::{self, OpenedInput};
 use crate::join::{self, JoinData, KeyKind};
@@ -17,6 +17,21 @@ use crate::plan::FilterPlan;
 use crate::progress::Progress;
 use crate::summary::{now_rfc3339, RunSummary};
 use std::sync::Arc;
+
+/// The consent snapshot and lists of `plan`, for a caller that reads rows itself (`explain`).
+pub fn join_for(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
+    let footers = plan
+        .inputs
+        .iter()
+        .map(|f| {
+            Ok(OpenedInput {
+                file: f.clone(),
+                meta: input::read_footer(f)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    load_join(plan, &footers)
+}
 
 /// Load the consent snapshot and user lists the plan names, once, before the corpus is read.
 fn load_join(plan: &FilterPlan, footers: &[OpenedInput]) -> Result<Option<Arc<JoinData>>> {
@@ -66,6 +81,23 @@ fn load_join(plan: &FilterPlan, footers: &[OpenedInput]) -> Result<Option<Arc<Jo
 }
 
 pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
+    run_with(plan, 0).map(|(s, _)| s)
+}
+
+/// Decide every row without writing anything (`plan.dry_run` must be set), keeping up to `cap`
+/// excluded rows as manifest rows: what `verify` reports.
+pub fn decide_only(
+    plan: &FilterPlan,
+    cap: usize,
+) -> Result<(RunSummary, Vec<arrow_array::RecordBatch>)> {
+    debug_assert!(plan.dry_run);
+    run_with(plan, cap)
+}
+
+fn run_with(
+    plan: &FilterPlan,
+    collect_excluded: usize,
+) -> Result<(RunSummary, Vec<arrow_array::RecordBatch>)> {
     let started_at = now_rfc3339();
     let policy = plan.policy.as_ref();
     crate::signals::install();
@@ -106,10 +138,14 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
         });
     }
     let join = pool.install(|| load_join(plan, &footers))?;
+    let job_options = JobOptions {
+        compression: plan.compression.clone(),
+        pseudonymize: plan.pseudonymize.clone(),
+    };
     let prepared: Vec<Result<FileJob>> = pool.install(|| {
         readable
             .par_iter()
-            .map(|(_, f)| FileJob::prepare(policy, f.clone(), &plan.compression, join.as_ref()))
+            .map(|(_, f)| FileJob::prepare(policy, f.clone(), &job_options, join.as_ref()))
             .collect()
     });
     // Report schema errors (exit 2) before read errors (exit 1), each in file order.
@@ -183,6 +219,7 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
             journal: journal.as_ref(),
             resumed: &resumed,
             progress: &progress,
+            collect_excluded,
         },
     );
     progress.finish();
@@ -199,10 +236,16 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
     };
 
     let mut files = Vec::new();
+    let mut excluded = Vec::new();
     let mut counts = crate::summary::Counts::new(policy.rules.len());
     for ((o, j), i) in outcomes.into_iter().zip(&jobs).zip(&job_index) {
         match o {
-            FileOutcome::Done { stats, counts: c } => {
+            FileOutcome::Done {
+                stats,
+                counts: c,
+                excluded: rows,
+            } => {
+                excluded.extend(rows);
                 if stats.kept + stats.excluded != j.input.rows() {
                     return Err(Error::Read {
                         file: j.input.file.path.clone(),
@@ -249,7 +292,7 @@ pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
             .map_err(|e| Error::io("writing", &path, e))?;
         txn.commit()?;
     }
-    Ok(summary)
+    Ok((summary, excluded))
 }
 
 /// Content hashes of the snapshot and lists a run joined, in a stable order.

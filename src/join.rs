@@ -863,3 +863,34 @@ pub fn load_user_list(name: &str, path: &Path, kind: KeyKind) -> Result<UserList
 }
 
 pub type SharedJoin = Arc<JoinData>;
+
+/// `--pseudonymize-user-ids`: each id as lowercase hex HMAC-SHA-256 under `key`, over the id as
+/// text (decimal for integers, the string itself, lowercase hex for binary). Nulls stay null.
+pub fn pseudonymize(
+    key: &[u8],
+    array: &dyn Array,
+) -> std::result::Result<arrow_array::StringArray, String> {
+    use hmac::{Hmac, Mac};
+    let mut out: Vec<Option<String>> = vec![None; array.len()];
+    for_each_key(array, &mut |i, k| {
+        let text: Option<Vec<u8>> = k.map(|k| match k {
+            KeyRef::Int(v) => v.to_string().into_bytes(),
+            KeyRef::Bytes(b) => {
+                if matches!(
+                    value_type(array.data_type()),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) {
+                    b.to_vec()
+                } else {
+                    hex(b).into_bytes()
+                }
+            }
+        });
+        out[i] = text.map(|t| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+            mac.update(&t);
+            hex(&mac.finalize().into_bytes())
+        });
+    })?;
+    Ok(arrow_array::StringArray::from(out))
+}

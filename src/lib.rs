@@ -7,8 +7,10 @@
 
 pub mod cli;
 pub mod decide;
+pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod filter;
 pub mod guard;
 pub mod input;
@@ -19,15 +21,17 @@ pub mod plan;
 pub mod policy;
 pub mod progress;
 pub mod region;
+pub mod report;
 pub mod signals;
 pub mod summary;
 pub mod values;
+pub mod verify;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, FilterArgs};
 use crate::error::{exit, Result};
 use crate::plan::FilterPlan;
 use crate::policy::Policy;
@@ -64,7 +68,112 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Check(args) => {
             let policy = Policy::load(&args.policy)?;
+            let n = explain::run_tests(&policy)?;
             print!("{}", policy.to_normalized_yaml());
+            eprintln!(
+                "corpusgate: policy {} is valid; {n} policy test{} passed",
+                policy.id,
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(exit::SUCCESS)
+        }
+        Command::Verify(args) => {
+            // An OUT_DIR is verified through its data/; its integrity is checked separately.
+            let inputs = args
+                .paths
+                .iter()
+                .map(|p| {
+                    if p.is_dir() && p.join("summary.json").exists() {
+                        p.join("data")
+                    } else {
+                        p.clone()
+                    }
+                })
+                .collect();
+            let plan = FilterPlan::from_args(&FilterArgs::decide_only(
+                args.policy.clone(),
+                args.join,
+                args.threads,
+                args.pseudonymize_user_ids.clone(),
+                inputs,
+            ))?;
+            let report = verify::run(&plan, &args.paths)?;
+            print!("{}", report.text);
+            Ok(if report.clean() {
+                exit::SUCCESS
+            } else {
+                exit::VIOLATIONS
+            })
+        }
+        Command::Explain(args) => {
+            let policy = Policy::load(&args.policy)?;
+            let key = plan::read_key(args.pseudonymize_user_ids.as_deref())?;
+            let e = match (&args.values, &args.row) {
+                (Some(v), _) => {
+                    let (values, user_in) = explain::parse_values(v)?;
+                    explain::explain_values(
+                        &policy,
+                        &values,
+                        &user_in,
+                        key.as_deref().map(|k| k.as_slice()),
+                    )?
+                }
+                (None, Some(spec)) => {
+                    let (file, row) = spec
+                        .rsplit_once(':')
+                        .and_then(|(f, r)| {
+                            Some((std::path::PathBuf::from(f), r.parse::<u64>().ok()?))
+                        })
+                        .ok_or_else(|| {
+                            error::Error::Usage(format!(
+                                "--row {spec}: expected FILE:ROW, ROW a number from 0"
+                            ))
+                        })?;
+                    let join = if policy.needs_user_id() {
+                        let plan = FilterPlan::from_args(&FilterArgs::decide_only(
+                            args.policy.clone(),
+                            args.join,
+                            Some(1),
+                            None,
+                            vec![file.clone()],
+                        ))?;
+                        filter::join_for(&plan)?
+                    } else {
+                        None
+                    };
+                    explain::explain_row(
+                        &policy,
+                        &file,
+                        row,
+                        join.as_ref(),
+                        key.as_deref().map(|k| k.as_slice()),
+                    )?
+                }
+                (None, None) => unreachable!("clap requires --row or --values"),
+            };
+            print!("{}", explain::render(&policy, &e));
+            Ok(exit::SUCCESS)
+        }
+        Command::Report(args) => {
+            let s = report::load_summary(&args.out_dir)?;
+            print!("{}", report::text(&s));
+            if let Some(path) = &args.html {
+                let html = report::html(&s, s["policy"]["text"].as_str());
+                std::fs::write(path, html).map_err(|e| error::Error::io("writing", path, e))?;
+                eprintln!("corpusgate: wrote {}", path.display());
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Diff(args) => {
+            let d = diff::diff(&args.old, &args.new)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&d.json()).expect("serialises")
+                );
+            } else {
+                print!("{}", d.text());
+            }
             Ok(exit::SUCCESS)
         }
         Command::Filter(args) => {

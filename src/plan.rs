@@ -71,6 +71,21 @@ impl CompressionChoice {
     }
 }
 
+/// The HMAC key of `--pseudonymize-user-ids`: the key file's raw bytes (never recorded).
+pub fn read_key(path: Option<&std::path::Path>) -> Result<Option<Arc<Vec<u8>>>> {
+    let Some(path) = path else { return Ok(None) };
+    let key = std::fs::read(path)
+        .map_err(|e| Error::Usage(format!("--pseudonymize-user-ids {}: {e}", path.display())))?;
+    if key.len() < 16 {
+        return Err(Error::Usage(format!(
+            "--pseudonymize-user-ids {}: the key is {} bytes; use at least 16 random bytes (e.g. head -c 32 /dev/urandom > KEYFILE)",
+            path.display(),
+            key.len()
+        )));
+    }
+    Ok(Some(Arc::new(key)))
+}
+
 /// Everything `filter` needs, validated.
 pub struct FilterPlan {
     pub policy: Arc<Policy>,
@@ -90,6 +105,8 @@ pub struct FilterPlan {
     pub skip_unreadable: bool,
     /// `--resume`: reuse what an interrupted run of the same job completed.
     pub resume: bool,
+    /// `--pseudonymize-user-ids KEYFILE`: the key's bytes.
+    pub pseudonymize: Option<Arc<Vec<u8>>>,
 }
 
 impl FilterPlan {
@@ -109,7 +126,7 @@ impl FilterPlan {
                 ))
             }
         };
-        let consent_table = match (&policy.consent_table, &args.consent_table) {
+        let consent_table = match (&policy.consent_table, &args.join.consent_table) {
             (Some(_), Some(p)) => Some(p.clone()),
             (None, None) => None,
             (Some(_), None) => {
@@ -126,7 +143,7 @@ impl FilterPlan {
             }
         };
         let mut given: Vec<(String, PathBuf)> = Vec::new();
-        for spec in &args.user_lists {
+        for spec in &args.join.user_lists {
             let (name, path) = spec
                 .split_once('=')
                 .ok_or_else(|| Error::Usage(format!("--user-list {spec}: expected NAME=PATH")))?;
@@ -185,6 +202,7 @@ impl FilterPlan {
             user_lists,
             skip_unreadable: args.on_error == crate::cli::OnError::Skip,
             resume: args.resume,
+            pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
         })
     }
 
@@ -197,6 +215,7 @@ impl FilterPlan {
             "overwrite": self.overwrite,
             "on_error": if self.skip_unreadable { "skip" } else { "abort" },
             "resume": self.resume,
+            "pseudonymized_user_ids": self.pseudonymize.is_some(),
             "output": self.output.as_ref().map(|p| p.display().to_string()),
         })
     }

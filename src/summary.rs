@@ -109,6 +109,7 @@ impl RunSummary {
                 "version": policy.version,
                 "sha256": policy.sha256,
                 "path": policy.path.display().to_string(),
+                "text": policy.text,
             },
             "started_at": self.started_at,
             "finished_at": self.finished_at,

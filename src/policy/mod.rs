@@ -169,6 +169,24 @@ pub struct Rule {
     pub pos: Pos,
 }
 
+/// What a policy test expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Rule(RuleId),
+    Action(Action),
+}
+
+/// A policy's own test case: typed column values and the expected decision.
+#[derive(Debug, Clone)]
+pub struct PolicyTest {
+    pub name: String,
+    /// Column name to value; `user_in` lists the user lists the row's user is in.
+    pub values: Vec<(String, Scalar)>,
+    pub user_in: Vec<String>,
+    pub expect: Expect,
+    pub pos: Pos,
+}
+
 /// A user-defined region group, fully expanded.
 #[derive(Debug, Clone)]
 pub struct RegionGroup {
@@ -192,6 +210,9 @@ pub struct Policy {
     pub groups: Vec<RegionGroup>,
     pub default: Action,
     pub rules: Vec<Rule>,
+    pub tests: Vec<PolicyTest>,
+    /// The policy file's text, as read.
+    pub text: String,
 }
 
 /// Rule index into `Policy::rules`; `RuleId::DEFAULT` means no rule matched.
@@ -221,7 +242,9 @@ impl Policy {
     /// Validate policy text; `path` is only used in messages.
     pub fn from_text(path: &Path, text: &str, sha256: String) -> Result<Policy> {
         let raw = raw::parse(text).map_err(|e| syntax_error(path, &e))?;
-        Compiler { path }.compile(raw, sha256)
+        let mut p = Compiler { path }.compile(raw, sha256)?;
+        p.text = text.to_owned();
+        Ok(p)
     }
 
     /// The action of a rule id (the default action for `RuleId::DEFAULT`).
@@ -314,6 +337,38 @@ impl Policy {
     }
 }
 
+/// Typed column values, and the user lists the row's user is in.
+pub type ColumnValues = (Vec<(String, Scalar)>, Vec<String>);
+
+/// Parse a YAML flow mapping of column values (`explain --values`): typed scalars, and
+/// `user_in: [lists]`.
+pub fn parse_values(text: &str) -> std::result::Result<ColumnValues, String> {
+    let map = raw::parse_values(text).map_err(|e| {
+        let m = e.to_string();
+        m.lines().next().unwrap_or("invalid YAML").to_owned()
+    })?;
+    let mut values = Vec::new();
+    let mut user_in = Vec::new();
+    for (k, v) in map.0 {
+        match (k.as_str(), v) {
+            ("user_in", raw::ScalarOrSeq::One(Scalar::Str(l))) => user_in.push(l),
+            ("user_in", raw::ScalarOrSeq::Many(ls)) => {
+                for l in ls {
+                    match l.value {
+                        Scalar::Str(l) => user_in.push(l),
+                        other => return Err(format!("user_in lists user list names, not {other}")),
+                    }
+                }
+            }
+            (_, raw::ScalarOrSeq::One(s)) => values.push((k, s)),
+            (_, raw::ScalarOrSeq::Many(_)) => {
+                return Err(format!("the value of '{k}' must be a single value"))
+            }
+        }
+    }
+    Ok((values, user_in))
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -366,6 +421,10 @@ fn strip_location_suffix(msg: &str) -> String {
 
 /// Group name → (its key, its members with locations), as written.
 type GroupDefs<'a> = HashMap<&'a str, (&'a Spanned<String>, Vec<(String, Location)>)>;
+
+fn rules_for_tests(rules: &[raw::RawRule]) -> Vec<String> {
+    rules.iter().map(|r| r.id.value.trim().to_owned()).collect()
+}
 
 /// What conditions are resolved against.
 struct CondCtx<'a> {
@@ -476,7 +535,13 @@ impl Compiler<'_> {
             });
         }
 
+        let tests = self.tests(
+            raw.tests.as_ref(),
+            &rules_for_tests(&raw.rules.value),
+            &user_lists,
+        )?;
         Ok(Policy {
+            tests,
             id,
             version,
             description: raw.description,
@@ -489,7 +554,82 @@ impl Compiler<'_> {
             groups,
             default,
             rules,
+            text: String::new(),
         })
+    }
+
+    fn tests(
+        &self,
+        raw: Option<&Spanned<Vec<Spanned<raw::RawTest>>>>,
+        rule_ids: &[String],
+        user_lists: &[String],
+    ) -> Result<Vec<PolicyTest>> {
+        let mut out: Vec<PolicyTest> = Vec::new();
+        for t in raw.map(|r| r.value.as_slice()).unwrap_or_default() {
+            let name = t.value.name.value.trim().to_owned();
+            if name.is_empty() {
+                return Err(self.err(t.value.name.referenced, "test name is empty"));
+            }
+            if out.iter().any(|o| o.name == name) {
+                return Err(self.err(
+                    t.value.name.referenced,
+                    format!("duplicate test name '{name}'"),
+                ));
+            }
+            let e = t.value.expect.value.trim();
+            let expect = match e {
+                "default" => Expect::Rule(RuleId::DEFAULT),
+                "include" => Expect::Action(Action::Include),
+                "exclude" => Expect::Action(Action::Exclude),
+                id => match rule_ids.iter().position(|r| r == id) {
+                    Some(i) => Expect::Rule(RuleId(i as u16)),
+                    None => {
+                        return Err(self.err(
+                            t.value.expect.referenced,
+                            format!("test '{name}' expects '{id}', which is not a rule id, default, include or exclude"),
+                        ))
+                    }
+                },
+            };
+            let mut values = Vec::new();
+            let mut user_in = Vec::new();
+            for (k, v) in &t.value.values.value.0 {
+                if k.value == "user_in" {
+                    for (item, loc) in v.value.items(v.referenced) {
+                        match item {
+                            Scalar::Str(l) if user_lists.contains(&l) => user_in.push(l),
+                            other => {
+                                return Err(self.err(
+                                    loc,
+                                    format!(
+                                        "user_in names user lists; {other} is not one of [{}]",
+                                        user_lists.join(", ")
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    continue;
+                }
+                match &v.value {
+                    raw::ScalarOrSeq::One(s) => values.push((k.value.clone(), s.clone())),
+                    raw::ScalarOrSeq::Many(_) => {
+                        return Err(self.err(
+                            v.referenced,
+                            format!("test value for '{}' must be a single value", k.value),
+                        ))
+                    }
+                }
+            }
+            out.push(PolicyTest {
+                name,
+                values,
+                user_in,
+                expect,
+                pos: t.value.name.referenced.into(),
+            });
+        }
+        Ok(out)
     }
 
     fn consent_table(

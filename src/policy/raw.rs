@@ -29,6 +29,17 @@ pub struct RawPolicy {
     #[serde(default)]
     pub default: Option<Spanned<Action>>,
     pub rules: Spanned<Vec<RawRule>>,
+    #[serde(default)]
+    pub tests: Option<Spanned<Vec<Spanned<RawTest>>>>,
+}
+
+/// `tests: [{name, values: {column: value}, expect: rule|default|include|exclude}]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    pub name: Spanned<String>,
+    pub values: Spanned<OrderedMap<Spanned<String>, Spanned<ScalarOrSeq>>>,
+    pub expect: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,12 +406,21 @@ impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Ordered
     }
 }
 
-/// Parse the policy text as YAML 1.2 with strict options.
-pub fn parse(text: &str) -> Result<RawPolicy, serde_saphyr::Error> {
+fn options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.legacy_octal_numbers = false;
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
     options.merge_keys = serde_saphyr::MergeKeyPolicy::Error;
-    serde_saphyr::from_str_with_options(text, options)
+    options
+}
+
+/// Parse the policy text as YAML 1.2 with strict options.
+pub fn parse(text: &str) -> Result<RawPolicy, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, options())
+}
+
+/// Parse a mapping of column values, as YAML 1.2 with the same options.
+pub fn parse_values(text: &str) -> Result<OrderedMap<String, ScalarOrSeq>, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, options())
 }

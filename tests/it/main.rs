@@ -1,5 +1,6 @@
 //! Integration tests: the binary run on data made here, compared with an independent evaluation.
 
+mod audit;
 mod errors;
 mod filter;
 mod join;

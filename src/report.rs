@@ -1,0 +1,330 @@
+//! `report`: a filter run's summary.json as a terminal table, or as one self-contained HTML page
+//! (inline SVG charts, the policy text and hash, the run's times and versions; no network).
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::summary::group;
+
+/// Read `OUT_DIR/summary.json`.
+pub fn load_summary(out_dir: &Path) -> Result<Value> {
+    let path = out_dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Usage(format!(
+            "{}: {e}; is {} a corpusgate filter output?",
+            path.display(),
+            out_dir.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Usage(format!("{}: not valid JSON: {e}", path.display())))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn pct(n: u64, of: u64) -> String {
+    if of == 0 {
+        "-".into()
+    } else {
+        format!("{:.1}%", n as f64 * 100.0 / of as f64)
+    }
+}
+
+/// Rows of (name, a, b, c) as an aligned text table.
+fn table(head: [&str; 4], rows: &[[String; 4]]) -> String {
+    let mut w = head.map(|h| h.chars().count());
+    for r in rows {
+        for i in 0..4 {
+            w[i] = w[i].max(r[i].chars().count());
+        }
+    }
+    let line = |cells: [&str; 4]| {
+        format!(
+            "  {:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )
+    };
+    let mut s = line(head);
+    for r in rows {
+        s.push_str(&line([&r[0], &r[1], &r[2], &r[3]]));
+    }
+    s
+}
+
+/// The terminal report.
+pub fn text(s: &Value) -> String {
+    let t = &s["totals"];
+    let (rows, kept, excluded) = (u(&t["rows"]), u(&t["kept"]), u(&t["excluded"]));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "policy {} (version {}, sha256 {})",
+        s["policy"]["id"].as_str().unwrap_or("?"),
+        s["policy"]["version"].as_str().unwrap_or("-"),
+        s["policy"]["sha256"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        out,
+        "run {} .. {}, corpusgate {}",
+        s["started_at"].as_str().unwrap_or("?"),
+        s["finished_at"].as_str().unwrap_or("?"),
+        s["corpusgate_version"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        out,
+        "{} files, {} rows: kept {} ({}), excluded {} ({})\n",
+        u(&t["files"]),
+        group(rows),
+        group(kept),
+        pct(kept, rows),
+        group(excluded),
+        pct(excluded, rows)
+    );
+    let mut by_rule = Vec::new();
+    if let Some(m) = s["by_rule"].as_object() {
+        for (rule, v) in m {
+            let n = u(&v["rows"]);
+            by_rule.push([
+                rule.clone(),
+                v["action"].as_str().unwrap_or("?").to_owned(),
+                group(n),
+                pct(n, rows),
+            ]);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "By rule\n{}",
+        table(["rule", "action", "rows", "share"], &by_rule)
+    );
+    let mut by_region = Vec::new();
+    if let Some(m) = s["by_region"].as_object() {
+        for (region, v) in m {
+            by_region.push([
+                region.clone(),
+                group(u(&v["rows"])),
+                group(u(&v["kept"])),
+                group(u(&v["excluded"])),
+            ]);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "By region\n{}",
+        table(["region", "rows", "kept", "excluded"], &by_region)
+    );
+    let mut files = Vec::new();
+    for f in s["files"].as_array().into_iter().flatten() {
+        files.push([
+            f["path"].as_str().unwrap_or("?").to_owned(),
+            group(u(&f["rows"])),
+            group(u(&f["kept"])),
+            group(u(&f["excluded"])),
+        ]);
+    }
+    let _ = writeln!(
+        out,
+        "By file\n{}",
+        table(["file", "rows", "kept", "excluded"], &files)
+    );
+    if let Some(skipped) = s["skipped"].as_array().filter(|a| !a.is_empty()) {
+        let _ = writeln!(out, "Skipped (unreadable) inputs");
+        for k in skipped {
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                k["path"].as_str().unwrap_or("?"),
+                k["error"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart as inline SVG: one bar per (label, value), optionally split kept/excluded.
+fn bars(id: &str, title: &str, items: &[(String, u64, u64)]) -> String {
+    let row_h = 22;
+    let label_w = 290;
+    let bar_w = 500;
+    let h = 30 + row_h * items.len().max(1);
+    let max = items
+        .iter()
+        .map(|(_, k, e)| k + e)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut s = format!(
+        r#"<svg id="{id}" role="img" aria-label="{t}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">
+<text x="0" y="16" class="t">{t}</text>
+"#,
+        t = esc(title),
+        w = label_w + bar_w + 120
+    );
+    for (i, (label, kept, excluded)) in items.iter().enumerate() {
+        let y = 26 + i * row_h;
+        let kw = (*kept as f64 / max as f64 * bar_w as f64).round();
+        let ew = (*excluded as f64 / max as f64 * bar_w as f64).round();
+        let _ = write!(
+            s,
+            r#"<g class="row" data-label="{l}" data-kept="{kept}" data-excluded="{excluded}">
+<text x="{lx}" y="{ty}" text-anchor="end">{l}</text>
+<rect x="{x}" y="{y}" width="{kw}" height="16" class="kept"><title>{l}: {kept} kept</title></rect>
+<rect x="{x2}" y="{y}" width="{ew}" height="16" class="excluded"><title>{l}: {excluded} excluded</title></rect>
+<text x="{nx}" y="{ty}">{n}</text>
+</g>
+"#,
+            l = esc(label),
+            lx = label_w - 8,
+            ty = y + 13,
+            x = label_w,
+            x2 = label_w as f64 + kw,
+            nx = label_w as f64 + kw + ew + 6.0,
+            n = group(kept + excluded),
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The HTML report: one page, everything inline.
+pub fn html(s: &Value, policy_text: Option<&str>) -> String {
+    let t = &s["totals"];
+    let (rows, kept, excluded) = (u(&t["rows"]), u(&t["kept"]), u(&t["excluded"]));
+    let mut rule_items = Vec::new();
+    if let Some(m) = s["by_rule"].as_object() {
+        for (rule, v) in m {
+            let n = u(&v["rows"]);
+            let inc = v["action"] == "include";
+            rule_items.push((
+                format!("{rule} ({})", v["action"].as_str().unwrap_or("?")),
+                if inc { n } else { 0 },
+                if inc { 0 } else { n },
+            ));
+        }
+    }
+    let mut region_items: Vec<(String, u64, u64)> = s["by_region"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), u(&v["kept"]), u(&v["excluded"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    region_items.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then(a.0.cmp(&b.0)));
+    let file_items: Vec<(String, u64, u64)> = s["files"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    (
+                        f["path"].as_str().unwrap_or("?").to_owned(),
+                        u(&f["kept"]),
+                        u(&f["excluded"]),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let policy = &s["policy"];
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>corpusgate report: {id}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 980px; color: #1d2430; }}
+h1 {{ font-size: 1.5em; margin-bottom: .2em; }} h2 {{ font-size: 1.15em; margin-top: 1.8em; }}
+table.kv td {{ padding: 2px 12px 2px 0; vertical-align: top; }} table.kv td:first-child {{ white-space: nowrap; }} code, pre {{ font: 12px ui-monospace, monospace; }} table.kv code {{ word-break: break-all; }}
+pre {{ background: #f4f6f8; padding: 12px; overflow-x: auto; border-radius: 6px; }}
+.totals span {{ display: inline-block; margin-right: 2em; font-size: 1.1em; }}
+svg text {{ font: 12px system-ui, sans-serif; fill: #1d2430; }} svg text.t {{ font-weight: 600; }}
+rect.kept {{ fill: #2e8b57; }} rect.excluded {{ fill: #c0392b; }}
+.legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: -1px; }}
+</style></head><body>
+<h1>Training-data filter report</h1>
+<p>Policy <b id="policy-id">{id}</b> version <b>{version}</b>, run by corpusgate {cgv}.</p>
+<table class="kv">
+<tr><td>Policy SHA-256</td><td><code id="policy-sha256">{sha}</code></td></tr>
+<tr><td>Started</td><td id="started-at">{start}</td></tr>
+<tr><td>Finished</td><td id="finished-at">{end}</td></tr>
+<tr><td>Options</td><td><code>{opts}</code></td></tr>
+</table>
+<p class="totals"><span>Files: <b id="total-files">{files}</b></span><span>Rows: <b id="total-rows">{rows}</b></span>
+<span>Kept: <b id="total-kept">{kept}</b> ({kp})</span><span>Excluded: <b id="total-excluded">{excluded}</b> ({ep})</span></p>
+<p class="legend"><span style="background:#2e8b57"></span>kept<span style="background:#c0392b"></span>excluded</p>
+<h2>Rows decided by each rule</h2>
+{rule_svg}
+<h2>Rows by region</h2>
+{region_svg}
+<h2>Rows by file</h2>
+{file_svg}
+"#,
+        id = esc(policy["id"].as_str().unwrap_or("?")),
+        version = esc(policy["version"].as_str().unwrap_or("-")),
+        cgv = esc(s["corpusgate_version"].as_str().unwrap_or("?")),
+        sha = esc(policy["sha256"].as_str().unwrap_or("?")),
+        start = esc(s["started_at"].as_str().unwrap_or("?")),
+        end = esc(s["finished_at"].as_str().unwrap_or("?")),
+        opts = esc(&s["options"].to_string()),
+        files = u(&t["files"]),
+        rows = rows,
+        kept = kept,
+        excluded = excluded,
+        kp = pct(kept, rows),
+        ep = pct(excluded, rows),
+        rule_svg = bars("by-rule", "Rows decided, by rule", &rule_items),
+        region_svg = bars("by-region", "Rows by normalised region", &region_items),
+        file_svg = bars("by-file", "Rows by input file", &file_items),
+    );
+    if let Some(skipped) = s["skipped"].as_array().filter(|a| !a.is_empty()) {
+        out.push_str("<h2>Skipped (unreadable) inputs</h2><ul>");
+        for k in skipped {
+            let _ = write!(
+                out,
+                "<li><code>{}</code>: {}</li>",
+                esc(k["path"].as_str().unwrap_or("?")),
+                esc(k["error"].as_str().unwrap_or("?"))
+            );
+        }
+        out.push_str("</ul>");
+    }
+    if let Some(t) = s.get("consent_table").filter(|v| v.is_object()) {
+        let _ = write!(
+            out,
+            "<h2>Consent snapshot</h2><p><code>{}</code>: {} rows, {} distinct keys, {} corpus rows unmatched; SHA-256 <code>{}</code></p>",
+            esc(t["path"].as_str().unwrap_or("?")),
+            u(&t["rows"]),
+            u(&t["distinct_keys"]),
+            u(&t["unmatched_rows"]),
+            esc(t["sha256"].as_str().unwrap_or("?"))
+        );
+    }
+    let _ = write!(
+        out,
+        "<h2>Policy</h2><p>The policy file as it was used (SHA-256 <code>{}</code>):</p><pre id=\"policy-text\">{}</pre>\n</body></html>\n",
+        esc(policy["sha256"].as_str().unwrap_or("?")),
+        esc(policy_text.unwrap_or("(the policy text was not recorded in summary.json)"))
+    );
+    out
+}

@@ -1,0 +1,197 @@
+//! `verify`: re-decide every row of a Parquet dataset under a policy and report each row the policy
+//! would exclude. Given a filter OUT_DIR, also check the run's own integrity: `_SUCCESS` present,
+//! every data file stamped with this policy's hash, and per input file kept + excluded = rows.
+
+use std::fmt::Write;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::Array;
+use parquet::file::reader::FileReader;
+use parquet::file::serialized_reader::SerializedFileReader;
+
+use crate::engine::POLICY_SHA_KEY;
+use crate::error::Result;
+use crate::filter;
+use crate::plan::FilterPlan;
+use crate::summary::group;
+
+/// Most violating rows listed one by one; all are counted.
+pub const MAX_LISTED: usize = 50;
+
+pub struct VerifyReport {
+    pub text: String,
+    pub violations: u64,
+    pub integrity_failures: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn clean(&self) -> bool {
+        self.violations == 0 && self.integrity_failures.is_empty()
+    }
+}
+
+/// The rows of a Parquet file per its footer.
+fn footer_rows(path: &Path) -> std::result::Result<(u64, Option<String>), String> {
+    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r = SerializedFileReader::new(f).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = r.metadata().file_metadata();
+    let sha = meta.key_value_metadata().and_then(|kv| {
+        kv.iter()
+            .find(|k| k.key == POLICY_SHA_KEY)
+            .and_then(|k| k.value.clone())
+    });
+    Ok((meta.num_rows().max(0) as u64, sha))
+}
+
+/// Integrity of a filter output directory against `policy_sha256`.
+fn check_out_dir(dir: &Path, policy_sha256: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !dir.join("_SUCCESS").exists() {
+        problems.push(format!(
+            "{}: no _SUCCESS: the run did not complete",
+            dir.display()
+        ));
+    }
+    let summary = match crate::report::load_summary(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(e.to_string());
+            return problems;
+        }
+    };
+    for f in summary["files"].as_array().into_iter().flatten() {
+        let rel = f["path"].as_str().unwrap_or("?");
+        let (rows, kept, excluded) = (
+            f["rows"].as_u64().unwrap_or(0),
+            f["kept"].as_u64().unwrap_or(0),
+            f["excluded"].as_u64().unwrap_or(0),
+        );
+        let data = dir.join("data").join(rel);
+        let manifest = dir.join("excluded").join(rel);
+        match (footer_rows(&data), footer_rows(&manifest)) {
+            (Ok((d, sha)), Ok((m, _))) => {
+                if sha.as_deref() != Some(policy_sha256) {
+                    problems.push(format!(
+                        "data/{rel}: {POLICY_SHA_KEY} is {}, not this policy's {policy_sha256}",
+                        sha.as_deref().unwrap_or("absent")
+                    ));
+                }
+                if d != kept || m != excluded || d + m != rows {
+                    problems.push(format!(
+                        "{rel}: data holds {d} rows and the manifest {m}, but summary.json says kept {kept} + excluded {excluded} = {rows}"
+                    ));
+                }
+            }
+            (a, b) => {
+                for e in [a.err(), b.err()].into_iter().flatten() {
+                    problems.push(e);
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Verify `plan.inputs` (already resolved from PATH...) against the plan's policy.
+pub fn run(plan: &FilterPlan, paths: &[PathBuf]) -> Result<VerifyReport> {
+    let mut integrity_failures = Vec::new();
+    for p in paths {
+        if p.is_dir() && p.join("summary.json").exists() {
+            integrity_failures.extend(check_out_dir(p, &plan.policy.sha256));
+        }
+    }
+    let (result, excluded) = filter::decide_only(plan, MAX_LISTED)?;
+    let mut text = String::new();
+    let violations: u64 = result.files.iter().map(|f| f.excluded).sum();
+    let rows: u64 = result.files.iter().map(|f| f.rows).sum();
+    let _ = writeln!(
+        text,
+        "verify: policy {} over {} files, {} rows: {} violate the policy",
+        plan.policy.id,
+        result.files.len(),
+        group(rows),
+        group(violations)
+    );
+    if violations > 0 {
+        let _ = writeln!(text, "  by rule:");
+        for (i, n) in result.counts.by_rule.iter().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            let rule = if i < plan.policy.rules.len() {
+                &plan.policy.rules[i]
+            } else {
+                // `default`
+                let _ = writeln!(
+                    text,
+                    "    default ({}): {}",
+                    plan.policy.default.as_str(),
+                    group(*n)
+                );
+                continue;
+            };
+            if rule.action == crate::policy::Action::Exclude {
+                let _ = writeln!(text, "    {}: {}", rule.id, group(*n));
+            }
+        }
+        let _ = writeln!(
+            text,
+            "  rows (file, row, rule, region){}:",
+            if violations as usize > MAX_LISTED {
+                format!(", first {MAX_LISTED}")
+            } else {
+                String::new()
+            }
+        );
+        for b in &excluded {
+            let src = b
+                .column_by_name("source_file")
+                .map(|c| c.as_string::<i32>().clone());
+            let row = b
+                .column_by_name("row")
+                .map(|c| c.as_primitive::<Int64Type>().clone());
+            let rule = b
+                .column_by_name("rule")
+                .map(|c| c.as_string::<i32>().clone());
+            let region = b
+                .column_by_name("region")
+                .map(|c| c.as_string::<i32>().clone());
+            if let (Some(src), Some(row), Some(rule), Some(region)) = (src, row, rule, region) {
+                for i in 0..b.num_rows() {
+                    let _ = writeln!(
+                        text,
+                        "    {}  {}  {}  {}",
+                        src.value(i),
+                        row.value(i),
+                        rule.value(i),
+                        if region.is_valid(i) {
+                            region.value(i)
+                        } else {
+                            "unknown"
+                        }
+                    );
+                }
+            }
+        }
+    }
+    for p in &integrity_failures {
+        let _ = writeln!(text, "  integrity: {p}");
+    }
+    let _ = writeln!(
+        text,
+        "{}",
+        if violations == 0 && integrity_failures.is_empty() {
+            "verify: clean"
+        } else {
+            "verify: FAILED"
+        }
+    );
+    Ok(VerifyReport {
+        text,
+        violations,
+        integrity_failures,
+    })
+}
