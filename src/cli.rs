@@ -32,6 +32,73 @@ pub enum Command {
     Report(ReportArgs),
     /// What changed between two filter runs over the same inputs.
     Diff(DiffArgs),
+    /// Split a filter job into N deterministic shards for a scheduler to run.
+    Plan(PlanArgs),
+    /// Run one shard of a plan (index from --index or the job array's environment).
+    RunShard(RunShardArgs),
+    /// Check that every shard of a plan is done, merge their summaries, write _SUCCESS.
+    Commit(CommitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The YAML policy (a copy is kept with the plan).
+    #[arg(long, value_name = "POLICY.yaml")]
+    pub policy: PathBuf,
+
+    /// The output directory the shards write into and `commit` completes.
+    #[arg(long, short = 'o', value_name = "OUT_DIR")]
+    pub output: PathBuf,
+
+    /// Number of shards.
+    #[arg(long, value_name = "N")]
+    pub shards: u32,
+
+    /// Replace an existing non-empty OUT_DIR.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Output codec, as for filter.
+    #[arg(long, default_value = "preserve", value_name = "CODEC")]
+    pub compression: String,
+
+    /// abort or skip unreadable inputs, as for filter.
+    #[arg(long, value_enum, default_value_t = OnError::Abort)]
+    pub on_error: OnError,
+
+    /// As for filter (the key file's path is recorded, never the key).
+    #[arg(long, value_name = "KEYFILE")]
+    pub pseudonymize_user_ids: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub join: JoinArgs,
+
+    /// Parquet files and/or directories.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunShardArgs {
+    /// The plan's OUT_DIR.
+    #[arg(value_name = "OUT_DIR")]
+    pub out_dir: PathBuf,
+
+    /// 0-based shard index [default: JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX, or
+    /// SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN].
+    #[arg(long, value_name = "I")]
+    pub index: Option<usize>,
+
+    /// Worker threads [default: all cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The plan's OUT_DIR.
+    #[arg(value_name = "OUT_DIR")]
+    pub out_dir: PathBuf,
 }
 
 /// The consent snapshot and user lists, as `filter` takes them.

@@ -18,6 +18,31 @@ use crate::progress::Progress;
 use crate::summary::{now_rfc3339, RunSummary};
 use std::sync::Arc;
 
+/// Check everything a run would check before writing — footers, the snapshot and lists, every
+/// file against the policy — without deciding a row (`plan`).
+pub fn preflight(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
+    let footers = plan
+        .inputs
+        .par_iter()
+        .map(|f| {
+            Ok(OpenedInput {
+                file: f.clone(),
+                meta: input::read_footer(f)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let join = load_join(plan, &footers)?;
+    let options = JobOptions {
+        compression: plan.compression.clone(),
+        pseudonymize: plan.pseudonymize.clone(),
+    };
+    footers
+        .into_par_iter()
+        .map(|f| FileJob::prepare(&plan.policy, f, &options, join.as_ref()).map(|_| ()))
+        .collect::<Result<Vec<()>>>()?;
+    Ok(join)
+}
+
 /// The consent snapshot and lists of `plan`, for a caller that reads rows itself (`explain`).
 pub fn join_for(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
     let footers = plan

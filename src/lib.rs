@@ -22,6 +22,7 @@ pub mod policy;
 pub mod progress;
 pub mod region;
 pub mod report;
+pub mod shard;
 pub mod signals;
 pub mod summary;
 pub mod values;
@@ -60,6 +61,14 @@ pub fn main() -> ExitCode {
             eprintln!("corpusgate: error: {panic}; please report this");
             ExitCode::from(exit::FAILURE)
         }
+    }
+}
+
+/// Scale-out commands tell schedulers to retry what a rerun can fix: I/O failures.
+fn retryable(e: error::Error) -> error::Error {
+    match e {
+        error::Error::Io { .. } | error::Error::Write { .. } => error::Error::Busy(e.to_string()),
+        other => other,
     }
 }
 
@@ -164,6 +173,21 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(exit::SUCCESS)
         }
+        Command::Plan(args) => {
+            let p = shard::plan(&args)?;
+            eprintln!(
+                "corpusgate: planned {} inputs into {} shards in {}",
+                p["inputs"].as_array().map_or(0, |a| a.len()),
+                p["shards"].as_array().map_or(0, |a| a.len()),
+                args.output.display()
+            );
+            Ok(exit::SUCCESS)
+        }
+        Command::RunShard(args) => {
+            let index = shard::resolve_index(args.index)?;
+            shard::run_shard(&args.out_dir, index, args.threads).map_err(retryable)
+        }
+        Command::Commit(args) => shard::commit(&args.out_dir).map_err(retryable),
         Command::Diff(args) => {
             let d = diff::diff(&args.old, &args.new)?;
             if args.json {

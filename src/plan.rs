@@ -63,6 +63,22 @@ impl CompressionChoice {
         }
     }
 
+    /// The `--compression` argument that gives this choice back.
+    pub fn describe_arg(&self) -> String {
+        match self {
+            CompressionChoice::Preserve => "preserve".into(),
+            CompressionChoice::Codec(c) => match c {
+                Compression::UNCOMPRESSED => "none".into(),
+                Compression::SNAPPY => "snappy".into(),
+                Compression::LZ4_RAW => "lz4".into(),
+                Compression::ZSTD(l) => format!("zstd:{}", l.compression_level()),
+                Compression::GZIP(l) => format!("gzip:{}", l.compression_level()),
+                Compression::BROTLI(l) => format!("brotli:{}", l.compression_level()),
+                other => other.to_string().to_lowercase(),
+            },
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             CompressionChoice::Preserve => "preserve".into(),

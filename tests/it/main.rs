@@ -6,4 +6,5 @@ mod filter;
 mod join;
 mod law;
 mod reliability;
+mod scale;
 mod util;
