@@ -214,6 +214,9 @@ impl FileJob {
             KeyValue::new(POLICY_SHA_KEY.into(), policy.sha256.clone()),
         ]))
         .set_compression(Compression::ZSTD(Default::default()))
+        // Row numbers and record ids are unique: no dictionary attempt.
+        .set_column_dictionary_enabled("row".into(), false)
+        .set_column_dictionary_enabled("record_id".into(), false)
         .build();
         let manifest_factory = factory_for(&manifest_schema, manifest_props.clone(), None)
             .map_err(|e| read_err(format!("preparing the manifest writer: {e}")))?;
@@ -301,17 +304,33 @@ fn check_footer_claims(
     Ok(())
 }
 
-/// Whether a column chunk was wholly dictionary-encoded: only then is a dictionary worth trying
-/// again (free text that fell back to plain would only waste the attempt).
+/// Whether a dictionary is worth trying for a column, judged from its input chunk: only when the
+/// input was dictionary-encoded throughout. Free text and near-unique ids or timestamps fall back
+/// to plain after filling a dictionary page, so the attempt only costs time and bytes.
 fn wants_dictionary(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
+    use parquet::file::statistics::Statistics;
     if c.dictionary_page_offset().is_none() {
         return false;
     }
-    match c.page_encoding_stats_mask() {
-        Some(mask) => {
-            mask.is_only(Encoding::PLAIN_DICTIONARY) || mask.is_only(Encoding::RLE_DICTIONARY)
-        }
-        None => true,
+    if let Some(mask) = c.page_encoding_stats_mask() {
+        return mask.is_only(Encoding::PLAIN_DICTIONARY) || mask.is_only(Encoding::RLE_DICTIONARY);
+    }
+    // No page encoding stats: judge by what the values look like.
+    let n = c.num_values().max(1);
+    if c.uncompressed_size() / n > 64 {
+        return false;
+    }
+    let span = |min: i128, max: i128| (max - min) as f64 >= n as f64 * 0.5;
+    match c.statistics() {
+        Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+            (Some(a), Some(b)) => !span(*a as i128, *b as i128),
+            _ => true,
+        },
+        Some(Statistics::Int32(s)) => match (s.min_opt(), s.max_opt()) {
+            (Some(a), Some(b)) => !span(*a as i128, *b as i128),
+            _ => true,
+        },
+        _ => true,
     }
 }
 
@@ -620,17 +639,27 @@ fn encode_kept(
         ParquetRecordBatchReaderBuilder::new_with_metadata(file, job.input.meta.clone())
             .with_row_groups(vec![rg])
             .with_batch_size(PAYLOAD_BATCH_ROWS);
-    if (kept as usize) < keep.len() {
-        let selection = RowSelection::from_filters(&[BooleanArray::new(keep.clone(), None)]);
+    // A selection of long runs lets the reader skip whole pages; a scattered one costs more in
+    // skipping than it saves, so then every row is decoded and the batch filtered instead.
+    let selection = RowSelection::from_filters(&[BooleanArray::new(keep.clone(), None)]);
+    let runs = selection.iter().count();
+    let scattered = runs * 16 > keep.len();
+    if (kept as usize) < keep.len() && !scattered {
         builder = builder.with_row_selection(selection);
     }
     let reader = builder.build().map_err(|e| e.to_string())?;
     let factory = &job.factories[job.rg_factory[rg]];
-    let (chunks, seen) = encode_batches(
-        factory,
-        job.input.meta.schema(),
-        reader.map(|b| b.map_err(|e| e.to_string())),
-    )?;
+    let mut offset = 0usize;
+    let filtered = reader.map(|b| {
+        let b = b.map_err(|e| e.to_string())?;
+        if !scattered {
+            return Ok(b);
+        }
+        let mask = BooleanArray::new(keep.slice(offset, b.num_rows()), None);
+        offset += b.num_rows();
+        arrow_select::filter::filter_record_batch(&b, &mask).map_err(|e| e.to_string())
+    });
+    let (chunks, seen) = encode_batches(factory, job.input.meta.schema(), filtered)?;
     if seen != kept {
         return Err(format!(
             "decoded {seen} kept rows where {kept} were selected"

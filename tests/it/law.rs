@@ -16,11 +16,19 @@ proptest! {
         threads in 1u16..5,
         ty in 0usize..4,
         policy in 0usize..3,
+        clustered in any::<bool>(),
     ) {
         let policy = ["genai-uk-eea-ch-pause.yaml", "meta-uk-2024.yaml", "opt-in-only.yaml"][policy];
         let ty = [CountryType::Utf8, CountryType::Large, CountryType::Dict, CountryType::View][ty];
         let dir = tempfile::tempdir().unwrap();
-        let recs = random_records(seed, rows, 0);
+        let mut recs = random_records(seed, rows, 0);
+        if clustered {
+            // Long runs of one decision: the reader skips pages instead of filtering rows.
+            recs.sort_by(|a, b| (a.country, a.consent).cmp(&(b.country, b.consent)));
+            for (i, r) in recs.iter_mut().enumerate() {
+                r.post_id = i as i64;
+            }
+        }
         write_parquet(&dir.path().join("in/x.parquet"), &recs, ty, row_group, Compression::SNAPPY);
         let out = dir.path().join("out");
         let t = threads.to_string();
