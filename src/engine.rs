@@ -312,26 +312,29 @@ fn wants_dictionary(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
     if c.dictionary_page_offset().is_none() {
         return false;
     }
+    // Integers (ids, timestamps) spanning about as many values as there are rows are near-unique,
+    // even when they happened to fit the input's dictionary page.
+    let n = c.num_values().max(1);
+    let near_unique = |min: i128, max: i128| (max - min) as f64 >= n as f64 * 0.5;
+    let unique = match c.statistics() {
+        Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+            (Some(a), Some(b)) => near_unique(*a as i128, *b as i128),
+            _ => false,
+        },
+        Some(Statistics::Int32(s)) => match (s.min_opt(), s.max_opt()) {
+            (Some(a), Some(b)) => near_unique(*a as i128, *b as i128),
+            _ => false,
+        },
+        _ => false,
+    };
+    if unique {
+        return false;
+    }
     if let Some(mask) = c.page_encoding_stats_mask() {
         return mask.is_only(Encoding::PLAIN_DICTIONARY) || mask.is_only(Encoding::RLE_DICTIONARY);
     }
-    // No page encoding stats: judge by what the values look like.
-    let n = c.num_values().max(1);
-    if c.uncompressed_size() / n > 64 {
-        return false;
-    }
-    let span = |min: i128, max: i128| (max - min) as f64 >= n as f64 * 0.5;
-    match c.statistics() {
-        Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-            (Some(a), Some(b)) => !span(*a as i128, *b as i128),
-            _ => true,
-        },
-        Some(Statistics::Int32(s)) => match (s.min_opt(), s.max_opt()) {
-            (Some(a), Some(b)) => !span(*a as i128, *b as i128),
-            _ => true,
-        },
-        _ => true,
-    }
+    // No page encoding stats: long values are free text.
+    c.uncompressed_size() / n <= 64
 }
 
 fn base_props(kv: Option<Vec<KeyValue>>) -> parquet::file::properties::WriterPropertiesBuilder {

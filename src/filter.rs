@@ -21,15 +21,8 @@ use std::sync::Arc;
 /// Check everything a run would check before writing — footers, the snapshot and lists, every
 /// file against the policy — without deciding a row (`plan`).
 pub fn preflight(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
-    let footers = plan
-        .inputs
-        .par_iter()
-        .map(|f| {
-            Ok(OpenedInput {
-                file: f.clone(),
-                meta: input::read_footer(f)?,
-            })
-        })
+    let footers = read_footers(&plan.inputs)
+        .into_iter()
         .collect::<Result<Vec<_>>>()?;
     let join = load_join(plan, &footers)?;
     let options = JobOptions {
@@ -45,17 +38,23 @@ pub fn preflight(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
 
 /// The consent snapshot and lists of `plan`, for a caller that reads rows itself (`explain`).
 pub fn join_for(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
-    let footers = plan
-        .inputs
-        .iter()
+    let footers = read_footers(&plan.inputs)
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    load_join(plan, &footers)
+}
+
+/// Every input's footer, read in parallel (on the current rayon pool), in input order.
+fn read_footers(inputs: &[input::InputFile]) -> Vec<Result<OpenedInput>> {
+    inputs
+        .par_iter()
         .map(|f| {
             Ok(OpenedInput {
                 file: f.clone(),
                 meta: input::read_footer(f)?,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    load_join(plan, &footers)
+        .collect()
 }
 
 /// Load the consent snapshot and user lists the plan names, once, before the corpus is read.
@@ -133,17 +132,7 @@ fn run_with(
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
     let mut skipped: Vec<(usize, std::path::PathBuf, String)> = Vec::new();
-    let footers: Vec<Result<OpenedInput>> = pool.install(|| {
-        plan.inputs
-            .par_iter()
-            .map(|f| {
-                Ok(OpenedInput {
-                    file: f.clone(),
-                    meta: input::read_footer(f)?,
-                })
-            })
-            .collect()
-    });
+    let footers = pool.install(|| read_footers(&plan.inputs));
     let mut readable = Vec::with_capacity(footers.len());
     for (i, f) in footers.into_iter().enumerate() {
         match f {

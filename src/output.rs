@@ -42,6 +42,20 @@ pub fn check_target(dir: &Path, overwrite: bool) -> Result<()> {
 
 const LOCK: &str = ".lock";
 
+/// Take an exclusive flock on `path` (created if absent) without waiting: `None` when another
+/// process holds it. The kernel releases it when the returned file is closed or the process dies.
+pub fn lock_exclusive(path: &Path) -> Result<Option<fs::File>> {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("creating", path, e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    Ok((rc == 0).then_some(lock))
+}
+
 fn sibling(dir: &Path, tag: &str) -> Result<PathBuf> {
     let name = dir
         .file_name()
@@ -84,21 +98,13 @@ impl OutputTxn {
         fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &parent, e))?;
         fs::create_dir_all(&tmp_dir).map_err(|e| Error::io("creating", &tmp_dir, e))?;
         let lock_path = tmp_dir.join(LOCK);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("creating", &lock_path, e))?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(Error::Busy(format!(
+        let lock = lock_exclusive(&lock_path)?.ok_or_else(|| {
+            Error::Busy(format!(
                 "another corpusgate run is writing {} (lock {} is held); try again when it ends",
                 final_dir.display(),
                 lock_path.display()
-            )));
-        }
+            ))
+        })?;
         if !resume {
             // A stale sibling of a run that died: start afresh.
             for entry in fs::read_dir(&tmp_dir).map_err(|e| Error::io("reading", &tmp_dir, e))? {

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -260,18 +259,8 @@ pub fn run_shard(out: &Path, index: usize, threads: Option<u16>) -> Result<u8> {
     // One attempt per index at a time; a concurrent one is told to retry.
     let lock_path = out.join("_shards").join(format!("shard-{index:05}.lock"));
     fs::create_dir_all(out.join("_shards")).map_err(|e| Error::io("creating", out, e))?;
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io("creating", &lock_path, e))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(Error::Busy(format!(
-            "shard {index} is being run by another attempt"
-        )));
-    }
+    let _lock = crate::output::lock_exclusive(&lock_path)?
+        .ok_or_else(|| Error::Busy(format!("shard {index} is being run by another attempt")))?;
     if let Some(m) = read_marker(out, index) {
         if marker_valid(out, &m) {
             eprintln!("corpusgate: shard {index} is already done");
