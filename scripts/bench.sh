@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# Benchmark for "Speed and memory: beat DuckDB": corpusgate and DuckDB doing the same job
+# (configs/genai-uk-eea-ch-pause.yaml over generated corpora), with floors, a --threads 1 vs 2 run
+# and an optional size-scaling run. The report (markdown) goes to stdout and
+# target/bench-results.md; progress goes to stderr.
+#
+#   scripts/bench.sh                         # default size: 4M rows per layout
+#   ROWS=200000 scripts/bench.sh             # quick
+#   SCALING=1 [SCALING_DUCKDB=1] scripts/bench.sh
+#
+# Env (defaults): ROWS (4000000, per layout) FILES (8) ROW_GROUP (131072) TEXT_BYTES (400)
+#   SEED (42) REPEAT (1: runs per measurement, the fastest is kept) LAYOUTS ("mixed clustered")
+#   FLOORS (1) THREADS_RUN (1) SCALING (0) SCALING_SIZES ("1000000 2000000 4000000 8000000")
+#   SCALING_DUCKDB (0) JOIN (1: the join layout) JOIN_DUCKDB (0: run DuckDB's join job even
+#   while corpusgate lacks --consent-table) JOIN_MEMBERS (1000000)
+#   KEEP_OUTPUT (0: delete each run's output after use; 1: keep it under target/bench-out/)
+#   BUILD (1: cargo build --release first; 0: use the binaries already in target/release)
+#   QUIET_WAIT (120: before each run, wait up to this many seconds for other processes to leave
+#   the CPUs alone; a run that was still disturbed is repeated, up to 3 extra times)
+#
+# Every corpusgate/DuckDB pair is checked by scripts/bench/compare.py (same kept rows, same
+# exclusions per rule and region); the script fails loudly (exit 1) when they differ.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in scripts/bench/
+
+ROWS=${ROWS:-4000000}
+FILES=${FILES:-8}
+ROW_GROUP=${ROW_GROUP:-131072}
+TEXT_BYTES=${TEXT_BYTES:-400}
+SEED=${SEED:-42}
+REPEAT=${REPEAT:-1}
+LAYOUTS=${LAYOUTS-mixed clustered}
+FLOORS=${FLOORS:-1}
+THREADS_RUN=${THREADS_RUN:-1}
+SCALING=${SCALING:-0}
+SCALING_SIZES=${SCALING_SIZES:-1000000 2000000 4000000 8000000}
+SCALING_DUCKDB=${SCALING_DUCKDB:-0}
+JOIN=${JOIN:-1}
+JOIN_DUCKDB=${JOIN_DUCKDB:-0}
+JOIN_MEMBERS=${JOIN_MEMBERS:-1000000}
+KEEP_OUTPUT=${KEEP_OUTPUT:-0}
+BUILD=${BUILD:-1}
+QUIET_WAIT=${QUIET_WAIT:-120}
+
+POLICY=configs/genai-uk-eea-ch-pause.yaml
+JOIN_POLICY=scripts/bench/genai-uk-eea-ch-pause-join.yaml
+CG=target/release/corpusgate
+GEN=target/release/examples/gen_corpus
+DATA=target/bench-data
+OUT=target/bench-out
+RESULTS=target/bench-results.md
+TSV=$OUT/results.tsv
+VENV=target/bench-venv
+PY=$VENV/bin/python
+BENCH_PY=scripts/bench
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  printf '\nbench: FAILED: %s\n' "$*" >&2
+  exit 1
+}
+FAILURES=()
+# fail MSG: a failed check; the bench goes on, reports it, and exits 1 at the end.
+fail() {
+  FAILURES+=("$*")
+  printf '\nbench: FAILED: %s\n\n' "$*" >&2
+  printf 'note\t\t\t\t\t\t\t\t\t**FAILED: %s**\t\t\n' "$*" >>"$TSV"
+}
+
+setup() {
+  if ! "$PY" -c 'import duckdb, pyarrow, zstandard' 2>/dev/null; then
+    log "creating $VENV with duckdb, pyarrow and zstandard from PyPI"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow zstandard
+  fi
+  if [[ $BUILD == 1 ]]; then
+    log "building corpusgate and gen_corpus (release)"
+    cargo build --release --quiet || die "cargo build --release failed (BUILD=0 uses the binaries already in target/release)"
+    cargo build --release --quiet --example gen_corpus || die "cargo build --release --example gen_corpus failed"
+  fi
+  [[ -x $CG && -x $GEN ]] || die "$CG or $GEN missing"
+  "$PY" "$BENCH_PY/policy.py" >/dev/null || die "policy.py self-test failed"
+  mkdir -p "$DATA" "$OUT"
+  : >"$TSV"
+  rm -f "$OUT"/sizes-*.md
+}
+
+# gen NAME LAYOUT ROWS [gen_corpus args...]: generate $DATA/NAME (corpus/ and maybe members.parquet)
+# unless it is there with the same parameters and the same generator source.
+gen() {
+  local name=$1 layout=$2 rows=$3
+  shift 3
+  local per=$(((rows + FILES - 1) / FILES))
+  local args=(--files "$FILES" --rows-per-file "$per" --row-group "$ROW_GROUP"
+    --text-bytes "$TEXT_BYTES" --layout "$layout" --compression zstd --seed "$SEED" "$@")
+  local dir=$DATA/$name
+  local stamp
+  stamp="gen_corpus ${args[*]} src=$(sha256sum examples/gen_corpus.rs | cut -c1-16)"
+  if [[ -f $dir/.params && "$(cat "$dir/.params")" == "$stamp" ]]; then
+    log "data $dir: present, same parameters"
+  else
+    log "data $dir: generating ($FILES x $per rows, $layout)"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    "$GEN" --out "$dir" "${args[@]}" 2>"$dir/.gen.log" || { cat "$dir/.gen.log" >&2; die "gen_corpus failed"; }
+    echo "$stamp" >"$dir/.params"
+  fi
+  # Warm the page cache: every tool then reads from memory.
+  cat "$dir"/corpus/*.parquet >/dev/null
+}
+
+# Busy CPU time of the whole machine so far, in clock ticks (/proc/stat).
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# wait_quiet: wait (up to QUIET_WAIT s) until other processes use under 10% of one core over 0.5 s.
+wait_quiet() {
+  local hz waited=0 b0 b1
+  if ((QUIET_WAIT <= 0)); then return 0; fi
+  hz=$(getconf CLK_TCK)
+  while ((waited < QUIET_WAIT * 2)); do
+    b0=$(busy_ticks)
+    sleep 0.5
+    b1=$(busy_ticks)
+    if (((b1 - b0) * 10 < hz / 2)); then return 0; fi
+    if ((waited % 20 == 0)); then log "  waiting for a quiet machine (others are using the CPUs)"; fi
+    waited=$((waited + 1))
+  done
+  log "  machine still busy after ${QUIET_WAIT}s; measuring anyway"
+}
+
+# run_timed LOG CLEAN_DIR CMD...: run CMD REPEAT times (CLEAN_DIR removed and `sync` before each
+# run, untimed), keep the fastest; sets T_WALL T_CPU T_RSS_KB, and T_OTHER: CPU seconds that other
+# processes used meanwhile (a busy machine makes the run slower: the report shows it). When the
+# fastest run was disturbed (others used over 10% of its wall time), up to 3 more runs are made. A
+# failing CMD ends the bench, or with ALLOW_FAIL=1 makes run_timed return 1.
+run_timed() {
+  local logf=$1 clean=$2
+  shift 2
+  local i e u s m b0 b1 hz
+  hz=$(getconf CLK_TCK)
+  T_WALL=
+  for ((i = 1; i <= REPEAT + 3; i++)); do
+    if ((i > REPEAT)) && awk -v o="$T_OTHER" -v w="$T_WALL" 'BEGIN { exit !(o <= 0.1 * w) }'; then
+      break
+    fi
+    if [[ -n $clean ]]; then rm -rf "$clean"; fi
+    sync
+    wait_quiet
+    b0=$(busy_ticks)
+    if ! /usr/bin/time -f '%e %U %S %M' -o "$logf.time" "$@" >"$logf" 2>&1; then
+      tail -n 30 "$logf" >&2
+      if [[ ${ALLOW_FAIL:-0} == 1 ]]; then return 1; fi
+      die "command failed: $*"
+    fi
+    b1=$(busy_ticks)
+    read -r e u s m < <(tail -n 1 "$logf.time")
+    if [[ -z $T_WALL ]] || awk -v a="$e" -v b="$T_WALL" 'BEGIN { exit !(a < b) }'; then
+      T_WALL=$e
+      T_CPU=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+      T_RSS_KB=$m
+      T_OTHER=$(awk -v d=$((b1 - b0)) -v hz="$hz" -v c="$T_CPU" \
+        'BEGIN { o = d / hz - c; printf "%.2f", o < 0 ? 0 : o }')
+    fi
+  done
+}
+
+# record SECTION LAYOUT TOOL SETTINGS MATCH [OUT_PATH [DATA_PATH]] (uses T_*): one TSV line with
+# du -sb of the whole output and of its kept-row data (columns: see scripts/bench/report.py).
+record() {
+  local out_b="" data_b=""
+  if [[ -n ${6:-} ]]; then out_b=$(bytes "$6"); fi
+  if [[ -n ${7:-} ]]; then data_b=$(bytes "$7"); fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" \
+    "$T_WALL" "$T_CPU" "$T_RSS_KB" "$out_b" "" "$data_b" "$T_OTHER" >>"$TSV"
+  log "  $3 $4: ${T_WALL}s wall, ${T_CPU}s CPU, $((T_RSS_KB / 1024)) MiB RSS, $((${out_b:-0} / 1048576)) MiB out, others ${T_OTHER}s CPU"
+}
+
+note() {
+  printf 'note\t\t\t\t\t\t\t\t\t%s\t\t\n' "$*" >>"$TSV"
+  log "$*"
+}
+
+bytes() { du -sb "$1" | cut -f1; }
+
+# run_cg OUT_DIR INPUT_DIR [filter options...]
+run_cg() {
+  local out=$1 in=$2
+  shift 2
+  run_timed "$out.log" "$out" "$CG" filter --policy "${CG_POLICY:-$POLICY}" --output "$out" --overwrite \
+    --progress never "$@" "$in"
+}
+
+# run_duck OUT_DIR IN_GLOB [duckdb_job.py options...]
+run_duck() {
+  local out=$1 glob=$2
+  shift 2
+  run_timed "$out.log" "$out" "$PY" "$BENCH_PY/duckdb_job.py" "$glob" "$out" "$@"
+}
+
+# check CG_OUT DUCK_OUT IN_GLOB LABEL [compare.py options]: fail loudly on any difference (the
+# comparison is kept in DUCK_OUT.compare).
+check() {
+  local cg=$1 dk=$2 glob=$3 label=$4
+  shift 4
+  if ! "$PY" "$BENCH_PY/compare.py" "$cg" "$dk" --input "$glob" --label "$label" "$@" \
+    >"$dk.compare" 2>&1; then
+    cat "$dk.compare" >&2
+    fail "corpusgate and DuckDB disagree ($label): see $dk.compare"
+    return 0
+  fi
+  log "  $(tail -n 1 "$dk.compare")"
+}
+
+# same_bytes A B: corpusgate's data/ and excluded/ byte-identical (README: any --threads).
+same_bytes() {
+  if ! diff -rq "$1/data" "$2/data" >&2 || ! diff -rq "$1/excluded" "$2/excluded" >&2; then
+    fail "corpusgate output differs between $1 and $2 (README: it does not depend on --threads)"
+  fi
+}
+
+cleanup() { [[ $KEEP_OUTPUT == 1 ]] || rm -rf "$@"; }
+
+floors() {
+  local layout=$1 in=$2 o=$3
+  local files=("$in"/*.parquet)
+  log "floors ($layout)"
+  run_timed "$o/floor-cat.log" "" bash -c 'exec cat -- "$@" >/dev/null' cat "${files[@]}"
+  record floor "$layout" floor "read input: cat > /dev/null" ""
+  run_timed "$o/floor-cp.log" "$o/floor-cp" cp -r "$in" "$o/floor-cp"
+  record floor "$layout" floor "copy input: cp -r" "" "$o/floor-cp"
+  rm -rf "$o/floor-cp"
+  run_timed "$o/floor-decode.log" "" "$PY" "$BENCH_PY/floors.py" decode "$in/*.parquet"
+  record floor "$layout" floor "decode every column: pyarrow dataset scan, threads" ""
+  note "$layout: $(grep '^floors:' "$o/floor-decode.log")"
+  run_timed "$o/floor-dc.log" "" "$PY" "$BENCH_PY/floors.py" decode-compress "$in/*.parquet" --level 3
+  record floor "$layout" floor "decode every column + zstd-3 kept text (pyarrow + zstandard)" ""
+  note "$layout: $(grep '^floors:' "$o/floor-dc.log")"
+}
+
+run_layout() {
+  local layout=$1
+  local name=$layout-$ROWS
+  gen "$name" "$layout" "$ROWS" --no-members
+  local in=$DATA/$name/corpus glob="$DATA/$name/corpus/*.parquet" o=$OUT/$layout
+  mkdir -p "$o"
+  log "layout $layout: $(bytes "$in" | awk '{ printf "%.0f MiB", $1 / 1048576 }') input"
+  if [[ $FLOORS == 1 ]]; then floors "$layout" "$in" "$o"; fi
+
+  log "layout $layout: corpusgate and DuckDB"
+  run_cg "$o/cg-zstd3" "$in" --compression zstd:3
+  record main "$layout" corpusgate "--compression zstd:3" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
+  run_cg "$o/cg-preserve" "$in"
+  record main "$layout" corpusgate "defaults (--compression preserve: zstd, level 1)" default \
+    "$o/cg-preserve" "$o/cg-preserve/data"
+  run_duck "$o/duckdb-default" "$glob"
+  record main "$layout" duckdb "defaults (COMPRESSION zstd)" default "$o/duckdb-default" "$o/duckdb-default/data.parquet"
+  run_duck "$o/duckdb-l3" "$glob" --level 3
+  record main "$layout" duckdb "COMPRESSION zstd, COMPRESSION_LEVEL 3" l3 "$o/duckdb-l3" "$o/duckdb-l3/data.parquet"
+
+  check "$o/cg-zstd3" "$o/duckdb-l3" "$glob" "$layout zstd:3"
+  check "$o/cg-preserve" "$o/duckdb-default" "$glob" "$layout defaults"
+  grep -h '^\[' "$o/duckdb-l3.compare" | sed 's/^/    /' >&2 || true
+  "$PY" "$BENCH_PY/sizes.py" "$o/cg-zstd3" "$o/duckdb-l3" --title "$layout, zstd:3 vs COMPRESSION_LEVEL 3," \
+    >"$OUT/sizes-$layout.md"
+
+  if [[ $THREADS_RUN == 1 && $layout == mixed ]]; then
+    log "layout $layout: corpusgate --threads 1 vs 2"
+    local t
+    for t in 1 2; do
+      run_cg "$o/cg-threads$t" "$in" --threads "$t"
+      record threads "$layout" corpusgate "$t" "" "$o/cg-threads$t" "$o/cg-threads$t/data"
+      same_bytes "$o/cg-preserve" "$o/cg-threads$t"
+    done
+    cleanup "$o/cg-threads1" "$o/cg-threads2"
+  fi
+  cleanup "$o/cg-zstd3" "$o/cg-preserve" "$o/duckdb-default" "$o/duckdb-l3"
+}
+
+# The "join" job: region and consent come from the members snapshot, joined on member_id (the
+# newest row per member; a null or unknown member_id -> unknown region), with
+# scripts/bench/genai-uk-eea-ch-pause-join.yaml and `--consent-table SNAPSHOT` on corpusgate's side.
+run_join() {
+  local help supported=0
+  help=$("$CG" filter --help)
+  if grep -q -- --consent-table <<<"$help"; then supported=1; fi
+  if [[ $supported == 0 ]]; then
+    note "join: skipped (corpusgate has no --consent-table yet)"
+    if [[ $JOIN_DUCKDB != 1 ]]; then return 0; fi
+  fi
+  local name=join-$ROWS-m$JOIN_MEMBERS
+  gen "$name" mixed "$ROWS" --members "$JOIN_MEMBERS"
+  local in=$DATA/$name/corpus glob="$DATA/$name/corpus/*.parquet" members=$DATA/$name/members.parquet
+  local o=$OUT/join cg_ok=0
+  mkdir -p "$o"
+  log "layout join: $JOIN_MEMBERS members, snapshot $(bytes "$members" | awk '{ printf "%.1f MiB", $1 / 1048576 }')"
+  if [[ $supported == 1 ]]; then
+    if CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 run_cg "$o/cg-zstd3" "$in" --compression zstd:3 --consent-table "$members" &&
+      record main join corpusgate "--compression zstd:3 --consent-table" l3 "$o/cg-zstd3" "$o/cg-zstd3/data" &&
+      CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 run_cg "$o/cg-preserve" "$in" --consent-table "$members" &&
+      record main join corpusgate "defaults --consent-table" default "$o/cg-preserve" "$o/cg-preserve/data"; then
+      cg_ok=1
+    else
+      fail "join: corpusgate --consent-table failed: $(grep -m1 'error' "$o"/cg-*.log | cut -c1-300)"
+    fi
+  fi
+  run_duck "$o/duckdb-default" "$glob" --members "$members"
+  record main join duckdb "defaults (COMPRESSION zstd), join members" default \
+    "$o/duckdb-default" "$o/duckdb-default/data.parquet"
+  run_duck "$o/duckdb-l3" "$glob" --members "$members" --level 3
+  record main join duckdb "COMPRESSION_LEVEL 3, join members" l3 "$o/duckdb-l3" "$o/duckdb-l3/data.parquet"
+  if [[ $cg_ok == 1 ]]; then
+    check "$o/cg-zstd3" "$o/duckdb-l3" "$glob" "join zstd:3" --members "$members"
+    check "$o/cg-preserve" "$o/duckdb-default" "$glob" "join defaults" --members "$members"
+  else
+    note "join: DuckDB only ($(grep -h '^duckdb_job' "$o/duckdb-l3.log"))"
+  fi
+  cleanup "$o"/cg-* "$o"/duckdb-*
+}
+
+run_scaling() {
+  local n o=$OUT/scaling
+  mkdir -p "$o"
+  for n in $SCALING_SIZES; do
+    log "scaling: $n rows"
+    gen "mixed-$n" mixed "$n" --no-members
+    local in=$DATA/mixed-$n/corpus
+    run_cg "$o/cg-$n" "$in"
+    record scaling "$n" corpusgate "defaults" "" "$o/cg-$n" "$o/cg-$n/data"
+    if [[ $SCALING_DUCKDB == 1 ]]; then
+      run_duck "$o/duckdb-$n" "$in/*.parquet"
+      record scaling "$n" duckdb "defaults" "" "$o/duckdb-$n" "$o/duckdb-$n/data.parquet"
+      check "$o/cg-$n" "$o/duckdb-$n" "$in/*.parquet" "scaling $n"
+    fi
+    cleanup "$o/cg-$n" "$o/duckdb-$n"
+  done
+}
+
+header() {
+  local cpu mem rev
+  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+  mem=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+  rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+  if [[ -n $(git status --porcelain -- src Cargo.toml 2>/dev/null) ]]; then rev="$rev + uncommitted changes"; fi
+  cat <<EOF
+## corpusgate vs DuckDB: $(date -u '+%Y-%m-%d %H:%M UTC')
+
+- Machine: nproc $(nproc), CPU ${cpu:-unknown}, RAM $mem, $(uname -sr)
+- corpusgate: $("$CG" --version) (tree $rev; binary built $(date -u -r "$CG" '+%H:%M UTC')); DuckDB $("$PY" -c 'import duckdb; print(duckdb.__version__)'), pyarrow $("$PY" -c 'import pyarrow; print(pyarrow.__version__)')
+- Job: \`$POLICY\` over each layout: $ROWS rows in $FILES files, row groups of $ROW_GROUP rows, text ~$TEXT_BYTES B/row, zstd (parquet-rs default, level 1), seed $SEED. *mixed*: rows in generation order; *clustered*: each file sorted by (country, consent).
+- *join*: the mixed layout generated with $JOIN_MEMBERS members; region and consent come from \`members.parquet\` (newest row per member) joined on member_id: corpusgate \`--consent-table\` with \`$JOIN_POLICY\`, DuckDB a LEFT JOIN.
+- DuckDB job: \`scripts/bench/duckdb_job.py\` (one view: LEFT JOIN of trim(country) to a table of every ASCII case variant of every alpha-2/alias/alpha-3 code, CASE in rule order; two COPYs: kept rows, manifest), default DuckDB settings (threads = all cores). Every corpusgate/DuckDB pair is checked by \`scripts/bench/compare.py\` (same kept rows, whole-row hashes, same exclusions by rule and region).
+- Method: \`/usr/bin/time\` around the whole process (DuckDB's figures include the Python interpreter and \`import duckdb\`); inputs warm in the page cache; \`sync\` and a wait for an idle machine before each run; fastest of $REPEAT run(s), plus up to 3 more when other processes disturbed it. corpusgate fsyncs its output before renaming it into place; DuckDB's COPY does not.
+EOF
+  local l
+  local joins=""
+  if [[ $JOIN == 1 ]]; then joins="join"; fi
+  for l in $LAYOUTS $joins; do
+    if [[ $l == join ]]; then l=join-$ROWS-m$JOIN_MEMBERS; else l=$l-$ROWS; fi
+    if [[ -d $DATA/$l/corpus ]]; then echo "- Input $l: $(bytes "$DATA/$l/corpus" | awk '{ printf "%.1f MiB", $1 / 1048576 }')"; fi
+  done
+  echo
+}
+
+main() {
+  setup
+  local l
+  for l in $LAYOUTS; do run_layout "$l"; done
+  if [[ $JOIN == 1 ]]; then run_join; fi
+  if [[ $SCALING == 1 ]]; then run_scaling; fi
+  local report
+  report=$(
+    header
+    "$PY" "$BENCH_PY/report.py" "$TSV"
+    for l in $LAYOUTS; do
+      if [[ -f $OUT/sizes-$l.md ]]; then printf '\n'; cat "$OUT/sizes-$l.md"; fi
+    done
+  )
+  printf '%s\n' "$report" >"$RESULTS"
+  printf '%s\n' "$report"
+  log "report written to $RESULTS"
+  if ((${#FAILURES[@]})); then
+    printf '\nbench: FAILED (%d):\n' "${#FAILURES[@]}" >&2
+    printf '  - %s\n' "${FAILURES[@]}" >&2
+    exit 1
+  fi
+}
+
+main "$@"
