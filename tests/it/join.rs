@@ -247,19 +247,23 @@ rules:
 
 const ERASED: [i64; 3] = [101, 120, 155];
 
+/// The snapshot row that speaks for member `m`: the newest, a null updated_at oldest.
+fn newest(c: &Case, m: Option<i64>) -> Option<Snap> {
+    let m = m?;
+    c.snap
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.0 == Some(m))
+        .max_by_key(|(i, s)| (s.3.is_some(), s.3, std::cmp::Reverse(*i)))
+        .map(|(_, s)| *s)
+}
+
 /// The rule a reader of POLICY would apply, computed from the case's own rows.
 fn expected(c: &Case) -> Vec<(&'static str, Option<&'static str>)> {
     c.corpus
         .iter()
         .map(|r| {
-            let newest = r.1.and_then(|m| {
-                c.snap
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.0 == Some(m))
-                    .max_by_key(|(i, s)| (s.3.is_some(), s.3, std::cmp::Reverse(*i)))
-                    .map(|(_, s)| *s)
-            });
+            let newest = newest(c, r.1);
             let region = newest.and_then(|s| SPELLINGS[s.1].1);
             let consent = newest.and_then(|s| s.2);
             let objected = newest.and_then(|s| s.4);
@@ -624,7 +628,7 @@ proptest! {
         // The same decision, inline: resolve each row's snapshot values into the corpus.
         let want = expected(&c);
         let dir = c.dir.path();
-        let newest = |m: Option<i64>| m.and_then(|m| c.snap.iter().enumerate().filter(|(_, s)| s.0 == Some(m)).max_by_key(|(i, s)| (s.3.is_some(), s.3, std::cmp::Reverse(*i))).map(|(_, s)| *s));
+        let newest = |m: Option<i64>| newest(&c, m);
         let inline = batch_of(vec![
             ("post_id", Arc::new(Int64Array::from_iter_values(c.corpus.iter().map(|r| r.0))) as ArrayRef),
             ("member_id", Arc::new(Int64Array::from(c.corpus.iter().map(|r| r.1).collect::<Vec<_>>()))),
@@ -635,28 +639,14 @@ proptest! {
             ("erased", Arc::new(BooleanArray::from(c.corpus.iter().map(|r| r.1.is_some_and(|m| ERASED.contains(&m))).collect::<Vec<_>>()))),
         ]);
         write(&dir.join("inline/corpus.parquet"), &inline);
-        let inline_policy = "policy: inline
-columns: {record_id: post_id, user_id: member_id, region: country, consent: consent}
-consent_values: {granted: [opt_in, \"yes\"], denied: [opt_out, \"no\"]}
-rules:
-  - id: erased
-    if: {where: [{column: erased, eq: true}]}
-    then: exclude
-  - id: after-objection
-    if: {where: [{column: created_at, ge: {column: objected_at}}]}
-    then: exclude
-  - id: paused
-    if: {region: [GB, EEA, CH]}
-    then: exclude
-  - id: unknown-region
-    if: {region: unknown}
-    then: exclude
-  - id: opted-out
-    if: {consent: denied}
-    then: exclude
-  - id: allowed
-    then: include
-";
+        // The same rules, reading the corpus columns instead of the snapshot and the list.
+        let rules = &POLICY[POLICY.find("rules:").unwrap()..];
+        let inline_policy = format!(
+            "policy: inline\ncolumns: {{record_id: post_id, user_id: member_id, region: country, consent: consent}}\n\
+             consent_values: {{granted: [opt_in, \"yes\"], denied: [opt_out, \"no\"]}}\n{}",
+            rules.replace("{user_in: erasure}", "{where: [{column: erased, eq: true}]}")
+        );
+        prop_assert!(!inline_policy.contains("user_in"));
         std::fs::write(dir.join("inline.yaml"), inline_policy).unwrap();
         let (code, _, err) = run(&["filter", "--policy", p(&dir.join("inline.yaml")), "-o", p(&dir.join("inline-out")), p(&dir.join("inline"))]);
         prop_assert_eq!(code, 0, "{}", err);
