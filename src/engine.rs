@@ -1085,13 +1085,13 @@ fn journal_entry(
     stats: FileStats,
     counts: Counts,
 ) -> Result<Entry> {
-    let (input_size, input_sha256) = journal::describe(&input.path)?;
+    let (input_size, input_xxh3) = journal::content_hash(&input.path)?;
     let (data_size, data_sha256) = journal::describe(&data)?;
     let (excluded_size, excluded_sha256) = journal::describe(&excluded)?;
     Ok(Entry {
         rel: input.rel.clone(),
         input_size,
-        input_sha256,
+        input_xxh3,
         data_size,
         data_sha256,
         excluded_size,
