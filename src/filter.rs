@@ -219,6 +219,11 @@ fn run_with(
         Some(t) => {
             let mut keep: Vec<Entry> = resumed.values().cloned().collect();
             keep.sort_by(|a, b| a.rel.cmp(&b.rel));
+            // Whatever the earlier run left that is not reused (an input since removed, a file
+            // the journal does not vouch for) must not reach OUT_DIR.
+            let rels: std::collections::HashSet<&str> =
+                keep.iter().map(|e| e.rel.as_str()).collect();
+            crate::output::prune(t.dir(), &rels)?;
             Some(Journal::create(t.dir(), &header, &keep)?)
         }
         None => None,

@@ -196,6 +196,35 @@ impl Drop for OutputTxn {
     }
 }
 
+/// Remove every file under `dir/data` and `dir/excluded` whose relative name is not in `keep`.
+pub fn prune(dir: &Path, keep: &std::collections::HashSet<&str>) -> Result<()> {
+    for sub in ["data", "excluded"] {
+        let root = dir.join(sub);
+        if !root.is_dir() {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(&root) {
+            let entry = entry.map_err(|e| Error::Usage(format!("{}: {e}", root.display())))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(&root)
+                .expect("walkdir yields paths under its root")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            if !keep.contains(rel.as_str()) {
+                fs::remove_file(entry.path())
+                    .map_err(|e| Error::io("removing", entry.path(), e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
