@@ -374,6 +374,15 @@ impl JoinData {
     }
 }
 
+/// The content hash recorded for a snapshot or list at `path` (file or directory).
+pub fn path_sha256(path: &Path) -> Result<String> {
+    if path.is_dir() {
+        source_sha256(path, &input::discover(&[path.to_owned()])?)
+    } else {
+        file_sha256(path)
+    }
+}
+
 /// SHA-256 of one file, or of a directory: over the sorted (relative path, file SHA-256) pairs.
 fn source_sha256(root: &Path, files: &[InputFile]) -> Result<String> {
     if root.is_file() {

@@ -368,24 +368,37 @@ pub fn run_shard(out: &Path, index: usize, threads: Option<u16>) -> Result<u8> {
         write_atomic(&marker_path(out, index), marker.to_string().as_bytes())?;
         return Ok(exit::SUCCESS);
     }
+    // The snapshot and lists must be the ones planned: a changed one is permanent until re-planned.
+    let sources = join["consent_table"]
+        .as_object()
+        .map(|t| ("the consent snapshot".to_owned(), t))
+        .into_iter()
+        .chain(
+            join["user_lists"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| {
+                    l.as_object().map(|o| {
+                        (
+                            format!("user list '{}'", l["name"].as_str().unwrap_or("?")),
+                            o,
+                        )
+                    })
+                }),
+        );
+    for (what, src) in sources {
+        let path = Path::new(src["path"].as_str().unwrap_or(""));
+        let now = crate::join::path_sha256(path)?;
+        if Some(now.as_str()) != src["sha256"].as_str() {
+            return Err(Error::Usage(format!(
+                "shard {index}: {what} ({}) changed since the plan; re-plan",
+                path.display()
+            )));
+        }
+    }
     let summary = filter::run(&plan)?;
     let summary_json = summary.to_json(&plan.policy);
-    let got: Vec<String> = summary_json["consent_table"]["sha256"]
-        .as_str()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let want: Vec<String> = join["consent_table"]["sha256"]
-        .as_str()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    if got != want {
-        let _ = fs::remove_dir_all(&attempt);
-        return Err(Error::Usage(format!(
-            "shard {index}: the consent snapshot changed since the plan; re-plan"
-        )));
-    }
 
     // Promote each file, then record the shard as done.
     let mut listed = Vec::new();

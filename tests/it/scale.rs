@@ -215,3 +215,40 @@ fn shard_index_from_the_environment_and_changed_inputs() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("changed since the plan"), "{err}");
 }
+
+#[test]
+fn a_snapshot_or_list_changed_after_the_plan_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = root().join("sample-data");
+    let members = dir.path().join("members.parquet");
+    let list = dir.path().join("erasure.txt");
+    std::fs::copy(sample.join("members.parquet"), &members).unwrap();
+    std::fs::copy(sample.join("erasure-requests.txt"), &list).unwrap();
+    let out = dir.path().join("out");
+    let list_arg = format!("erasure={}", p(&list));
+    let (code, _, err) = run(&[
+        "plan",
+        "--policy",
+        p(&config("consent-snapshot.yaml")),
+        "--consent-table",
+        p(&members),
+        "--user-list",
+        &list_arg,
+        "--shards",
+        "2",
+        "-o",
+        p(&out),
+        p(&sample.join("corpus")),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = shard(&out, 0).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::write(&list, "1000001\n").unwrap();
+    let r = shard(&out, 1).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("user list 'erasure'") && err.contains("changed since the plan"),
+        "{err}"
+    );
+}
