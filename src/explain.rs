@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::input::{self, InputFile};
 use crate::join::{ConsentTable, JoinData, KeyKind, Keys, SourceInfo, UserList};
 use crate::policy::{
-    Action, CompareOp, Condition, ConsentState, Expect, Operand, Policy, PolicyTest, PredicateOp,
-    RuleId, Scalar,
+    CompareOp, Condition, ConsentState, Expect, Operand, Policy, PolicyTest, PredicateOp, RuleId,
+    Scalar,
 };
 use crate::region;
 use crate::values::ConsentMatcher;
@@ -527,7 +527,6 @@ fn check_test(policy: &Policy, t: &PolicyTest) -> Result<()> {
             got_action.as_str()
         )));
     }
-    let _: Action = got_action;
     Ok(())
 }
 

@@ -215,7 +215,3 @@ impl OpenedInput {
         self.parquet_meta().file_metadata().num_rows().max(0) as u64
     }
 }
-
-pub fn is_hidden(path: &Path) -> bool {
-    path.file_name().map(skipped_name).unwrap_or(false)
-}
