@@ -278,18 +278,27 @@ fn check_footer_claims(
         }
         rows = rows.saturating_add(rg.num_rows());
         for c in rg.columns() {
-            let (start, len) = c.byte_range();
+            // Not `byte_range()`: it panics on the negative offsets a damaged footer can hold.
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let len = c.compressed_size();
+            if start < 0 || len < 0 {
+                return Err(format!(
+                    "corrupt footer: column '{}' of row group {g} claims offset {start} and length {len}",
+                    c.column_path().string()
+                ));
+            }
+            let (start, len) = (start as u64, len as u64);
             if start.checked_add(len).is_none_or(|end| end > file_len) {
                 return Err(format!(
                     "corrupt footer: column '{}' of row group {g} claims bytes {start}..{} of a {file_len}-byte file",
-                    c.column_path(),
+                    c.column_path().string(),
                     start.saturating_add(len)
                 ));
             }
             if c.uncompressed_size() < 0 || c.uncompressed_size() > MAX_CHUNK_UNCOMPRESSED {
                 return Err(format!(
                     "corrupt footer: column '{}' of row group {g} claims {} uncompressed bytes (the limit is {MAX_CHUNK_UNCOMPRESSED})",
-                    c.column_path(),
+                    c.column_path().string(),
                     c.uncompressed_size()
                 ));
             }

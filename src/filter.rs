@@ -31,7 +31,18 @@ pub fn preflight(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
     };
     footers
         .into_par_iter()
-        .map(|f| FileJob::prepare(&plan.policy, f, &options, join.as_ref()).map(|_| ()))
+        .map(|f| {
+            let path = f.file.path.clone();
+            crate::guard::catch(|| FileJob::prepare(&plan.policy, f, &options, join.as_ref()))
+                .unwrap_or_else(|panic| {
+                    Err(Error::Read {
+                        file: path,
+                        row_group: None,
+                        message: panic,
+                    })
+                })
+                .map(|_| ())
+        })
         .collect::<Result<Vec<()>>>()?;
     Ok(join)
 }
@@ -159,7 +170,19 @@ fn run_with(
     let prepared: Vec<Result<FileJob>> = pool.install(|| {
         readable
             .par_iter()
-            .map(|(_, f)| FileJob::prepare(policy, f.clone(), &job_options, join.as_ref()))
+            .map(|(_, f)| {
+                // Footer metadata a damaged file carries can make the parquet crate panic.
+                crate::guard::catch(|| {
+                    FileJob::prepare(policy, f.clone(), &job_options, join.as_ref())
+                })
+                .unwrap_or_else(|panic| {
+                    Err(Error::Read {
+                        file: f.file.path.clone(),
+                        row_group: None,
+                        message: panic,
+                    })
+                })
+            })
             .collect()
     });
     // Report schema errors (exit 2) before read errors (exit 1), each in file order.

@@ -567,7 +567,15 @@ pub fn load_consent_table(
     // Files are read in parallel; the first file decides the key kind for the error message.
     let results: Vec<Result<(Part, KeyKind)>> = files
         .par_iter()
-        .map(|f| read_part(f, spec, consent_values))
+        .map(|f| {
+            crate::guard::catch(|| read_part(f, spec, consent_values)).unwrap_or_else(|panic| {
+                Err(Error::Read {
+                    file: f.path.clone(),
+                    row_group: None,
+                    message: panic,
+                })
+            })
+        })
         .collect();
     for (result, f) in results.into_iter().zip(&files) {
         let (part, k) = result?;

@@ -236,3 +236,27 @@ fn usage_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("policy.yaml:3:"), "{err}");
 }
+
+/// Found by the parquet_read fuzz target: a footer claiming a negative column chunk length made
+/// the parquet crate panic while the footer was being checked.
+#[test]
+fn fuzz_regression_negative_chunk_length() {
+    let c = Case::new();
+    let policy = write_policy(
+        &c,
+        "policy: fuzz\ncolumns: {record_id: post_id, region: country, consent: genai_consent}\n\
+         consent_values: {granted: [opt_in], denied: [opt_out]}\n\
+         rules:\n  - id: adult\n    if: {where: [{column: author_age, ge: 18}]}\n    then: include\n",
+    );
+    std::fs::create_dir_all(c.path("fz")).unwrap();
+    std::fs::copy(
+        root().join("tests/data/fuzz-negative-chunk-length.parquet"),
+        c.path("fz/x.parquet"),
+    )
+    .unwrap();
+    let err = c.fails(&["--policy", p(&policy), p(&c.path("fz"))], 1);
+    assert!(
+        err.contains("corrupt footer: column 'visibility' of row group 0 claims offset"),
+        "{err}"
+    );
+}
