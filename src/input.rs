@@ -129,22 +129,29 @@ fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
-/// Hex SHA-256 of a file's bytes.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
+/// Feed a file's bytes to `update` in 1 MiB pieces; returns the number of bytes read.
+pub fn read_chunks(path: &Path, mut update: impl FnMut(&[u8])) -> Result<u64> {
     use std::io::Read;
     let mut f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
     loop {
         let n = f
             .read(&mut buf)
             .map_err(|e| Error::io("reading", path, e))?;
         if n == 0 {
-            break;
+            return Ok(size);
         }
-        h.update(&buf[..n]);
+        size += n as u64;
+        update(&buf[..n]);
     }
+}
+
+/// Hex SHA-256 of a file's bytes.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    read_chunks(path, |b| h.update(b))?;
     Ok(crate::policy::hex(&h.finalize()))
 }
 

@@ -189,21 +189,8 @@ pub fn load(dir: &Path, header: &Value, rules: usize) -> HashMap<String, Entry> 
 
 /// Size and XXH3-128 of a file (the input's identity in the journal).
 pub fn content_hash(path: &Path) -> Result<(u64, String)> {
-    use std::io::Read;
-    let mut f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("reading", path, e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
+    let size = crate::input::read_chunks(path, |b| h.update(b))?;
     Ok((size, format!("{:032x}", h.digest128())))
 }
 
