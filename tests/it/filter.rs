@@ -538,3 +538,58 @@ fn sample_data_runs_with_every_example_config() {
         assert!(kept > 0 && kept < 6000, "{policy}: kept {kept}");
     }
 }
+
+/// A file whose every column is one the policy reads: pass 2 has nothing left to decode and
+/// builds the kept rows from what pass 1 read (region strings cast back from dictionaries).
+#[test]
+fn a_file_of_policy_columns_only_keeps_its_rows_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs = random_records(11, 900, 5_000);
+    let full = batch(&recs, CountryType::Large);
+    let only = full.project(&[0, 1, 2, 3]).unwrap();
+    let input = dir.path().join("in/policy-only.parquet");
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(200))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&input).unwrap(),
+        only.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&only).unwrap();
+    w.close().unwrap();
+    let policy = config("genai-uk-eea-ch-pause.yaml");
+    for compression in ["preserve", "zstd:3"] {
+        let out = dir.path().join(format!("out-{compression}"));
+        let (code, _, err) = run(&[
+            "filter",
+            "--policy",
+            p(&policy),
+            "--output",
+            p(&out),
+            "--compression",
+            compression,
+            p(&dir.path().join("in")),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let data = read_all(&out.join("data/policy-only.parquet"));
+        let kept: Vec<u32> = recs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| expected_keep("genai-uk-eea-ch-pause.yaml", r))
+            .map(|(i, _)| i as u32)
+            .collect();
+        assert!(!kept.is_empty() && kept.len() < recs.len());
+        let want = arrow_select::take::take_record_batch(
+            &only,
+            &arrow_array::UInt32Array::from(kept.clone()),
+        )
+        .unwrap();
+        assert_eq!(data.schema().fields(), only.schema().fields());
+        assert_eq!(data.columns(), want.columns(), "{compression}");
+        let manifest = read_all(&out.join("excluded/policy-only.parquet"));
+        assert_eq!(manifest.num_rows() + data.num_rows(), recs.len());
+    }
+}
