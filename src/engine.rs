@@ -1130,10 +1130,10 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
                             let jtx = jtx.clone();
                             let entry_counts = counts.clone();
                             let entry_stats = stats.clone();
-                            let input = job.input.file.clone();
+                            let input = &job.input;
                             journal_pending += 1;
                             scope.spawn(move |_| {
-                                let r = journal_entry(&input, paths, entry_stats, entry_counts)
+                                let r = journal_entry(input, paths, entry_stats, entry_counts)
                                     .and_then(|e| journal.append(&e));
                                 let _ = jtx.send(r);
                             });
@@ -1186,18 +1186,25 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
 
 /// The journal entry of a completed file: hashes of its input and outputs, and its counts.
 fn journal_entry(
-    input: &crate::input::InputFile,
+    input: &OpenedInput,
     (data, excluded): (PathBuf, PathBuf),
     stats: FileStats,
     counts: Counts,
 ) -> Result<Entry> {
-    let (input_size, input_xxh3) = journal::content_hash(&input.path)?;
+    let (input_size, input_identity) = crate::input::identity(&input.file.path)?;
+    if (input_size, &input_identity) != (input.identity.0, &input.identity.1) {
+        return Err(Error::Read {
+            file: input.file.path.clone(),
+            row_group: None,
+            message: "the file changed while it was being read; run again once it is stable".into(),
+        });
+    }
     let (data_size, data_sha256) = journal::describe(&data)?;
     let (excluded_size, excluded_sha256) = journal::describe(&excluded)?;
     Ok(Entry {
-        rel: input.rel.clone(),
+        rel: input.file.rel.clone(),
         input_size,
-        input_xxh3,
+        input_identity,
         data_size,
         data_sha256,
         excluded_size,

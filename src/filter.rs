@@ -60,9 +60,11 @@ fn read_footers(inputs: &[input::InputFile]) -> Vec<Result<OpenedInput>> {
     inputs
         .par_iter()
         .map(|f| {
+            let identity = input::identity(&f.path)?;
             Ok(OpenedInput {
                 file: f.clone(),
                 meta: input::read_footer(f)?,
+                identity,
             })
         })
         .collect()

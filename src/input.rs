@@ -155,6 +155,46 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(crate::policy::hex(&h.finalize()))
 }
 
+/// A file's identity for `--resume` and for noticing a file that changes while it is read: size,
+/// inode, modification and change times (ns) and the SHA-256 of its footer. Any write, and any
+/// replacement of the file, moves the change time, which users cannot set; hashing the whole
+/// content instead would read every input a second time (on a cold corpus, double the run's I/O,
+/// including row groups the filter never decodes).
+pub fn identity(path: &Path) -> Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
+    let io = |e| Error::io("reading", path, e);
+    let mut f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let m = f.metadata().map_err(io)?;
+    let len = m.len();
+    let mut tail = [0u8; 8];
+    let footer = if len >= 8 {
+        f.seek(SeekFrom::End(-8))
+            .and_then(|_| f.read_exact(&mut tail))
+            .map_err(io)?;
+        (u32::from_le_bytes(tail[..4].try_into().unwrap()) as u64 + 8)
+            .min(len)
+            .min(MAX_FOOTER_BYTES)
+    } else {
+        len
+    };
+    let mut buf = vec![0u8; footer as usize];
+    f.seek(SeekFrom::Start(len - footer))
+        .and_then(|_| f.read_exact(&mut buf))
+        .map_err(io)?;
+    let id = format!(
+        "ino={} mtime={}.{:09} ctime={}.{:09} footer_sha256={}",
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        crate::policy::hex(&Sha256::digest(&buf))
+    );
+    Ok((len, id))
+}
+
 /// Upper bound we accept for a footer's claimed metadata length; real footers are far smaller.
 const MAX_FOOTER_BYTES: u64 = 256 << 20;
 
@@ -211,6 +251,8 @@ pub fn read_footer(file: &InputFile) -> Result<ArrowReaderMetadata> {
 pub struct OpenedInput {
     pub file: InputFile,
     pub meta: ArrowReaderMetadata,
+    /// [`identity`] taken before the footer was read.
+    pub identity: (u64, String),
 }
 
 impl OpenedInput {
@@ -220,5 +262,40 @@ impl OpenedInput {
 
     pub fn rows(&self) -> u64 {
         self.parquet_meta().file_metadata().num_rows().max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identity;
+
+    #[test]
+    fn identity_is_stable_until_the_file_is_written_or_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.parquet");
+        std::fs::write(&path, b"PAR1 some bytes \x04\x00\x00\x00PAR1").unwrap();
+        let first = identity(&path).unwrap();
+        assert_eq!(identity(&path).unwrap(), first, "nothing changed");
+
+        // Same size, same footer, other bytes: only the times tell.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, b"PAR1 SOME BYTES \x04\x00\x00\x00PAR1").unwrap();
+        let written = identity(&path).unwrap();
+        assert_eq!(written.0, first.0);
+        assert_ne!(written.1, first.1, "an in-place write");
+
+        // Replaced by a copy with the same bytes and modification time: the inode and change
+        // time tell.
+        let copy = dir.path().join("b.parquet");
+        std::fs::copy(&path, &copy).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        assert_ne!(identity(&path).unwrap().1, written.1, "a replacement");
     }
 }

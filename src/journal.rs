@@ -2,9 +2,10 @@
 //!
 //! It lives in the temporary sibling as `.journal.jsonl`. The first line records what the run
 //! depends on (policy, snapshot and lists by content hash, output settings); each further line is
-//! one completed input file: its size and SHA-256, the size and SHA-256 of its two outputs, and its
-//! counts. `--resume` reuses a file's outputs only when the header matches and the input and both
-//! outputs still hash as recorded; the journal is removed before the output is committed.
+//! one completed input file: its size and identity (`input::identity`: inode, times, footer
+//! hash), the size and SHA-256 of its two outputs, and its counts. `--resume` reuses a file's
+//! outputs only when the header matches, the input has the same identity and both outputs still
+//! hash as recorded; the journal is removed before the output is committed.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,7 +20,7 @@ use crate::input::file_sha256;
 use crate::summary::{Counts, FileStats};
 
 pub const JOURNAL: &str = ".journal.jsonl";
-const FORMAT: u64 = 2;
+const FORMAT: u64 = 3;
 
 /// What a run's outputs depend on besides each input file.
 pub fn header(policy_sha256: &str, join_sha256: &[String], options: &str) -> Value {
@@ -37,9 +38,8 @@ pub fn header(policy_sha256: &str, join_sha256: &[String], options: &str) -> Val
 pub struct Entry {
     pub rel: String,
     pub input_size: u64,
-    /// XXH3-128 of the input's bytes: a content hash for change detection, ~10x cheaper than
-    /// SHA-256 on the largest thing a run reads.
-    pub input_xxh3: String,
+    /// [`crate::input::identity`] of the input.
+    pub input_identity: String,
     pub data_size: u64,
     pub data_sha256: String,
     pub excluded_size: u64,
@@ -61,7 +61,7 @@ impl Entry {
         json!({
             "rel": self.rel,
             "input_size": self.input_size,
-            "input_xxh3": self.input_xxh3,
+            "input_identity": self.input_identity,
             "data_size": self.data_size,
             "data_sha256": self.data_sha256,
             "excluded_size": self.excluded_size,
@@ -109,7 +109,7 @@ impl Entry {
             },
             rel,
             input_size: u("input_size")?,
-            input_xxh3: s("input_xxh3")?,
+            input_identity: s("input_identity")?,
             data_size: u("data_size")?,
             data_sha256: s("data_sha256")?,
             excluded_size: u("excluded_size")?,
@@ -187,13 +187,6 @@ pub fn load(dir: &Path, header: &Value, rules: usize) -> HashMap<String, Entry> 
     out
 }
 
-/// Size and XXH3-128 of a file (the input's identity in the journal).
-pub fn content_hash(path: &Path) -> Result<(u64, String)> {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let size = crate::input::read_chunks(path, |b| h.update(b))?;
-    Ok((size, format!("{:032x}", h.digest128())))
-}
-
 /// Size and SHA-256 of a file.
 pub fn describe(path: &Path) -> Result<(u64, String)> {
     let size = std::fs::metadata(path)
@@ -205,7 +198,7 @@ pub fn describe(path: &Path) -> Result<(u64, String)> {
 /// Whether `e`'s outputs in `dir` and its input at `input` are exactly as recorded.
 pub fn still_valid(e: &Entry, dir: &Path, input: &Path) -> bool {
     let check = |p: PathBuf, size: u64, sha: &str| matches!(describe(&p), Ok((s, h)) if s == size && h == sha);
-    matches!(content_hash(input), Ok((s, h)) if s == e.input_size && h == e.input_xxh3)
+    matches!(crate::input::identity(input), Ok((s, id)) if s == e.input_size && id == e.input_identity)
         && check(dir.join("data").join(&e.rel), e.data_size, &e.data_sha256)
         && check(
             dir.join("excluded").join(&e.rel),
