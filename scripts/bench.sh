@@ -236,6 +236,10 @@ floors() {
   run_timed "$o/floor-dc.log" "" "$PY" "$BENCH_PY/floors.py" decode-compress "$in/*.parquet" --level 3
   record floor "$layout" floor "decode every column + zstd-3 kept text (pyarrow + zstandard)" ""
   note "$layout: $(grep '^floors:' "$o/floor-dc.log")"
+  # The same at zstd level 1, the level `preserve` writes this corpus at.
+  run_timed "$o/floor-dc1.log" "" "$PY" "$BENCH_PY/floors.py" decode-compress "$in/*.parquet" --level 1
+  record floor "$layout" floor "decode every column + zstd-1 kept text (pyarrow + zstandard)" ""
+  note "$layout: $(grep '^floors:' "$o/floor-dc1.log")"
 }
 
 run_layout() {
