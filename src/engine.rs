@@ -62,6 +62,8 @@ pub struct FileJob {
     /// for every pass-1 column, and `payload_mask` projects only the other root columns.
     reused: Vec<(usize, usize)>,
     payload_mask: Option<ProjectionMask>,
+    /// Reader metadata for pass 2: strings and binaries as views.
+    payload_meta: ArrowReaderMetadata,
     /// Output writer factories, one per distinct codec set; `rg_factory[rg]` indexes it.
     factories: Vec<Arc<ArrowRowGroupWriterFactory>>,
     rg_factory: Vec<usize>,
@@ -166,6 +168,31 @@ impl FileJob {
         .or_else(|_| ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new()))
         .map_err(|e| read_err(e.to_string()))?;
 
+        // Pass 2 reads top-level strings and binaries as views: they point into the decoded
+        // page instead of copying every value, and only the kept values are copied back into
+        // the column's own type after the filter.
+        let viewed = Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let view = match f.data_type() {
+                        DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+                        DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
+                        _ => return f.clone(),
+                    };
+                    Arc::new(f.as_ref().clone().with_data_type(view))
+                })
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        );
+        let payload_meta = ArrowReaderMetadata::try_new(
+            pq.clone(),
+            ArrowReaderOptions::new().with_schema(Arc::new(viewed)),
+        )
+        .or_else(|_| ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new()))
+        .map_err(|e| read_err(e.to_string()))?;
+
         // Writer settings: per row group, the codec set it will be written with.
         let mut codec_sets: Vec<Vec<Compression>> = Vec::new();
         let mut rg_factory = Vec::with_capacity(pq.num_row_groups());
@@ -231,6 +258,7 @@ impl FileJob {
             decision_mask,
             reused,
             payload_mask,
+            payload_meta,
             factories,
             rg_factory,
             data_props,
@@ -708,12 +736,21 @@ fn encode_kept(
         let mut payload_cols = payload.iter().flat_map(|b| b.columns().iter().cloned());
         let cols: Vec<ArrayRef> = reused
             .iter()
-            .map(|r| match r {
-                Some(c) => Some(c.slice(out_offset, n)),
-                None => payload_cols.next(),
+            .zip(schema.fields())
+            .map(|(r, field)| match r {
+                Some(c) => Ok(c.slice(out_offset, n)),
+                None => {
+                    let c = payload_cols
+                        .next()
+                        .ok_or("the payload batch has fewer columns than the schema")?;
+                    if c.data_type() == field.data_type() {
+                        Ok(c)
+                    } else {
+                        arrow_cast::cast(c.as_ref(), field.data_type()).map_err(|e| e.to_string())
+                    }
+                }
             })
-            .collect::<Option<_>>()
-            .ok_or("the payload batch has fewer columns than the schema")?;
+            .collect::<std::result::Result<_, String>>()?;
         out_offset += n;
         RecordBatch::try_new_with_options(
             schema.clone(),
@@ -742,7 +779,7 @@ fn encode_kept(
         return Ok(encode_batches(factory, schema, batches.into_iter())?.0);
     };
     let mut builder =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(file, job.input.meta.clone())
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, job.payload_meta.clone())
             .with_projection(mask.clone())
             .with_row_groups(vec![rg])
             .with_batch_size(batch_rows);
