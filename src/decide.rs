@@ -83,6 +83,17 @@ pub struct FileDecider {
     table: Option<Vec<RuleId>>,
 }
 
+/// Cast without losing anything: a value that does not convert (an integer out of range, bytes
+/// that are not UTF-8) is an error. arrow's default turns it into a null, which a condition
+/// would read as "unknown" and a later rule could then let through.
+pub fn cast_exact(a: &dyn Array, to: &DataType) -> std::result::Result<ArrayRef, String> {
+    let options = arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow_cast::cast_with_options(a, to, &options).map_err(|e| e.to_string())
+}
+
 /// Two column types a comparison can bring to one: equal, or a common type to cast both to.
 fn common_type(l: &DataType, r: &DataType) -> std::result::Result<Option<DataType>, String> {
     let (l, r) = (value_type(l), value_type(r));
@@ -583,13 +594,13 @@ impl BatchCtx<'_> {
     fn predicate(&self, p: &CompiledPredicate) -> std::result::Result<BooleanBuffer, String> {
         let mut left = self.value(&p.column)?;
         if let Some(t) = &p.cast {
-            left = arrow_cast::cast(&left, t).map_err(|e| e.to_string())?;
+            left = cast_exact(&left, t)?;
         }
         let right = match &p.kind {
             PredKind::CompareColumn(_, other, cast) => {
                 let mut r = self.value(other)?;
                 if let Some(t) = cast {
-                    r = arrow_cast::cast(&r, t).map_err(|e| e.to_string())?;
+                    r = cast_exact(&r, t)?;
                 }
                 Some(r)
             }

@@ -499,3 +499,31 @@ fn dates_and_timestamps() {
         .to_string();
     assert!(e.contains("'yesterday' is not a date"), "{e}");
 }
+
+/// Comparing two columns casts both to a common type. A value that does not fit it is an
+/// error, not a null that would leave the rule unmatched and let a later rule include the row.
+#[test]
+fn column_comparisons_never_turn_unconvertible_values_into_nulls() {
+    let p = policy(
+        "policy: p\ncolumns: {region: country}\ndefault: include\nrules:\n  - id: old\n    if: {where: [{column: a, lt: {column: b}}]}\n    then: exclude\n",
+    );
+    let batch = |a: u64| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("country", DataType::Utf8, true),
+                Field::new("a", DataType::UInt64, true),
+                Field::new("b", DataType::Int64, true),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec![Some("FR")])),
+                Arc::new(arrow_array::UInt64Array::from(vec![a])),
+                Arc::new(arrow_array::Int64Array::from(vec![10])),
+            ],
+        )
+        .unwrap()
+    };
+    assert_eq!(decide(&p, &batch(3)), ["old"]);
+    let d = FileDecider::new(&p, &batch(3).schema(), Path::new("f.parquet"), None).unwrap();
+    let err = d.decide(&batch(u64::MAX)).unwrap_err();
+    assert!(err.contains("Int64"), "{err}");
+}
