@@ -9,7 +9,8 @@
 #   SCALING=1 [SCALING_DUCKDB=1] scripts/bench.sh
 #
 # Env (defaults): ROWS (4000000, per layout) FILES (8) ROW_GROUP (131072) TEXT_BYTES (400)
-#   SEED (42) REPEAT (1: runs per measurement, the fastest is kept) LAYOUTS ("mixed clustered")
+#   SEED (42) REPEAT (1: runs per measurement, the fastest is kept; the corpusgate/DuckDB runs
+#   of a layout alternate, one round of each at a time) LAYOUTS ("mixed clustered")
 #   FLOORS (1) THREADS_RUN (1) SCALING (0) SCALING_SIZES ("1000000 2000000 4000000 8000000")
 #   SCALING_DUCKDB (0) JOIN (1: the join layout) JOIN_DUCKDB (0: run DuckDB's join job even
 #   while corpusgate lacks --consent-table) JOIN_MEMBERS (1000000)
@@ -165,6 +166,29 @@ run_timed() {
   done
 }
 
+# The corpusgate/DuckDB comparisons run in rounds — each command once per round, REPEAT rounds,
+# the fastest run of each kept — so that a machine that slows down or speeds up over the minutes
+# a layout takes affects both tools alike (these machines are shared; back-to-back repeats of one
+# command then the other let a drift decide the ratio).
+declare -A BEST_WALL BEST_CPU BEST_RSS BEST_OTHER
+# run_once KEY LOG CLEAN_DIR CMD...: one run of CMD (run_timed with REPEAT=1: more only when it
+# was disturbed); remembers the fastest run per KEY.
+run_once() {
+  local key=$1 repeat=$REPEAT
+  shift
+  REPEAT=1
+  run_timed "$@" || { REPEAT=$repeat; return 1; }
+  REPEAT=$repeat
+  if [[ -z ${BEST_WALL[$key]:-} ]] || awk -v a="$T_WALL" -v b="${BEST_WALL[$key]}" 'BEGIN { exit !(a < b) }'; then
+    BEST_WALL[$key]=$T_WALL BEST_CPU[$key]=$T_CPU BEST_RSS[$key]=$T_RSS_KB BEST_OTHER[$key]=$T_OTHER
+  fi
+}
+# best KEY: set T_* to the fastest run_once of KEY, then forget it.
+best() {
+  T_WALL=${BEST_WALL[$1]} T_CPU=${BEST_CPU[$1]} T_RSS_KB=${BEST_RSS[$1]} T_OTHER=${BEST_OTHER[$1]}
+  unset "BEST_WALL[$1]" "BEST_CPU[$1]" "BEST_RSS[$1]" "BEST_OTHER[$1]"
+}
+
 # record SECTION LAYOUT TOOL SETTINGS MATCH [OUT_PATH [DATA_PATH]] (uses T_*): one TSV line with
 # du -sb of the whole output and of its kept-row data (columns: see scripts/bench/report.py).
 record() {
@@ -187,7 +211,7 @@ bytes() { du -sb "$1" | cut -f1; }
 run_cg() {
   local out=$1 in=$2
   shift 2
-  run_timed "$out.log" "$out" "$CG" filter --policy "${CG_POLICY:-$POLICY}" --output "$out" --overwrite \
+  ${TIMER:-run_timed} "$out.log" "$out" "$CG" filter --policy "${CG_POLICY:-$POLICY}" --output "$out" --overwrite \
     --progress never "$@" "$in"
 }
 
@@ -195,7 +219,7 @@ run_cg() {
 run_duck() {
   local out=$1 glob=$2
   shift 2
-  run_timed "$out.log" "$out" "$PY" "$BENCH_PY/duckdb_job.py" "$glob" "$out" "$@"
+  ${TIMER:-run_timed} "$out.log" "$out" "$PY" "$BENCH_PY/duckdb_job.py" "$glob" "$out" "$@"
 }
 
 # check CG_OUT DUCK_OUT IN_GLOB LABEL [compare.py options]: fail loudly on any difference (the
@@ -251,15 +275,22 @@ run_layout() {
   log "layout $layout: $(bytes "$in" | awk '{ printf "%.0f MiB", $1 / 1048576 }') input"
   if [[ $FLOORS == 1 ]]; then floors "$layout" "$in" "$o"; fi
 
-  log "layout $layout: corpusgate and DuckDB"
-  run_cg "$o/cg-zstd3" "$in" --compression zstd:3
+  log "layout $layout: corpusgate and DuckDB, $REPEAT round(s)"
+  local round
+  for ((round = 1; round <= REPEAT; round++)); do
+    TIMER="run_once cg-zstd3" run_cg "$o/cg-zstd3" "$in" --compression zstd:3
+    TIMER="run_once cg-preserve" run_cg "$o/cg-preserve" "$in"
+    TIMER="run_once duck-default" run_duck "$o/duckdb-default" "$glob"
+    TIMER="run_once duck-l3" run_duck "$o/duckdb-l3" "$glob" --level 3
+  done
+  best cg-zstd3
   record main "$layout" corpusgate "--compression zstd:3" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
-  run_cg "$o/cg-preserve" "$in"
+  best cg-preserve
   record main "$layout" corpusgate "defaults (--compression preserve: zstd, level 1)" default \
     "$o/cg-preserve" "$o/cg-preserve/data"
-  run_duck "$o/duckdb-default" "$glob"
+  best duck-default
   record main "$layout" duckdb "defaults (COMPRESSION zstd)" default "$o/duckdb-default" "$o/duckdb-default/data.parquet"
-  run_duck "$o/duckdb-l3" "$glob" --level 3
+  best duck-l3
   record main "$layout" duckdb "COMPRESSION zstd, COMPRESSION_LEVEL 3" l3 "$o/duckdb-l3" "$o/duckdb-l3/data.parquet"
 
   check "$o/cg-zstd3" "$o/duckdb-l3" "$glob" "$layout zstd:3"
@@ -298,20 +329,31 @@ run_join() {
   local o=$OUT/join cg_ok=0
   mkdir -p "$o"
   log "layout join: $JOIN_MEMBERS members, snapshot $(bytes "$members" | awk '{ printf "%.1f MiB", $1 / 1048576 }')"
-  if [[ $supported == 1 ]]; then
-    if CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 run_cg "$o/cg-zstd3" "$in" --compression zstd:3 --consent-table "$members" &&
-      record main join corpusgate "--compression zstd:3 --consent-table" l3 "$o/cg-zstd3" "$o/cg-zstd3/data" &&
-      CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 run_cg "$o/cg-preserve" "$in" --consent-table "$members" &&
-      record main join corpusgate "defaults --consent-table" default "$o/cg-preserve" "$o/cg-preserve/data"; then
-      cg_ok=1
-    else
-      fail "join: corpusgate --consent-table failed: $(grep -m1 'error' "$o"/cg-*.log | cut -c1-300)"
+  cg_ok=$supported
+  local round
+  for ((round = 1; round <= REPEAT; round++)); do
+    if [[ $cg_ok == 1 ]]; then
+      if ! { CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 TIMER="run_once cg-zstd3" run_cg "$o/cg-zstd3" "$in" \
+        --compression zstd:3 --consent-table "$members" &&
+        CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 TIMER="run_once cg-preserve" run_cg "$o/cg-preserve" "$in" \
+          --consent-table "$members"; }; then
+        cg_ok=0
+        fail "join: corpusgate --consent-table failed: $(grep -m1 'error' "$o"/cg-*.log | cut -c1-300)"
+      fi
     fi
+    TIMER="run_once duck-default" run_duck "$o/duckdb-default" "$glob" --members "$members"
+    TIMER="run_once duck-l3" run_duck "$o/duckdb-l3" "$glob" --members "$members" --level 3
+  done
+  if [[ $cg_ok == 1 ]]; then
+    best cg-zstd3
+    record main join corpusgate "--compression zstd:3 --consent-table" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
+    best cg-preserve
+    record main join corpusgate "defaults --consent-table" default "$o/cg-preserve" "$o/cg-preserve/data"
   fi
-  run_duck "$o/duckdb-default" "$glob" --members "$members"
+  best duck-default
   record main join duckdb "defaults (COMPRESSION zstd), join members" default \
     "$o/duckdb-default" "$o/duckdb-default/data.parquet"
-  run_duck "$o/duckdb-l3" "$glob" --members "$members" --level 3
+  best duck-l3
   record main join duckdb "COMPRESSION_LEVEL 3, join members" l3 "$o/duckdb-l3" "$o/duckdb-l3/data.parquet"
   if [[ $cg_ok == 1 ]]; then
     check "$o/cg-zstd3" "$o/duckdb-l3" "$glob" "join zstd:3" --members "$members"
@@ -354,7 +396,7 @@ header() {
 - Job: \`$POLICY\` over each layout: $ROWS rows in $FILES files, row groups of $ROW_GROUP rows, text ~$TEXT_BYTES B/row, zstd (parquet-rs default, level 1), seed $SEED. *mixed*: rows in generation order; *clustered*: each file sorted by (country, consent).
 - *join*: the mixed layout generated with $JOIN_MEMBERS members; region and consent come from \`members.parquet\` (newest row per member) joined on member_id: corpusgate \`--consent-table\` with \`$JOIN_POLICY\`, DuckDB a LEFT JOIN.
 - DuckDB job: \`scripts/bench/duckdb_job.py\` (one view: LEFT JOIN of trim(country) to a table of every ASCII case variant of every alpha-2/alias/alpha-3 code, CASE in rule order; two COPYs: kept rows, manifest), default DuckDB settings (threads = all cores). Every corpusgate/DuckDB pair is checked by \`scripts/bench/compare.py\` (same kept rows, whole-row hashes, same exclusions by rule and region).
-- Method: \`/usr/bin/time\` around the whole process (DuckDB's figures include the Python interpreter and \`import duckdb\`); inputs warm in the page cache; \`sync\` and a wait for an idle machine before each run; fastest of $REPEAT run(s), plus up to 3 more when other processes disturbed it. corpusgate fsyncs its output before renaming it into place; DuckDB's COPY does not.
+- Method: \`/usr/bin/time\` around the whole process (DuckDB's figures include the Python interpreter and \`import duckdb\`); inputs warm in the page cache; \`sync\` and a wait for an idle machine before each run; corpusgate and DuckDB run in turn, $REPEAT round(s) of every command of a layout, and the fastest run of each is kept (floors, threads and scaling: fastest of $REPEAT consecutive runs); a run that other processes disturbed is repeated up to 3 times. corpusgate fsyncs its output before renaming it into place; DuckDB's COPY does not.
 EOF
   local l
   local joins=""
