@@ -697,6 +697,43 @@ fn factory_for(
     Ok(writer.into_serialized_writer()?.1)
 }
 
+/// The kept rows of each column pass 1 read, in the column's own type, by root column index.
+fn reused_kept(
+    job: &FileJob,
+    decided: &RecordBatch,
+    keep: &BooleanArray,
+    all_kept: bool,
+) -> std::result::Result<Vec<Option<ArrayRef>>, String> {
+    let schema = job.input.meta.schema();
+    let mut reused: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+    for (root, pos) in &job.reused {
+        let col = decided.column(*pos);
+        let col = if all_kept {
+            col.clone()
+        } else {
+            arrow_select::filter::filter(col.as_ref(), keep).map_err(|e| e.to_string())?
+        };
+        let want = schema.field(*root).data_type();
+        reused[*root] = Some(if col.data_type() == want {
+            col
+        } else {
+            crate::decide::cast_exact(col.as_ref(), want)?
+        });
+    }
+    Ok(reused)
+}
+
+/// Rows per payload batch: [`PAYLOAD_BATCH_BYTES`] at the row group's mean uncompressed row size.
+fn payload_batch_rows(rg: &parquet::file::metadata::RowGroupMetaData) -> usize {
+    let row_bytes = rg
+        .columns()
+        .iter()
+        .map(|c| c.uncompressed_size().max(0))
+        .sum::<i64>()
+        / rg.num_rows().max(1);
+    (PAYLOAD_BATCH_BYTES / row_bytes.max(1)).clamp(1024, 64 * 1024) as usize
+}
+
 /// Pass 2: decode the kept rows of the columns pass 1 did not read, and encode them with the
 /// kept rows of those it did (`decided`, filtered and cast back from the dictionaries pass 1
 /// asked for) as output column chunks.
@@ -711,22 +748,7 @@ fn encode_kept(
     let schema = job.input.meta.schema();
     let all_kept = kept as usize == keep.len();
     let keep_mask = BooleanArray::new(keep.clone(), None);
-    let mut reused: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
-    for (root, pos) in &job.reused {
-        let col = decided.column(*pos);
-        let col = if all_kept {
-            col.clone()
-        } else {
-            arrow_select::filter::filter(col.as_ref(), &keep_mask).map_err(|e| e.to_string())?
-        };
-        let want = schema.field(*root).data_type();
-        let col = if col.data_type() == want {
-            col
-        } else {
-            crate::decide::cast_exact(col.as_ref(), want)?
-        };
-        reused[*root] = Some(col);
-    }
+    let reused = reused_kept(job, decided, &keep_mask, all_kept)?;
     // Reassemble full-schema batches: payload columns from the reader, the others sliced from
     // the re-used columns at the same kept-row offset.
     let mut out_offset = 0usize;
@@ -762,14 +784,7 @@ fn encode_kept(
     };
 
     let factory = &job.factories[job.rg_factory[rg]];
-    let rg_meta = job.input.parquet_meta().row_group(rg);
-    let row_bytes = rg_meta
-        .columns()
-        .iter()
-        .map(|c| c.uncompressed_size().max(0))
-        .sum::<i64>()
-        / rg_meta.num_rows().max(1);
-    let batch_rows = (PAYLOAD_BATCH_BYTES / row_bytes.max(1)).clamp(1024, 64 * 1024) as usize;
+    let batch_rows = payload_batch_rows(job.input.parquet_meta().row_group(rg));
     let Some(mask) = &job.payload_mask else {
         // Every column was read in pass 1.
         let kept = kept as usize;
