@@ -27,7 +27,7 @@ use parquet::arrow::arrow_writer::{
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding};
 use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::{KeyValue, ParquetMetaData};
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::SchemaDescriptor;
@@ -62,8 +62,10 @@ pub struct FileJob {
     /// for every pass-1 column, and `payload_mask` projects only the other root columns.
     reused: Vec<(usize, usize)>,
     payload_mask: Option<ProjectionMask>,
-    /// Reader metadata for pass 2: strings and binaries as views.
-    payload_meta: ArrowReaderMetadata,
+    /// Pass 2 reads strings and binaries as views.
+    payload_schema: SchemaRef,
+    /// The footer with its page index, while the file is being processed (see [`PageIndexed`]).
+    indexed: std::sync::Mutex<Option<Arc<PageIndexed>>>,
     /// Output writer factories, one per distinct codec set; `rg_factory[rg]` indexes it.
     factories: Vec<Arc<ArrowRowGroupWriterFactory>>,
     rg_factory: Vec<usize>,
@@ -187,12 +189,7 @@ impl FileJob {
                 .collect::<Vec<_>>(),
             schema.metadata().clone(),
         );
-        let payload_meta = ArrowReaderMetadata::try_new(
-            pq.clone(),
-            ArrowReaderOptions::new().with_schema(Arc::new(viewed)),
-        )
-        .or_else(|_| ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new()))
-        .map_err(|e| read_err(e.to_string()))?;
+        let payload_schema = Arc::new(viewed);
 
         // Writer settings: per row group, the codec set it will be written with.
         let mut codec_sets: Vec<Vec<Compression>> = Vec::new();
@@ -259,7 +256,8 @@ impl FileJob {
             decision_mask,
             reused,
             payload_mask,
-            payload_meta,
+            payload_schema,
+            indexed: std::sync::Mutex::new(None),
             factories,
             rg_factory,
             data_props,
@@ -291,6 +289,53 @@ impl FileJob {
     fn path(&self) -> &Path {
         &self.input.file.path
     }
+
+    /// The footer with the file's page index (loaded on first use, shared until
+    /// [`FileJob::release_index`]).
+    fn page_indexed(&self) -> std::result::Result<Arc<PageIndexed>, String> {
+        let mut slot = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = slot.as_ref() {
+            return Ok(i.clone());
+        }
+        let file = File::open(self.path()).map_err(|e| format!("opening: {e}"))?;
+        // Also called on the writer thread (pass-through): a crafted index must not panic there.
+        let pq = crate::guard::catch(|| {
+            let mut reader = ParquetMetaDataReader::new_with_metadata(
+                self.input.parquet_meta().as_ref().clone(),
+            )
+            .with_page_index_policy(PageIndexPolicy::Optional);
+            reader
+                .read_page_indexes(&file)
+                .and_then(|_| reader.finish())
+        })
+        .map_err(|panic| format!("reading the page index: {panic}"))?
+        .map_err(|e| format!("reading the page index: {e}"))?;
+        let pq = Arc::new(pq);
+        let payload_meta = ArrowReaderMetadata::try_new(
+            pq.clone(),
+            ArrowReaderOptions::new().with_schema(self.payload_schema.clone()),
+        )
+        .or_else(|_| ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new()))
+        .map_err(|e| e.to_string())?;
+        let i = Arc::new(PageIndexed { pq, payload_meta });
+        *slot = Some(i.clone());
+        Ok(i)
+    }
+
+    /// Drop the page index once the file is done: only the files in flight hold one.
+    fn release_index(&self) {
+        *self.indexed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// A file's footer with its page index, which pass 2 uses to skip pages and pass-through copies
+/// into the output. Footers are read without it up front (every file is checked before any
+/// output is written) and each file's index is loaded only while the file is processed: the
+/// indexes are most of a footer's size (3/4 on the bench corpus), and holding every file's for
+/// the whole run would grow memory with the corpus.
+struct PageIndexed {
+    pq: Arc<ParquetMetaData>,
+    payload_meta: ArrowReaderMetadata,
 }
 
 /// Most uncompressed bytes one column chunk may claim. A crafted footer or page header could
@@ -798,11 +843,13 @@ fn encode_kept(
             .collect::<Vec<_>>();
         return Ok(encode_batches(factory, schema, batches.into_iter())?.0);
     };
-    let mut builder =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(file, job.payload_meta.clone())
-            .with_projection(mask.clone())
-            .with_row_groups(vec![rg])
-            .with_batch_size(batch_rows);
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+        file,
+        job.page_indexed()?.payload_meta.clone(),
+    )
+    .with_projection(mask.clone())
+    .with_row_groups(vec![rg])
+    .with_batch_size(batch_rows);
     // A selection of long runs lets the reader skip whole pages; a scattered one costs more in
     // skipping than it saves, so then every row is decoded and the batch filtered instead.
     let selection = RowSelection::from_filters(std::slice::from_ref(&keep_mask));
@@ -987,7 +1034,12 @@ impl FileSink {
                 DataOut::Encoded(chunks) => data.append(chunks)?,
                 DataOut::PassThrough => {
                     let input = self.input.as_ref().expect("opened for pass-through");
-                    data.append_raw(input, job.input.parquet_meta(), r.rg)?
+                    let indexed = job.page_indexed().map_err(|message| Error::Read {
+                        file: job.path().to_owned(),
+                        row_group: Some(r.rg),
+                        message,
+                    })?;
+                    data.append_raw(input, &indexed.pq, r.rg)?
                 }
             }
         }
@@ -1180,6 +1232,7 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
                     }
                 }
             }
+            job.release_index();
             match failed {
                 None => match sink.close() {
                     Ok((stats, paths)) => {

@@ -239,7 +239,8 @@ pub fn read_footer(file: &InputFile) -> Result<ArrowReaderMetadata> {
             )));
         }
     }
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    // The page index is loaded per file while it is processed (engine::PageIndexed), not here.
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Skip);
     let meta = crate::guard::catch(|| ArrowReaderMetadata::load(&f, options))
         .map_err(|panic| read_err(format!("reading the footer failed: {panic}")))?
         .map_err(|e| read_err(format!("reading the footer failed: {e}")))?;

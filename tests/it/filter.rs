@@ -675,3 +675,83 @@ fn payload_strings_and_binaries_of_every_type_are_kept_intact() {
         assert_eq!(data.columns(), want.columns(), "{compression}");
     }
 }
+
+/// A wholly kept row group copied byte for byte keeps its page index (column and offset index),
+/// although footers are read without it and each file's index is loaded only while it is
+/// processed.
+#[test]
+fn pass_through_keeps_the_page_index() {
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    use parquet::file::metadata::PageIndexPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    // Row group 0: everyone allowed (kept whole); row group 1: mixed; row group 2: all paused.
+    let mut recs = random_records(31, 600, 70_000);
+    for (i, r) in recs.iter_mut().enumerate() {
+        if i < 200 {
+            r.country = Some("US");
+            r.consent = Some("opt_in");
+        } else if i >= 400 {
+            r.country = Some("GB");
+        }
+    }
+    let input = dir.path().join("in/part.parquet");
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(200))
+        .set_data_page_row_count_limit(50)
+        .set_write_batch_size(50)
+        .build();
+    let b = batch(&recs, CountryType::Utf8);
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&input).unwrap(),
+        b.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+    let out = dir.path().join("out");
+    let (code, _, err) = run(&[
+        "filter",
+        "--policy",
+        p(&config("genai-uk-eea-ch-pause.yaml")),
+        "--output",
+        p(&out),
+        p(&dir.path().join("in")),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let load = |path: &std::path::Path| {
+        ArrowReaderMetadata::load(
+            &std::fs::File::open(path).unwrap(),
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+        )
+        .unwrap()
+    };
+    let inp = load(&input);
+    let outp = load(&out.join("data/part.parquet"));
+    let (ipq, opq) = (inp.metadata(), outp.metadata());
+    assert_eq!(
+        opq.num_row_groups(),
+        2,
+        "the all-paused row group is dropped"
+    );
+    assert_eq!(opq.row_group(0).num_rows(), 200);
+    let (ii, oi) = (ipq.page_index().unwrap(), opq.page_index().unwrap());
+    for col in 0..ipq.row_group(0).num_columns() {
+        assert_eq!(
+            oi.column_index(0, col),
+            ii.column_index(0, col),
+            "column {col}"
+        );
+        let pages = |o: &parquet::file::page_index::offset_index::OffsetIndexMetaData| {
+            o.page_locations()
+                .iter()
+                .map(|l| (l.compressed_page_size, l.first_row_index))
+                .collect::<Vec<_>>()
+        };
+        let ip = pages(ii.offset_index(0, col).unwrap());
+        let op = pages(oi.offset_index(0, col).unwrap());
+        assert!(ip.len() > 1, "column {col}: several pages");
+        assert_eq!(op, ip, "column {col}");
+    }
+}
