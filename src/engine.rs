@@ -144,52 +144,24 @@ impl FileJob {
             .into_iter()
             .chain(policy.corpus_consent())
             .collect();
-        let coerced = Schema::new_with_metadata(
-            schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let dict = coerce.contains(&f.name().as_str())
-                        && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8);
-                    if dict {
-                        Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
-                            Box::new(DataType::Int32),
-                            Box::new(f.data_type().clone()),
-                        )))
-                    } else {
-                        f.clone()
-                    }
-                })
-                .collect::<Vec<_>>(),
-            schema.metadata().clone(),
-        );
-        let decision_meta = ArrowReaderMetadata::try_new(
-            pq.clone(),
-            ArrowReaderOptions::new().with_schema(Arc::new(coerced)),
-        )
-        .or_else(|_| ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new()))
-        .map_err(|e| read_err(e.to_string()))?;
+        let coerced = retyped(&schema, |f| {
+            let dict = coerce.contains(&f.name().as_str())
+                && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8);
+            dict.then(|| {
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone()))
+            })
+        });
+        let decision_meta = reader_meta(&pq, coerced).map_err(read_err)?;
 
         // Pass 2 reads top-level strings and binaries as views: they point into the decoded
         // page instead of copying every value, and only the kept values are copied back into
         // the column's own type after the filter. (Binary views for strings, validating only
         // the kept text, measured no faster: arrow's per-value check costs what it saves.)
-        let viewed = Schema::new_with_metadata(
-            schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let view = match f.data_type() {
-                        DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
-                        DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
-                        _ => return f.clone(),
-                    };
-                    Arc::new(f.as_ref().clone().with_data_type(view))
-                })
-                .collect::<Vec<_>>(),
-            schema.metadata().clone(),
-        );
-        let payload_schema = Arc::new(viewed);
+        let payload_schema = retyped(&schema, |f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => Some(DataType::Utf8View),
+            DataType::Binary | DataType::LargeBinary => Some(DataType::BinaryView),
+            _ => None,
+        });
 
         // Writer settings: per row group, the codec set it will be written with.
         let mut codec_sets: Vec<Vec<Compression>> = Vec::new();
@@ -311,12 +283,7 @@ impl FileJob {
         .map_err(|panic| format!("reading the page index: {panic}"))?
         .map_err(|e| format!("reading the page index: {e}"))?;
         let pq = Arc::new(pq);
-        let payload_meta = ArrowReaderMetadata::try_new(
-            pq.clone(),
-            ArrowReaderOptions::new().with_schema(self.payload_schema.clone()),
-        )
-        .or_else(|_| ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new()))
-        .map_err(|e| e.to_string())?;
+        let payload_meta = reader_meta(&pq, self.payload_schema.clone())?;
         let i = Arc::new(PageIndexed { pq, payload_meta });
         *slot = Some(i.clone());
         Ok(i)
@@ -326,6 +293,30 @@ impl FileJob {
     fn release_index(&self) {
         *self.indexed.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+}
+
+/// `schema` with the top-level fields `to` gives a type for read as that type instead.
+fn retyped(schema: &SchemaRef, to: impl Fn(&Field) -> Option<DataType>) -> SchemaRef {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| match to(f) {
+            Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
+            None => f.clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Reader metadata that reads `pq`'s columns as `schema` says, or as the file's own types when
+/// the reader cannot (the requested types are only a cheaper way to read the same values).
+fn reader_meta(
+    pq: &Arc<ParquetMetaData>,
+    schema: SchemaRef,
+) -> std::result::Result<ArrowReaderMetadata, String> {
+    ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new().with_schema(schema))
+        .or_else(|_| ArrowReaderMetadata::try_new(pq.clone(), ArrowReaderOptions::new()))
+        .map_err(|e| e.to_string())
 }
 
 /// A file's footer with its page index, which pass 2 uses to skip pages and pass-through copies

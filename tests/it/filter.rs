@@ -548,18 +548,10 @@ fn a_file_of_policy_columns_only_keeps_its_rows_intact() {
     let full = batch(&recs, CountryType::Large);
     let only = full.project(&[0, 1, 2, 3]).unwrap();
     let input = dir.path().join("in/policy-only.parquet");
-    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
     let props = parquet::file::properties::WriterProperties::builder()
         .set_max_row_group_row_count(Some(200))
         .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&input).unwrap(),
-        only.schema(),
-        Some(props),
-    )
-    .unwrap();
-    w.write(&only).unwrap();
-    w.close().unwrap();
+    write_batch(&input, &only, Some(props));
     let policy = config("genai-uk-eea-ch-pause.yaml");
     for compression in ["preserve", "zstd:3"] {
         let out = dir.path().join(format!("out-{compression}"));
@@ -637,18 +629,10 @@ fn payload_strings_and_binaries_of_every_type_are_kept_intact() {
     )
     .unwrap();
     let input = dir.path().join("in/wide.parquet");
-    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
     let props = parquet::file::properties::WriterProperties::builder()
         .set_max_row_group_row_count(Some(300))
         .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&input).unwrap(),
-        wide.schema(),
-        Some(props),
-    )
-    .unwrap();
-    w.write(&wide).unwrap();
-    w.close().unwrap();
+    write_batch(&input, &wide, Some(props));
     let kept: Vec<u32> = recs
         .iter()
         .enumerate()
@@ -695,21 +679,13 @@ fn pass_through_keeps_the_page_index() {
         }
     }
     let input = dir.path().join("in/part.parquet");
-    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
     let props = parquet::file::properties::WriterProperties::builder()
         .set_max_row_group_row_count(Some(200))
         .set_data_page_row_count_limit(50)
         .set_write_batch_size(50)
         .build();
     let b = batch(&recs, CountryType::Utf8);
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&input).unwrap(),
-        b.schema(),
-        Some(props),
-    )
-    .unwrap();
-    w.write(&b).unwrap();
-    w.close().unwrap();
+    write_batch(&input, &b, Some(props));
     let out = dir.path().join("out");
     let (code, _, err) = run(&[
         "filter",

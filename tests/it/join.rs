@@ -7,7 +7,6 @@ use arrow_array::builder::{FixedSizeBinaryBuilder, StringDictionaryBuilder};
 use arrow_array::types::Int32Type;
 use arrow_array::*;
 use arrow_schema::{Field, Schema};
-use parquet::arrow::ArrowWriter;
 use proptest::prelude::*;
 
 use crate::util::*;
@@ -72,11 +71,7 @@ fn ids(t: IdType, v: &[Option<i64>]) -> ArrayRef {
 }
 
 fn write(path: &Path, batch: &RecordBatch) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut w =
-        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
+    write_batch(path, batch, None);
 }
 
 fn batch_of(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {

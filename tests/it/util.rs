@@ -241,6 +241,14 @@ pub fn batch(recs: &[Rec], country: CountryType) -> RecordBatch {
     .unwrap()
 }
 
+/// Write `batch` to a new Parquet file at `path` (parent directories created).
+pub fn write_batch(path: &Path, batch: &RecordBatch, props: Option<WriterProperties>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), props).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
 pub fn write_parquet(
     path: &Path,
     recs: &[Rec],
