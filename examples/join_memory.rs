@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
+use corpusgate::io::{Location, ReadOptions};
 use corpusgate::join::load_consent_table;
 use corpusgate::policy::Policy;
 use parquet::arrow::ArrowWriter;
@@ -83,7 +84,13 @@ fn main() {
         drop(batch);
         let before = rss_kib("VmRSS:");
         let t = std::time::Instant::now();
-        let table = load_consent_table(&path, spec, policy.consent_values.as_ref()).unwrap();
+        let table = load_consent_table(
+            &Location::local(&path),
+            spec,
+            policy.consent_values.as_ref(),
+            ReadOptions::default(),
+        )
+        .unwrap();
         let secs = t.elapsed().as_secs_f64();
         let after = rss_kib("VmRSS:");
         println!(

@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 secs="${1:-60}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
+# Seeds for the Parquet reader: every integer field of a footer and its page headers set to
+# 0, -1, 2^31-1 and 2^63-1 (examples/mutation_seeds.rs).
+mkdir -p target/fuzz-corpus/parquet_read
+cargo run --quiet --example mutation_seeds -- target/fuzz-corpus/parquet_read
 for target in policy_parser parquet_read; do
   mkdir -p "target/fuzz-corpus/$target"
   cp -n fuzz/corpus/$target/* "target/fuzz-corpus/$target/" 2>/dev/null || true

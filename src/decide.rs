@@ -9,7 +9,6 @@
 //! dictionary-encoded, and a policy with only region and consent conditions is precomputed into a
 //! table indexed by (region, consent), so deciding a row is a lookup.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::*;
@@ -140,11 +139,11 @@ impl FileDecider {
     pub fn new(
         policy: &Policy,
         schema: &Schema,
-        file: &Path,
+        file: &crate::io::Location,
         join: Option<&Arc<JoinData>>,
     ) -> Result<FileDecider> {
         let schema_err = |column: &str, message: String| Error::Schema {
-            file: file.to_owned(),
+            file: file.clone(),
             column: column.to_owned(),
             message,
         };

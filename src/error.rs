@@ -1,22 +1,40 @@
-//! The library's error type and the exit code each kind of error maps to.
+//! The library's errors and the exit status each one ends the process with.
 //!
 //! Every error names what the user has to look at: the policy file with line and column, the data
-//! file with the row group and column, or the path that failed. Messages are one line.
+//! file with the row group and column, or the path that failed. Messages are one line. Errors
+//! from the parquet crate, arrow and the OS travel as sources, not as text.
 
+use std::fmt;
 use std::path::PathBuf;
+
+use crate::io::Location;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Exit codes shared by every command.
-pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const VIOLATIONS: u8 = 3;
-    pub const QUARANTINED: u8 = 4;
-    pub const RETRYABLE: u8 = 75;
-    pub const INTERRUPTED: u8 = 130;
-    pub const TERMINATED: u8 = 143;
+/// How a command ends. [`crate::cli::main`] turns it into the process exit code; nothing else
+/// does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitStatus {
+    Success = 0,
+    /// Failure while running: I/O, corrupt input.
+    Failure = 1,
+    /// Usage, policy or schema error, found before any output.
+    Usage = 2,
+    /// `verify` found violations.
+    Violations = 3,
+    /// Finished with quarantined inputs.
+    Quarantined = 4,
+    /// A scheduler should run it again.
+    Retryable = 75,
+    Interrupted = 130,
+    Terminated = 143,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,33 +58,43 @@ pub enum Error {
     PolicySyntax { path: PathBuf, message: String },
 
     /// A data file does not fit the policy (missing column, wrong type, incomparable value).
-    #[error("{}: column '{column}': {message}", file.display())]
+    #[error("{file}: column '{column}': {message}")]
     Schema {
-        file: PathBuf,
+        file: Location,
         column: String,
         message: String,
     },
 
     /// A data file could not be read or decoded.
-    #[error("{}{}: {message}", file.display(), row_group.map(|g| format!(" (row group {g})")).unwrap_or_default())]
+    #[error("{file}{}: {source}", RowGroup(*row_group))]
     Read {
-        file: PathBuf,
+        file: Location,
         row_group: Option<usize>,
-        message: String,
+        #[source]
+        source: ReadError,
     },
 
     /// An I/O error on a path we read or write.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
-        path: PathBuf,
+        path: Location,
         #[source]
         source: std::io::Error,
     },
 
-    /// Writing an output file failed.
-    #[error("writing {}: {message}", path.display())]
-    Write { path: PathBuf, message: String },
+    /// Encoding an output file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        path: Location,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
+    /// A file corpusgate wrote itself (summary.json, _plan.json, a shard marker, the resume
+    /// journal) is missing, malformed or from another version.
+    #[error("{path}: {message}")]
+    State { path: Location, message: String },
 
     /// Another run holds the output; a scheduler should try again later.
     #[error("{0}")]
@@ -77,30 +105,156 @@ pub enum Error {
     Interrupted { signal: i32 },
 }
 
+struct RowGroup(Option<usize>);
+
+impl fmt::Display for RowGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(g) => write!(f, " (row group {g})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a data file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("{0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The file breaks a rule of the format or contradicts itself.
+    #[error("{0}")]
+    Invalid(String),
+    /// Decoding it would take more memory than `--max-memory` allows.
+    #[error("decoding it needs about {} of memory, more than --max-memory {}; raise --max-memory, or rewrite the file with smaller row groups or pages", Bytes(*needed), Bytes(*cap))]
+    Memory { needed: u64, cap: u64 },
+    /// The parquet crate panicked on it (caught; see [`crate::guard`]).
+    #[error("internal error while decoding ({0})")]
+    Panic(String),
+}
+
+/// A byte count for people: `1.5 GiB`.
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+        let mut v = self.0 as f64;
+        let mut u = 0;
+        while v >= 1024.0 && u < UNITS.len() - 1 {
+            v /= 1024.0;
+            u += 1;
+        }
+        if u == 0 {
+            write!(f, "{} bytes", self.0)
+        } else {
+            write!(f, "{v:.1} {}", UNITS[u])
+        }
+    }
+}
+
 impl Error {
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Usage(_)
             | Error::Policy { .. }
             | Error::PolicySyntax { .. }
-            | Error::Schema { .. } => exit::USAGE,
-            Error::Read { .. } | Error::Io { .. } | Error::Write { .. } => exit::FAILURE,
-            Error::Busy(_) => exit::RETRYABLE,
+            | Error::Schema { .. }
+            | Error::State { .. } => ExitStatus::Usage,
+            Error::Read { .. } | Error::Io { .. } | Error::Write { .. } => ExitStatus::Failure,
+            Error::Busy(_) => ExitStatus::Retryable,
             Error::Interrupted { signal } => {
                 if *signal == 2 {
-                    exit::INTERRUPTED
+                    ExitStatus::Interrupted
                 } else {
-                    exit::TERMINATED
+                    ExitStatus::Terminated
                 }
             }
         }
     }
 
-    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(action: &'static str, path: impl Into<Location>, source: std::io::Error) -> Self {
         Error::Io {
             action,
             path: path.into(),
             source,
         }
+    }
+
+    /// A read error of `file`, optionally in one row group.
+    pub fn read(
+        file: impl Into<Location>,
+        row_group: Option<usize>,
+        source: impl Into<ReadError>,
+    ) -> Self {
+        Error::Read {
+            file: file.into(),
+            row_group,
+            source: source.into(),
+        }
+    }
+
+    /// The file broke a rule of the format.
+    pub fn invalid(
+        file: impl Into<Location>,
+        row_group: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::read(file, row_group, ReadError::Invalid(message.into()))
+    }
+
+    /// Whether this error belongs to one input file (and may be quarantined), not to the run.
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, Error::Read { .. })
+    }
+}
+
+impl From<String> for ReadError {
+    fn from(s: String) -> ReadError {
+        ReadError::Invalid(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_its_exit_status() {
+        let loc = Location::local("f.parquet");
+        let cases = [
+            (Error::Usage("u".into()), ExitStatus::Usage),
+            (
+                Error::invalid(loc.clone(), Some(3), "bad"),
+                ExitStatus::Failure,
+            ),
+            (
+                Error::State {
+                    path: loc.clone(),
+                    message: "m".into(),
+                },
+                ExitStatus::Usage,
+            ),
+            (Error::Busy("b".into()), ExitStatus::Retryable),
+            (Error::Interrupted { signal: 2 }, ExitStatus::Interrupted),
+            (Error::Interrupted { signal: 15 }, ExitStatus::Terminated),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.exit_status(), status, "{e}");
+        }
+        assert_eq!(
+            Error::invalid(loc, Some(3), "bad").to_string(),
+            "f.parquet (row group 3): bad"
+        );
+        assert_eq!(ExitStatus::Retryable.code(), 75);
+    }
+
+    #[test]
+    fn byte_counts_read_like_a_person_writes_them() {
+        assert_eq!(Bytes(512).to_string(), "512 bytes");
+        assert_eq!(Bytes(3 << 29).to_string(), "1.5 GiB");
     }
 }

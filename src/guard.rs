@@ -6,12 +6,10 @@ use std::panic::{self, AssertUnwindSafe};
 /// Run `f`, turning a panic into its message.
 pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-        let msg = p
-            .downcast_ref::<&str>()
+        p.downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        format!("internal error while decoding ({msg})")
+            .unwrap_or_else(|| "unknown panic".into())
     })
 }
 

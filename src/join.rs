@@ -6,22 +6,18 @@
 //! region and consent for integer keys (the key bytes plus an 8-byte offset for string keys).
 
 use std::cmp::Ordering;
-use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::DataType;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::input::{self, file_sha256, InputFile};
+use crate::io::discover::parquet_files_under;
+use crate::io::{open_parquet, sha256_of, InputFile, Location, ReadOptions};
 use crate::policy::{hex, ConsentTableSpec, ConsentValues};
 use crate::region::Region;
 use crate::values::{consents, per_row, regions, value_type, ConsentMatcher};
@@ -318,7 +314,7 @@ pub fn lookup(keys: &Keys, array: &dyn Array) -> std::result::Result<Vec<u32>, S
 /// What summary.json records about a snapshot or list.
 #[derive(Debug, Clone)]
 pub struct SourceInfo {
-    pub path: PathBuf,
+    pub path: Location,
     pub files: usize,
     pub rows: u64,
     pub distinct: u64,
@@ -374,33 +370,33 @@ impl JoinData {
     }
 }
 
-/// The content hash recorded for a snapshot or list at `path` (file or directory).
-pub fn path_sha256(path: &Path) -> Result<String> {
-    if path.is_dir() {
-        source_sha256(path, &input::discover(&[path.to_owned()])?)
+/// The content hash recorded for a snapshot or list at `location` (file or directory).
+pub fn path_sha256(location: &Location) -> Result<String> {
+    if location.path().is_dir() {
+        source_sha256(location, &parquet_files_under(location)?)
     } else {
-        file_sha256(path)
+        Ok(sha256_of(location)?.1)
     }
 }
 
 /// SHA-256 of one file, or of a directory: over the sorted (relative path, file SHA-256) pairs.
-fn source_sha256(root: &Path, files: &[InputFile]) -> Result<String> {
-    if root.is_file() {
-        return file_sha256(root);
+fn source_sha256(root: &Location, files: &[InputFile]) -> Result<String> {
+    if root.path().is_file() {
+        return Ok(sha256_of(root)?.1);
     }
     let mut h = Sha256::new();
     for f in files {
         h.update(f.rel.as_bytes());
         h.update([0]);
-        h.update(file_sha256(&f.path)?.as_bytes());
+        h.update(sha256_of(&f.location)?.1.as_bytes());
         h.update([b'\n']);
     }
     Ok(hex(&h.finalize()))
 }
 
-fn snapshot_err(file: &Path, column: &str, message: impl Into<String>) -> Error {
+fn snapshot_err(file: &Location, column: &str, message: impl Into<String>) -> Error {
     Error::Schema {
-        file: file.to_owned(),
+        file: file.clone(),
         column: column.to_owned(),
         message: message.into(),
     }
@@ -416,7 +412,7 @@ struct Part {
     extras: Vec<Vec<ArrayRef>>,
 }
 
-fn updated_values(file: &Path, col: &str, a: &dyn Array) -> Result<Vec<i64>> {
+fn updated_values(file: &Location, col: &str, a: &dyn Array) -> Result<Vec<i64>> {
     let dt = a.data_type();
     let cast = if dt.is_integer() {
         arrow_cast::cast(a, &DataType::Int64)
@@ -454,10 +450,11 @@ fn read_part(
     file: &InputFile,
     spec: &ConsentTableSpec,
     values: Option<&ConsentValues>,
+    read: ReadOptions,
 ) -> Result<(Part, KeyKind)> {
-    let meta = input::read_footer(file)?;
-    let schema = meta.schema().clone();
-    let path = &file.path;
+    let pq = open_parquet(&file.location, read)?;
+    let schema = pq.schema().clone();
+    let path = &file.location;
     for c in spec.columns() {
         if schema.field_with_name(c).is_err() {
             return Err(snapshot_err(path, c, "missing from the consent snapshot"));
@@ -465,7 +462,7 @@ fn read_part(
     }
     let key_type = schema
         .field_with_name(&spec.key)
-        .unwrap()
+        .expect("checked above")
         .data_type()
         .clone();
     let kind = KeyKind::of(&key_type).ok_or_else(|| {
@@ -476,7 +473,10 @@ fn read_part(
         )
     })?;
     if let Some(r) = &spec.region {
-        let dt = schema.field_with_name(r).unwrap().data_type();
+        let dt = schema
+            .field_with_name(r)
+            .expect("checked above")
+            .data_type();
         if !crate::values::is_string_type(value_type(dt)) {
             return Err(snapshot_err(
                 path,
@@ -487,30 +487,15 @@ fn read_part(
     }
     let file_matcher = match (&spec.consent, values) {
         (Some(c), Some(values)) => {
-            let dt = schema.field_with_name(c).unwrap().data_type();
+            let dt = schema
+                .field_with_name(c)
+                .expect("checked above")
+                .data_type();
             Some(ConsentMatcher::for_type(values, dt).map_err(|m| snapshot_err(path, c, m))?)
         }
         _ => None,
     };
     let names = spec.columns();
-    let roots: Vec<usize> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| names.contains(&f.name().as_str()))
-        .map(|(i, _)| i)
-        .collect();
-    let mask = ProjectionMask::roots(meta.metadata().file_metadata().schema_descr(), roots);
-    let f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta)
-        .with_projection(mask)
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(|e| Error::Read {
-            file: path.clone(),
-            row_group: None,
-            message: e.to_string(),
-        })?;
     let mut part = Part {
         keys: Vec::new(),
         region: Vec::new(),
@@ -518,12 +503,7 @@ fn read_part(
         updated: Vec::new(),
         extras: vec![Vec::new(); spec.extra.len()],
     };
-    for batch in reader {
-        let batch: RecordBatch = batch.map_err(|e| Error::Read {
-            file: path.clone(),
-            row_group: None,
-            message: e.to_string(),
-        })?;
+    pq.read_all(Some(&names), 64 * 1024, &mut |batch: RecordBatch| {
         let col = |c: &str| batch.column_by_name(c).expect("projected").clone();
         let n = batch.num_rows();
         part.keys.push(col(&spec.key));
@@ -548,33 +528,37 @@ fn read_part(
         for (i, e) in spec.extra.iter().enumerate() {
             part.extras[i].push(col(e));
         }
-    }
+        Ok(())
+    })?;
     Ok((part, kind))
 }
 
 /// Load and index the consent snapshot at `path` (a Parquet file or a directory of them).
 pub fn load_consent_table(
-    path: &Path,
+    path: &Location,
     spec: &ConsentTableSpec,
     consent_values: Option<&ConsentValues>,
+    read: ReadOptions,
 ) -> Result<ConsentTable> {
-    let files = input::discover(&[path.to_owned()]).map_err(|e| match e {
+    let files = crate::io::discover(std::slice::from_ref(path)).map_err(|e| match e {
         Error::Usage(m) => Error::Usage(format!("--consent-table: {m}")),
         other => other,
     })?;
-    let mut kind: Option<(KeyKind, PathBuf)> = None;
+    let mut kind: Option<(KeyKind, Location)> = None;
     let mut parts = Vec::with_capacity(files.len());
     // Files are read in parallel; the first file decides the key kind for the error message.
     let results: Vec<Result<(Part, KeyKind)>> = files
         .par_iter()
         .map(|f| {
-            crate::guard::catch(|| read_part(f, spec, consent_values)).unwrap_or_else(|panic| {
-                Err(Error::Read {
-                    file: f.path.clone(),
-                    row_group: None,
-                    message: panic,
-                })
-            })
+            crate::guard::catch(|| read_part(f, spec, consent_values, read)).unwrap_or_else(
+                |panic| {
+                    Err(Error::read(
+                        f.location.clone(),
+                        None,
+                        crate::error::ReadError::Panic(panic),
+                    ))
+                },
+            )
         })
         .collect();
     for (result, f) in results.into_iter().zip(&files) {
@@ -582,18 +566,17 @@ pub fn load_consent_table(
         match &kind {
             Some((first, fp)) if *first != k => {
                 return Err(snapshot_err(
-                    &f.path,
+                    &f.location,
                     &spec.key,
                     format!(
-                        "holds {} keys, but {} holds {} keys",
+                        "holds {} keys, but {fp} holds {} keys",
                         k.as_str(),
-                        fp.display(),
                         first.as_str()
                     ),
                 ))
             }
             Some(_) => {}
-            None => kind = Some((k, f.path.clone())),
+            None => kind = Some((k, f.location.clone())),
         }
         parts.push(part);
     }
@@ -700,7 +683,7 @@ pub fn load_consent_table(
         })
         .collect::<Result<_>>()?;
     let info = SourceInfo {
-        path: path.to_owned(),
+        path: path.clone(),
         files: files.len(),
         rows: rows as u64,
         distinct: distinct as u64,
@@ -744,19 +727,25 @@ fn describe_key(k: KeyRef) -> String {
 }
 
 /// Load a user list: a text file (one id per line) or a Parquet file with one column.
-pub fn load_user_list(name: &str, path: &Path, kind: KeyKind) -> Result<UserList> {
-    let is_parquet = path.extension().and_then(|e| e.to_str()) == Some("parquet") || path.is_dir();
+pub fn load_user_list(
+    name: &str,
+    path: &Location,
+    kind: KeyKind,
+    read: ReadOptions,
+) -> Result<UserList> {
+    let is_parquet =
+        path.path().extension().and_then(|e| e.to_str()) == Some("parquet") || path.path().is_dir();
     let mut keys = KeyBuf::new(kind);
     let mut files = 1;
     if is_parquet {
-        let found = input::discover(&[path.to_owned()])?;
+        let found = crate::io::discover(std::slice::from_ref(path))?;
         files = found.len();
         for f in &found {
-            let meta = input::read_footer(f)?;
-            let schema = meta.schema().clone();
+            let pq = open_parquet(&f.location, read)?;
+            let schema = pq.schema().clone();
             if schema.fields().len() != 1 {
                 return Err(Error::Schema {
-                    file: f.path.clone(),
+                    file: f.location.clone(),
                     column: schema
                         .fields()
                         .iter()
@@ -769,7 +758,7 @@ pub fn load_user_list(name: &str, path: &Path, kind: KeyKind) -> Result<UserList
             let field = schema.field(0);
             if KeyKind::of(field.data_type()) != Some(kind) {
                 return Err(Error::Schema {
-                    file: f.path.clone(),
+                    file: f.location.clone(),
                     column: field.name().clone(),
                     message: format!(
                         "has type {}, but the user ids are {} keys",
@@ -778,46 +767,26 @@ pub fn load_user_list(name: &str, path: &Path, kind: KeyKind) -> Result<UserList
                     ),
                 });
             }
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-                File::open(&f.path).map_err(|e| Error::io("opening", &f.path, e))?,
-                meta,
-            )
-            .build()
-            .map_err(|e| Error::Read {
-                file: f.path.clone(),
-                row_group: None,
-                message: e.to_string(),
-            })?;
-            for b in reader {
-                let b = b.map_err(|e| Error::Read {
-                    file: f.path.clone(),
-                    row_group: None,
-                    message: e.to_string(),
-                })?;
+            pq.read_all(None, 64 * 1024, &mut |b| {
                 keys.push_array(b.column(0).as_ref())
-                    .map_err(|m| Error::Read {
-                        file: f.path.clone(),
-                        row_group: None,
-                        message: m,
-                    })?;
-            }
+                    .map_err(|m| Error::invalid(f.location.clone(), None, m))
+            })?;
         }
     } else {
-        let f = File::open(path)
-            .map_err(|e| Error::Usage(format!("--user-list {name}={}: {e}", path.display())))?;
+        let f = std::fs::File::open(path.path())
+            .map_err(|e| Error::Usage(format!("--user-list {name}={path}: {e}")))?;
         let mut ints: Vec<i128> = Vec::new();
         let mut bytes_off = vec![0u64];
         let mut bytes = Vec::new();
         for (n, line) in BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(|e| Error::io("reading", path, e))?;
+            let line = line.map_err(|e| Error::io("reading", path.clone(), e))?;
             let t = line.trim();
             if t.is_empty() || t.starts_with('#') {
                 continue;
             }
             let bad = |what: &str| {
                 Error::Usage(format!(
-                    "{}:{}: '{t}' is not {what} (user list '{name}' holds {} ids)",
-                    path.display(),
+                    "{path}:{}: '{t}' is not {what} (user list '{name}' holds {} ids)",
                     n + 1,
                     kind.as_str()
                 ))
@@ -860,16 +829,15 @@ pub fn load_user_list(name: &str, path: &Path, kind: KeyKind) -> Result<UserList
     order.dedup_by(|a, b| keys.get(*a as usize) == keys.get(*b as usize));
     let built = keys.build(&order);
     let sha256 = if is_parquet {
-        let found = input::discover(&[path.to_owned()])?;
-        source_sha256(path, &found)?
+        source_sha256(path, &parquet_files_under(path)?)?
     } else {
-        file_sha256(path)?
+        sha256_of(path)?.1
     };
     Ok(UserList {
         name: name.to_owned(),
         kind,
         info: SourceInfo {
-            path: path.to_owned(),
+            path: path.clone(),
             files,
             rows: rows as u64,
             distinct: built.len() as u64,
@@ -878,8 +846,6 @@ pub fn load_user_list(name: &str, path: &Path, kind: KeyKind) -> Result<UserList
         keys: built,
     })
 }
-
-pub type SharedJoin = Arc<JoinData>;
 
 /// `--pseudonymize-user-ids`: each id as lowercase hex HMAC-SHA-256 under `key`, over the id as
 /// text (decimal for integers, the string itself, lowercase hex for binary). Nulls stay null.

@@ -1,208 +1,236 @@
 //! The resume journal: which input files a run has completed, with what result.
 //!
-//! It lives in the temporary sibling as `.journal.jsonl`. The first line records what the run
-//! depends on (policy, snapshot and lists by content hash, output settings); each further line is
-//! one completed input file: its size and identity (`input::identity`: inode, times, footer
-//! hash), the size and SHA-256 of its two outputs, and its counts. `--resume` reuses a file's
-//! outputs only when the header matches, the input has the same identity and both outputs still
-//! hash as recorded; the journal is removed before the output is committed.
+//! It lives in the temporary sibling as `.journal.jsonl`, one JSON object per line. The first
+//! line ([`Header`]) records what the run depends on (format, policy, snapshot and lists by
+//! content hash, output settings); each further line ([`Entry`]) is one completed input file: its
+//! identity, the size and SHA-256 of its two outputs as written, and its counts. `--resume`
+//! reuses a file's outputs only when the header matches, the input has the same identity and
+//! both outputs still hash as recorded; the journal is removed before the output is committed.
+//!
+//! A line cut short by a crash (no newline at its end) is ignored. A whole line that does not
+//! parse is an error naming the journal and what is wrong with the line, never skipped silently.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::sync::Mutex;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::input::file_sha256;
+use crate::io::{sha256_of, Identity, Location, Written};
 use crate::summary::{Counts, FileStats};
 
 pub const JOURNAL: &str = ".journal.jsonl";
-const FORMAT: u64 = 3;
+const FORMAT: u32 = 4;
 
 /// What a run's outputs depend on besides each input file.
-pub fn header(policy_sha256: &str, join_sha256: &[String], options: &str) -> Value {
-    json!({
-        "format": FORMAT,
-        "corpusgate_version": env!("CARGO_PKG_VERSION"),
-        "policy_sha256": policy_sha256,
-        "join_sha256": join_sha256,
-        "options": options,
-    })
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub format: u32,
+    pub corpusgate_version: String,
+    pub policy_sha256: String,
+    pub join_sha256: Vec<String>,
+    pub options: String,
+}
+
+impl Header {
+    pub fn new(policy_sha256: &str, join_sha256: Vec<String>, options: String) -> Header {
+        Header {
+            format: FORMAT,
+            corpusgate_version: env!("CARGO_PKG_VERSION").into(),
+            policy_sha256: policy_sha256.into(),
+            join_sha256,
+            options,
+        }
+    }
 }
 
 /// One completed input file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Entry {
     pub rel: String,
-    pub input_size: u64,
-    /// [`crate::input::identity`] of the input.
-    pub input_identity: String,
-    pub data_size: u64,
-    pub data_sha256: String,
-    pub excluded_size: u64,
-    pub excluded_sha256: String,
+    pub input: Identity,
+    pub data: Written,
+    pub excluded: Written,
     pub stats: FileStats,
     pub counts: Counts,
 }
 
-impl Entry {
-    fn to_json(&self) -> Value {
-        let regions: Vec<Value> = self
-            .counts
-            .by_region
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c[0] + c[1] > 0)
-            .map(|(i, c)| json!([i, c[0], c[1]]))
-            .collect();
-        json!({
-            "rel": self.rel,
-            "input_size": self.input_size,
-            "input_identity": self.input_identity,
-            "data_size": self.data_size,
-            "data_sha256": self.data_sha256,
-            "excluded_size": self.excluded_size,
-            "excluded_sha256": self.excluded_sha256,
-            "rows": self.stats.rows,
-            "kept": self.stats.kept,
-            "excluded": self.stats.excluded,
-            "row_groups": self.stats.row_groups,
-            "unmatched": self.stats.unmatched,
-            "by_rule": self.counts.by_rule,
-            "by_region": regions,
-        })
-    }
-
-    fn from_json(v: &Value, rules: usize) -> Option<Entry> {
-        let s = |k: &str| v.get(k)?.as_str().map(str::to_owned);
-        let u = |k: &str| v.get(k)?.as_u64();
-        let mut counts = Counts::new(rules);
-        let by_rule: Vec<u64> = v
-            .get("by_rule")?
-            .as_array()?
-            .iter()
-            .map(|x| x.as_u64())
-            .collect::<Option<_>>()?;
-        if by_rule.len() != counts.by_rule.len() {
-            return None;
-        }
-        counts.by_rule = by_rule;
-        for r in v.get("by_region")?.as_array()? {
-            let r = r.as_array()?;
-            let i = r.first()?.as_u64()? as usize;
-            let slot = counts.by_region.get_mut(i)?;
-            *slot = [r.get(1)?.as_u64()?, r.get(2)?.as_u64()?];
-        }
-        let rel = s("rel")?;
-        Some(Entry {
-            stats: FileStats {
-                rel: rel.clone(),
-                bytes: u("input_size")?,
-                rows: u("rows")?,
-                kept: u("kept")?,
-                excluded: u("excluded")?,
-                row_groups: u("row_groups")?,
-                unmatched: u("unmatched")?,
-            },
-            rel,
-            input_size: u("input_size")?,
-            input_identity: s("input_identity")?,
-            data_size: u("data_size")?,
-            data_sha256: s("data_sha256")?,
-            excluded_size: u("excluded_size")?,
-            excluded_sha256: s("excluded_sha256")?,
-            counts,
-        })
-    }
-}
-
 /// The journal being appended to by this run.
 pub struct Journal {
-    path: PathBuf,
+    location: Location,
     file: Mutex<File>,
+}
+
+fn line<T: Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string(v).expect("journal records serialise");
+    s.push('\n');
+    s
 }
 
 impl Journal {
     /// Start a journal in `dir`, keeping the entries in `keep` (reused from an earlier run).
-    pub fn create(dir: &Path, header: &Value, keep: &[Entry]) -> Result<Journal> {
-        let path = dir.join(JOURNAL);
-        let mut f = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
-        let mut text = header.to_string();
-        text.push('\n');
+    pub fn create(dir: &Location, header: &Header, keep: &[Entry]) -> Result<Journal> {
+        let location = dir.join(JOURNAL);
+        let mut text = line(header);
         for e in keep {
-            text.push_str(&e.to_json().to_string());
-            text.push('\n');
+            text.push_str(&line(e));
         }
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_data())
-            .map_err(|e| Error::io("writing", &path, e))?;
+        crate::io::write_file(&location, text.as_bytes())?;
+        let file = File::options()
+            .append(true)
+            .open(location.path())
+            .map_err(|e| Error::io("opening", location.clone(), e))?;
         Ok(Journal {
-            path,
-            file: Mutex::new(f),
+            location,
+            file: Mutex::new(file),
         })
     }
 
     /// Record a completed file; durable before it returns.
     pub fn append(&self, entry: &Entry) -> Result<()> {
-        let mut line = entry.to_json().to_string();
-        line.push('\n');
+        let text = line(entry);
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(line.as_bytes())
+        f.write_all(text.as_bytes())
             .and_then(|_| f.sync_data())
-            .map_err(|e| Error::io("writing", &self.path, e))
+            .map_err(|e| Error::io("writing", self.location.clone(), e))
     }
 
     pub fn remove(self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.location.path());
     }
 }
 
-/// The entries of an earlier run's journal in `dir`, if its header equals `header`.
-pub fn load(dir: &Path, header: &Value, rules: usize) -> HashMap<String, Entry> {
-    let mut out = HashMap::new();
-    let Ok(f) = File::open(dir.join(JOURNAL)) else {
-        return out;
+/// What an earlier run's journal in `dir` offers.
+pub enum Earlier {
+    /// No journal: nothing to reuse.
+    None,
+    /// A journal of another job (policy, snapshot, options or format differ).
+    OtherJob,
+    /// Completed files of the same job, by rel.
+    Entries(HashMap<String, Entry>),
+}
+
+/// Read the journal in `dir` against this run's `header`; `rules` is the policy's rule count.
+pub fn load(dir: &Location, header: &Header, rules: usize) -> Result<Earlier> {
+    let location = dir.join(JOURNAL);
+    let text = match std::fs::read(location.path()) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Earlier::None),
+        Err(e) => return Err(Error::io("reading", location, e)),
     };
-    let mut lines = BufReader::new(f).lines();
-    let Some(Ok(first)) = lines.next() else {
-        return out;
+    let bad = |n: usize, m: String| Error::State {
+        path: location.clone(),
+        message: format!("line {n}: {m}; remove the file to start afresh"),
     };
-    if serde_json::from_str::<Value>(&first).ok().as_ref() != Some(header) {
-        return out;
+    // Only whole lines: a crash can cut the last one short.
+    let whole = match text.iter().rposition(|b| *b == b'\n') {
+        Some(i) => &text[..=i],
+        None => return Ok(Earlier::None),
+    };
+    let mut lines = whole.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    let Some(first) = lines.next() else {
+        return Ok(Earlier::None);
+    };
+    let same_job = serde_json::from_slice::<Header>(first)
+        .map(|h| h == *header)
+        .unwrap_or(false);
+    if !same_job {
+        return Ok(Earlier::OtherJob);
     }
-    // A line cut short by a crash fails to parse and is ignored, with everything after it.
-    for line in lines {
-        let Ok(line) = line else { break };
-        let Some(e) = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| Entry::from_json(&v, rules))
-        else {
-            break;
-        };
+    let mut out = HashMap::new();
+    for (i, l) in lines.enumerate() {
+        let e: Entry = serde_json::from_slice(l).map_err(|e| bad(i + 2, e.to_string()))?;
+        e.counts
+            .check(rules)
+            .map_err(|m| bad(i + 2, format!("counts: {m}")))?;
         out.insert(e.rel.clone(), e);
     }
-    out
-}
-
-/// Size and SHA-256 of a file.
-pub fn describe(path: &Path) -> Result<(u64, String)> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| Error::io("reading", path, e))?
-        .len();
-    Ok((size, file_sha256(path)?))
+    Ok(Earlier::Entries(out))
 }
 
 /// Whether `e`'s outputs in `dir` and its input at `input` are exactly as recorded.
-pub fn still_valid(e: &Entry, dir: &Path, input: &Path) -> bool {
-    let check = |p: PathBuf, size: u64, sha: &str| matches!(describe(&p), Ok((s, h)) if s == size && h == sha);
-    matches!(crate::input::identity(input), Ok((s, id)) if s == e.input_size && id == e.input_identity)
-        && check(dir.join("data").join(&e.rel), e.data_size, &e.data_sha256)
-        && check(
-            dir.join("excluded").join(&e.rel),
-            e.excluded_size,
-            &e.excluded_sha256,
-        )
+pub fn still_valid(e: &Entry, dir: &Location, input: &Location) -> bool {
+    let check = |loc: Location, w: &Written| matches!(sha256_of(&loc), Ok((size, sha)) if size == w.size && sha == w.sha256);
+    matches!(Identity::of(input), Ok(id) if id == e.input)
+        && check(dir.join("data").join(&e.rel), &e.data)
+        && check(dir.join("excluded").join(&e.rel), &e.excluded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(rel: &str) -> Entry {
+        Entry {
+            rel: rel.into(),
+            input: Identity {
+                size: 10,
+                id: "ino=1".into(),
+            },
+            data: Written {
+                size: 4,
+                sha256: "ab".into(),
+            },
+            excluded: Written {
+                size: 5,
+                sha256: "cd".into(),
+            },
+            stats: FileStats {
+                rel: rel.into(),
+                rows: 3,
+                kept: 2,
+                excluded: 1,
+                ..Default::default()
+            },
+            counts: Counts::new(2),
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_a_torn_last_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::local(dir.path());
+        let header = Header::new("p", vec![], "preserve".into());
+        let j = Journal::create(&loc, &header, &[entry("a.parquet")]).unwrap();
+        j.append(&entry("b.parquet")).unwrap();
+        drop(j);
+        // A crash in the middle of a third line.
+        let path = dir.path().join(JOURNAL);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"rel\":\"c.parq");
+        std::fs::write(&path, text).unwrap();
+        let Earlier::Entries(got) = load(&loc, &header, 2).unwrap() else {
+            panic!("same job")
+        };
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["b.parquet"], entry("b.parquet"));
+        // Another policy: nothing reused.
+        let other = Header::new("q", vec![], "preserve".into());
+        assert!(matches!(load(&loc, &other, 2).unwrap(), Earlier::OtherJob));
+    }
+
+    #[test]
+    fn a_whole_line_missing_a_field_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::local(dir.path());
+        let header = Header::new("p", vec![], "preserve".into());
+        let mut text = line(&header);
+        let mut v = serde_json::to_value(entry("a.parquet")).unwrap();
+        v.as_object_mut().unwrap().remove("data");
+        text.push_str(&format!("{v}\n"));
+        std::fs::write(dir.path().join(JOURNAL), text).unwrap();
+        let e = load(&loc, &header, 2).err().unwrap().to_string();
+        assert!(e.contains("line 2: missing field `data`"), "{e}");
+        assert!(e.contains(".journal.jsonl"), "{e}");
+        // Counts that do not fit the policy.
+        let mut text = line(&header);
+        text.push_str(&line(&entry("a.parquet")));
+        std::fs::write(dir.path().join(JOURNAL), text).unwrap();
+        let e = load(&loc, &header, 5).err().unwrap().to_string();
+        assert!(e.contains("counts:"), "{e}");
+    }
 }

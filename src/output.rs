@@ -1,37 +1,44 @@
 //! The output directory as a transaction.
 //!
 //! All work goes to a temporary sibling, `.NAME.corpusgate-tmp`, held under an exclusive lock
-//! (a flock on `.lock` inside it, released by the kernel if the process dies). It becomes OUT_DIR only
-//! when complete, `_SUCCESS` written last: by a plain rename when OUT_DIR is absent, and with
-//! `--overwrite` by atomically exchanging the two directories (renameat2 RENAME_EXCHANGE), so
-//! OUT_DIR is at every moment the old or the new complete output, never absent. A failed run
-//! removes the sibling; an interrupted one keeps it, with the journal of completed files, for
-//! `--resume`.
+//! (a flock on the sibling file `.NAME.corpusgate-lock`, released by the kernel if the process
+//! dies). It becomes OUT_DIR only when complete, `_SUCCESS` written last: by a plain rename when
+//! OUT_DIR is absent, and with `--overwrite` by atomically exchanging the two directories
+//! (renameat2 RENAME_EXCHANGE), so OUT_DIR is at every moment the old or the new complete
+//! output, never absent. A failed run removes the sibling; an interrupted one keeps it, with the
+//! journal of completed files, for `--resume`.
+//!
+//! Guarantees of the lock ([`LockFile`]): a lock file is only ever deleted by the process holding
+//! its lock, and whoever takes a lock checks afterwards that the path still names the file it
+//! locked (else it locked a deleted file and tries again). So two runs never both hold the
+//! output, however their steps interleave; and the lock file lives outside the directory that is
+//! renamed, so committing does not touch it.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::io::Location;
 
 /// Check, before any work, that `dir` may be written: absent, empty, or `overwrite` given.
-pub fn check_target(dir: &Path, overwrite: bool) -> Result<()> {
-    match fs::symlink_metadata(dir) {
+pub fn check_target(dir: &Location, overwrite: bool) -> Result<()> {
+    let path = dir.path();
+    match fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("checking output directory", dir, e)),
+        Err(e) => Err(Error::io("checking output directory", dir.clone(), e)),
         Ok(m) if !m.is_dir() => Err(Error::Usage(format!(
-            "output {} exists and is not a directory",
-            dir.display()
+            "output {dir} exists and is not a directory"
         ))),
         Ok(_) => {
-            let non_empty = fs::read_dir(dir)
-                .map_err(|e| Error::io("reading output directory", dir, e))?
+            let non_empty = fs::read_dir(path)
+                .map_err(|e| Error::io("reading output directory", dir.clone(), e))?
                 .next()
                 .is_some();
             if non_empty && !overwrite {
                 Err(Error::Usage(format!(
-                    "output directory {} exists and is not empty; pass --overwrite to replace it",
-                    dir.display()
+                    "output directory {dir} exists and is not empty; pass --overwrite to replace it"
                 )))
             } else {
                 Ok(())
@@ -40,23 +47,59 @@ pub fn check_target(dir: &Path, overwrite: bool) -> Result<()> {
     }
 }
 
-const LOCK: &str = ".lock";
-
-/// Take an exclusive flock on `path` (created if absent) without waiting: `None` when another
-/// process holds it. The kernel releases it when the returned file is closed or the process dies.
-pub fn lock_exclusive(path: &Path) -> Result<Option<fs::File>> {
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io("creating", path, e))?;
-    // SAFETY: flock on a file descriptor we own; no memory is shared.
-    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    Ok((rc == 0).then_some(lock))
+/// An exclusive flock on a lock file, held until dropped. Dropping deletes the file while the
+/// lock is still held (safe: see the module documentation), then releases it.
+pub struct LockFile {
+    /// Holds the flock until closed.
+    _file: fs::File,
+    path: PathBuf,
 }
 
-fn sibling(dir: &Path, tag: &str) -> Result<PathBuf> {
+impl LockFile {
+    /// Take the lock on `path` (created if absent) without waiting: `None` when another process
+    /// holds it.
+    pub fn try_take(path: &Path) -> Result<Option<LockFile>> {
+        for _ in 0..100 {
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io("creating", path, e))?;
+            // SAFETY: flock on a file descriptor we own; no memory is shared.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                return Ok(None);
+            }
+            // Locked; but if the holder before us deleted the file in between, we hold a lock
+            // on a file nobody else can find: open the path again.
+            let ours = file.metadata().map_err(|e| Error::io("reading", path, e))?;
+            match fs::metadata(path) {
+                Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {
+                    crate::failpoint::hit("lock-taken");
+                    return Ok(Some(LockFile {
+                        _file: file,
+                        path: path.to_owned(),
+                    }));
+                }
+                _ => continue,
+            }
+        }
+        Err(Error::Busy(format!(
+            "{}: the lock file keeps being replaced; try again",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn sibling(dir: &Location, tag: &str) -> Result<PathBuf> {
+    let dir = dir.path();
     let name = dir
         .file_name()
         .ok_or_else(|| Error::Usage(format!("output {} has no directory name", dir.display())))?;
@@ -68,17 +111,17 @@ fn sibling(dir: &Path, tag: &str) -> Result<PathBuf> {
 }
 
 /// The temporary sibling a run of `dir` works in.
-pub fn tmp_dir(dir: &Path) -> Result<PathBuf> {
-    sibling(dir, "tmp")
+pub fn tmp_dir(dir: &Location) -> Result<Location> {
+    sibling(dir, "tmp").map(Location::Local)
 }
 
 /// A run's output being built in the temporary sibling of the final directory.
 pub struct OutputTxn {
-    final_dir: PathBuf,
-    tmp_dir: PathBuf,
-    /// Holds the flock for as long as the transaction lives.
-    _lock: fs::File,
+    final_dir: Location,
+    tmp_dir: Location,
     state: State,
+    /// Held for as long as the transaction lives; dropped after the directory is settled.
+    lock: Option<LockFile>,
 }
 
 #[derive(PartialEq)]
@@ -91,49 +134,50 @@ enum State {
 
 impl OutputTxn {
     /// Lock the output and prepare the temporary sibling. With `resume`, an existing sibling is
-    /// kept (its journal says what can be reused); otherwise a stale one is removed first.
-    pub fn begin(final_dir: &Path, resume: bool) -> Result<OutputTxn> {
+    /// kept (its journal says what can be reused); otherwise a stale one is removed first. The
+    /// target is checked again under the lock: another run may have committed it meanwhile.
+    pub fn begin(final_dir: &Location, resume: bool, overwrite: bool) -> Result<OutputTxn> {
         let tmp_dir = tmp_dir(final_dir)?;
-        let parent = tmp_dir.parent().expect("sibling has a parent").to_owned();
-        fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &parent, e))?;
-        fs::create_dir_all(&tmp_dir).map_err(|e| Error::io("creating", &tmp_dir, e))?;
-        let lock_path = tmp_dir.join(LOCK);
-        let lock = lock_exclusive(&lock_path)?.ok_or_else(|| {
+        let tmp = tmp_dir.path();
+        let parent = tmp.parent().expect("sibling has a parent").to_owned();
+        fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &*parent, e))?;
+        let lock_path = sibling(final_dir, "lock")?;
+        let lock = LockFile::try_take(&lock_path)?.ok_or_else(|| {
             Error::Busy(format!(
-                "another corpusgate run is writing {} (lock {} is held); try again when it ends",
-                final_dir.display(),
+                "another corpusgate run is writing {final_dir} (lock {} is held); try again when it ends",
                 lock_path.display()
             ))
         })?;
+        check_target(final_dir, overwrite)?;
+        fs::create_dir_all(tmp).map_err(|e| Error::io("creating", tmp_dir.clone(), e))?;
         if !resume {
             // A stale sibling of a run that died: start afresh.
-            for entry in fs::read_dir(&tmp_dir).map_err(|e| Error::io("reading", &tmp_dir, e))? {
-                let path = entry.map_err(|e| Error::io("reading", &tmp_dir, e))?.path();
-                if path.file_name().is_some_and(|n| n == LOCK) {
-                    continue;
-                }
+            for entry in fs::read_dir(tmp).map_err(|e| Error::io("reading", tmp_dir.clone(), e))? {
+                let path = entry
+                    .map_err(|e| Error::io("reading", tmp_dir.clone(), e))?
+                    .path();
                 let removed = if path.is_dir() {
                     fs::remove_dir_all(&path)
                 } else {
                     fs::remove_file(&path)
                 };
-                removed.map_err(|e| Error::io("removing stale", &path, e))?;
+                removed.map_err(|e| Error::io("removing stale", &*path, e))?;
             }
         }
         for sub in ["data", "excluded"] {
-            let p = tmp_dir.join(sub);
-            fs::create_dir_all(&p).map_err(|e| Error::io("creating", &p, e))?;
+            let p = tmp.join(sub);
+            fs::create_dir_all(&p).map_err(|e| Error::io("creating", &*p, e))?;
         }
         Ok(OutputTxn {
-            final_dir: final_dir.to_owned(),
+            final_dir: final_dir.clone(),
             tmp_dir,
-            _lock: lock,
             state: State::Open,
+            lock: Some(lock),
         })
     }
 
     /// Where files are written until commit.
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Location {
         &self.tmp_dir
     }
 
@@ -144,20 +188,19 @@ impl OutputTxn {
 
     /// Write `_SUCCESS` and move the directory into place, replacing an existing one atomically.
     pub fn commit(mut self) -> Result<()> {
-        // The lock file must not end up in OUT_DIR; the open descriptor keeps the lock.
-        let _ = fs::remove_file(self.tmp_dir.join(LOCK));
-        let success = self.tmp_dir.join("_SUCCESS");
-        fs::write(&success, b"").map_err(|e| Error::io("writing", &success, e))?;
-        sync_dir(&self.tmp_dir);
-        if self.final_dir.exists() {
+        let tmp = self.tmp_dir.path().to_owned();
+        let fin = self.final_dir.path().to_owned();
+        crate::io::write_file(&self.tmp_dir.join("_SUCCESS"), b"")?;
+        sync_dir(&tmp);
+        crate::failpoint::hit("before-commit-rename");
+        if fin.exists() {
             // OUT_DIR is replaced in one step: it is never absent, never half old and half new.
-            match exchange(&self.tmp_dir, &self.final_dir) {
+            match exchange(&tmp, &fin) {
                 Ok(()) => {
                     self.state = State::Committed;
-                    sync_parent(&self.final_dir);
+                    sync_parent(&fin);
                     // The sibling now holds the previous output.
-                    let _ = fs::remove_dir_all(&self.tmp_dir);
-                    return Ok(());
+                    let _ = fs::remove_dir_all(&tmp);
                 }
                 Err(e)
                     if e.raw_os_error() == Some(libc::EINVAL)
@@ -166,24 +209,25 @@ impl OutputTxn {
                     // No RENAME_EXCHANGE on this filesystem: move the old output aside first.
                     let old = sibling(&self.final_dir, "old")?;
                     let _ = fs::remove_dir_all(&old);
-                    fs::rename(&self.final_dir, &old)
-                        .map_err(|e| Error::io("moving aside", &self.final_dir, e))?;
-                    if let Err(e) = fs::rename(&self.tmp_dir, &self.final_dir) {
-                        let _ = fs::rename(&old, &self.final_dir);
-                        return Err(Error::io("committing output to", &self.final_dir, e));
+                    fs::rename(&fin, &old)
+                        .map_err(|e| Error::io("moving aside", self.final_dir.clone(), e))?;
+                    if let Err(e) = fs::rename(&tmp, &fin) {
+                        let _ = fs::rename(&old, &fin);
+                        return Err(Error::io("committing output to", self.final_dir.clone(), e));
                     }
                     self.state = State::Committed;
-                    sync_parent(&self.final_dir);
+                    sync_parent(&fin);
                     let _ = fs::remove_dir_all(old);
-                    return Ok(());
                 }
-                Err(e) => return Err(Error::io("committing output to", &self.final_dir, e)),
+                Err(e) => return Err(Error::io("committing output to", self.final_dir.clone(), e)),
             }
+        } else {
+            fs::rename(&tmp, &fin)
+                .map_err(|e| Error::io("committing output to", self.final_dir.clone(), e))?;
+            self.state = State::Committed;
+            sync_parent(&fin);
         }
-        fs::rename(&self.tmp_dir, &self.final_dir)
-            .map_err(|e| Error::io("committing output to", &self.final_dir, e))?;
-        self.state = State::Committed;
-        sync_parent(&self.final_dir);
+        crate::failpoint::hit("after-commit-rename");
         Ok(())
     }
 }
@@ -191,15 +235,17 @@ impl OutputTxn {
 impl Drop for OutputTxn {
     fn drop(&mut self) {
         if self.state == State::Open {
-            let _ = fs::remove_dir_all(&self.tmp_dir);
+            let _ = fs::remove_dir_all(self.tmp_dir.path());
         }
+        // Only now, with the directories settled, may another run take the output.
+        self.lock.take();
     }
 }
 
 /// Remove every file under `dir/data` and `dir/excluded` whose relative name is not in `keep`.
-pub fn prune(dir: &Path, keep: &std::collections::HashSet<&str>) -> Result<()> {
+pub fn prune(dir: &Location, keep: &std::collections::HashSet<&str>) -> Result<()> {
     for sub in ["data", "excluded"] {
-        let root = dir.join(sub);
+        let root = dir.path().join(sub);
         if !root.is_dir() {
             continue;
         }
@@ -260,5 +306,47 @@ fn sync_parent(dir: &Path) {
         } else {
             parent
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_exclusive_and_survives_its_file_being_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".x.corpusgate-lock");
+        let a = LockFile::try_take(&path).unwrap().expect("free");
+        assert!(LockFile::try_take(&path).unwrap().is_none(), "held by a");
+        // a releases (deleting the file); b takes a fresh one.
+        drop(a);
+        let b = LockFile::try_take(&path).unwrap().expect("free again");
+        assert!(LockFile::try_take(&path).unwrap().is_none(), "held by b");
+        drop(b);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_nothing_and_a_committed_one_only_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Location::local(dir.path().join("out"));
+        let t = OutputTxn::begin(&out, false, false).unwrap();
+        std::fs::write(t.dir().path().join("data/x"), b"1").unwrap();
+        drop(t);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        let t = OutputTxn::begin(&out, false, false).unwrap();
+        std::fs::write(t.dir().path().join("data/x"), b"1").unwrap();
+        t.commit().unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["out".to_owned()]);
+        assert!(out.path().join("_SUCCESS").exists());
+        // Without --overwrite a second run is refused under the lock too.
+        assert!(OutputTxn::begin(&out, false, false).is_err());
     }
 }

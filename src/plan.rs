@@ -1,15 +1,18 @@
-//! The validated plan: the command line turned into a compiled policy, resolved inputs and writer
-//! settings. The engine sees only this.
+//! The validated plan: a command line turned into a compiled policy, resolved inputs, the
+//! snapshot and lists to join, and writer settings. The engine sees only this. Each command that
+//! runs the engine has its constructor ([`FilterPlan::for_filter`], [`FilterPlan::decide_only`],
+//! [`FilterPlan::for_plan`], [`FilterPlan::for_shard`]); every error they return is found before
+//! any output is written.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use serde_json::{json, Value};
 
-use crate::cli::FilterArgs;
+use crate::cli::{FilterArgs, JoinArgs, OnError, PlanArgs};
 use crate::error::{Error, Result};
-use crate::input::{self, InputFile};
+use crate::io::{self, InputFile, Location, ReadOptions};
 use crate::output;
 use crate::policy::Policy;
 use crate::progress::ProgressMode;
@@ -88,9 +91,9 @@ impl CompressionChoice {
 }
 
 /// The HMAC key of `--pseudonymize-user-ids`: the key file's raw bytes (never recorded).
-pub fn read_key(path: Option<&std::path::Path>) -> Result<Option<Arc<Vec<u8>>>> {
+pub fn read_key(path: Option<&Path>) -> Result<Option<Arc<Vec<u8>>>> {
     let Some(path) = path else { return Ok(None) };
-    let key = std::fs::read(path)
+    let key = io::read_to_vec(&Location::local(path))
         .map_err(|e| Error::Usage(format!("--pseudonymize-user-ids {}: {e}", path.display())))?;
     if key.len() < 16 {
         return Err(Error::Usage(format!(
@@ -102,53 +105,25 @@ pub fn read_key(path: Option<&std::path::Path>) -> Result<Option<Arc<Vec<u8>>>> 
     Ok(Some(Arc::new(key)))
 }
 
-/// Everything `filter` needs, validated.
-pub struct FilterPlan {
-    pub policy: Arc<Policy>,
-    pub inputs: Vec<InputFile>,
-    /// `None` only in a dry run.
-    pub output: Option<PathBuf>,
-    pub overwrite: bool,
-    pub dry_run: bool,
-    pub threads: usize,
-    pub progress: ProgressMode,
-    pub compression: CompressionChoice,
+/// The consent snapshot and user lists a policy joins, resolved against what it declares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinSources {
     /// `--consent-table`, required exactly when the policy has `consent_table`.
-    pub consent_table: Option<PathBuf>,
+    pub consent_table: Option<Location>,
     /// `--user-list NAME=PATH`, in the policy's `user_lists` order.
-    pub user_lists: Vec<(String, PathBuf)>,
-    /// `--on-error skip`: quarantine unreadable inputs instead of aborting.
-    pub skip_unreadable: bool,
-    /// `--resume`: reuse what an interrupted run of the same job completed.
-    pub resume: bool,
-    /// `--pseudonymize-user-ids KEYFILE`: the key's bytes.
-    pub pseudonymize: Option<Arc<Vec<u8>>>,
+    pub user_lists: Vec<(String, Location)>,
 }
 
-impl FilterPlan {
-    /// Validate arguments; every error here is found before any output is written (exit 2).
-    pub fn from_args(args: &FilterArgs) -> Result<FilterPlan> {
-        let compression = CompressionChoice::parse(&args.compression)?;
-        let policy = Policy::load(&args.policy)?;
-        let output = match (&args.output, args.dry_run) {
-            (Some(o), false) => {
-                output::check_target(o, args.overwrite)?;
-                Some(o.clone())
-            }
-            (Some(_), true) | (None, true) => None,
-            (None, false) => {
-                return Err(Error::Usage(
-                    "--output OUT_DIR is required (or use --dry-run)".into(),
-                ))
-            }
-        };
-        let consent_table = match (&policy.consent_table, &args.join.consent_table) {
-            (Some(_), Some(p)) => Some(p.clone()),
+impl JoinSources {
+    /// Match the command line's snapshot and lists against the policy's declarations.
+    pub fn resolve(policy: &Policy, policy_path: &Path, join: &JoinArgs) -> Result<JoinSources> {
+        let consent_table = match (&policy.consent_table, &join.consent_table) {
+            (Some(_), Some(p)) => Some(Location::local(p)),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(Error::Usage(format!(
                     "the policy {} joins a consent snapshot (consent_table); pass --consent-table SNAPSHOT",
-                    args.policy.display()
+                    policy_path.display()
                 )))
             }
             (None, Some(p)) => {
@@ -158,12 +133,24 @@ impl FilterPlan {
                 )))
             }
         };
-        let mut given: Vec<(String, PathBuf)> = Vec::new();
-        for spec in &args.join.user_lists {
+        let mut given: Vec<(String, Location)> = Vec::new();
+        for spec in &join.user_lists {
             let (name, path) = spec
                 .split_once('=')
                 .ok_or_else(|| Error::Usage(format!("--user-list {spec}: expected NAME=PATH")))?;
-            if given.iter().any(|(n, _)| n == name) {
+            given.push((name.to_owned(), Location::local(path)));
+        }
+        Self::match_lists(policy, consent_table, given)
+    }
+
+    /// Check named lists against the policy: each declared list given once, no other.
+    pub fn match_lists(
+        policy: &Policy,
+        consent_table: Option<Location>,
+        given: Vec<(String, Location)>,
+    ) -> Result<JoinSources> {
+        for (i, (name, _)) in given.iter().enumerate() {
+            if given[..i].iter().any(|(n, _)| n == name) {
                 return Err(Error::Usage(format!("--user-list {name} is given twice")));
             }
             if !policy.user_lists.iter().any(|l| l == name) {
@@ -172,7 +159,6 @@ impl FilterPlan {
                     policy.user_lists.join(", ")
                 )));
             }
-            given.push((name.to_owned(), PathBuf::from(path)));
         }
         let mut user_lists = Vec::new();
         for name in &policy.user_lists {
@@ -185,41 +171,201 @@ impl FilterPlan {
                 }
             }
         }
-        let inputs = input::discover(&args.inputs)?;
-        if let Some(out) = &output {
-            let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.clone());
-            for f in &inputs {
-                let abs = std::path::absolute(&f.path).unwrap_or_else(|_| f.path.clone());
-                if abs.starts_with(&out_abs) {
-                    return Err(Error::Usage(format!(
-                        "input {} is inside the output directory {}",
-                        f.path.display(),
-                        out.display()
-                    )));
-                }
-            }
+        Ok(JoinSources {
+            consent_table,
+            user_lists,
+        })
+    }
+}
+
+/// Everything `filter` needs, validated.
+pub struct FilterPlan {
+    pub policy: Arc<Policy>,
+    pub inputs: Vec<InputFile>,
+    /// `None` only in a dry run.
+    pub output: Option<Location>,
+    pub overwrite: bool,
+    pub dry_run: bool,
+    pub threads: usize,
+    pub progress: ProgressMode,
+    pub compression: CompressionChoice,
+    pub join: JoinSources,
+    /// `--on-error skip`: quarantine unreadable inputs instead of aborting.
+    pub skip_unreadable: bool,
+    /// `--resume`: reuse what an interrupted run of the same job completed.
+    pub resume: bool,
+    /// `--pseudonymize-user-ids KEYFILE`: the key's bytes.
+    pub pseudonymize: Option<Arc<Vec<u8>>>,
+    /// `--max-memory` and the other limits every read is held to.
+    pub read: ReadOptions,
+    /// `--trust-input-pages`.
+    pub trust_input_pages: bool,
+}
+
+/// `--threads`, or every core.
+pub fn threads_or_all(threads: Option<u16>) -> usize {
+    match threads {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    }
+}
+
+/// Refuse inputs inside the output directory: a run would read what it writes.
+fn check_inputs_outside(inputs: &[InputFile], out: &Location) -> Result<()> {
+    let out_abs = std::path::absolute(out.path()).unwrap_or_else(|_| out.path().to_owned());
+    for f in inputs {
+        let p = f.location.path();
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        if abs.starts_with(&out_abs) {
+            return Err(Error::Usage(format!(
+                "input {} is inside the output directory {out}",
+                f.location
+            )));
         }
-        let threads = match args.threads {
-            Some(n) => n as usize,
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+    }
+    Ok(())
+}
+
+fn locations(paths: &[std::path::PathBuf]) -> Vec<Location> {
+    paths.iter().map(Location::local).collect()
+}
+
+impl FilterPlan {
+    /// `filter`.
+    pub fn for_filter(args: &FilterArgs) -> Result<FilterPlan> {
+        let compression = CompressionChoice::parse(&args.compression)?;
+        let policy = Policy::load(&args.policy)?;
+        let output = match (&args.output, args.dry_run) {
+            (Some(o), false) => {
+                let o = Location::local(o);
+                output::check_target(&o, args.overwrite)?;
+                Some(o)
+            }
+            (_, true) => None,
+            (None, false) => {
+                return Err(Error::Usage(
+                    "--output OUT_DIR is required (or use --dry-run)".into(),
+                ))
+            }
         };
+        let join = JoinSources::resolve(&policy, &args.policy, &args.join)?;
+        let inputs = io::discover(&locations(&args.inputs))?;
+        if let Some(out) = &output {
+            check_inputs_outside(&inputs, out)?;
+        }
         Ok(FilterPlan {
             policy: Arc::new(policy),
             inputs,
             output,
             overwrite: args.overwrite,
             dry_run: args.dry_run,
-            threads,
+            threads: threads_or_all(args.threads),
             progress: args.progress,
             compression,
-            consent_table,
-            user_lists,
-            skip_unreadable: args.on_error == crate::cli::OnError::Skip,
+            join,
+            skip_unreadable: args.on_error == OnError::Skip,
             resume: args.resume,
             pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
+            read: ReadOptions {
+                max_memory: args.read.max_memory.0,
+            },
+            trust_input_pages: args.trust_input_pages,
         })
+    }
+
+    /// A dry run over `inputs` that decides every row and writes nothing (`verify`, `explain`).
+    pub fn decide_only(
+        policy_path: &Path,
+        join: &JoinArgs,
+        threads: Option<u16>,
+        pseudonymize_user_ids: Option<&Path>,
+        inputs: &[Location],
+        read: ReadOptions,
+    ) -> Result<FilterPlan> {
+        let policy = Policy::load(policy_path)?;
+        let join = JoinSources::resolve(&policy, policy_path, join)?;
+        Ok(FilterPlan {
+            policy: Arc::new(policy),
+            inputs: io::discover(inputs)?,
+            output: None,
+            overwrite: false,
+            dry_run: true,
+            threads: threads_or_all(threads),
+            progress: ProgressMode::Never,
+            compression: CompressionChoice::Preserve,
+            join,
+            skip_unreadable: false,
+            resume: false,
+            pseudonymize: read_key(pseudonymize_user_ids)?,
+            read,
+            trust_input_pages: false,
+        })
+    }
+
+    /// `plan`: the job every shard will run, checked as `filter` would check it.
+    pub fn for_plan(args: &PlanArgs) -> Result<FilterPlan> {
+        if args.shards == 0 {
+            return Err(Error::Usage("--shards must be at least 1".into()));
+        }
+        let compression = CompressionChoice::parse(&args.compression)?;
+        let policy = Policy::load(&args.policy)?;
+        let out = Location::local(&args.output);
+        output::check_target(&out, args.overwrite)?;
+        let join = JoinSources::resolve(&policy, &args.policy, &args.join)?;
+        let inputs = io::discover(&locations(&args.inputs))?;
+        check_inputs_outside(&inputs, &out)?;
+        Ok(FilterPlan {
+            policy: Arc::new(policy),
+            inputs,
+            output: Some(out),
+            overwrite: args.overwrite,
+            dry_run: false,
+            threads: threads_or_all(None),
+            progress: ProgressMode::Never,
+            compression,
+            join,
+            skip_unreadable: args.on_error == OnError::Skip,
+            resume: false,
+            pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
+            read: ReadOptions {
+                max_memory: args.read.max_memory.0,
+            },
+            trust_input_pages: args.trust_input_pages,
+        })
+    }
+
+    /// One shard of a plan: its files, written into an attempt directory.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_shard(
+        policy: Policy,
+        inputs: Vec<InputFile>,
+        attempt: Location,
+        join: JoinSources,
+        compression: CompressionChoice,
+        skip_unreadable: bool,
+        pseudonymize: Option<Arc<Vec<u8>>>,
+        threads: Option<u16>,
+        read: ReadOptions,
+        trust_input_pages: bool,
+    ) -> FilterPlan {
+        FilterPlan {
+            policy: Arc::new(policy),
+            inputs,
+            output: Some(attempt),
+            overwrite: false,
+            dry_run: false,
+            threads: threads_or_all(threads),
+            progress: ProgressMode::Never,
+            compression,
+            join,
+            skip_unreadable,
+            resume: false,
+            pseudonymize,
+            read,
+            trust_input_pages,
+        }
     }
 
     /// The options recorded in summary.json.
@@ -232,7 +378,9 @@ impl FilterPlan {
             "on_error": if self.skip_unreadable { "skip" } else { "abort" },
             "resume": self.resume,
             "pseudonymized_user_ids": self.pseudonymize.is_some(),
-            "output": self.output.as_ref().map(|p| p.display().to_string()),
+            "max_memory": self.read.max_memory,
+            "trust_input_pages": self.trust_input_pages,
+            "output": self.output.as_ref().map(|p| p.to_string()),
         })
     }
 }

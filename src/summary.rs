@@ -6,8 +6,10 @@ use serde_json::{json, Map, Value};
 use crate::policy::{Policy, RuleId};
 use crate::region::{Region, REGION_COUNT};
 
-/// Rows decided per rule and per region; added up from row groups in any order.
-#[derive(Debug, Clone)]
+/// Rows decided per rule and per region; added up from row groups in any order. Stored (in the
+/// resume journal) with regions as sparse `[region index, kept, excluded]` triples.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "CountsRecord", try_from = "CountsRecord")]
 pub struct Counts {
     /// Index `i < rules.len()` is rule `i`; the last entry is `default`.
     pub by_rule: Vec<u64>,
@@ -31,6 +33,17 @@ impl Counts {
         }
     }
 
+    /// Whether these counts can be counts of a policy of `rules` rules.
+    pub fn check(&self, rules: usize) -> Result<(), String> {
+        if self.by_rule.len() != rules + 1 {
+            return Err(format!(
+                "{} rule counts for a policy of {rules} rules and a default",
+                self.by_rule.len()
+            ));
+        }
+        Ok(())
+    }
+
     pub fn add(&mut self, other: &Counts) {
         for (a, b) in self.by_rule.iter_mut().zip(&other.by_rule) {
             *a += b;
@@ -42,7 +55,47 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountsRecord {
+    by_rule: Vec<u64>,
+    by_region: Vec<[u64; 3]>,
+}
+
+impl From<Counts> for CountsRecord {
+    fn from(c: Counts) -> CountsRecord {
+        CountsRecord {
+            by_rule: c.by_rule,
+            by_region: c
+                .by_region
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c[0] + c[1] > 0)
+                .map(|(i, c)| [i as u64, c[0], c[1]])
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<CountsRecord> for Counts {
+    type Error = String;
+    fn try_from(r: CountsRecord) -> Result<Counts, String> {
+        let mut by_region = vec![[0; 2]; REGION_COUNT];
+        for [i, kept, excluded] in r.by_region {
+            let slot = by_region
+                .get_mut(i as usize)
+                .ok_or_else(|| format!("region index {i} is not a region"))?;
+            *slot = [kept, excluded];
+        }
+        Ok(Counts {
+            by_rule: r.by_rule,
+            by_region,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileStats {
     pub rel: String,
     pub bytes: u64,
@@ -65,7 +118,7 @@ pub struct RunSummary {
     pub counts: Counts,
     pub dry_run: bool,
     /// Inputs quarantined under `--on-error skip`: (path, error).
-    pub skipped: Vec<(std::path::PathBuf, String)>,
+    pub skipped: Vec<(crate::io::Location, String)>,
     /// Files whose outputs were reused from an interrupted run.
     pub resumed: usize,
 }
@@ -132,7 +185,7 @@ impl RunSummary {
         out["skipped"] = Value::Array(
             self.skipped
                 .iter()
-                .map(|(p, e)| json!({"path": p.display().to_string(), "error": e}))
+                .map(|(p, e)| json!({"path": p.to_string(), "error": e}))
                 .collect(),
         );
         if self.resumed > 0 {
@@ -140,7 +193,7 @@ impl RunSummary {
         }
         if let Some(t) = table {
             out["consent_table"] = json!({
-                "path": t.info.path.display().to_string(),
+                "path": t.info.path.to_string(),
                 "files": t.info.files,
                 "rows": t.info.rows,
                 "distinct_keys": t.info.distinct,
@@ -155,7 +208,7 @@ impl RunSummary {
                     lists.insert(
                         l.name.clone(),
                         json!({
-                            "path": l.info.path.display().to_string(),
+                            "path": l.info.path.to_string(),
                             "rows": l.info.rows,
                             "distinct": l.info.distinct,
                             "sha256": l.info.sha256,
@@ -169,7 +222,7 @@ impl RunSummary {
     }
 
     /// A few lines for a person reading the job log.
-    pub fn human(&self, policy: &Policy, output: Option<&std::path::Path>) -> String {
+    pub fn human(&self, policy: &Policy, output: Option<&crate::io::Location>) -> String {
         let (rows, kept, excluded) = self.totals();
         let pct = |n: u64| {
             if rows == 0 {
@@ -181,7 +234,7 @@ impl RunSummary {
         let mut s = format!(
             "corpusgate: policy {} ({}) over {} file{}, {} rows: kept {} ({:.1}%), excluded {} ({:.1}%)\n",
             policy.id,
-            &policy.sha256[..12],
+            policy.sha256.get(..12).unwrap_or(&policy.sha256),
             self.files.len(),
             if self.files.len() == 1 { "" } else { "s" },
             group(rows),
@@ -212,7 +265,7 @@ impl RunSummary {
                 if self.skipped.len() == 1 { "" } else { "s" },
                 self.skipped
                     .iter()
-                    .map(|(p, _)| p.display().to_string())
+                    .map(|(p, _)| p.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
@@ -225,10 +278,9 @@ impl RunSummary {
             ));
         }
         match output {
-            Some(o) if !self.dry_run => s.push_str(&format!(
-                "  output: {} (data/, excluded/, summary.json)\n",
-                o.display()
-            )),
+            Some(o) if !self.dry_run => {
+                s.push_str(&format!("  output: {o} (data/, excluded/, summary.json)\n"))
+            }
             _ => s.push_str("  dry run: nothing written\n"),
         }
         s

@@ -26,7 +26,13 @@ fn decide(p: &Policy, batch: &RecordBatch) -> Vec<String> {
     p.columns.record_id = None;
     p.columns.user_id = None;
     let p = &p;
-    let d = FileDecider::new(p, &batch.schema(), Path::new("f.parquet"), None).unwrap();
+    let d = FileDecider::new(
+        p,
+        &batch.schema(),
+        &crate::io::Location::local("f.parquet"),
+        None,
+    )
+    .unwrap();
     let out = d.decide(batch).unwrap();
     out.rule
         .iter()
@@ -271,10 +277,10 @@ fn boolean_and_integer_consent_columns() {
 
 fn schema_error(p: &Policy, fields: Vec<Field>) -> String {
     let schema = Schema::new(fields);
-    match FileDecider::new(p, &schema, Path::new("f.parquet"), None) {
+    match FileDecider::new(p, &schema, &crate::io::Location::local("f.parquet"), None) {
         Ok(_) => panic!("schema unexpectedly fits"),
         Err(e) => {
-            assert_eq!(e.exit_code(), 2);
+            assert_eq!(e.exit_status().code(), 2);
             e.to_string()
         }
     }
@@ -325,7 +331,13 @@ fn files_that_do_not_fit_the_policy() {
     );
     let mut small = base();
     small[4] = Field::new("author_age", DataType::Int8, true);
-    assert!(FileDecider::new(&p, &Schema::new(small), Path::new("f"), None).is_ok());
+    assert!(FileDecider::new(
+        &p,
+        &Schema::new(small),
+        &crate::io::Location::local("f"),
+        None
+    )
+    .is_ok());
     let tiny = policy(
         "policy: p\ncolumns: {region: country}\nrules:\n  - id: a\n    if: {where: [{column: n, ge: 300}]}\n    then: include\n",
     );
@@ -484,7 +496,7 @@ fn dates_and_timestamps() {
         Field::new("country", DataType::Utf8, true),
         Field::new("x", naive.data_type().clone(), true),
     ]);
-    let e = FileDecider::new(&p, &schema, Path::new("f"), None)
+    let e = FileDecider::new(&p, &schema, &crate::io::Location::local("f"), None)
         .err()
         .unwrap()
         .to_string();
@@ -493,7 +505,7 @@ fn dates_and_timestamps() {
         "{e}"
     );
     let p = where_rule("{column: x, ge: yesterday}");
-    let e = FileDecider::new(&p, &schema, Path::new("f"), None)
+    let e = FileDecider::new(&p, &schema, &crate::io::Location::local("f"), None)
         .err()
         .unwrap()
         .to_string();
@@ -523,7 +535,13 @@ fn column_comparisons_never_turn_unconvertible_values_into_nulls() {
         .unwrap()
     };
     assert_eq!(decide(&p, &batch(3)), ["old"]);
-    let d = FileDecider::new(&p, &batch(3).schema(), Path::new("f.parquet"), None).unwrap();
+    let d = FileDecider::new(
+        &p,
+        &batch(3).schema(),
+        &crate::io::Location::local("f.parquet"),
+        None,
+    )
+    .unwrap();
     let err = d.decide(&batch(u64::MAX)).unwrap_err();
     assert!(err.contains("Int64"), "{err}");
 }

@@ -11,7 +11,7 @@ fn err(text: &str) -> String {
     match load(text) {
         Ok(_) => panic!("policy unexpectedly valid:\n{text}"),
         Err(e) => {
-            assert_eq!(e.exit_code(), 2, "{e}");
+            assert_eq!(e.exit_status().code(), 2, "{e}");
             e.to_string()
         }
     }

@@ -51,10 +51,7 @@ fn verify_passes_a_filter_output_and_flags_the_raw_corpus() {
     assert_eq!(code, 3);
     let excluded = s["totals"]["excluded"].as_u64().unwrap();
     assert!(
-        stdout.contains(&format!(
-            "{} violate the policy",
-            corpusgate::summary::group(excluded)
-        )),
+        stdout.contains(&format!("{} violate the policy", group(excluded))),
         "{stdout}"
     );
     // The first listed violation is the first manifest row.
@@ -212,7 +209,7 @@ fn report_and_diff() {
     assert!(
         stdout.contains(&format!(
             "kept {}",
-            corpusgate::summary::group(s["totals"]["kept"].as_u64().unwrap())
+            group(s["totals"]["kept"].as_u64().unwrap())
         )),
         "{stdout}"
     );

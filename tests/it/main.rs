@@ -3,8 +3,10 @@
 mod audit;
 mod errors;
 mod filter;
+mod hostile;
 mod join;
 mod law;
 mod reliability;
 mod scale;
 mod util;
+mod writers;

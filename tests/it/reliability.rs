@@ -10,10 +10,6 @@ use proptest::prelude::*;
 
 use crate::util::*;
 
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("corpusgate")
-}
-
 /// A corpus big enough that a run takes a noticeable time with one thread.
 fn corpus(dir: &Path, files: usize, rows: usize) -> PathBuf {
     let input = dir.join("in");
@@ -358,44 +354,83 @@ fn sigkill_at_random_moments_never_leaves_a_partial_output() {
     eprintln!("50 kills: {saw_new} landed after the commit");
 }
 
+/// Run A is held still (`CORPUSGATE_PAUSE_AT`) at each moment it holds the output — just after
+/// taking the lock, before and after moving its directory into place — and run B is started
+/// then: B must be told to retry (75) and A must finish. Before the lock moved out of the
+/// temporary directory, B could lock a fresh file after A deleted its own, and both "won".
 #[test]
 fn a_second_run_on_the_same_output_is_told_to_retry() {
     let dir = tempfile::tempdir().unwrap();
     let input = corpus(dir.path(), 3, 3000);
     let out = dir.path().join("out");
-    let lock = dir.path().join(".out.corpusgate-tmp/.lock");
-    // Catch run A while it holds the lock: stop it, run B, resume A. A fast machine may finish A
-    // before it is caught; then try again.
-    for attempt in 0..10 {
+    for point in ["lock-taken", "before-commit-rename", "after-commit-rename"] {
         let _ = std::fs::remove_dir_all(&out);
-        let mut a = filter_cmd("opt-in-only.yaml", &out, &input, &[])
+        let pause = dir.path().join(format!("pause-{point}"));
+        let a = filter_cmd("opt-in-only.yaml", &out, &input, &["--overwrite"])
+            .env(
+                "CORPUSGATE_PAUSE_AT",
+                format!("{point}:{}", pause.display()),
+            )
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let t0 = Instant::now();
-        while !lock.exists() && t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(1));
+        while !pause.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "run A never reached {point}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
-        unsafe { libc::kill(a.id() as i32, libc::SIGSTOP) };
-        let caught = lock.exists() && matches!(a.try_wait(), Ok(None));
-        let b = caught.then(|| {
-            filter_cmd("opt-in-only.yaml", &out, &input, &["--overwrite"])
-                .output()
-                .unwrap()
-        });
-        unsafe { libc::kill(a.id() as i32, libc::SIGCONT) };
-        let a_status = a.wait().unwrap();
-        assert!(a_status.success(), "run A: {a_status:?}");
-        let Some(b) = b else {
-            eprintln!("attempt {attempt}: run A finished before it was caught; again");
-            continue;
-        };
-        let err = String::from_utf8_lossy(&b.stderr);
-        assert_eq!(b.status.code(), Some(75), "{err}");
-        assert!(err.contains("another corpusgate run is writing"), "{err}");
-        assert!(out.join("_SUCCESS").exists());
-        return;
+        let b = filter_cmd("opt-in-only.yaml", &out, &input, &["--overwrite"])
+            .output()
+            .unwrap();
+        std::fs::remove_file(&pause).unwrap();
+        let a = a.wait_with_output().unwrap();
+        let a_err = String::from_utf8_lossy(&a.stderr);
+        let b_err = String::from_utf8_lossy(&b.stderr);
+        assert!(
+            a.status.success(),
+            "{point}: run A: {:?}: {a_err}",
+            a.status
+        );
+        assert_eq!(b.status.code(), Some(75), "{point}: run B: {b_err}");
+        assert!(
+            b_err.contains("another corpusgate run is writing"),
+            "{b_err}"
+        );
+        assert!(out.join("_SUCCESS").exists(), "{point}");
     }
-    panic!("run A always finished before it could be caught holding the lock");
+}
+
+/// Many pairs of runs on one output at once, however they interleave: each ends with 0 or 75
+/// (never 1), and the output is always one run's complete output.
+#[test]
+fn concurrent_runs_on_one_output_never_fail_or_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 2, 300);
+    let out = dir.path().join("out");
+    for round in 0..15 {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                filter_cmd("opt-in-only.yaml", &out, &input, &["--overwrite"])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for r in runs {
+            let o = r.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                matches!(o.status.code(), Some(0) | Some(75)),
+                "round {round}: {:?}: {err}",
+                o.status
+            );
+        }
+        assert!(out.join("_SUCCESS").exists(), "round {round}");
+        assert!(out.join("summary.json").exists(), "round {round}");
+    }
 }
 
 #[test]

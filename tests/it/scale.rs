@@ -9,10 +9,6 @@ use parquet::basic::Compression;
 
 use crate::util::*;
 
-fn bin() -> std::path::PathBuf {
-    assert_cmd::cargo::cargo_bin("corpusgate")
-}
-
 fn corpus(dir: &Path) -> std::path::PathBuf {
     let input = dir.join("in");
     for f in 0..8 {

@@ -309,13 +309,54 @@ pub fn i64s(b: &RecordBatch, col: &str) -> Vec<Option<i64>> {
         .collect()
 }
 
+/// The binary under test: this build's, or `CORPUSGATE_TEST_BIN` (to show that a regression
+/// test fails against an older build).
+pub fn bin() -> PathBuf {
+    match std::env::var_os("CORPUSGATE_TEST_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_corpusgate")),
+    }
+}
+
 /// Run the binary; returns (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = assert_cmd::Command::cargo_bin("corpusgate")
-        .unwrap()
+    let out = std::process::Command::new(bin())
         .args(args)
         .output()
         .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Limit a command's address space to `bytes`: an allocation a file tricks the reader into
+/// making then fails (and aborts the process) instead of being quietly overcommitted, as it
+/// would be on a machine with less memory.
+pub fn cap_address_space(cmd: &mut std::process::Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// [`run`] with the address space capped at 4 GiB (see [`cap_address_space`]).
+pub fn run_capped(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args);
+    cap_address_space(&mut cmd, 4 << 30);
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -351,5 +392,18 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
         walk(dir, dir, &mut out);
     }
     out.sort();
+    out
+}
+
+/// 1234567 -> "1,234,567", as the summaries print counts.
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
     out
 }

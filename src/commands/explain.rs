@@ -3,20 +3,18 @@
 //! and the rule that decided. Uses the same decider as `filter`, on a one-row batch.
 
 use std::fmt::Write;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
     new_null_array, Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch,
-    StringArray,
+    StringArray, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::decide::{FileDecider, Trace};
 use crate::error::{Error, Result};
-use crate::input::{self, InputFile};
+use crate::io::{open_parquet, Location, ReadOptions};
 use crate::join::{ConsentTable, JoinData, KeyKind, Keys, SourceInfo, UserList};
 use crate::policy::{
     CompareOp, Condition, ConsentState, Expect, Operand, Policy, PolicyTest, PredicateOp, RuleId,
@@ -33,14 +31,24 @@ pub struct Explained {
     pub shown: Vec<(String, String)>,
 }
 
-fn scalar_array(s: &Scalar, default: &DataType) -> ArrayRef {
-    match s {
+/// A one-row array of a typed value. An integer keeps its exact value: beyond `i64` it is a
+/// `u64` (never wrapped into a negative number); beyond that it is refused.
+fn scalar_array(s: &Scalar, default: &DataType) -> Result<ArrayRef> {
+    Ok(match s {
         Scalar::Str(v) => Arc::new(StringArray::from(vec![v.as_str()])),
-        Scalar::Int(i) => Arc::new(Int64Array::from(vec![*i as i64])),
+        Scalar::Int(i) => match (i64::try_from(*i), u64::try_from(*i)) {
+            (Ok(v), _) => Arc::new(Int64Array::from(vec![v])),
+            (_, Ok(v)) => Arc::new(UInt64Array::from(vec![v])),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "the value {i} is outside the range of a 64-bit integer"
+                )))
+            }
+        },
         Scalar::Float(f) => Arc::new(Float64Array::from(vec![*f])),
         Scalar::Bool(b) => Arc::new(BooleanArray::from(vec![*b])),
         Scalar::Null => new_null_array(default, 1),
-    }
+    })
 }
 
 fn scalar_type(s: &Scalar) -> DataType {
@@ -164,7 +172,7 @@ pub fn explain_values(
     for c in &cols {
         let dt = default_type(policy, c);
         let a = match get(c) {
-            Some(s) => scalar_array(s, &dt),
+            Some(s) => scalar_array(s, &dt)?,
             None => new_null_array(&dt, 1),
         };
         shown.push((c.clone(), shown_value(policy, c, a.as_ref(), key)));
@@ -199,7 +207,7 @@ pub fn explain_values(
             }
         };
         let info = |name: &str| SourceInfo {
-            path: PathBuf::from(name),
+            path: crate::io::Location::local(name),
             files: 0,
             rows: 1,
             distinct: 1,
@@ -216,7 +224,7 @@ pub fn explain_values(
                 let consent = match (&t.consent, &policy.consent_values) {
                     (Some(c), Some(cv)) => Some(vec![match get(c) {
                         Some(s) if *s != Scalar::Null => {
-                            let a = scalar_array(s, &DataType::Utf8);
+                            let a = scalar_array(s, &DataType::Utf8)?;
                             let m = ConsentMatcher::for_type(cv, a.data_type())
                                 .map_err(|m| Error::Usage(format!("'{c}' {m}")))?;
                             crate::values::consents(a.as_ref(), &m).map_err(Error::Usage)?[0]
@@ -230,14 +238,15 @@ pub fn explain_values(
                     .iter()
                     .map(|e| {
                         let dt = default_type(policy, e);
-                        (
+                        Ok((
                             e.clone(),
-                            get(e)
-                                .map(|s| scalar_array(s, &dt))
-                                .unwrap_or_else(|| new_null_array(&dt, 1)),
-                        )
+                            match get(e) {
+                                Some(s) => scalar_array(s, &dt)?,
+                                None => new_null_array(&dt, 1),
+                            },
+                        ))
                     })
-                    .collect();
+                    .collect::<Result<_>>()?;
                 for c in &snapshot_cols {
                     shown.push((
                         format!("snapshot.{c}"),
@@ -281,7 +290,12 @@ fn decide_one(
     join: Option<&Arc<JoinData>>,
     shown: Vec<(String, String)>,
 ) -> Result<Explained> {
-    let decider = FileDecider::new(policy, &batch.schema(), Path::new("values"), join)?;
+    let decider = FileDecider::new(
+        policy,
+        &batch.schema(),
+        &crate::io::Location::local("values"),
+        join,
+    )?;
     let d = decider.decide(batch).map_err(Error::Usage)?;
     let trace = decider.trace(batch).map_err(Error::Usage)?;
     Ok(Explained {
@@ -294,48 +308,44 @@ fn decide_one(
 /// Decide row `row` (0-based) of a data file, joined as `join` says.
 pub fn explain_row(
     policy: &Policy,
-    file: &Path,
+    file: &Location,
     row: u64,
     join: Option<&Arc<JoinData>>,
     key: Option<&[u8]>,
+    read: ReadOptions,
 ) -> Result<Explained> {
-    let input = InputFile {
-        path: file.to_owned(),
-        rel: file.display().to_string(),
-        bytes: std::fs::metadata(file).map(|m| m.len()).unwrap_or(0),
-    };
-    let meta = input::read_footer(&input)?;
-    let total = meta.metadata().file_metadata().num_rows().max(0) as u64;
+    let pq = open_parquet(file, read)?;
+    let total = pq.rows();
     if row >= total {
         return Err(Error::Usage(format!(
-            "{}: row {row} is past the end ({total} rows, numbered from 0)",
-            file.display()
+            "{file}: row {row} is past the end ({total} rows, numbered from 0)"
         )));
     }
-    let f = File::open(file).map_err(|e| Error::io("opening", file, e))?;
+    // The row group holding the row, and the row's place in it.
+    let meta = pq.parquet_meta().clone();
+    let mut first = 0u64;
+    let mut at = None;
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        let n = group.num_rows().max(0) as u64;
+        if row < first + n {
+            at = Some((g, row - first));
+            break;
+        }
+        first += n;
+    }
+    let (rg, offset) = at.expect("row < total");
     let selection = RowSelection::from(vec![
-        RowSelector::skip(row as usize),
+        RowSelector::skip(offset as usize),
         RowSelector::select(1),
     ]);
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta)
-        .with_row_selection(selection)
-        .with_batch_size(1)
-        .build()
-        .map_err(|e| Error::Read {
-            file: file.to_owned(),
-            row_group: None,
-            message: e.to_string(),
-        })?;
-    let batch = reader
-        .into_iter()
-        .next()
-        .transpose()
-        .map_err(|e| Error::Read {
-            file: file.to_owned(),
-            row_group: None,
-            message: e.to_string(),
-        })?
-        .ok_or_else(|| Error::Usage(format!("{}: row {row} not found", file.display())))?;
+    let mut found = None;
+    pq.read_row_group(&meta, rg, None, 1, Some(selection), &mut |b| {
+        if found.is_none() && b.num_rows() == 1 {
+            found = Some(b);
+        }
+        Ok(())
+    })?;
+    let batch = found.ok_or_else(|| Error::Usage(format!("{file}: row {row} not found")))?;
     let mut shown = Vec::new();
     let mut cols = policy.decision_columns();
     for c in [&policy.columns.record_id, &policy.columns.user_id]
@@ -494,11 +504,26 @@ pub fn render(policy: &Policy, e: &Explained) -> String {
 }
 
 /// Run the policy's own tests; the first failing one is an error naming it (exit 2).
-pub fn run_tests(policy: &Policy) -> Result<usize> {
+/// The outcome of a policy's `tests:`.
+pub struct TestReport {
+    pub passed: usize,
+    /// One [`Error::Policy`] per failing test, naming its line, what it expected and got.
+    pub failures: Vec<Error>,
+}
+
+/// Run every test of the policy (a failure does not stop the others).
+pub fn run_tests(policy: &Policy) -> TestReport {
+    let mut report = TestReport {
+        passed: 0,
+        failures: Vec::new(),
+    };
     for t in &policy.tests {
-        check_test(policy, t)?;
+        match check_test(policy, t) {
+            Ok(()) => report.passed += 1,
+            Err(e) => report.failures.push(e),
+        }
     }
-    Ok(policy.tests.len())
+    report
 }
 
 fn check_test(policy: &Policy, t: &PolicyTest) -> Result<()> {
@@ -534,4 +559,51 @@ fn check_test(policy: &Policy, t: &PolicyTest) -> Result<()> {
 /// `user_in: [list]` names user lists the row's user is in).
 pub fn parse_values(text: &str) -> Result<crate::policy::ColumnValues> {
     crate::policy::parse_values(text).map_err(|e| Error::Usage(format!("--values: {e}")))
+}
+
+/// `corpusgate explain`.
+pub fn command(args: &crate::cli::ExplainArgs) -> Result<crate::error::ExitStatus> {
+    let policy = Policy::load(&args.policy)?;
+    let key = crate::plan::read_key(args.pseudonymize_user_ids.as_deref())?;
+    let key = key.as_deref().map(|k| k.as_slice());
+    let read = ReadOptions {
+        max_memory: args.read.max_memory.0,
+    };
+    let e = match (&args.values, &args.row) {
+        (Some(v), _) => {
+            let (values, user_in) = parse_values(v)?;
+            explain_values(&policy, &values, &user_in, key)?
+        }
+        (None, Some(spec)) => {
+            let (file, row) = spec
+                .rsplit_once(':')
+                .and_then(|(f, r)| Some((Location::local(f), r.parse::<u64>().ok()?)))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--row {spec}: expected FILE:ROW, ROW a number from 0"
+                    ))
+                })?;
+            let join = if policy.needs_user_id() {
+                let plan = crate::plan::FilterPlan::decide_only(
+                    &args.policy,
+                    &args.join,
+                    Some(1),
+                    None,
+                    std::slice::from_ref(&file),
+                    read,
+                )?;
+                crate::commands::filter::join_for(&plan)?
+            } else {
+                None
+            };
+            explain_row(&policy, &file, row, join.as_ref(), key, read)?
+        }
+        (None, None) => {
+            return Err(Error::Usage(
+                "explain needs --row FILE:ROW or --values MAPPING".into(),
+            ))
+        }
+    };
+    print!("{}", render(&policy, &e));
+    Ok(crate::error::ExitStatus::Success)
 }

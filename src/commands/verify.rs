@@ -3,18 +3,16 @@
 //! every data file stamped with this policy's hash, and per input file kept + excluded = rows.
 
 use std::fmt::Write;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::Array;
-use parquet::file::reader::FileReader;
-use parquet::file::serialized_reader::SerializedFileReader;
 
+use crate::commands::filter;
 use crate::engine::POLICY_SHA_KEY;
 use crate::error::Result;
-use crate::filter;
+use crate::io::{open_parquet, Location, ReadOptions};
 use crate::plan::FilterPlan;
 use crate::summary::group;
 
@@ -33,21 +31,26 @@ impl VerifyReport {
     }
 }
 
-/// The rows of a Parquet file per its footer.
-fn footer_rows(path: &Path) -> std::result::Result<(u64, Option<String>), String> {
-    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let r = SerializedFileReader::new(f).map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = r.metadata().file_metadata();
-    let sha = meta.key_value_metadata().and_then(|kv| {
-        kv.iter()
-            .find(|k| k.key == POLICY_SHA_KEY)
-            .and_then(|k| k.value.clone())
-    });
-    Ok((meta.num_rows().max(0) as u64, sha))
+/// The rows of a Parquet file per its footer, and the policy hash it is stamped with.
+fn footer_rows(
+    path: &Path,
+    read: ReadOptions,
+) -> std::result::Result<(u64, Option<String>), String> {
+    let pq = open_parquet(&Location::local(path), read).map_err(|e| e.to_string())?;
+    let sha = pq
+        .parquet_meta()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|k| k.key == POLICY_SHA_KEY)
+                .and_then(|k| k.value.clone())
+        });
+    Ok((pq.rows(), sha))
 }
 
 /// Integrity of a filter output directory against `policy_sha256`.
-fn check_out_dir(dir: &Path, policy_sha256: &str) -> Vec<String> {
+fn check_out_dir(dir: &Path, policy_sha256: &str, read: ReadOptions) -> Vec<String> {
     let mut problems = Vec::new();
     if !dir.join("_SUCCESS").exists() {
         problems.push(format!(
@@ -55,7 +58,7 @@ fn check_out_dir(dir: &Path, policy_sha256: &str) -> Vec<String> {
             dir.display()
         ));
     }
-    let summary = match crate::report::load_summary(dir) {
+    let summary = match crate::commands::report::load_summary(dir) {
         Ok(s) => s,
         Err(e) => {
             problems.push(e.to_string());
@@ -71,7 +74,7 @@ fn check_out_dir(dir: &Path, policy_sha256: &str) -> Vec<String> {
         );
         let data = dir.join("data").join(rel);
         let manifest = dir.join("excluded").join(rel);
-        match (footer_rows(&data), footer_rows(&manifest)) {
+        match (footer_rows(&data, read), footer_rows(&manifest, read)) {
             (Ok((d, sha)), Ok((m, _))) => {
                 if sha.as_deref() != Some(policy_sha256) {
                     problems.push(format!(
@@ -100,7 +103,7 @@ pub fn run(plan: &FilterPlan, paths: &[PathBuf]) -> Result<VerifyReport> {
     let mut integrity_failures = Vec::new();
     for p in paths {
         if p.is_dir() && p.join("summary.json").exists() {
-            integrity_failures.extend(check_out_dir(p, &plan.policy.sha256));
+            integrity_failures.extend(check_out_dir(p, &plan.policy.sha256, plan.read));
         }
     }
     let (result, excluded) = filter::decide_only(plan, MAX_LISTED)?;
@@ -193,5 +196,39 @@ pub fn run(plan: &FilterPlan, paths: &[PathBuf]) -> Result<VerifyReport> {
         text,
         violations,
         integrity_failures,
+    })
+}
+
+/// `corpusgate verify`.
+pub fn command(args: &crate::cli::VerifyArgs) -> Result<crate::error::ExitStatus> {
+    // An OUT_DIR is verified through its data/; its integrity is checked separately.
+    let inputs: Vec<Location> = args
+        .paths
+        .iter()
+        .map(|p| {
+            if p.is_dir() && p.join("summary.json").exists() {
+                Location::local(p.join("data"))
+            } else {
+                Location::local(p)
+            }
+        })
+        .collect();
+    let read = crate::io::ReadOptions {
+        max_memory: args.read.max_memory.0,
+    };
+    let plan = FilterPlan::decide_only(
+        &args.policy,
+        &args.join,
+        args.threads,
+        args.pseudonymize_user_ids.as_deref(),
+        &inputs,
+        read,
+    )?;
+    let report = run(&plan, &args.paths)?;
+    print!("{}", report.text);
+    Ok(if report.clean() {
+        crate::error::ExitStatus::Success
+    } else {
+        crate::error::ExitStatus::Violations
     })
 }

@@ -1,10 +1,40 @@
-//! The command line as the user typed it (clap), before any validation beyond syntax.
+//! The command line as the user typed it (clap), before any validation beyond syntax;
+//! [`crate::plan`] turns it into what the engine runs.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::error::Bytes;
+use crate::io::memory::{default_max_memory, parse_size};
 use crate::progress::ProgressMode;
+
+/// A size given on the command line (`--max-memory 8GiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", Bytes(self.0))
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ByteSize, String> {
+        parse_size(s).map(ByteSize)
+    }
+}
+
+/// Limits on what reading input may cost.
+#[derive(Debug, Args, Clone)]
+pub struct ReadArgs {
+    /// Most memory one input file's footer or row group may need to be decoded (and what the
+    /// row groups in flight may plan to use together); an input that needs more ends with an
+    /// error naming it. Default: half of this machine's memory, or of its container's limit.
+    #[arg(long, value_name = "SIZE", default_value_t = ByteSize(default_max_memory()))]
+    pub max_memory: ByteSize,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,6 +100,13 @@ pub struct PlanArgs {
     #[arg(long, value_name = "KEYFILE")]
     pub pseudonymize_user_ids: Option<PathBuf>,
 
+    /// As for filter.
+    #[arg(long)]
+    pub trust_input_pages: bool,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
+
     #[command(flatten)]
     pub join: JoinArgs,
 
@@ -92,6 +129,9 @@ pub struct RunShardArgs {
     /// Worker threads [default: all cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +170,9 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "KEYFILE")]
     pub pseudonymize_user_ids: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub read: ReadArgs,
+
     /// Parquet files or directories, or filter OUT_DIRs (their data/ is verified, and the run's
     /// integrity checked).
     #[arg(required = true, value_name = "PATH")]
@@ -162,6 +205,9 @@ pub struct ExplainArgs {
     /// Show the user id pseudonymized as in the filter's manifests.
     #[arg(long, value_name = "KEYFILE")]
     pub pseudonymize_user_ids: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 #[derive(Debug, Args)]
@@ -232,38 +278,21 @@ pub struct FilterArgs {
     #[arg(long, value_name = "KEYFILE")]
     pub pseudonymize_user_ids: Option<PathBuf>,
 
+    /// Copy wholly kept row groups without decoding their pages first. By default every
+    /// copied page is decompressed and decoded once, so that a damaged page is an input error
+    /// instead of an output no reader can read.
+    #[arg(long)]
+    pub trust_input_pages: bool,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
+
     #[command(flatten)]
     pub join: JoinArgs,
 
     /// Parquet files and/or directories (searched recursively for *.parquet).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
-}
-
-impl FilterArgs {
-    /// A dry run over `inputs` that decides every row and writes nothing (`verify`, `explain`).
-    pub fn decide_only(
-        policy: PathBuf,
-        join: JoinArgs,
-        threads: Option<u16>,
-        pseudonymize_user_ids: Option<PathBuf>,
-        inputs: Vec<PathBuf>,
-    ) -> FilterArgs {
-        FilterArgs {
-            policy,
-            output: None,
-            threads,
-            progress: ProgressMode::Never,
-            dry_run: true,
-            overwrite: false,
-            compression: "preserve".into(),
-            on_error: OnError::Abort,
-            resume: false,
-            pseudonymize_user_ids,
-            join,
-            inputs,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -275,6 +304,24 @@ pub enum OnError {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The YAML policy to validate.
-    #[arg(value_name = "POLICY.yaml")]
-    pub policy: PathBuf,
+    #[arg(
+        value_name = "POLICY.yaml",
+        required_unless_present = "policy_flag",
+        conflicts_with = "policy_flag"
+    )]
+    pub policy_path: Option<PathBuf>,
+
+    /// The same, given as every other command takes it.
+    #[arg(long = "policy", id = "policy_flag", value_name = "POLICY.yaml")]
+    pub policy_flag: Option<PathBuf>,
+}
+
+impl CheckArgs {
+    /// The policy, however it was given.
+    pub fn policy(&self) -> crate::error::Result<&std::path::Path> {
+        self.policy_path
+            .as_deref()
+            .or(self.policy_flag.as_deref())
+            .ok_or_else(|| crate::error::Error::Usage("check needs a policy file".into()))
+    }
 }

@@ -328,3 +328,15 @@ rect.kept {{ fill: #2e8b57; }} rect.excluded {{ fill: #c0392b; }}
     );
     out
 }
+
+/// `corpusgate report`.
+pub fn command(args: &crate::cli::ReportArgs) -> Result<crate::error::ExitStatus> {
+    let s = load_summary(&args.out_dir)?;
+    print!("{}", text(&s));
+    if let Some(path) = &args.html {
+        let page = html(&s, s["policy"]["text"].as_str());
+        crate::io::write_file(&crate::io::Location::local(path), page.as_bytes())?;
+        eprintln!("corpusgate: wrote {}", path.display());
+    }
+    Ok(crate::error::ExitStatus::Success)
+}

@@ -4,17 +4,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::fs::File;
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::Array;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::input;
+use crate::io::{self, open_parquet, Location, ReadOptions};
 use crate::summary::group;
 
 /// (rule, region) of every excluded row, keyed by (source_file, row).
@@ -29,18 +27,10 @@ fn read_manifests(out_dir: &Path) -> Result<Excluded> {
         )));
     }
     let mut out = HashMap::new();
-    for f in input::discover(&[dir])? {
-        let err = |m: String| Error::Read {
-            file: f.path.clone(),
-            row_group: None,
-            message: m,
-        };
-        let file = File::open(&f.path).map_err(|e| Error::io("opening", &f.path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|e| err(e.to_string()))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| err(e.to_string()))?;
+    for f in io::discover::parquet_files_under(&Location::local(dir))? {
+        let err = |m: String| Error::invalid(f.location.clone(), None, m);
+        let pq = open_parquet(&f.location, ReadOptions::default())?;
+        pq.read_all(None, 64 * 1024, &mut |batch| {
             let col = |n: &str| {
                 batch
                     .column_by_name(n)
@@ -54,11 +44,14 @@ fn read_manifests(out_dir: &Path) -> Result<Excluded> {
                 col("region")?,
             );
             let (src, row, rule, region) = (
-                src.as_string::<i32>(),
-                row.as_primitive::<Int64Type>(),
-                rule.as_string::<i32>(),
-                region.as_string::<i32>(),
+                src.as_string_opt::<i32>(),
+                row.as_primitive_opt::<Int64Type>(),
+                rule.as_string_opt::<i32>(),
+                region.as_string_opt::<i32>(),
             );
+            let (Some(src), Some(row), Some(rule), Some(region)) = (src, row, rule, region) else {
+                return Err(err("manifest columns have unexpected types".into()));
+            };
             for i in 0..batch.num_rows() {
                 out.insert(
                     (src.value(i).to_owned(), row.value(i)),
@@ -68,7 +61,8 @@ fn read_manifests(out_dir: &Path) -> Result<Excluded> {
                     ),
                 );
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(out)
 }
@@ -162,4 +156,18 @@ impl DiffReport {
             "rule_changed": self.rule_changed.iter().map(|((a, b), n)| json!({"old_rule": a, "new_rule": b, "rows": n})).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `corpusgate diff`.
+pub fn command(args: &crate::cli::DiffArgs) -> Result<crate::error::ExitStatus> {
+    let d = diff(&args.old, &args.new)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d.json()).expect("serialises")
+        );
+    } else {
+        print!("{}", d.text());
+    }
+    Ok(crate::error::ExitStatus::Success)
 }

@@ -1,0 +1,56 @@
+//! The command line: [`args`] as typed, and [`main`], the one place where a command's outcome
+//! becomes the process exit code and where errors are reported.
+
+mod args;
+
+pub use args::*;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::error::ExitStatus;
+
+/// glibc's malloc adapts its mmap threshold to the largest block freed so far and returns
+/// memory above 128 KiB at the top of each heap to the kernel. With multi-megabyte decode and
+/// page buffers freed on other threads, that makes the heap fragment a little more with every
+/// row group (peak RSS crept up with corpus size) and re-fault the same pages over and over.
+/// Fixed thresholds keep blocks up to 32 MiB in the heap and let each heap keep up to 64 MiB
+/// free for reuse: measured on the benchmark, peak RSS ~25 % lower and flat from 4 to 8 M
+/// rows, a third of the page faults.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+/// The binary's entry point: parse, run, report one error, return the exit code.
+pub fn main() -> ExitCode {
+    crate::guard::install_quiet_hook();
+    tune_allocator();
+    let status = match Cli::try_parse() {
+        Ok(cli) => match crate::guard::catch(|| crate::commands::run(cli)) {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                eprintln!("corpusgate: error: {e}");
+                e.exit_status()
+            }
+            Err(panic) => {
+                eprintln!("corpusgate: error: internal error ({panic}); please report this");
+                ExitStatus::Failure
+            }
+        },
+        Err(e) => {
+            let _ = e.print();
+            if e.use_stderr() {
+                ExitStatus::Usage
+            } else {
+                ExitStatus::Success
+            }
+        }
+    };
+    ExitCode::from(status.code())
+}

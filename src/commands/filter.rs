@@ -1,0 +1,423 @@
+//! The `filter` run: inputs opened and checked, files bound to the policy, the engine run inside
+//! an output transaction, the summary written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::engine::{self, FileJob, FileOutcome, Input, JobOptions, RunContext};
+use crate::error::{Error, Result};
+use crate::io::{open_parquet, InputFile, Location};
+use crate::join::{self, JoinData, KeyKind};
+use crate::journal::{self, Earlier, Entry, Header, Journal};
+use crate::output::OutputTxn;
+use crate::plan::FilterPlan;
+use crate::progress::Progress;
+use crate::summary::{now_rfc3339, RunSummary};
+
+/// Open every input (footers read and checked), in parallel on the current pool, in input order.
+fn open_inputs(plan: &FilterPlan) -> Vec<Result<Input>> {
+    plan.inputs
+        .par_iter()
+        .map(|f| {
+            Ok(Input {
+                file: f.clone(),
+                parquet: open_parquet(&f.location, plan.read)?,
+            })
+        })
+        .collect()
+}
+
+fn job_options(plan: &FilterPlan) -> JobOptions {
+    JobOptions {
+        compression: plan.compression.clone(),
+        pseudonymize: plan.pseudonymize.clone(),
+        trust_input_pages: plan.trust_input_pages,
+        write: !plan.dry_run,
+    }
+}
+
+/// Bind a file to the policy; a panic of the parquet crate on its footer is a read error.
+fn prepare(
+    plan: &FilterPlan,
+    input: Input,
+    options: &JobOptions,
+    join: Option<&Arc<JoinData>>,
+) -> Result<FileJob> {
+    let location = input.location().clone();
+    crate::guard::catch(|| FileJob::prepare(&plan.policy, input, options, join)).unwrap_or_else(
+        |panic| {
+            Err(Error::read(
+                location,
+                None,
+                crate::error::ReadError::Panic(panic),
+            ))
+        },
+    )
+}
+
+/// Check everything a run would check before writing — footers, the snapshot and lists, every
+/// file against the policy — without deciding a row (`plan`).
+pub fn preflight(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
+    let inputs = open_inputs(plan).into_iter().collect::<Result<Vec<_>>>()?;
+    let join = load_join(plan, &inputs)?;
+    let options = job_options(plan);
+    inputs
+        .into_par_iter()
+        .map(|f| prepare(plan, f, &options, join.as_ref()).map(|_| ()))
+        .collect::<Result<Vec<()>>>()?;
+    Ok(join)
+}
+
+/// The consent snapshot and lists of `plan`, for a caller that reads rows itself (`explain`).
+pub fn join_for(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
+    let inputs = open_inputs(plan).into_iter().collect::<Result<Vec<_>>>()?;
+    load_join(plan, &inputs)
+}
+
+/// Load the consent snapshot and user lists the plan names, once, before the corpus is read.
+fn load_join(plan: &FilterPlan, inputs: &[Input]) -> Result<Option<Arc<JoinData>>> {
+    let policy = plan.policy.as_ref();
+    let sources = &plan.join;
+    if sources.consent_table.is_none() && sources.user_lists.is_empty() {
+        return Ok(None);
+    }
+    let table = match (&sources.consent_table, &policy.consent_table) {
+        (Some(loc), Some(spec)) => Some(join::load_consent_table(
+            loc,
+            spec,
+            policy.consent_values.as_ref(),
+            plan.read,
+        )?),
+        _ => None,
+    };
+    // Text lists are parsed to the kind of the join key: the snapshot's, else the corpus ids'.
+    let kind = match &table {
+        Some(t) => t.kind,
+        None => {
+            let col = policy.columns.user_id.as_deref().expect("validated policy");
+            let f = &inputs[0];
+            let field = f
+                .parquet
+                .schema()
+                .field_with_name(col)
+                .map_err(|_| Error::Schema {
+                    file: f.location().clone(),
+                    column: col.to_owned(),
+                    message: "missing; the policy maps it as columns.user_id".into(),
+                })?;
+            KeyKind::of(field.data_type()).ok_or_else(|| Error::Schema {
+                file: f.location().clone(),
+                column: col.to_owned(),
+                message: format!(
+                    "has type {}; a user id must be an integer, string or binary",
+                    field.data_type()
+                ),
+            })?
+        }
+    };
+    let lists = sources
+        .user_lists
+        .par_iter()
+        .map(|(name, loc)| join::load_user_list(name, loc, kind, plan.read))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Arc::new(JoinData { table, lists })))
+}
+
+pub fn run(plan: &FilterPlan) -> Result<RunSummary> {
+    run_with(plan, 0).map(|(s, _)| s)
+}
+
+/// Decide every row without writing anything (`plan.dry_run` must be set), keeping up to `cap`
+/// excluded rows as manifest rows: what `verify` reports.
+pub fn decide_only(
+    plan: &FilterPlan,
+    cap: usize,
+) -> Result<(RunSummary, Vec<arrow_array::RecordBatch>)> {
+    debug_assert!(plan.dry_run);
+    run_with(plan, cap)
+}
+
+/// An input quarantined under `--on-error skip`: (input index, where, why).
+type Skipped = (usize, Location, String);
+
+/// The inputs of a run, bound to the policy.
+struct Prepared {
+    jobs: Vec<FileJob>,
+    /// The input index of each job (inputs quarantined before are missing).
+    job_index: Vec<usize>,
+    join: Option<Arc<JoinData>>,
+}
+
+/// Every input opened and bound to the policy, in input order, before anything is written:
+/// schema errors (exit 2) are reported before read errors (exit 1), each in file order.
+fn prepare_all(
+    plan: &FilterPlan,
+    pool: &rayon::ThreadPool,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Prepared> {
+    let mut readable = Vec::with_capacity(plan.inputs.len());
+    for (i, f) in pool.install(|| open_inputs(plan)).into_iter().enumerate() {
+        match f {
+            Ok(f) => readable.push((i, f)),
+            Err(e) if plan.skip_unreadable && e.is_input_error() => {
+                skipped.push((i, plan.inputs[i].location.clone(), e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if readable.is_empty() && !skipped.is_empty() {
+        return Err(Error::invalid(
+            skipped[0].1.clone(),
+            None,
+            format!("no input file is readable: {}", skipped[0].2),
+        ));
+    }
+    let opened: Vec<Input> = readable.iter().map(|(_, f)| f.clone()).collect();
+    let join = pool.install(|| load_join(plan, &opened))?;
+    let options = job_options(plan);
+    let prepared: Vec<Result<FileJob>> = pool.install(|| {
+        readable
+            .par_iter()
+            .map(|(_, f)| prepare(plan, f.clone(), &options, join.as_ref()))
+            .collect()
+    });
+    if let Some(e) = prepared
+        .iter()
+        .position(|r| matches!(r, Err(Error::Schema { .. })))
+    {
+        return Err(prepared.into_iter().nth(e).unwrap().err().unwrap());
+    }
+    let mut jobs = Vec::new();
+    let mut job_index = Vec::new();
+    for ((i, _), r) in readable.iter().zip(prepared) {
+        match r {
+            Ok(j) => {
+                jobs.push(j);
+                job_index.push(*i);
+            }
+            Err(e) if plan.skip_unreadable && e.is_input_error() => {
+                skipped.push((*i, plan.inputs[*i].location.clone(), e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Prepared {
+        jobs,
+        job_index,
+        join,
+    })
+}
+
+/// With `--resume`: the files an interrupted run of the same job completed, still as it left
+/// them; the journal of this run starts with them, and anything else it left is removed.
+fn resume_state(
+    plan: &FilterPlan,
+    pool: &rayon::ThreadPool,
+    txn: &OutputTxn,
+    header: &Header,
+    jobs: &[FileJob],
+) -> Result<(HashMap<usize, Entry>, Journal)> {
+    let mut resumed: HashMap<usize, Entry> = HashMap::new();
+    if plan.resume {
+        match journal::load(txn.dir(), header, plan.policy.rules.len())? {
+            Earlier::Entries(earlier) => {
+                let checks: Vec<(usize, bool)> = pool.install(|| {
+                    jobs.par_iter()
+                        .enumerate()
+                        .filter_map(|(i, j)| {
+                            let e = earlier.get(&j.input.file.rel)?;
+                            Some((i, journal::still_valid(e, txn.dir(), j.input.location())))
+                        })
+                        .collect()
+                });
+                for (i, ok) in checks {
+                    if ok {
+                        resumed.insert(i, earlier[&jobs[i].input.file.rel].clone());
+                    }
+                }
+            }
+            Earlier::OtherJob => eprintln!(
+                "corpusgate: --resume: the interrupted run was of another policy, snapshot or options; starting afresh"
+            ),
+            Earlier::None => {}
+        }
+    }
+    let mut keep: Vec<Entry> = resumed.values().cloned().collect();
+    keep.sort_by(|a, b| a.rel.cmp(&b.rel));
+    // Whatever the earlier run left that is not reused (an input since removed, a file the
+    // journal does not vouch for) must not reach OUT_DIR.
+    let rels: std::collections::HashSet<&str> = keep.iter().map(|e| e.rel.as_str()).collect();
+    crate::output::prune(txn.dir(), &rels)?;
+    let journal = Journal::create(txn.dir(), header, &keep)?;
+    Ok((resumed, journal))
+}
+
+fn run_with(
+    plan: &FilterPlan,
+    collect_excluded: usize,
+) -> Result<(RunSummary, Vec<arrow_array::RecordBatch>)> {
+    let started_at = now_rfc3339();
+    let policy = plan.policy.as_ref();
+    crate::signals::install();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(plan.threads)
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
+    let mut skipped: Vec<Skipped> = Vec::new();
+    let Prepared {
+        jobs,
+        job_index,
+        join,
+    } = prepare_all(plan, &pool, &mut skipped)?;
+
+    let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
+    let progress = Progress::new(plan.progress, total_bytes);
+    let txn = match (&plan.output, plan.dry_run) {
+        (Some(out), false) => Some(OutputTxn::begin(out, plan.resume, plan.overwrite)?),
+        _ => None,
+    };
+    // What the outputs depend on besides each input; a resumed run must match it exactly.
+    let header = Header::new(
+        &policy.sha256,
+        join_hashes(join.as_deref()),
+        format!(
+            "{} trust_input_pages={}",
+            plan.compression.describe(),
+            plan.trust_input_pages
+        ),
+    );
+    let (resumed, journal) = match &txn {
+        Some(t) => {
+            let (r, j) = resume_state(plan, &pool, t, &header, &jobs)?;
+            (r, Some(j))
+        }
+        None => (HashMap::new(), None),
+    };
+
+    let outcome = engine::run(
+        plan,
+        &jobs,
+        &RunContext {
+            out: txn.as_ref().map(|t| t.dir()),
+            skip_unreadable: plan.skip_unreadable,
+            journal: journal.as_ref(),
+            resumed: &resumed,
+            progress: &progress,
+            collect_excluded,
+        },
+    );
+    progress.finish();
+    let outcomes = match outcome {
+        Ok(o) => o,
+        Err(e @ Error::Interrupted { .. }) => {
+            // Completed files stay in the temporary sibling, with the journal, for --resume.
+            if let Some(t) = txn {
+                t.keep();
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+
+    let mut files = Vec::new();
+    let mut excluded = Vec::new();
+    let mut counts = crate::summary::Counts::new(policy.rules.len());
+    for ((o, j), i) in outcomes.into_iter().zip(&jobs).zip(&job_index) {
+        match o {
+            FileOutcome::Done {
+                stats,
+                counts: c,
+                excluded: rows,
+            } => {
+                excluded.extend(rows);
+                if stats.kept + stats.excluded != j.input.rows() {
+                    return Err(Error::invalid(
+                        j.input.location().clone(),
+                        None,
+                        format!(
+                            "kept {} + excluded {} != {} rows in the footer",
+                            stats.kept,
+                            stats.excluded,
+                            j.input.rows()
+                        ),
+                    ));
+                }
+                counts.add(&c);
+                files.push(stats);
+            }
+            FileOutcome::Skipped { path, error } => skipped.push((*i, path, error)),
+        }
+    }
+    skipped.sort_by_key(|(i, _, _)| *i);
+
+    let mut summary = RunSummary {
+        join: join.clone(),
+        started_at,
+        finished_at: String::new(),
+        options: plan.options_json(),
+        files,
+        counts,
+        dry_run: plan.dry_run,
+        skipped: skipped.into_iter().map(|(_, p, e)| (p, e)).collect(),
+        resumed: resumed.len(),
+    };
+    summary.finished_at = now_rfc3339();
+    if let Some(txn) = txn {
+        if let Some(j) = journal {
+            j.remove();
+        }
+        let mut text =
+            serde_json::to_string_pretty(&summary.to_json(policy)).expect("summary serialises");
+        text.push('\n');
+        crate::io::write_file(&txn.dir().join("summary.json"), text.as_bytes())?;
+        txn.commit()?;
+    }
+    Ok((summary, excluded))
+}
+
+/// Content hashes of the snapshot and lists a run joined, in a stable order.
+fn join_hashes(join: Option<&JoinData>) -> Vec<String> {
+    let Some(j) = join else { return Vec::new() };
+    j.table
+        .iter()
+        .map(|t| format!("consent_table:{}", t.info.sha256))
+        .chain(
+            j.lists
+                .iter()
+                .map(|l| format!("{}:{}", l.name, l.info.sha256)),
+        )
+        .collect()
+}
+
+/// An input file for a caller that names one file (explain --row).
+pub fn single_input(location: &Location) -> Result<InputFile> {
+    let bytes = std::fs::metadata(location.path())
+        .map_err(|e| Error::Usage(format!("{location}: {e}")))?
+        .len();
+    Ok(InputFile {
+        location: location.clone(),
+        rel: location.to_string(),
+        bytes,
+    })
+}
+
+/// `corpusgate filter`.
+pub fn command(args: &crate::cli::FilterArgs) -> Result<crate::error::ExitStatus> {
+    let plan = FilterPlan::for_filter(args)?;
+    let summary = run(&plan)?;
+    eprint!("{}", summary.human(&plan.policy, plan.output.as_ref()));
+    if plan.dry_run {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary.to_json(&plan.policy))
+                .expect("summary serialises")
+        );
+    }
+    Ok(if summary.skipped.is_empty() {
+        crate::error::ExitStatus::Success
+    } else {
+        crate::error::ExitStatus::Quarantined
+    })
+}

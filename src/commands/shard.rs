@@ -1,0 +1,847 @@
+//! Scale-out without a scheduler of our own: `plan` splits a job into deterministic shards,
+//! `run-shard` runs one (under Slurm, Kubernetes, AWS Batch, Ray …), `commit` checks that every
+//! shard is done and writes `summary.json` and `_SUCCESS` last.
+//!
+//! Layout under OUT: `_plan.json` ([`PlanFile`]: inputs with size, mtime and SHA-256, the
+//! policy's and snapshot's hashes, the filter options, the shards), `_plan/policy.yaml` (the
+//! policy copy every shard uses), `_shards/shard-NNNNN.json` ([`Marker`]: a done shard, the sizes
+//! and checksums of what it wrote, its summary), `_attempts/` (attempt-unique work directories),
+//! and the usual `data/` and `excluded/`. Data and manifest files are byte-identical to a single
+//! `filter` run's. Both JSON files are read back strictly: a missing or malformed field, or a
+//! shard naming an input the plan does not have, is an error naming the file (exit 2).
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::cli::{CommitArgs, PlanArgs, RunShardArgs};
+use crate::commands::filter;
+use crate::error::{Error, ExitStatus, Result};
+use crate::io::{self, sha256_of, InputFile, Location, ReadOptions, Written};
+use crate::plan::{read_key, CompressionChoice, FilterPlan, JoinSources};
+use crate::policy::Policy;
+use crate::summary::now_rfc3339;
+
+const PLAN: &str = "_plan.json";
+const FORMAT: u32 = 2;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPolicy {
+    pub id: String,
+    pub sha256: String,
+    pub path: String,
+    /// The policy copy, relative to OUT.
+    pub copy: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSource {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanList {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanJoin {
+    pub consent_table: Option<PlanSource>,
+    pub user_lists: Vec<PlanList>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanOptions {
+    pub compression: String,
+    pub on_error: String,
+    /// The key file's path (never the key).
+    pub pseudonymize_user_ids: Option<String>,
+    pub trust_input_pages: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    pub path: String,
+    pub rel: String,
+    pub size: u64,
+    pub mtime: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanShard {
+    pub index: usize,
+    /// Indexes into `inputs`.
+    pub files: Vec<usize>,
+    pub bytes: u64,
+}
+
+/// `_plan.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    pub format: u32,
+    pub corpusgate_version: String,
+    pub created_at: String,
+    pub policy: PlanPolicy,
+    pub join: PlanJoin,
+    pub options: PlanOptions,
+    pub inputs: Vec<PlanInput>,
+    pub shards: Vec<PlanShard>,
+}
+
+/// One file a shard wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkerFile {
+    pub rel: String,
+    pub data: Written,
+    pub excluded: Written,
+}
+
+/// `_shards/shard-NNNNN.json`: a done shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Marker {
+    pub format: u32,
+    pub index: usize,
+    pub files: Vec<MarkerFile>,
+    /// The shard's summary.json (none for a shard without files).
+    pub summary: Option<Value>,
+    pub finished_at: String,
+}
+
+fn state_err(path: &Location, message: impl Into<String>) -> Error {
+    Error::State {
+        path: path.clone(),
+        message: message.into(),
+    }
+}
+
+fn write_json<T: Serialize>(location: &Location, v: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(v).expect("plan records serialise");
+    text.push('\n');
+    io::write_file(location, text.as_bytes()).map(|_| ())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(location: &Location) -> Result<T> {
+    let text = fs::read(location.path()).map_err(|e| Error::io("reading", location.clone(), e))?;
+    serde_json::from_slice(&text).map_err(|e| state_err(location, e.to_string()))
+}
+
+fn mtime(path: &std::path::Path) -> u64 {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+fn absolute(loc: &Location) -> String {
+    std::path::absolute(loc.path())
+        .unwrap_or_else(|_| loc.path().to_owned())
+        .display()
+        .to_string()
+}
+
+/// Greedy by size, largest first: deterministic for the same inputs.
+fn pack(inputs: &[InputFile], shards: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.sort_by(|a, b| {
+        inputs[*b]
+            .bytes
+            .cmp(&inputs[*a].bytes)
+            .then(inputs[*a].rel.cmp(&inputs[*b].rel))
+    });
+    let mut load = vec![0u64; shards];
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); shards];
+    for i in order {
+        let s = (0..shards)
+            .min_by_key(|s| (load[*s], *s))
+            .expect("at least one shard");
+        load[s] += inputs[i].bytes.max(1);
+        members[s].push(i);
+    }
+    for m in &mut members {
+        m.sort_unstable();
+    }
+    members
+}
+
+/// `corpusgate plan`: list and hash the inputs, pack them into shards, write `_plan.json`.
+pub fn plan(args: &PlanArgs) -> Result<PlanFile> {
+    // Validate everything a shard would need, before anything is written.
+    let plan = FilterPlan::for_plan(args)?;
+    let join = filter::preflight(&plan)?;
+    let policy = plan.policy.as_ref();
+    let inputs = plan
+        .inputs
+        .par_iter()
+        .map(|f| {
+            Ok(PlanInput {
+                path: absolute(&f.location),
+                rel: f.rel.clone(),
+                size: f.bytes,
+                mtime: mtime(f.location.path()),
+                sha256: sha256_of(&f.location)?.1,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let members = pack(&plan.inputs, args.shards as usize);
+
+    let out = Location::local(&args.output);
+    fs::create_dir_all(out.path()).map_err(|e| Error::io("creating", out.clone(), e))?;
+    if args.overwrite {
+        for sub in ["data", "excluded", "_shards", "_attempts", "_plan"] {
+            let _ = fs::remove_dir_all(out.path().join(sub));
+        }
+        for f in ["summary.json", "_SUCCESS", PLAN] {
+            let _ = fs::remove_file(out.path().join(f));
+        }
+    }
+    io::write_file(&out.join("_plan/policy.yaml"), policy.text.as_bytes())?;
+    let join = join.as_deref();
+    let doc = PlanFile {
+        format: FORMAT,
+        corpusgate_version: env!("CARGO_PKG_VERSION").into(),
+        created_at: now_rfc3339(),
+        policy: PlanPolicy {
+            id: policy.id.clone(),
+            sha256: policy.sha256.clone(),
+            path: policy.path.display().to_string(),
+            copy: "_plan/policy.yaml".into(),
+        },
+        join: PlanJoin {
+            consent_table: join.and_then(|j| j.table.as_ref()).map(|t| PlanSource {
+                path: absolute(&t.info.path),
+                sha256: t.info.sha256.clone(),
+            }),
+            user_lists: join
+                .map(|j| {
+                    j.lists
+                        .iter()
+                        .map(|l| PlanList {
+                            name: l.name.clone(),
+                            path: absolute(&l.info.path),
+                            sha256: l.info.sha256.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        options: PlanOptions {
+            compression: plan.compression.describe_arg(),
+            on_error: if plan.skip_unreadable {
+                "skip"
+            } else {
+                "abort"
+            }
+            .into(),
+            pseudonymize_user_ids: args
+                .pseudonymize_user_ids
+                .as_ref()
+                .map(|p| absolute(&Location::local(p))),
+            trust_input_pages: plan.trust_input_pages,
+        },
+        shards: members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| PlanShard {
+                index: i,
+                files: m.clone(),
+                bytes: m.iter().map(|f| plan.inputs[*f].bytes).sum(),
+            })
+            .collect(),
+        inputs,
+    };
+    write_json(&out.join(PLAN), &doc)?;
+    Ok(doc)
+}
+
+impl PlanFile {
+    /// Read `OUT/_plan.json` and check that it is whole and consistent.
+    pub fn load(out: &Location) -> Result<PlanFile> {
+        let location = out.join(PLAN);
+        if !location.path().exists() {
+            return Err(Error::Usage(format!(
+                "{location}: no plan; run `corpusgate plan ... --output {out}` first"
+            )));
+        }
+        let p: PlanFile = read_json(&location)?;
+        if p.format != FORMAT {
+            return Err(state_err(
+                &location,
+                format!(
+                    "plan format {} is not {FORMAT}; re-plan with this corpusgate",
+                    p.format
+                ),
+            ));
+        }
+        p.check().map_err(|m| state_err(&location, m))?;
+        Ok(p)
+    }
+
+    /// Every shard names inputs the plan has, each input in exactly one shard.
+    fn check(&self) -> std::result::Result<(), String> {
+        let mut seen = vec![false; self.inputs.len()];
+        for (i, s) in self.shards.iter().enumerate() {
+            if s.index != i {
+                return Err(format!("shards[{i}] has index {}", s.index));
+            }
+            for f in &s.files {
+                let slot = seen.get_mut(*f).ok_or_else(|| {
+                    format!(
+                        "shard {i} lists input {f}, but the plan has {} inputs",
+                        self.inputs.len()
+                    )
+                })?;
+                if std::mem::replace(slot, true) {
+                    return Err(format!("input {f} is in more than one shard"));
+                }
+            }
+        }
+        if let Some(i) = seen.iter().position(|s| !s) {
+            return Err(format!("input {i} is in no shard"));
+        }
+        if !matches!(self.options.on_error.as_str(), "abort" | "skip") {
+            return Err(format!(
+                "options.on_error is '{}', not abort or skip",
+                self.options.on_error
+            ));
+        }
+        CompressionChoice::parse(&self.options.compression)
+            .map_err(|e| format!("options.compression: {e}"))?;
+        Ok(())
+    }
+}
+
+/// The shard index: `--index`, else the scheduler's array index from the environment.
+pub fn resolve_index(flag: Option<usize>) -> Result<usize> {
+    if let Some(i) = flag {
+        return Ok(i);
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let parse = |k: &str, v: &str| {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| Error::Usage(format!("{k}={v} is not an index")))
+    };
+    let mut found: Vec<(String, i64)> = Vec::new();
+    for k in ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"] {
+        if let Some(v) = var(k) {
+            found.push((k.into(), parse(k, &v)?));
+        }
+    }
+    if let Some(v) = var("SLURM_ARRAY_TASK_ID") {
+        let min = match var("SLURM_ARRAY_TASK_MIN") {
+            Some(m) => parse("SLURM_ARRAY_TASK_MIN", &m)?,
+            None => 0,
+        };
+        found.push((
+            "SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN".into(),
+            parse("SLURM_ARRAY_TASK_ID", &v)? - min,
+        ));
+    }
+    match found.as_slice() {
+        [] => Err(Error::Usage(
+            "no shard index: pass --index I, or run under a job array (JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX, SLURM_ARRAY_TASK_ID)".into(),
+        )),
+        [(_, i), rest @ ..] if rest.iter().all(|(_, j)| j == i) => usize::try_from(*i)
+            .map_err(|_| Error::Usage(format!("shard index {i} is negative"))),
+        _ => Err(Error::Usage(format!(
+            "the environment names different shard indices: {}",
+            found.iter().map(|(k, i)| format!("{k}={i}")).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+fn marker_location(out: &Location, index: usize) -> Location {
+    out.join(&format!("_shards/shard-{index:05}.json"))
+}
+
+/// Whether everything a marker lists is still as written.
+fn marker_valid(out: &Location, marker: &Marker) -> bool {
+    marker.files.par_iter().all(|f| {
+        [("data", &f.data), ("excluded", &f.excluded)]
+            .iter()
+            .all(|(kind, w)| {
+                sha256_of(&out.join(kind).join(&f.rel))
+                    .is_ok_and(|(size, sha)| size == w.size && sha == w.sha256)
+            })
+    })
+}
+
+/// The marker of shard `index`, if present. A marker that exists but does not parse is an error.
+fn read_marker(out: &Location, index: usize) -> Result<Option<Marker>> {
+    let location = marker_location(out, index);
+    if !location.path().exists() {
+        return Ok(None);
+    }
+    let m: Marker = read_json(&location)?;
+    if m.index != index || m.format != FORMAT {
+        return Err(state_err(
+            &location,
+            format!(
+                "marker of shard {} (format {}), expected shard {index} (format {FORMAT}); re-plan",
+                m.index, m.format
+            ),
+        ));
+    }
+    Ok(Some(m))
+}
+
+/// The plan of shard `index`: its inputs (checked unchanged since the plan), the planned
+/// snapshot and lists (checked the same), written into `attempt`.
+fn shard_plan(
+    out: &Location,
+    p: &PlanFile,
+    index: usize,
+    attempt: Location,
+    threads: Option<u16>,
+    read: ReadOptions,
+) -> Result<FilterPlan> {
+    let shard = &p.shards[index];
+    // The plan's policy copy, exactly as planned.
+    let policy_copy = out.join(&p.policy.copy);
+    let policy = Policy::load(policy_copy.path())?;
+    if policy.sha256 != p.policy.sha256 {
+        return Err(Error::Usage(format!(
+            "{policy_copy}: the policy copy no longer matches the plan's hash; re-plan"
+        )));
+    }
+    let mine: Vec<(InputFile, &str)> = shard
+        .files
+        .iter()
+        .map(|i| {
+            let f = &p.inputs[*i];
+            (
+                InputFile {
+                    location: Location::local(&f.path),
+                    rel: f.rel.clone(),
+                    bytes: f.size,
+                },
+                f.sha256.as_str(),
+            )
+        })
+        .collect();
+    let changed: Vec<String> = mine
+        .par_iter()
+        .filter_map(|(f, sha)| match sha256_of(&f.location) {
+            Ok((_, h)) if h == *sha => None,
+            Ok(_) => Some(format!("{} changed since the plan", f.location)),
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    if !changed.is_empty() {
+        return Err(Error::Usage(format!(
+            "shard {index}: {}; re-plan to include the new content",
+            changed.join("; ")
+        )));
+    }
+    // The snapshot and lists must be the ones planned: a changed one is permanent until re-planned.
+    let sources = p
+        .join
+        .consent_table
+        .iter()
+        .map(|t| ("the consent snapshot".to_owned(), &t.path, &t.sha256))
+        .chain(
+            p.join
+                .user_lists
+                .iter()
+                .map(|l| (format!("user list '{}'", l.name), &l.path, &l.sha256)),
+        );
+    for (what, path, sha) in sources {
+        let now = crate::join::path_sha256(&Location::local(path))?;
+        if now != *sha {
+            return Err(Error::Usage(format!(
+                "shard {index}: {what} ({path}) changed since the plan; re-plan"
+            )));
+        }
+    }
+    let join = JoinSources::match_lists(
+        &policy,
+        p.join
+            .consent_table
+            .as_ref()
+            .map(|t| Location::local(&t.path)),
+        p.join
+            .user_lists
+            .iter()
+            .map(|l| (l.name.clone(), Location::local(&l.path)))
+            .collect(),
+    )?;
+    let o = &p.options;
+    Ok(FilterPlan::for_shard(
+        policy,
+        mine.into_iter().map(|(f, _)| f).collect(),
+        attempt,
+        join,
+        CompressionChoice::parse(&o.compression)?,
+        o.on_error == "skip",
+        read_key(o.pseudonymize_user_ids.as_deref().map(std::path::Path::new))?,
+        threads,
+        read,
+        o.trust_input_pages,
+    ))
+}
+
+/// `corpusgate run-shard`: run shard `index` of the plan in `out`.
+pub fn run_shard(
+    out: &Location,
+    index: usize,
+    threads: Option<u16>,
+    read: ReadOptions,
+) -> Result<ExitStatus> {
+    let p = PlanFile::load(out)?;
+    if index >= p.shards.len() {
+        return Err(Error::Usage(format!(
+            "shard index {index} is out of range: the plan has {} shards (0..{})",
+            p.shards.len(),
+            p.shards.len().saturating_sub(1)
+        )));
+    }
+
+    // One attempt per index at a time; a concurrent one is told to retry.
+    let shards_dir = out.join("_shards");
+    fs::create_dir_all(shards_dir.path()).map_err(|e| Error::io("creating", shards_dir, e))?;
+    let lock_path = out.path().join(format!("_shards/shard-{index:05}.lock"));
+    let _lock = crate::output::LockFile::try_take(&lock_path)?
+        .ok_or_else(|| Error::Busy(format!("shard {index} is being run by another attempt")))?;
+    if let Some(m) = read_marker(out, index)? {
+        if marker_valid(out, &m) {
+            eprintln!("corpusgate: shard {index} is already done");
+            return Ok(ExitStatus::Success);
+        }
+    }
+    if p.shards[index].files.is_empty() {
+        // An empty shard (more shards than files) is done at once.
+        let marker = Marker {
+            format: FORMAT,
+            index,
+            files: Vec::new(),
+            summary: None,
+            finished_at: now_rfc3339(),
+        };
+        write_json(&marker_location(out, index), &marker)?;
+        return Ok(ExitStatus::Success);
+    }
+
+    // Run it like `filter`, into an attempt-unique directory.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let attempt = out.join(&format!(
+        "_attempts/shard-{index:05}-{}-{nanos}",
+        std::process::id()
+    ));
+    let plan = shard_plan(out, &p, index, attempt.clone(), threads, read)?;
+    let summary = filter::run(&plan)?;
+    let summary_json = summary.to_json(&plan.policy);
+
+    // Promote each file, then record the shard as done.
+    let mut listed = Vec::new();
+    for f in summary.files.iter() {
+        let mut written = Vec::new();
+        for kind in ["data", "excluded"] {
+            let from = attempt.join(kind).join(&f.rel);
+            let to = out.join(kind).join(&f.rel);
+            if let Some(parent) = to.path().parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+            }
+            let (size, sha256) = sha256_of(&from)?;
+            fs::rename(from.path(), to.path()).map_err(|e| Error::io("promoting", to, e))?;
+            written.push(Written { size, sha256 });
+        }
+        let excluded = written.pop().expect("two kinds");
+        let data = written.pop().expect("two kinds");
+        listed.push(MarkerFile {
+            rel: f.rel.clone(),
+            data,
+            excluded,
+        });
+    }
+    let marker = Marker {
+        format: FORMAT,
+        index,
+        files: listed,
+        summary: Some(summary_json),
+        finished_at: now_rfc3339(),
+    };
+    write_json(&marker_location(out, index), &marker)?;
+    let _ = fs::remove_dir_all(attempt.path());
+    eprint!("{}", summary.human(&plan.policy, Some(out)));
+    Ok(if summary.skipped.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Quarantined
+    })
+}
+
+/// `corpusgate commit`: check every shard against the plan, merge the summaries, `_SUCCESS` last.
+pub fn commit(out: &Location) -> Result<ExitStatus> {
+    let p = PlanFile::load(out)?;
+    let markers: Vec<Option<Marker>> = (0..p.shards.len())
+        .into_par_iter()
+        .map(|i| Ok(read_marker(out, i)?.filter(|m| marker_valid(out, m))))
+        .collect::<Result<_>>()?;
+    let missing: Vec<usize> = markers
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Busy(format!(
+            "{} of {} shards are not done: {}; run them (corpusgate run-shard {out} --index I) and commit again",
+            missing.len(),
+            p.shards.len(),
+            missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+        )));
+    }
+    let summaries: Vec<&Value> = markers
+        .iter()
+        .flatten()
+        .filter_map(|m| m.summary.as_ref())
+        .collect();
+    let summary = merge_summaries(&p, &summaries)?;
+    write_json(&out.join("summary.json"), &summary)?;
+    let _ = fs::remove_dir_all(out.path().join("_attempts"));
+    io::write_file(&out.join("_SUCCESS"), b"")?;
+    eprintln!(
+        "corpusgate: committed {} shards, {} files, {} rows: kept {}, excluded {}",
+        p.shards.len(),
+        summary["totals"]["files"],
+        summary["totals"]["rows"],
+        summary["totals"]["kept"],
+        summary["totals"]["excluded"]
+    );
+    Ok(
+        if summary["skipped"].as_array().is_none_or(|a| a.is_empty()) {
+            ExitStatus::Success
+        } else {
+            ExitStatus::Quarantined
+        },
+    )
+}
+
+/// One summary for the whole plan from the shards' summaries.
+fn merge_summaries(p: &PlanFile, summaries: &[&Value]) -> Result<Value> {
+    let mut files: Vec<Value> = summaries
+        .iter()
+        .flat_map(|s| s["files"].as_array().cloned().unwrap_or_default())
+        .collect();
+    files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    let mut skipped: Vec<Value> = summaries
+        .iter()
+        .flat_map(|s| s["skipped"].as_array().cloned().unwrap_or_default())
+        .collect();
+    skipped.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    let done = files.len() + skipped.len();
+    if done != p.inputs.len() {
+        return Err(Error::Usage(format!(
+            "the shards account for {done} files but the plan lists {}",
+            p.inputs.len()
+        )));
+    }
+    let mut by_rule = Map::new();
+    let mut by_region: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    for s in summaries {
+        for (k, v) in s["by_rule"].as_object().into_iter().flatten() {
+            let e = by_rule
+                .entry(k.clone())
+                .or_insert_with(|| json!({"action": v["action"], "rows": 0}));
+            e["rows"] = json!(e["rows"].as_u64().unwrap_or(0) + v["rows"].as_u64().unwrap_or(0));
+        }
+        for (k, v) in s["by_region"].as_object().into_iter().flatten() {
+            let e = by_region.entry(k.clone()).or_default();
+            e[0] += v["rows"].as_u64().unwrap_or(0);
+            e[1] += v["kept"].as_u64().unwrap_or(0);
+            e[2] += v["excluded"].as_u64().unwrap_or(0);
+        }
+    }
+    // Region order as `filter` writes it: codes, then unknown.
+    let mut regions = Map::new();
+    for (k, v) in by_region
+        .iter()
+        .filter(|(k, _)| k.as_str() != "unknown")
+        .chain(by_region.get_key_value("unknown"))
+    {
+        regions.insert(
+            k.clone(),
+            json!({"rows": v[0], "kept": v[1], "excluded": v[2]}),
+        );
+    }
+    let sum = |k: &str| {
+        files
+            .iter()
+            .map(|f| f[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let first = summaries.first().copied().cloned().unwrap_or(Value::Null);
+    let mut summary = json!({
+        "corpusgate_version": env!("CARGO_PKG_VERSION"),
+        "policy": first["policy"],
+        "started_at": summaries.iter().filter_map(|s| s["started_at"].as_str()).min().unwrap_or(""),
+        "finished_at": now_rfc3339(),
+        "dry_run": false,
+        "options": serde_json::to_value(&p.options).expect("serialises"),
+        "files": files,
+        "by_rule": by_rule,
+        "by_region": regions,
+        "totals": {"files": files.len(), "rows": sum("rows"), "kept": sum("kept"), "excluded": sum("excluded")},
+        "skipped": skipped,
+        "shards": p.shards.len(),
+        "plan_created_at": p.created_at,
+    });
+    if let Some(t) = first.get("consent_table").filter(|t| t.is_object()) {
+        let mut t = t.clone();
+        t["unmatched_rows"] = json!(summaries
+            .iter()
+            .map(|s| s["consent_table"]["unmatched_rows"].as_u64().unwrap_or(0))
+            .sum::<u64>());
+        summary["consent_table"] = t;
+    }
+    if let Some(l) = first.get("user_lists") {
+        summary["user_lists"] = l.clone();
+    }
+    Ok(summary)
+}
+
+/// Scale-out commands tell schedulers to retry what a rerun can fix: I/O failures.
+fn retryable(e: Error) -> Error {
+    match e {
+        Error::Io { .. } | Error::Write { .. } => Error::Busy(e.to_string()),
+        other => other,
+    }
+}
+
+/// `corpusgate plan`.
+pub fn plan_command(args: &PlanArgs) -> Result<ExitStatus> {
+    let p = plan(args)?;
+    eprintln!(
+        "corpusgate: planned {} inputs into {} shards in {}",
+        p.inputs.len(),
+        p.shards.len(),
+        args.output.display()
+    );
+    Ok(ExitStatus::Success)
+}
+
+/// `corpusgate run-shard`.
+pub fn run_shard_command(args: &RunShardArgs) -> Result<ExitStatus> {
+    let index = resolve_index(args.index)?;
+    let read = ReadOptions {
+        max_memory: args.read.max_memory.0,
+    };
+    run_shard(&Location::local(&args.out_dir), index, args.threads, read).map_err(retryable)
+}
+
+/// `corpusgate commit`.
+pub fn commit_command(args: &CommitArgs) -> Result<ExitStatus> {
+    commit(&Location::local(&args.out_dir)).map_err(retryable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_file(files: Vec<Vec<usize>>, inputs: usize) -> PlanFile {
+        PlanFile {
+            format: FORMAT,
+            corpusgate_version: "0".into(),
+            created_at: "t".into(),
+            policy: PlanPolicy {
+                id: "p".into(),
+                sha256: "0".into(),
+                path: "p.yaml".into(),
+                copy: "_plan/policy.yaml".into(),
+            },
+            join: PlanJoin {
+                consent_table: None,
+                user_lists: vec![],
+            },
+            options: PlanOptions {
+                compression: "preserve".into(),
+                on_error: "abort".into(),
+                pseudonymize_user_ids: None,
+                trust_input_pages: false,
+            },
+            inputs: (0..inputs)
+                .map(|i| PlanInput {
+                    path: format!("/in/{i}.parquet"),
+                    rel: format!("{i}.parquet"),
+                    size: 1,
+                    mtime: 0,
+                    sha256: "x".into(),
+                })
+                .collect(),
+            shards: files
+                .into_iter()
+                .enumerate()
+                .map(|(index, files)| PlanShard {
+                    index,
+                    files,
+                    bytes: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn packing_is_balanced_and_covers_every_input_once() {
+        let inputs: Vec<InputFile> = [50u64, 10, 40, 30, 20]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| InputFile {
+                location: Location::local(format!("{i}.parquet")),
+                rel: format!("{i}.parquet"),
+                bytes: *b,
+            })
+            .collect();
+        let shards = pack(&inputs, 2);
+        assert_eq!(shards, vec![vec![0, 1, 4], vec![2, 3]]);
+        let mut all: Vec<usize> = shards.concat();
+        all.sort();
+        assert_eq!(all, vec![0, 1, 2, 3, 4]);
+        assert_eq!(pack(&inputs, 7).iter().filter(|s| s.is_empty()).count(), 2);
+    }
+
+    #[test]
+    fn a_plan_naming_inputs_it_does_not_have_is_refused() {
+        assert!(plan_file(vec![vec![0, 1], vec![2]], 3).check().is_ok());
+        let e = plan_file(vec![vec![0, 7], vec![2]], 3).check().unwrap_err();
+        assert_eq!(e, "shard 0 lists input 7, but the plan has 3 inputs");
+        let e = plan_file(vec![vec![0, 1], vec![1, 2]], 3)
+            .check()
+            .unwrap_err();
+        assert_eq!(e, "input 1 is in more than one shard");
+        let e = plan_file(vec![vec![0], vec![2]], 3).check().unwrap_err();
+        assert_eq!(e, "input 1 is in no shard");
+    }
+
+    #[test]
+    fn a_plan_file_with_a_field_missing_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Location::local(dir.path());
+        let mut v = serde_json::to_value(plan_file(vec![vec![0]], 1)).unwrap();
+        v.as_object_mut().unwrap().remove("shards");
+        std::fs::write(dir.path().join(PLAN), v.to_string()).unwrap();
+        let e = PlanFile::load(&out).unwrap_err();
+        assert!(matches!(e, Error::State { .. }));
+        assert!(e.to_string().contains("missing field `shards`"), "{e}");
+        assert_eq!(e.exit_status(), ExitStatus::Usage);
+    }
+}

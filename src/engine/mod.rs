@@ -1,0 +1,18 @@
+//! The filter engine: row groups of every input decided and rewritten in parallel, written in
+//! order.
+//!
+//! - [`job`]: one input file bound to the policy, with its readers and writer settings.
+//! - [`row_group`]: one row group checked, decided and encoded (a task).
+//! - [`raw_leaf`]: INT96 columns, which the Arrow writer cannot encode, copied value by value.
+//! - [`sink`]: one file's data and manifest outputs.
+//! - [`scheduler`]: tasks on a thread pool, results appended in input order, memory bounded.
+
+mod job;
+mod raw_leaf;
+mod row_group;
+mod scheduler;
+mod sink;
+
+pub use job::POLICY_SHA_KEY;
+pub use job::{FileJob, Input, JobOptions};
+pub use scheduler::{run, FileOutcome, RunContext};

@@ -1,0 +1,463 @@
+//! One row group: checked, decided (pass 1), and its outputs encoded (pass 2) — on a worker
+//! thread, independent of every other row group.
+//!
+//! Pass 1 reads only the policy's columns (region and consent read as dictionaries, so they are
+//! normalised per distinct value) and decides every row. A row group with nothing kept is not
+//! decoded further. A wholly kept one, when codecs are preserved and its chunks are exactly their
+//! declared bytes, is copied byte for byte — after its payload pages are decoded once (not
+//! re-encoded) to prove they are readable, unless the user trusts them. Otherwise pass 2 reads the
+//! remaining columns (a row selection of the kept rows where that skips whole pages) and encodes
+//! the output column chunks.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow_buffer::BooleanBuffer;
+use arrow_schema::Schema;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
+
+use super::job::{FileJob, Readers};
+use super::raw_leaf::{copy_kept_int96, RawChunk};
+use crate::error::{Error, ReadError, Result};
+use crate::io::pages;
+use crate::io::parquet::{FileSource, RowGroupPages};
+use crate::policy::{Action, Policy, RuleId};
+use crate::summary::Counts;
+
+/// Uncompressed bytes per batch when reading the payload for encoding: a batch is decoded
+/// whole before it is filtered, so this bounds each worker's decode buffer whatever the row
+/// width (32k rows of 10 kB documents would be 320 MB).
+const PAYLOAD_BATCH_BYTES: i64 = 4 << 20;
+
+/// One encoded output column chunk.
+pub(super) enum OutChunk {
+    Arrow(ArrowColumnChunk),
+    Raw(RawChunk),
+}
+
+/// What to write to the data file for one row group.
+pub(super) enum DataOut {
+    /// Nothing kept, or a dry run.
+    Nothing,
+    /// Re-encoded kept rows.
+    Encoded(Vec<OutChunk>),
+    /// Every row kept and codecs preserved: copy the input column chunks byte for byte.
+    PassThrough(Arc<Readers>),
+}
+
+/// What one row group produced.
+pub(super) struct RowGroupResult {
+    pub rg: usize,
+    /// The manifest rows, unencoded, when the run collects them (`verify`).
+    pub excluded_rows: Option<RecordBatch>,
+    pub rows: u64,
+    pub kept: u64,
+    pub unmatched: u64,
+    pub counts: Counts,
+    /// The encoded manifest row group, when anything was excluded (and not a dry run).
+    pub manifest: Option<Vec<OutChunk>>,
+    pub data: DataOut,
+    pub bytes: u64,
+}
+
+pub(super) fn process_row_group(
+    job: &FileJob,
+    rg: usize,
+    policy: &Policy,
+    write: bool,
+    collect: bool,
+) -> Result<RowGroupResult> {
+    let err = |e: ReadError| Error::read(job.location().clone(), Some(rg), e);
+    let rows = job.rg_rows(rg);
+    let bytes = job
+        .input
+        .parquet
+        .parquet_meta()
+        .row_group(rg)
+        .compressed_size()
+        .max(0) as u64;
+    let mut counts = Counts::new(policy.rules.len());
+    if rows == 0 {
+        // Writers leave empty row groups (pyarrow's zero-row tables); there is nothing to
+        // decide or write, and the chunks may hold no data page at all.
+        return Ok(RowGroupResult {
+            rg,
+            excluded_rows: None,
+            rows: 0,
+            kept: 0,
+            unmatched: 0,
+            counts,
+            manifest: None,
+            data: DataOut::Nothing,
+            bytes,
+        });
+    }
+    let readers = job.readers()?;
+    let checked = job.input.parquet.check_row_group(&readers.pq, rg)?;
+    let readers = match &checked.corrected {
+        Some(pq) => Arc::new(job.readers_for(pq.clone())?),
+        None => readers,
+    };
+    let source = job.input.parquet.source();
+
+    // Pass 1: decide from the policy columns only.
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+        source.clone(),
+        readers.decision.clone(),
+    )
+    .with_projection(job.decision_mask.clone())
+    .with_row_groups(vec![rg])
+    .with_batch_size(rows as usize)
+    .build()
+    .map_err(|e| err(e.into()))?;
+    let batches: Vec<RecordBatch> = reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| err(e.into()))?;
+    let batch = match batches.len() {
+        0 => RecordBatch::new_empty(readers.decision.schema().clone()),
+        1 => batches.into_iter().next().expect("one batch"),
+        _ => arrow_select::concat::concat_batches(&batches[0].schema(), &batches)
+            .map_err(|e| err(e.into()))?,
+    };
+    if batch.num_rows() as u64 != rows {
+        return Err(err(ReadError::Invalid(format!(
+            "the footer says {rows} rows but {} were decoded",
+            batch.num_rows()
+        ))));
+    }
+    let decision = job.decider.decide(&batch).map_err(|m| err(m.into()))?;
+    let keep = BooleanBuffer::collect_bool(rows as usize, |i| {
+        policy.action_of(decision.rule[i]) == Action::Include
+    });
+    let kept = keep.count_set_bits() as u64;
+
+    for (r, reg) in decision.rule.iter().zip(&decision.region) {
+        let slot = counts.rule_slot(*r);
+        counts.by_rule[slot] += 1;
+        let k = (policy.action_of(*r) == Action::Exclude) as usize;
+        counts.by_region[reg.index()][k] += 1;
+    }
+
+    let mut excluded_rows = None;
+    let mut manifest = None;
+    if (write || collect) && kept < rows {
+        let batch = build_manifest(
+            job,
+            rg,
+            &batch,
+            &decision.rule,
+            &decision.region,
+            &keep,
+            policy,
+        )
+        .map_err(|m| err(m.into()))?;
+        if collect {
+            excluded_rows = Some(batch.clone());
+        }
+        if write {
+            let (chunks, _) = encode_batches(
+                &job.manifest_factory,
+                &job.manifest_schema,
+                &[],
+                std::iter::once(Ok(batch)),
+            )
+            .map_err(|m| err(m.into()))?;
+            manifest = Some(chunks.into_iter().map(OutChunk::Arrow).collect());
+        }
+    }
+
+    let data = if !write || kept == 0 {
+        DataOut::Nothing
+    } else if kept == rows && job.pass_through && checked.copyable() {
+        verify_copy(job, rg, &checked, &readers, &source).map_err(err)?;
+        DataOut::PassThrough(readers)
+    } else {
+        DataOut::Encoded(encode_kept(job, rg, &readers, &source, &batch, &keep, kept).map_err(err)?)
+    };
+
+    Ok(RowGroupResult {
+        rg,
+        excluded_rows,
+        rows,
+        kept,
+        unmatched: decision.unmatched,
+        counts,
+        manifest,
+        data,
+        bytes,
+    })
+}
+
+/// Before a wholly kept row group is copied byte for byte: the CRC of every page that has one,
+/// and, unless `--trust-input-pages`, every payload page decompressed and decoded (pass 1
+/// decoded the policy columns already). A copy of a page that does not decode would be an
+/// output no reader can read.
+fn verify_copy(
+    job: &FileJob,
+    rg: usize,
+    checked: &RowGroupPages,
+    readers: &Readers,
+    source: &FileSource,
+) -> std::result::Result<(), ReadError> {
+    for chunk in &checked.chunks {
+        pages::check_crcs(source, chunk).map_err(|p| match p {
+            pages::PageProblem::Corrupt(m) => ReadError::Invalid(m),
+            pages::PageProblem::TooBig { needed } => {
+                ReadError::Invalid(format!("a page needs {needed} bytes"))
+            }
+        })?;
+    }
+    let Some(mask) = &job.payload_mask else {
+        return Ok(());
+    };
+    if job.trust_input_pages {
+        return Ok(());
+    }
+    let batch_rows = payload_batch_rows(readers.pq.row_group(rg));
+    let reader =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(source.clone(), readers.payload.clone())
+            .with_projection(mask.clone())
+            .with_row_groups(vec![rg])
+            .with_batch_size(batch_rows)
+            .build()?;
+    let mut decoded = 0u64;
+    for b in reader {
+        decoded += b?.num_rows() as u64;
+    }
+    let rows = job.rg_rows(rg);
+    if decoded != rows {
+        return Err(ReadError::Invalid(format!(
+            "its pages decode to {decoded} rows, not the {rows} the footer claims"
+        )));
+    }
+    Ok(())
+}
+
+fn build_manifest(
+    job: &FileJob,
+    rg: usize,
+    batch: &RecordBatch,
+    rules: &[RuleId],
+    regions: &[crate::region::Region],
+    keep: &BooleanBuffer,
+    policy: &Policy,
+) -> std::result::Result<RecordBatch, String> {
+    let excluded: Vec<u32> = (!keep).set_indices().map(|i| i as u32).collect();
+    let n = excluded.len();
+    let first = job.rg_first_row[rg] as i64;
+    let idx = UInt32Array::from(excluded.clone());
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![job.input.file.rel.as_str(); n])),
+        Arc::new(Int64Array::from_iter_values(
+            excluded.iter().map(|i| first + *i as i64),
+        )),
+    ];
+    for (c, is_user) in [(&job.record_id, false), (&job.user_id, true)] {
+        let Some(c) = c else { continue };
+        let col = batch
+            .column_by_name(c)
+            .ok_or_else(|| format!("column '{c}' missing from the decision batch"))?;
+        let taken =
+            arrow_select::take::take(col.as_ref(), &idx, None).map_err(|e| e.to_string())?;
+        match (&job.pseudonymize, is_user) {
+            (Some(key), true) => {
+                cols.push(Arc::new(crate::join::pseudonymize(key, taken.as_ref())?))
+            }
+            _ => cols.push(taken),
+        }
+    }
+    cols.push(Arc::new(StringArray::from_iter_values(
+        excluded
+            .iter()
+            .map(|i| policy.rule_name(rules[*i as usize])),
+    )));
+    cols.push(Arc::new(StringArray::from_iter(
+        excluded.iter().map(|i| regions[*i as usize].code()),
+    )));
+    RecordBatch::try_new(job.manifest_schema.clone(), cols).map_err(|e| e.to_string())
+}
+
+/// Encode batches of `schema` into one row group's column chunks with `factory`'s settings.
+/// Leaves listed in `skip` are not written (the caller encodes them itself).
+fn encode_batches(
+    factory: &ArrowRowGroupWriterFactory,
+    schema: &Schema,
+    skip: &[usize],
+    batches: impl Iterator<Item = std::result::Result<RecordBatch, String>>,
+) -> std::result::Result<(Vec<ArrowColumnChunk>, u64), String> {
+    let mut writers = factory
+        .create_column_writers(0)
+        .map_err(|e| format!("creating column writers: {e}"))?;
+    let mut rows = 0u64;
+    for batch in batches {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        let mut leaf = 0usize;
+        for (field, array) in schema.fields().iter().zip(batch.columns()) {
+            for column in compute_leaves(field, array).map_err(|e| format!("encoding: {e}"))? {
+                let w = writers
+                    .get_mut(leaf)
+                    .ok_or("more leaf columns than writers")?;
+                if !skip.contains(&leaf) {
+                    w.write(&column)
+                        .map_err(|e| format!("encoding column '{}': {e}", field.name()))?;
+                }
+                leaf += 1;
+            }
+        }
+    }
+    let chunks = writers
+        .into_iter()
+        .map(|w| w.close().map_err(|e| format!("encoding: {e}")))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((chunks, rows))
+}
+
+/// The kept rows of each column pass 1 read, in the column's own type, by root column index.
+fn reused_kept(
+    job: &FileJob,
+    decided: &RecordBatch,
+    keep: &BooleanArray,
+    all_kept: bool,
+) -> std::result::Result<Vec<Option<ArrayRef>>, String> {
+    let schema = job.input.parquet.schema();
+    let mut reused: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+    for (root, pos) in &job.reused {
+        let col = decided.column(*pos);
+        let col = if all_kept {
+            col.clone()
+        } else {
+            arrow_select::filter::filter(col.as_ref(), keep).map_err(|e| e.to_string())?
+        };
+        let want = schema.field(*root).data_type();
+        reused[*root] = Some(if col.data_type() == want {
+            col
+        } else {
+            crate::decide::cast_exact(col.as_ref(), want)?
+        });
+    }
+    Ok(reused)
+}
+
+/// Rows per payload batch: [`PAYLOAD_BATCH_BYTES`] at the row group's mean uncompressed row size.
+fn payload_batch_rows(rg: &parquet::file::metadata::RowGroupMetaData) -> usize {
+    let row_bytes = rg.columns().iter().fold(0i64, |acc, c| {
+        acc.saturating_add(c.uncompressed_size().max(0))
+    }) / rg.num_rows().max(1);
+    (PAYLOAD_BATCH_BYTES / row_bytes.max(1)).clamp(1024, 64 * 1024) as usize
+}
+
+/// Pass 2: decode the kept rows of the columns pass 1 did not read, and encode them with the
+/// kept rows of those it did (`decided`, filtered and cast back from the dictionaries pass 1
+/// asked for) as output column chunks. INT96 leaves are copied value by value.
+fn encode_kept(
+    job: &FileJob,
+    rg: usize,
+    readers: &Readers,
+    source: &FileSource,
+    decided: &RecordBatch,
+    keep: &BooleanBuffer,
+    kept: u64,
+) -> std::result::Result<Vec<OutChunk>, ReadError> {
+    let schema = job.input.parquet.schema();
+    let all_kept = kept as usize == keep.len();
+    let keep_mask = BooleanArray::new(keep.clone(), None);
+    let reused = reused_kept(job, decided, &keep_mask, all_kept)?;
+    // Reassemble full-schema batches: payload columns from the reader, the others sliced from
+    // the re-used columns at the same kept-row offset.
+    let mut out_offset = 0usize;
+    let mut assemble = |payload: Option<RecordBatch>, n: usize| {
+        if out_offset + n > kept as usize {
+            return Err(format!("decoded more than the {kept} kept rows"));
+        }
+        let mut payload_cols = payload.iter().flat_map(|b| b.columns().iter().cloned());
+        let cols: Vec<ArrayRef> = reused
+            .iter()
+            .zip(schema.fields())
+            .map(|(r, field)| match r {
+                Some(c) => Ok(c.slice(out_offset, n)),
+                None => {
+                    let c = payload_cols
+                        .next()
+                        .ok_or("the payload batch has fewer columns than the schema")?;
+                    if c.data_type() == field.data_type() {
+                        Ok(c)
+                    } else {
+                        crate::decide::cast_exact(c.as_ref(), field.data_type())
+                    }
+                }
+            })
+            .collect::<std::result::Result<_, String>>()?;
+        out_offset += n;
+        RecordBatch::try_new_with_options(
+            schema.clone(),
+            cols,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .map_err(|e| e.to_string())
+    };
+
+    let (factory, props) = &job.factories[job.rg_factory[rg]];
+    let batch_rows = payload_batch_rows(readers.pq.row_group(rg));
+    let chunks = match &job.payload_mask {
+        None => {
+            // Every column was read in pass 1.
+            let kept = kept as usize;
+            let batches = (0..kept)
+                .step_by(batch_rows)
+                .map(|start| assemble(None, batch_rows.min(kept - start)))
+                .collect::<Vec<_>>();
+            encode_batches(factory, schema, &job.raw_leaves, batches.into_iter())?.0
+        }
+        Some(mask) => {
+            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                source.clone(),
+                readers.payload.clone(),
+            )
+            .with_projection(mask.clone())
+            .with_row_groups(vec![rg])
+            .with_batch_size(batch_rows);
+            // A selection of long runs lets the reader skip whole pages; a scattered one costs
+            // more in skipping than it saves, so then every row is decoded and the batch
+            // filtered instead.
+            let selection = RowSelection::from_filters(std::slice::from_ref(&keep_mask));
+            let runs = selection.iter().count();
+            let scattered = runs * 16 > keep.len();
+            if !all_kept && !scattered {
+                builder = builder.with_row_selection(selection);
+            }
+            let reader = builder.build()?;
+            let mut offset = 0usize;
+            let filtered = reader.map(|b| {
+                let b = b.map_err(|e| e.to_string())?;
+                let b = if scattered {
+                    let mask = BooleanArray::new(keep.slice(offset, b.num_rows()), None);
+                    offset += b.num_rows();
+                    arrow_select::filter::filter_record_batch(&b, &mask)
+                        .map_err(|e| e.to_string())?
+                } else {
+                    b
+                };
+                let n = b.num_rows();
+                assemble(Some(b), n)
+            });
+            let (chunks, seen) = encode_batches(factory, schema, &job.raw_leaves, filtered)?;
+            if seen != kept {
+                return Err(ReadError::Invalid(format!(
+                    "decoded {seen} kept rows where {kept} were selected"
+                )));
+            }
+            chunks
+        }
+    };
+    let mut out = Vec::with_capacity(chunks.len());
+    for (leaf, chunk) in chunks.into_iter().enumerate() {
+        out.push(if job.raw_leaves.contains(&leaf) {
+            OutChunk::Raw(copy_kept_int96(source, &readers.pq, rg, leaf, keep, props)?)
+        } else {
+            OutChunk::Arrow(chunk)
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,343 @@
+//! The in-order scheduler: row groups of every input run as tasks on a rayon pool, and the one
+//! writer (the calling thread) appends their results to each output file strictly in input order,
+//! so the bytes written do not depend on the thread count.
+//!
+//! Memory stays bounded whatever the corpus size: at most `2 × threads + 1` tasks are in flight
+//! or waiting to be written, and together they may not plan to use more than `--max-memory`
+//! (a task is admitted alone when it is the only one).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc;
+
+use arrow_array::RecordBatch;
+
+use super::job::{FileJob, Input};
+use super::row_group::{process_row_group, RowGroupResult};
+use super::sink::{FileSink, FileWritten};
+use crate::error::{Error, Result};
+use crate::io::{Identity, Location};
+use crate::journal::{Entry, Journal};
+use crate::plan::FilterPlan;
+use crate::policy::Policy;
+use crate::progress::Progress;
+use crate::summary::{Counts, FileStats};
+
+/// How one input file ended.
+pub enum FileOutcome {
+    Done {
+        stats: FileStats,
+        counts: Counts,
+        /// Manifest rows kept for the caller (see `RunContext::collect_excluded`).
+        excluded: Vec<RecordBatch>,
+    },
+    /// Unreadable and quarantined under `--on-error skip`: nothing of it is written.
+    Skipped { path: Location, error: String },
+}
+
+/// What the engine needs beyond the jobs.
+pub struct RunContext<'a> {
+    /// The temporary output directory; `None` in a dry run.
+    pub out: Option<&'a Location>,
+    pub skip_unreadable: bool,
+    pub journal: Option<&'a Journal>,
+    /// Files whose outputs an earlier run completed, by index into `jobs`.
+    pub resumed: &'a HashMap<usize, Entry>,
+    pub progress: &'a Progress,
+    /// Keep up to this many excluded rows (unencoded manifest rows) in the outcomes (`verify`).
+    pub collect_excluded: usize,
+}
+
+type TaskResult = (usize, Result<RowGroupResult>);
+
+/// The writer's view of the tasks: which are submitted, in flight, finished but not yet written.
+struct Tasks<'a> {
+    jobs: &'a [FileJob],
+    /// (file, row group) of every task, in file order.
+    list: Vec<(usize, usize)>,
+    /// What each task may hold in memory, from its footer (see `FileJob::footer_estimate`).
+    estimate: Vec<u64>,
+    next: usize,
+    in_flight: usize,
+    /// Memory planned by tasks submitted and not yet written.
+    held: u64,
+    cap: u64,
+    window: usize,
+    /// Results of tasks below this index belong to an abandoned file and are dropped.
+    discard_below: usize,
+    pending: BTreeMap<usize, Result<RowGroupResult>>,
+    rx: mpsc::Receiver<TaskResult>,
+}
+
+impl<'a> Tasks<'a> {
+    /// Submit tasks up to `t + window` while the memory they plan fits the cap.
+    fn submit<'s>(
+        &mut self,
+        scope: &rayon::Scope<'s>,
+        tx: &mpsc::Sender<TaskResult>,
+        policy: &'s Policy,
+        upto: usize,
+        write: bool,
+        collect: bool,
+    ) where
+        'a: 's,
+    {
+        while self.next < self.list.len() && self.next < upto {
+            let t = self.next;
+            let est = self.estimate[t];
+            if self.in_flight + self.pending.len() > 0 && self.held.saturating_add(est) > self.cap {
+                break;
+            }
+            let (f, rg) = self.list[t];
+            let job: &'s FileJob = &self.jobs[f];
+            let tx = tx.clone();
+            scope.spawn(move |_| {
+                let r = match crate::signals::requested() {
+                    Some(signal) => Err(Error::Interrupted { signal }),
+                    None => {
+                        crate::guard::catch(|| process_row_group(job, rg, policy, write, collect))
+                            .unwrap_or_else(|panic| {
+                                Err(Error::read(
+                                    job.input.location().clone(),
+                                    Some(rg),
+                                    crate::error::ReadError::Panic(panic),
+                                ))
+                            })
+                    }
+                };
+                let _ = tx.send((t, r));
+            });
+            self.held = self.held.saturating_add(est);
+            self.next += 1;
+            self.in_flight += 1;
+        }
+    }
+
+    /// Wait for task `t`'s result, keeping the pool fed.
+    fn take<'s>(
+        &mut self,
+        t: usize,
+        scope: &rayon::Scope<'s>,
+        tx: &mpsc::Sender<TaskResult>,
+        policy: &'s Policy,
+        write: bool,
+        collect: bool,
+    ) -> Result<RowGroupResult>
+    where
+        'a: 's,
+    {
+        loop {
+            if let Some(signal) = crate::signals::requested() {
+                return Err(Error::Interrupted { signal });
+            }
+            self.submit(scope, tx, policy, t + self.window, write, collect);
+            if let Some(r) = self.pending.remove(&t) {
+                self.held = self.held.saturating_sub(self.estimate[t]);
+                return r;
+            }
+            match self.rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok((i, r)) => {
+                    self.in_flight -= 1;
+                    if i >= self.discard_below {
+                        self.pending.insert(i, r);
+                    } else {
+                        self.held = self.held.saturating_sub(self.estimate[i]);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    unreachable!("the writer holds a sender")
+                }
+            }
+        }
+    }
+
+    /// Drop every task of a file whose tasks end before `next`.
+    fn abandon_before(&mut self, next: usize) {
+        self.discard_below = next;
+        let dropped: Vec<usize> = self.pending.range(..next).map(|(i, _)| *i).collect();
+        for i in dropped {
+            self.pending.remove(&i);
+            self.held = self.held.saturating_sub(self.estimate[i]);
+        }
+        while self.next < next {
+            self.next += 1;
+        }
+    }
+
+    /// Let in-flight work finish before the scope ends; late results are dropped.
+    fn drain(&mut self) {
+        while self.in_flight > 0 {
+            let _ = self.rx.recv();
+            self.in_flight -= 1;
+        }
+    }
+}
+
+/// One file's row groups appended in order; returns its outcome, or the error that ends it.
+#[allow(clippy::too_many_arguments)]
+fn write_file<'a, 's>(
+    f: usize,
+    first: usize,
+    tasks: &mut Tasks<'a>,
+    scope: &rayon::Scope<'s>,
+    tx: &mpsc::Sender<TaskResult>,
+    policy: &'s Policy,
+    ctx: &RunContext,
+    room: &mut usize,
+) -> std::result::Result<(FileStats, Counts, Vec<RecordBatch>, Option<FileWritten>), Error>
+where
+    'a: 's,
+{
+    let job = &tasks.jobs[f];
+    let write = ctx.out.is_some();
+    let collect = ctx.collect_excluded > 0;
+    let mut sink = FileSink::open(job, ctx.out)?;
+    let mut counts = Counts::new(policy.rules.len());
+    let mut excluded_rows: Vec<RecordBatch> = Vec::new();
+    for rg in 0..job.num_row_groups() {
+        let t = first + rg;
+        debug_assert_eq!(tasks.list[t], (f, rg));
+        let mut r = tasks.take(t, scope, tx, policy, write, collect)?;
+        if let Some(b) = r.excluded_rows.take() {
+            if *room > 0 {
+                let b = b.slice(0, b.num_rows().min(*room));
+                *room -= b.num_rows();
+                excluded_rows.push(b);
+            }
+        }
+        counts.add(&r.counts);
+        ctx.progress.advance(r.rows, r.bytes);
+        sink.append(r)?;
+    }
+    let (stats, written) = sink.close()?;
+    Ok((stats, counts, excluded_rows, written))
+}
+
+/// Decide every row group of `jobs` and, unless `ctx.out` is `None`, write the outputs there.
+/// Returns one outcome per job, in job order.
+pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<FileOutcome>> {
+    let policy = plan.policy.as_ref();
+    let list: Vec<(usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(f, _)| !ctx.resumed.contains_key(f))
+        .flat_map(|(f, j)| (0..j.num_row_groups()).map(move |rg| (f, rg)))
+        .collect();
+    let first_task_of: HashMap<usize, usize> = list
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(t, (f, _))| (*f, t))
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(plan.threads)
+        .thread_name(|i| format!("corpusgate-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
+    let (tx, rx) = mpsc::channel::<TaskResult>();
+    let (jtx, jrx) = mpsc::channel::<Result<()>>();
+    let mut tasks = Tasks {
+        jobs,
+        estimate: list
+            .iter()
+            .map(|(f, rg)| jobs[*f].footer_estimate(*rg))
+            .collect(),
+        list,
+        next: 0,
+        in_flight: 0,
+        held: 0,
+        cap: plan.read.max_memory,
+        window: plan.threads * 2 + 1,
+        discard_below: 0,
+        pending: BTreeMap::new(),
+        rx,
+    };
+    let mut room = ctx.collect_excluded;
+
+    pool.in_place_scope(|scope| -> Result<Vec<FileOutcome>> {
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut journal_pending = 0usize;
+        let mut result: Result<()> = Ok(());
+        for (f, job) in jobs.iter().enumerate() {
+            if let Some(e) = ctx.resumed.get(&f) {
+                ctx.progress.advance(e.stats.rows, job.total_bytes());
+                outcomes.push(FileOutcome::Done {
+                    stats: e.stats.clone(),
+                    counts: e.counts.clone(),
+                    excluded: Vec::new(),
+                });
+                continue;
+            }
+            let first = first_task_of.get(&f).copied().unwrap_or(0);
+            let done = write_file(f, first, &mut tasks, scope, &tx, policy, ctx, &mut room);
+            job.release_index();
+            match done {
+                Ok((stats, counts, excluded, written)) => {
+                    if let (Some(journal), Some(written)) = (ctx.journal, written) {
+                        let jtx = jtx.clone();
+                        let (stats, counts) = (stats.clone(), counts.clone());
+                        let input = &job.input;
+                        journal_pending += 1;
+                        scope.spawn(move |_| {
+                            let r = journal_entry(input, written, stats, counts)
+                                .and_then(|e| journal.append(&e));
+                            let _ = jtx.send(r);
+                        });
+                    }
+                    outcomes.push(FileOutcome::Done {
+                        stats,
+                        counts,
+                        excluded,
+                    });
+                }
+                Err(e) if ctx.skip_unreadable && e.is_input_error() => {
+                    // Quarantine this file: drop its remaining row groups, go on.
+                    tasks.abandon_before(first + job.num_row_groups());
+                    outcomes.push(FileOutcome::Skipped {
+                        path: job.input.location().clone(),
+                        error: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        tasks.drain();
+        for _ in 0..journal_pending {
+            if let Ok(Err(e)) = jrx.recv() {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result.map(|_| outcomes)
+    })
+}
+
+/// The journal entry of a completed file: its input's identity (checked unchanged since it was
+/// opened), its outputs as written, and its counts.
+fn journal_entry(
+    input: &Input,
+    written: FileWritten,
+    stats: FileStats,
+    counts: Counts,
+) -> Result<Entry> {
+    let now = Identity::of(input.location())?;
+    if now != input.parquet.identity {
+        return Err(Error::invalid(
+            input.location().clone(),
+            None,
+            "the file changed while it was being read; run again once it is stable",
+        ));
+    }
+    Ok(Entry {
+        rel: input.file.rel.clone(),
+        input: now,
+        data: written.data,
+        excluded: written.excluded,
+        stats,
+        counts,
+    })
+}

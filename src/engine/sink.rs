@@ -1,0 +1,199 @@
+//! Where one file's outputs go while it is written: its data file and its manifest, each an
+//! [`OutputFile`] (temporary name, checksum, renamed when finished), appended row group by row
+//! group in input order by the scheduler's single writer thread.
+
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::ArrowWriter;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::SchemaDescriptor;
+
+use arrow_schema::SchemaRef;
+
+use super::job::FileJob;
+use super::row_group::{DataOut, OutChunk, RowGroupResult};
+use crate::error::{Error, Result};
+use crate::io::parquet::FileSource;
+use crate::io::{Location, OutputFile, Written};
+use crate::summary::FileStats;
+
+/// One output Parquet file being written row group by row group.
+struct ChunkFile {
+    location: Location,
+    writer: SerializedFileWriter<OutputFile>,
+}
+
+impl ChunkFile {
+    fn create(
+        location: Location,
+        schema: &SchemaRef,
+        props: WriterProperties,
+        parquet_schema: Option<&SchemaDescriptor>,
+    ) -> Result<ChunkFile> {
+        let out = OutputFile::create(&location)?;
+        let mut options = ArrowWriterOptions::new().with_properties(props);
+        if let Some(d) = parquet_schema {
+            options = options.with_parquet_schema(d.clone());
+        }
+        let writer = ArrowWriter::try_new_with_options(out, schema.clone(), options)
+            .and_then(|w| w.into_serialized_writer())
+            .map_err(|e| Error::Write {
+                path: location.clone(),
+                source: e,
+            })?
+            .0;
+        Ok(ChunkFile { location, writer })
+    }
+
+    fn append(&mut self, chunks: Vec<OutChunk>) -> Result<()> {
+        let location = self.location.clone();
+        let mut rg = self.writer.next_row_group().map_err(|e| Error::Write {
+            path: location.clone(),
+            source: e,
+        })?;
+        for c in chunks {
+            let r = match c {
+                OutChunk::Arrow(c) => c.append_to_row_group(&mut rg),
+                OutChunk::Raw(raw) => rg.append_column(&raw.bytes, raw.close),
+            };
+            if let Err(e) = r {
+                return Err(Error::Write {
+                    path: self.location.clone(),
+                    source: e,
+                });
+            }
+        }
+        rg.close().map_err(|e| Error::Write {
+            path: location,
+            source: e,
+        })?;
+        Ok(())
+    }
+
+    /// Copy row group `rg` of `input` unchanged: same pages, statistics and page index.
+    fn append_raw(&mut self, input: &FileSource, meta: &ParquetMetaData, rg: usize) -> Result<()> {
+        let rg_meta = meta.row_group(rg);
+        let page_index = meta.page_index();
+        let location = self.location.clone();
+        let err = |e| Error::Write {
+            path: location.clone(),
+            source: e,
+        };
+        let mut w = self.writer.next_row_group().map_err(err)?;
+        for (i, col) in rg_meta.columns().iter().enumerate() {
+            let close = ColumnCloseResult {
+                bytes_written: col.compressed_size().max(0) as u64,
+                rows_written: rg_meta.num_rows().max(0) as u64,
+                metadata: col.clone(),
+                bloom_filter: None,
+                column_index: page_index.and_then(|p| p.column_index(rg, i)).cloned(),
+                offset_index: page_index.and_then(|p| p.offset_index(rg, i)).cloned(),
+            };
+            w.append_column(input, close).map_err(err)?;
+        }
+        w.close().map_err(err)?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Written> {
+        let location = self.location;
+        let out = self.writer.into_inner().map_err(|e| Error::Write {
+            path: location.clone(),
+            source: e,
+        })?;
+        out.finish()
+    }
+}
+
+/// The two outputs of one input file, as written.
+pub(super) struct FileWritten {
+    pub data: Written,
+    pub excluded: Written,
+}
+
+/// Where one file's outputs go while it is being written.
+pub(super) struct FileSink {
+    data: Option<ChunkFile>,
+    manifest: Option<ChunkFile>,
+    /// The input, for row groups copied byte for byte.
+    input: FileSource,
+    pub stats: FileStats,
+}
+
+impl FileSink {
+    pub fn open(job: &FileJob, out: Option<&Location>) -> Result<FileSink> {
+        let stats = FileStats {
+            rel: job.input.file.rel.clone(),
+            bytes: job.input.file.bytes,
+            row_groups: job.num_row_groups() as u64,
+            ..Default::default()
+        };
+        // Copies stream whole chunks: read them in large pieces.
+        let input = job.input.parquet.source().with_buffer(1 << 20);
+        let Some(out) = out else {
+            return Ok(FileSink {
+                data: None,
+                manifest: None,
+                input,
+                stats,
+            });
+        };
+        let schema_descr = job
+            .input
+            .parquet
+            .parquet_meta()
+            .file_metadata()
+            .schema_descr_ptr();
+        let rel = &job.input.file.rel;
+        let data = ChunkFile::create(
+            out.join("data").join(rel),
+            &job.data_schema,
+            job.data_props.clone(),
+            Some(schema_descr.as_ref()),
+        )?;
+        let manifest = ChunkFile::create(
+            out.join("excluded").join(rel),
+            &job.manifest_schema,
+            job.manifest_props.clone(),
+            None,
+        )?;
+        Ok(FileSink {
+            data: Some(data),
+            manifest: Some(manifest),
+            input,
+            stats,
+        })
+    }
+
+    pub fn append(&mut self, r: RowGroupResult) -> Result<()> {
+        self.stats.rows += r.rows;
+        self.stats.kept += r.kept;
+        self.stats.excluded += r.rows - r.kept;
+        self.stats.unmatched += r.unmatched;
+        if let Some(data) = self.data.as_mut() {
+            match r.data {
+                DataOut::Nothing => {}
+                DataOut::Encoded(chunks) => data.append(chunks)?,
+                DataOut::PassThrough(readers) => data.append_raw(&self.input, &readers.pq, r.rg)?,
+            }
+        }
+        if let (Some(chunks), Some(m)) = (r.manifest, self.manifest.as_mut()) {
+            m.append(chunks)?;
+        }
+        Ok(())
+    }
+
+    /// Finish both files (a dry run writes none).
+    pub fn close(self) -> Result<(FileStats, Option<FileWritten>)> {
+        let written = match (self.data, self.manifest) {
+            (Some(d), Some(m)) => Some(FileWritten {
+                data: d.finish()?,
+                excluded: m.finish()?,
+            }),
+            _ => None,
+        };
+        Ok((self.stats, written))
+    }
+}

@@ -1,0 +1,59 @@
+//! The one I/O layer: every Parquet file is opened for reading through [`open_parquet`], every
+//! file corpusgate writes is created through [`OutputFile`], and every path is a [`Location`].
+//!
+//! - [`location`] — where a file is.
+//! - [`discover`] — which input files an argument names.
+//! - [`parquet`] — opening and reading Parquet, checked and guarded.
+//! - [`footer`], [`pages`], [`thrift`] — the checks made before the parquet crate parses anything.
+//! - [`memory`] — the `--max-memory` cap.
+//! - [`write`] — creating files atomically, with their checksum.
+//! - [`anatomy`] — taking files apart and rebuilding them (mutation tests, fuzz seeds).
+
+pub mod anatomy;
+pub mod discover;
+pub mod footer;
+pub mod location;
+pub mod memory;
+pub mod pages;
+pub mod parquet;
+pub mod thrift;
+pub mod write;
+
+pub use discover::{discover, InputFile};
+pub use location::Location;
+pub use parquet::{open_parquet, Identity, ParquetFile, ReadOptions};
+pub use write::{write_file, OutputFile, Written};
+
+use crate::error::{Error, Result};
+
+/// Feed a file's bytes to `update` in 1 MiB pieces; returns the number of bytes read.
+pub fn read_chunks(location: &Location, mut update: impl FnMut(&[u8])) -> Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(location.path())
+        .map_err(|e| Error::io("opening", location.clone(), e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("reading", location.clone(), e))?;
+        if n == 0 {
+            return Ok(size);
+        }
+        size += n as u64;
+        update(&buf[..n]);
+    }
+}
+
+/// Size and hex SHA-256 of a file's bytes.
+pub fn sha256_of(location: &Location) -> Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let size = read_chunks(location, |b| h.update(b))?;
+    Ok((size, crate::policy::hex(&h.finalize())))
+}
+
+/// Read a whole small file (policy, key, JSON state) into memory.
+pub fn read_to_vec(location: &Location) -> std::io::Result<Vec<u8>> {
+    std::fs::read(location.path())
+}

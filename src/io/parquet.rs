@@ -1,0 +1,601 @@
+//! The one way a Parquet file is opened for reading: [`open_parquet`].
+//!
+//! Every reader of Parquet — the corpus, the consent snapshot, Parquet user lists, `explain`,
+//! `verify`, `diff`, the fuzz targets — gets a [`ParquetFile`] from it, and decodes only what
+//! [`ParquetFile::check_row_group`] has checked. Guarantees, in the order they are established:
+//! 1. cheap claims first: the file's length, `PAR1` at both ends, a footer length that fits;
+//! 2. the footer is read as Thrift by [`super::footer`] before the parquet crate sees it, so no
+//!    count in it sizes an allocation unchecked (one lenient repair, named in `repaired`);
+//! 3. the crate decodes the footer under the panic guard; every column chunk it names lies
+//!    between the magic and the footer;
+//! 4. before a row group is decoded, every page header of its chunks is walked and checked
+//!    ([`super::pages`]) and what decoding it needs is held against `--max-memory`;
+//! 5. decoding runs under the panic guard, reading by offset (`pread`), so any number of threads
+//!    share one open file.
+
+use std::fs::File;
+use std::io::Read;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::reader::{ChunkReader, Length};
+use sha2::{Digest, Sha256};
+
+use super::footer::check_footer;
+use super::pages::{self, ChunkPages, PageKind, PageProblem, ReadAt};
+use super::Location;
+use crate::error::{Error, ReadError, Result};
+use crate::guard;
+
+/// Upper bound for a footer's claimed metadata length; real footers are far smaller.
+pub const MAX_FOOTER_BYTES: u64 = 256 << 20;
+
+/// Limits every read of a file is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// `--max-memory`: the most a file's footer or one row group may need to be decoded.
+    pub max_memory: u64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> ReadOptions {
+        ReadOptions {
+            max_memory: super::memory::default_max_memory(),
+        }
+    }
+}
+
+/// A file's identity for `--resume` and for noticing a file that changes while it is read:
+/// size, inode, modification and change times (ns) and the SHA-256 of its footer. Any write, and
+/// any replacement of the file, moves the change time, which users cannot set; hashing the whole
+/// content instead would read every input a second time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub size: u64,
+    pub id: String,
+}
+
+impl Identity {
+    fn new(meta: &std::fs::Metadata, footer: &[u8]) -> Identity {
+        use std::os::unix::fs::MetadataExt;
+        Identity {
+            size: meta.len(),
+            id: format!(
+                "ino={} mtime={}.{:09} ctime={}.{:09} footer_sha256={}",
+                meta.ino(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ctime(),
+                meta.ctime_nsec(),
+                crate::policy::hex(&Sha256::digest(footer))
+            ),
+        }
+    }
+
+    /// The identity of the file at `location` now (its footer as the last 8 bytes say).
+    pub fn of(location: &Location) -> Result<Identity> {
+        let path = location.path();
+        let f = File::open(path).map_err(|e| Error::io("opening", location.clone(), e))?;
+        let m = f
+            .metadata()
+            .map_err(|e| Error::io("reading", location.clone(), e))?;
+        let len = m.len();
+        let mut tail = [0u8; 8];
+        let footer = if len >= 8 {
+            read_exact_at(&f, len - 8, &mut tail)
+                .map_err(|e| Error::io("reading", location.clone(), e))?;
+            (u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64 + 8)
+                .min(len)
+                .min(MAX_FOOTER_BYTES)
+        } else {
+            len
+        };
+        let mut buf = vec![0u8; footer as usize];
+        read_exact_at(&f, len - footer, &mut buf)
+            .map_err(|e| Error::io("reading", location.clone(), e))?;
+        Ok(Identity::new(&m, &buf))
+    }
+}
+
+fn read_exact_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let n = ReadAt::read_at(f, offset, buf)?;
+    if n < buf.len() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// An open file read by offset: one descriptor shared by every thread, no shared cursor.
+#[derive(Clone)]
+pub struct FileSource {
+    file: Arc<File>,
+    len: u64,
+    /// Largest range one read may ask for (`--max-memory`).
+    max_read: u64,
+    /// Buffer of a [`ChunkReader::get_read`] stream.
+    buffer: usize,
+}
+
+impl FileSource {
+    /// The same source, streaming reads through a buffer of `bytes` (the crate reads page
+    /// headers through small ones; copying whole chunks wants large ones).
+    pub fn with_buffer(&self, bytes: usize) -> FileSource {
+        FileSource {
+            buffer: bytes,
+            ..self.clone()
+        }
+    }
+}
+
+impl ReadAt for FileSource {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        ReadAt::read_at(self.file.as_ref(), offset, buf)
+    }
+}
+
+impl Length for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// A [`Read`] from an offset of a [`FileSource`].
+pub struct SourceRead {
+    source: FileSource,
+    pos: u64,
+}
+
+impl Read for SourceRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = ReadAt::read_at(self.source.file.as_ref(), self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl ChunkReader for FileSource {
+    type T = std::io::BufReader<SourceRead>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        // The crate reads page headers through this, a byte at a time: buffer them.
+        Ok(std::io::BufReader::with_capacity(
+            self.buffer,
+            SourceRead {
+                source: self.clone(),
+                pos: start,
+            },
+        ))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let end = start.checked_add(length as u64);
+        if end.is_none_or(|e| e > self.len) || length as u64 > self.max_read {
+            return Err(parquet::errors::ParquetError::General(format!(
+                "a read of {length} bytes at byte {start} is outside the file or the memory cap"
+            )));
+        }
+        let mut buf = vec![0u8; length];
+        read_exact_at(&self.file, start, &mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A Parquet file whose footer has been read and checked.
+#[derive(Clone)]
+pub struct ParquetFile {
+    pub location: Location,
+    pub identity: Identity,
+    pub created_by: Option<String>,
+    /// Lists in the footer written with another integer type, repaired before decoding:
+    /// (field, wire type found).
+    pub repaired: Vec<(String, &'static str)>,
+    meta: ArrowReaderMetadata,
+    source: FileSource,
+    /// Where the footer starts: no data lies at or past it.
+    data_end: u64,
+    options: ReadOptions,
+}
+
+/// What [`ParquetFile::check_row_group`] found: every chunk's pages.
+pub struct RowGroupPages {
+    pub chunks: Vec<ChunkPages>,
+    /// Memory decoding the whole row group may take.
+    pub decode_bytes: u64,
+    /// The footer corrected for this row group when a chunk's declared size is wrong or the page
+    /// index does not describe its pages: read with this instead.
+    pub corrected: Option<Arc<ParquetMetaData>>,
+}
+
+impl RowGroupPages {
+    /// Every chunk is exactly its declared bytes (and the index, if any, matches): the row group
+    /// may be copied byte for byte.
+    pub fn copyable(&self) -> bool {
+        self.corrected.is_none() && self.chunks.iter().all(|c| c.exact())
+    }
+}
+
+/// Open `location` as Parquet: read and check the footer. Corrupt input is [`Error::Read`].
+pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<ParquetFile> {
+    let invalid = |m: String| Error::invalid(location.clone(), None, m);
+    let io = |e| Error::io("reading", location.clone(), e);
+    let f = File::open(location.path()).map_err(|e| Error::io("opening", location.clone(), e))?;
+    let stat = f.metadata().map_err(io)?;
+    let len = stat.len();
+    if len < 12 {
+        return Err(invalid(format!(
+            "not a Parquet file: {len} bytes is too short"
+        )));
+    }
+    let mut head = [0u8; 4];
+    let mut tail = [0u8; 8];
+    read_exact_at(&f, 0, &mut head).map_err(io)?;
+    read_exact_at(&f, len - 8, &mut tail).map_err(io)?;
+    if &head != b"PAR1" || &tail[4..] != b"PAR1" {
+        return Err(invalid(
+            "not a Parquet file (no PAR1 magic at start and end; truncated or another format?)"
+                .into(),
+        ));
+    }
+    let footer_len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+    if footer_len + 12 > len || footer_len > MAX_FOOTER_BYTES || footer_len > options.max_memory {
+        return Err(invalid(format!(
+            "corrupt footer: it claims {footer_len} bytes of metadata in a {len}-byte file"
+        )));
+    }
+    let data_end = len - 8 - footer_len;
+    let mut raw = vec![0u8; footer_len as usize];
+    read_exact_at(&f, data_end, &mut raw).map_err(io)?;
+    let mut with_tail = raw.clone();
+    with_tail.extend_from_slice(&tail);
+    let identity = Identity::new(&stat, &with_tail);
+
+    let checked = check_footer(&raw).map_err(|p| {
+        invalid(match p.field {
+            Some(field) => format!("corrupt footer: {field}: {}", p.message),
+            None => format!("corrupt footer: {}", p.message),
+        })
+    })?;
+    let writer = |m: &dyn std::fmt::Display| match &checked.created_by {
+        Some(w) => format!("reading the footer failed: {m} (written by {w})"),
+        None => format!("reading the footer failed: {m}"),
+    };
+    let panicked = |p: String| invalid(writer(&format!("internal error while decoding ({p})")));
+    let pq = guard::catch(|| ParquetMetaDataReader::decode_metadata(&checked.bytes))
+        .map_err(panicked)?
+        .map_err(|e| invalid(writer(&e)))?;
+    check_claims(&pq, data_end).map_err(invalid)?;
+    let meta = guard::catch(|| {
+        ArrowReaderMetadata::try_new(
+            Arc::new(pq),
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Skip),
+        )
+    })
+    .map_err(panicked)?
+    .map_err(|e| invalid(writer(&e)))?;
+    let descr = meta.metadata().file_metadata().schema_descr();
+    if descr.root_schema().get_fields().len() != meta.schema().fields().len() {
+        return Err(invalid(
+            "the embedded Arrow schema does not match the Parquet schema".into(),
+        ));
+    }
+    Ok(ParquetFile {
+        location: location.clone(),
+        identity,
+        created_by: checked.created_by,
+        repaired: checked.repaired,
+        meta,
+        source: FileSource {
+            file: Arc::new(f),
+            len,
+            max_read: options.max_memory,
+            buffer: 4096,
+        },
+        data_end,
+        options,
+    })
+}
+
+/// Check what the footer claims against the file before any page is read: every column chunk
+/// and index lies between the leading magic and the footer, and sizes are not negative.
+fn check_claims(pq: &ParquetMetaData, data_end: u64) -> std::result::Result<(), String> {
+    let inside = |start: i64, len: i64| {
+        start >= 4 && len >= 0 && (start as u64).saturating_add(len as u64) <= data_end
+    };
+    for (g, rg) in pq.row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            return Err(format!(
+                "corrupt footer: row group {g} claims {} rows",
+                rg.num_rows()
+            ));
+        }
+        for c in rg.columns() {
+            let name = c.column_path().string();
+            // Not `byte_range()`: it panics on the negative offsets a damaged footer can hold.
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            if start < 0 || c.compressed_size() < 0 {
+                return Err(format!(
+                    "corrupt footer: column '{name}' of row group {g} claims offset {start} and length {}",
+                    c.compressed_size()
+                ));
+            }
+            if !inside(start, c.compressed_size()) {
+                return Err(format!(
+                    "corrupt footer: column '{name}' of row group {g} claims bytes {start}..{} of a file whose data ends at byte {data_end}",
+                    start.saturating_add(c.compressed_size())
+                ));
+            }
+            if c.uncompressed_size() < 0 || c.num_values() < 0 {
+                return Err(format!(
+                    "corrupt footer: column '{name}' of row group {g} claims {} uncompressed bytes and {} values",
+                    c.uncompressed_size(),
+                    c.num_values()
+                ));
+            }
+            for (what, off, len) in [
+                (
+                    "offset index",
+                    c.offset_index_offset(),
+                    c.offset_index_length(),
+                ),
+                (
+                    "column index",
+                    c.column_index_offset(),
+                    c.column_index_length(),
+                ),
+            ] {
+                if let (Some(o), Some(l)) = (off, len) {
+                    if !inside(o, l as i64) {
+                        return Err(format!(
+                            "corrupt footer: the {what} of column '{name}' of row group {g} claims bytes {o}..{} of a file whose data ends at byte {data_end}",
+                            o.saturating_add(l as i64)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ParquetFile {
+    pub fn meta(&self) -> &ArrowReaderMetadata {
+        &self.meta
+    }
+
+    pub fn parquet_meta(&self) -> &Arc<ParquetMetaData> {
+        self.meta.metadata()
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        self.meta.schema()
+    }
+
+    pub fn options(&self) -> ReadOptions {
+        self.options
+    }
+
+    /// Rows, as the row groups count them (what readers use; a file-level count that
+    /// disagrees is ignored, as pyarrow does).
+    pub fn rows(&self) -> u64 {
+        self.parquet_meta()
+            .row_groups()
+            .iter()
+            .fold(0u64, |acc, g| {
+                acc.saturating_add(g.num_rows().max(0) as u64)
+            })
+    }
+
+    pub fn num_row_groups(&self) -> usize {
+        self.parquet_meta().num_row_groups()
+    }
+
+    /// The bytes of the file, for the parquet crate's readers and for copying.
+    pub fn source(&self) -> FileSource {
+        self.source.clone()
+    }
+
+    fn err(&self, row_group: Option<usize>, e: impl Into<ReadError>) -> Error {
+        Error::read(self.location.clone(), row_group, e)
+    }
+
+    /// The footer with the page index, when the file has one that the crate can read. A page
+    /// index that cannot be read is left out (it only lets readers skip pages; nothing decides
+    /// from it).
+    pub fn with_page_index(&self) -> Arc<ParquetMetaData> {
+        let source = self.source.clone();
+        let loaded = guard::catch(|| {
+            let mut reader =
+                ParquetMetaDataReader::new_with_metadata(self.parquet_meta().as_ref().clone())
+                    .with_page_index_policy(PageIndexPolicy::Optional);
+            reader
+                .read_page_indexes(&source)
+                .and_then(|_| reader.finish())
+        });
+        match loaded {
+            Ok(Ok(pq)) => Arc::new(pq),
+            _ => self.parquet_meta().clone(),
+        }
+    }
+
+    /// Walk and check every page header of row group `rg` in `pq` (this file's footer, with or
+    /// without its page index); the memory decoding it needs must fit `--max-memory`.
+    pub fn check_row_group(&self, pq: &Arc<ParquetMetaData>, rg: usize) -> Result<RowGroupPages> {
+        let group = pq.row_group(rg);
+        let rows = group.num_rows().max(0) as u64;
+        let descr = pq.file_metadata().schema_descr();
+        let mut chunks = Vec::with_capacity(group.num_columns());
+        let mut decode_bytes = rows.saturating_mul(pages::BYTES_PER_VALUE);
+        for (i, col) in group.columns().iter().enumerate() {
+            let walked = pages::walk_chunk(
+                &self.source,
+                self.data_end,
+                col,
+                descr.column(i).as_ref(),
+                rows,
+                self.options.max_memory,
+            )
+            .map_err(|p| match p {
+                PageProblem::Corrupt(m) => self.err(
+                    Some(rg),
+                    ReadError::Invalid(format!("column '{}': {m}", col.column_path().string())),
+                ),
+                PageProblem::TooBig { needed } => self.err(
+                    Some(rg),
+                    ReadError::Memory {
+                        needed,
+                        cap: self.options.max_memory,
+                    },
+                ),
+            })?;
+            decode_bytes = decode_bytes.saturating_add(walked.decode_bytes());
+            chunks.push(walked);
+        }
+        if decode_bytes > self.options.max_memory {
+            return Err(self.err(
+                Some(rg),
+                ReadError::Memory {
+                    needed: decode_bytes,
+                    cap: self.options.max_memory,
+                },
+            ));
+        }
+        let index_matches = pq.page_index().is_none_or(|index| {
+            chunks.iter().enumerate().all(|(i, c)| {
+                let Some(oi) = index.offset_index(rg, i) else {
+                    return true;
+                };
+                let data = c
+                    .pages
+                    .iter()
+                    .filter(|p| matches!(p.kind, PageKind::Data | PageKind::DataV2));
+                oi.page_locations().len() == data.clone().count()
+                    && oi.page_locations().iter().zip(data).all(|(l, p)| {
+                        l.offset as u64 == p.offset
+                            && l.compressed_page_size as u64 == p.header_len + p.compressed
+                    })
+            })
+        });
+        let exact = chunks.iter().all(|c| c.exact());
+        let corrected = (!exact || !index_matches).then(|| {
+            let mut builder = pq.as_ref().clone().into_builder();
+            if !exact {
+                let mut groups = builder.take_row_groups();
+                let cols = groups[rg]
+                    .columns()
+                    .iter()
+                    .zip(&chunks)
+                    .map(|(c, walked)| {
+                        c.clone()
+                            .into_builder()
+                            .set_total_compressed_size(walked.len as i64)
+                            .build()
+                            .unwrap_or_else(|_| c.clone())
+                    })
+                    .collect();
+                groups[rg] = groups[rg]
+                    .clone()
+                    .into_builder()
+                    .set_column_metadata(cols)
+                    .build()
+                    .unwrap_or_else(|_| groups[rg].clone());
+                builder = builder.set_row_groups(groups);
+            }
+            // A changed chunk or a page index that does not describe the pages: read without it.
+            Arc::new(builder.set_page_index(None).build())
+        });
+        Ok(RowGroupPages {
+            chunks,
+            decode_bytes,
+            corrected,
+        })
+    }
+
+    /// Reader metadata for `pq` that reads columns as `schema` says, or as the file's own types
+    /// when the reader cannot (the requested types are only a cheaper way to read the values).
+    pub fn reader_meta(
+        &self,
+        pq: &Arc<ParquetMetaData>,
+        schema: Option<SchemaRef>,
+    ) -> Result<ArrowReaderMetadata> {
+        let options = ArrowReaderOptions::new();
+        let plain = || ArrowReaderMetadata::try_new(pq.clone(), options.clone());
+        let r = match schema {
+            Some(s) => ArrowReaderMetadata::try_new(pq.clone(), options.clone().with_schema(s))
+                .or_else(|_| plain()),
+            None => plain(),
+        };
+        r.map_err(|e| self.err(None, e))
+    }
+
+    /// Decode `columns` (all when `None`) of every row group in order, calling `f` on each batch
+    /// (empty row groups yield nothing). Each row group is checked first, and decoded under the
+    /// panic guard. For the small files corpusgate reads whole: snapshots, lists, manifests.
+    pub fn read_all(
+        &self,
+        columns: Option<&[&str]>,
+        batch_size: usize,
+        f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let pq = self.parquet_meta().clone();
+        for rg in 0..self.num_row_groups() {
+            self.read_row_group(&pq, rg, columns, batch_size, None, f)?;
+        }
+        Ok(())
+    }
+
+    /// Decode `columns` of row group `rg` (rows `select` only, when given), checked first and
+    /// under the panic guard.
+    pub fn read_row_group(
+        &self,
+        pq: &Arc<ParquetMetaData>,
+        rg: usize,
+        columns: Option<&[&str]>,
+        batch_size: usize,
+        select: Option<parquet::arrow::arrow_reader::RowSelection>,
+        f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        if pq.row_group(rg).num_rows() == 0 {
+            return Ok(());
+        }
+        let checked = self.check_row_group(pq, rg)?;
+        let pq = checked.corrected.unwrap_or_else(|| pq.clone());
+        let meta = self.reader_meta(&pq, None)?;
+        let mask = match columns {
+            None => ProjectionMask::all(),
+            Some(names) => {
+                let roots: Vec<usize> = self
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| names.contains(&f.name().as_str()))
+                    .map(|(i, _)| i)
+                    .collect();
+                ProjectionMask::roots(pq.file_metadata().schema_descr(), roots)
+            }
+        };
+        let source = self.source.clone();
+        guard::catch(|| -> Result<()> {
+            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(source, meta)
+                .with_projection(mask)
+                .with_row_groups(vec![rg])
+                .with_batch_size(batch_size.max(1));
+            if let Some(s) = select {
+                builder = builder.with_row_selection(s);
+            }
+            let reader = builder.build().map_err(|e| self.err(Some(rg), e))?;
+            for batch in reader {
+                f(batch.map_err(|e| self.err(Some(rg), e))?)?;
+            }
+            Ok(())
+        })
+        .map_err(|panic| self.err(Some(rg), ReadError::Panic(panic)))?
+    }
+}
