@@ -96,7 +96,9 @@ impl Journal {
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         f.write_all(text.as_bytes())
             .and_then(|_| f.sync_data())
-            .map_err(|e| Error::io("writing", self.location.clone(), e))
+            .map_err(|e| Error::io("writing", self.location.clone(), e))?;
+        crate::failpoint::hit("journaled");
+        Ok(())
     }
 
     pub fn remove(self) {

@@ -1,7 +1,12 @@
 //! Run accounting: per-file and per-rule/per-region counts, `summary.json`, and the short human
 //! summary printed to stderr.
 
-use serde_json::{json, Map, Value};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::io::Location;
 
 use crate::policy::{Policy, RuleId};
 use crate::region::{Region, REGION_COUNT};
@@ -130,95 +135,118 @@ impl RunSummary {
         })
     }
 
-    pub fn to_json(&self, policy: &Policy) -> Value {
-        let mut by_rule = Map::new();
+    /// What summary.json records about this run.
+    pub fn to_file(&self, policy: &Policy) -> SummaryFile {
+        let mut by_rule = IndexMap::new();
         for (i, rule) in policy.rules.iter().enumerate() {
             by_rule.insert(
                 rule.id.clone(),
-                json!({"action": rule.action.as_str(), "rows": self.counts.by_rule[i]}),
+                RuleRecord {
+                    action: rule.action.as_str().into(),
+                    rows: self.counts.by_rule[i],
+                },
             );
         }
         by_rule.insert(
             "default".into(),
-            json!({"action": policy.default.as_str(), "rows": self.counts.by_rule[policy.rules.len()]}),
+            RuleRecord {
+                action: policy.default.as_str().into(),
+                rows: self.counts.by_rule[policy.rules.len()],
+            },
         );
-        let mut by_region = Map::new();
+        let mut by_region = IndexMap::new();
         let order = Region::all_known().chain(std::iter::once(Region::UNKNOWN));
         for r in order {
             let [kept, excluded] = self.counts.by_region[r.index()];
             if kept + excluded > 0 {
                 by_region.insert(
                     r.label().into(),
-                    json!({"rows": kept + excluded, "kept": kept, "excluded": excluded}),
+                    RegionRecord {
+                        rows: kept + excluded,
+                        kept,
+                        excluded,
+                    },
                 );
             }
         }
         let (rows, kept, excluded) = self.totals();
         let table = self.join.as_ref().and_then(|j| j.table.as_ref());
-        let mut out = json!({
-            "corpusgate_version": env!("CARGO_PKG_VERSION"),
-            "policy": {
-                "id": policy.id,
-                "version": policy.version,
-                "sha256": policy.sha256,
-                "path": policy.path.display().to_string(),
-                "text": policy.text,
+        let lists = self
+            .join
+            .as_ref()
+            .map(|j| &j.lists)
+            .filter(|l| !l.is_empty());
+        SummaryFile {
+            format: SUMMARY_FORMAT,
+            corpusgate_version: env!("CARGO_PKG_VERSION").into(),
+            policy: PolicyRecord {
+                id: policy.id.clone(),
+                version: policy.version.clone(),
+                sha256: policy.sha256.clone(),
+                path: policy.path.display().to_string(),
+                text: policy.text.clone(),
             },
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "dry_run": self.dry_run,
-            "options": self.options,
-            "files": self.files.iter().map(|f| {
-                let mut v = json!({
-                    "path": f.rel, "bytes": f.bytes, "rows": f.rows, "kept": f.kept,
-                    "excluded": f.excluded, "row_groups": f.row_groups,
-                });
-                if table.is_some() {
-                    v["unmatched_rows"] = json!(f.unmatched);
-                }
-                v
-            }).collect::<Vec<_>>(),
-            "by_rule": by_rule,
-            "by_region": by_region,
-            "totals": {"files": self.files.len(), "rows": rows, "kept": kept, "excluded": excluded},
-        });
-        out["skipped"] = Value::Array(
-            self.skipped
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            dry_run: self.dry_run,
+            options: self.options.clone(),
+            files: self
+                .files
                 .iter()
-                .map(|(p, e)| json!({"path": p.to_string(), "error": e}))
+                .map(|f| FileRecord {
+                    path: f.rel.clone(),
+                    bytes: f.bytes,
+                    rows: f.rows,
+                    kept: f.kept,
+                    excluded: f.excluded,
+                    row_groups: f.row_groups,
+                    unmatched_rows: table.is_some().then_some(f.unmatched),
+                })
                 .collect(),
-        );
-        if self.resumed > 0 {
-            out["resumed_files"] = json!(self.resumed);
+            by_rule,
+            by_region,
+            totals: Totals {
+                files: self.files.len() as u64,
+                rows,
+                kept,
+                excluded,
+            },
+            skipped: self
+                .skipped
+                .iter()
+                .map(|(p, e)| SkippedRecord {
+                    path: p.to_string(),
+                    error: e.clone(),
+                })
+                .collect(),
+            resumed_files: (self.resumed > 0).then_some(self.resumed as u64),
+            consent_table: table.map(|t| ConsentRecord {
+                path: t.info.path.to_string(),
+                files: t.info.files as u64,
+                rows: t.info.rows,
+                distinct_keys: t.info.distinct,
+                sha256: t.info.sha256.clone(),
+                unmatched_rows: self.files.iter().map(|f| f.unmatched).sum(),
+            }),
+            user_lists: lists.map(|lists| {
+                lists
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.name.clone(),
+                            ListRecord {
+                                path: l.info.path.to_string(),
+                                rows: l.info.rows,
+                                distinct: l.info.distinct,
+                                sha256: l.info.sha256.clone(),
+                            },
+                        )
+                    })
+                    .collect()
+            }),
+            shards: None,
+            plan_created_at: None,
         }
-        if let Some(t) = table {
-            out["consent_table"] = json!({
-                "path": t.info.path.to_string(),
-                "files": t.info.files,
-                "rows": t.info.rows,
-                "distinct_keys": t.info.distinct,
-                "sha256": t.info.sha256,
-                "unmatched_rows": self.files.iter().map(|f| f.unmatched).sum::<u64>(),
-            });
-        }
-        if let Some(j) = &self.join {
-            if !j.lists.is_empty() {
-                let mut lists = Map::new();
-                for l in &j.lists {
-                    lists.insert(
-                        l.name.clone(),
-                        json!({
-                            "path": l.info.path.to_string(),
-                            "rows": l.info.rows,
-                            "distinct": l.info.distinct,
-                            "sha256": l.info.sha256,
-                        }),
-                    );
-                }
-                out["user_lists"] = Value::Object(lists);
-            }
-        }
-        out
     }
 
     /// A few lines for a person reading the job log.
@@ -303,4 +331,226 @@ pub fn group(n: u64) -> String {
 /// Now as RFC 3339 UTC with second precision.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The format of summary.json. corpusgate 0.1 wrote no `format` key; its summaries are format 1.
+pub const SUMMARY_FORMAT: u32 = 2;
+
+fn legacy_format() -> u32 {
+    1
+}
+
+/// summary.json. Keys users read keep their names; a missing or mistyped one is an error
+/// naming the file and the key ([`SummaryFile::load`]). Keys a later version adds are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryFile {
+    #[serde(default = "legacy_format")]
+    pub format: u32,
+    pub corpusgate_version: String,
+    pub policy: PolicyRecord,
+    pub started_at: String,
+    pub finished_at: String,
+    pub dry_run: bool,
+    /// The run's options, as given (filter's and a plan's differ; recorded, not read back).
+    pub options: Value,
+    pub files: Vec<FileRecord>,
+    pub by_rule: IndexMap<String, RuleRecord>,
+    pub by_region: IndexMap<String, RegionRecord>,
+    pub totals: Totals,
+    pub skipped: Vec<SkippedRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_table: Option<ConsentRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_lists: Option<IndexMap<String, ListRecord>>,
+    /// A committed plan: how many shards ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_created_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub id: String,
+    pub version: Option<String>,
+    pub sha256: String,
+    pub path: String,
+    /// The policy file as it was used.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// The input's name relative to its argument (its outputs' name).
+    pub path: String,
+    pub bytes: u64,
+    pub rows: u64,
+    pub kept: u64,
+    pub excluded: u64,
+    pub row_groups: u64,
+    /// With a consent snapshot: rows whose user is not in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatched_rows: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    pub action: String,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionRecord {
+    pub rows: u64,
+    pub kept: u64,
+    pub excluded: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub files: u64,
+    pub rows: u64,
+    pub kept: u64,
+    pub excluded: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRecord {
+    pub path: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub path: String,
+    pub files: u64,
+    pub rows: u64,
+    pub distinct_keys: u64,
+    pub sha256: String,
+    pub unmatched_rows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRecord {
+    pub path: String,
+    pub rows: u64,
+    pub distinct: u64,
+    pub sha256: String,
+}
+
+impl SummaryFile {
+    /// Read `OUT_DIR/summary.json`.
+    pub fn load(out_dir: &Location) -> Result<SummaryFile> {
+        let location = out_dir.join("summary.json");
+        let text = std::fs::read(location.path()).map_err(|e| {
+            Error::Usage(format!(
+                "{location}: {e}; is {out_dir} a corpusgate filter output?"
+            ))
+        })?;
+        let s: SummaryFile = serde_json::from_slice(&text).map_err(|e| Error::State {
+            path: location.clone(),
+            message: e.to_string(),
+        })?;
+        if s.format > SUMMARY_FORMAT {
+            return Err(Error::State {
+                path: location,
+                message: format!(
+                    "summary format {} is newer than this corpusgate reads ({SUMMARY_FORMAT})",
+                    s.format
+                ),
+            });
+        }
+        Ok(s)
+    }
+
+    /// The JSON text written to summary.json.
+    pub fn to_text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("summaries serialise");
+        text.push('\n');
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> SummaryFile {
+        SummaryFile {
+            format: SUMMARY_FORMAT,
+            corpusgate_version: "0".into(),
+            policy: PolicyRecord {
+                id: "p".into(),
+                version: None,
+                sha256: "ab".into(),
+                path: "p.yaml".into(),
+                text: "policy: p".into(),
+            },
+            started_at: "a".into(),
+            finished_at: "b".into(),
+            dry_run: false,
+            options: serde_json::json!({"threads": 2}),
+            files: vec![],
+            by_rule: IndexMap::from([(
+                "default".to_owned(),
+                RuleRecord {
+                    action: "exclude".into(),
+                    rows: 0,
+                },
+            )]),
+            by_region: IndexMap::new(),
+            totals: Totals::default(),
+            skipped: vec![],
+            resumed_files: None,
+            consent_table: None,
+            user_lists: None,
+            shards: None,
+            plan_created_at: None,
+        }
+    }
+
+    #[test]
+    fn a_summary_reads_back_and_a_missing_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Location::local(dir.path());
+        std::fs::write(dir.path().join("summary.json"), file().to_text()).unwrap();
+        assert_eq!(SummaryFile::load(&out).unwrap(), file());
+        let mut v = serde_json::to_value(file()).unwrap();
+        v["totals"].as_object_mut().unwrap().remove("kept");
+        std::fs::write(dir.path().join("summary.json"), v.to_string()).unwrap();
+        let e = SummaryFile::load(&out).unwrap_err();
+        assert_eq!(e.exit_status(), crate::error::ExitStatus::Usage);
+        assert!(e.to_string().contains("missing field `kept`"), "{e}");
+        // corpusgate 0.1 wrote no format key.
+        v["totals"]["kept"] = serde_json::json!(0);
+        v.as_object_mut().unwrap().remove("format");
+        std::fs::write(dir.path().join("summary.json"), v.to_string()).unwrap();
+        assert_eq!(SummaryFile::load(&out).unwrap().format, 1);
+    }
+
+    #[test]
+    fn the_short_hash_of_any_policy_hash_is_safe() {
+        let mut policy = crate::policy::Policy::from_text(
+            std::path::Path::new("p.yaml"),
+            "policy: p\ncolumns: {region: c}\nrules: []\n",
+            "abc".into(),
+        )
+        .unwrap();
+        let s = RunSummary {
+            join: None,
+            started_at: String::new(),
+            finished_at: String::new(),
+            options: Value::Null,
+            files: vec![],
+            counts: Counts::new(0),
+            dry_run: true,
+            skipped: vec![],
+            resumed: 0,
+        };
+        assert!(s.human(&policy, None).contains("(abc)"));
+        policy.sha256 = format!("a{}", "é".repeat(20));
+        assert!(s.human(&policy, None).contains("over 0 files"));
+    }
 }

@@ -368,9 +368,7 @@ fn run_with(
         if let Some(j) = journal {
             j.remove();
         }
-        let mut text =
-            serde_json::to_string_pretty(&summary.to_json(policy)).expect("summary serialises");
-        text.push('\n');
+        let text = summary.to_file(policy).to_text();
         crate::io::write_file(&txn.dir().join("summary.json"), text.as_bytes())?;
         txn.commit()?;
     }
@@ -409,11 +407,7 @@ pub fn command(args: &crate::cli::FilterArgs) -> Result<crate::error::ExitStatus
     let summary = run(&plan)?;
     eprint!("{}", summary.human(&plan.policy, plan.output.as_ref()));
     if plan.dry_run {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary.to_json(&plan.policy))
-                .expect("summary serialises")
-        );
+        print!("{}", summary.to_file(&plan.policy).to_text());
     }
     Ok(if summary.skipped.is_empty() {
         crate::error::ExitStatus::Success

@@ -2,30 +2,10 @@
 //! (inline SVG charts, the policy text and hash, the run's times and versions; no network).
 
 use std::fmt::Write;
-use std::path::Path;
 
-use serde_json::Value;
-
-use crate::error::{Error, Result};
-use crate::summary::group;
-
-/// Read `OUT_DIR/summary.json`.
-pub fn load_summary(out_dir: &Path) -> Result<Value> {
-    let path = out_dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Usage(format!(
-            "{}: {e}; is {} a corpusgate filter output?",
-            path.display(),
-            out_dir.display()
-        ))
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Usage(format!("{}: not valid JSON: {e}", path.display())))
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
+use crate::error::Result;
+use crate::io::Location;
+use crate::summary::{group, SummaryFile};
 
 fn pct(n: u64, of: u64) -> String {
     if of == 0 {
@@ -64,90 +44,87 @@ fn table(head: [&str; 4], rows: &[[String; 4]]) -> String {
 }
 
 /// The terminal report.
-pub fn text(s: &Value) -> String {
-    let t = &s["totals"];
-    let (rows, kept, excluded) = (u(&t["rows"]), u(&t["kept"]), u(&t["excluded"]));
+pub fn text(s: &SummaryFile) -> String {
+    let t = &s.totals;
+    let (rows, kept, excluded) = (t.rows, t.kept, t.excluded);
     let mut out = String::new();
     let _ = writeln!(
         out,
         "policy {} (version {}, sha256 {})",
-        s["policy"]["id"].as_str().unwrap_or("?"),
-        s["policy"]["version"].as_str().unwrap_or("-"),
-        s["policy"]["sha256"].as_str().unwrap_or("?")
+        s.policy.id,
+        s.policy.version.as_deref().unwrap_or("-"),
+        s.policy.sha256
     );
     let _ = writeln!(
         out,
         "run {} .. {}, corpusgate {}",
-        s["started_at"].as_str().unwrap_or("?"),
-        s["finished_at"].as_str().unwrap_or("?"),
-        s["corpusgate_version"].as_str().unwrap_or("?")
+        s.started_at, s.finished_at, s.corpusgate_version
     );
     let _ = writeln!(
         out,
         "{} files, {} rows: kept {} ({}), excluded {} ({})\n",
-        u(&t["files"]),
+        t.files,
         group(rows),
         group(kept),
         pct(kept, rows),
         group(excluded),
         pct(excluded, rows)
     );
-    let mut by_rule = Vec::new();
-    if let Some(m) = s["by_rule"].as_object() {
-        for (rule, v) in m {
-            let n = u(&v["rows"]);
-            by_rule.push([
+    let by_rule: Vec<[String; 4]> = s
+        .by_rule
+        .iter()
+        .map(|(rule, v)| {
+            [
                 rule.clone(),
-                v["action"].as_str().unwrap_or("?").to_owned(),
-                group(n),
-                pct(n, rows),
-            ]);
-        }
-    }
+                v.action.clone(),
+                group(v.rows),
+                pct(v.rows, rows),
+            ]
+        })
+        .collect();
     let _ = writeln!(
         out,
         "By rule\n{}",
         table(["rule", "action", "rows", "share"], &by_rule)
     );
-    let mut by_region = Vec::new();
-    if let Some(m) = s["by_region"].as_object() {
-        for (region, v) in m {
-            by_region.push([
+    let by_region: Vec<[String; 4]> = s
+        .by_region
+        .iter()
+        .map(|(region, v)| {
+            [
                 region.clone(),
-                group(u(&v["rows"])),
-                group(u(&v["kept"])),
-                group(u(&v["excluded"])),
-            ]);
-        }
-    }
+                group(v.rows),
+                group(v.kept),
+                group(v.excluded),
+            ]
+        })
+        .collect();
     let _ = writeln!(
         out,
         "By region\n{}",
         table(["region", "rows", "kept", "excluded"], &by_region)
     );
-    let mut files = Vec::new();
-    for f in s["files"].as_array().into_iter().flatten() {
-        files.push([
-            f["path"].as_str().unwrap_or("?").to_owned(),
-            group(u(&f["rows"])),
-            group(u(&f["kept"])),
-            group(u(&f["excluded"])),
-        ]);
-    }
+    let files: Vec<[String; 4]> = s
+        .files
+        .iter()
+        .map(|f| {
+            [
+                f.path.clone(),
+                group(f.rows),
+                group(f.kept),
+                group(f.excluded),
+            ]
+        })
+        .collect();
     let _ = writeln!(
         out,
         "By file\n{}",
         table(["file", "rows", "kept", "excluded"], &files)
     );
-    if let Some(skipped) = s["skipped"].as_array().filter(|a| !a.is_empty()) {
+    if !s.skipped.is_empty() {
         let _ = writeln!(out, "Skipped (unreadable) inputs");
-        for k in skipped {
-            let _ = writeln!(
-                out,
-                "  {}: {}",
-                k["path"].as_str().unwrap_or("?"),
-                k["error"].as_str().unwrap_or("?")
-            );
+        for k in &s.skipped {
+            let _ = writeln!(out, "  {}: {}", k.path, k.error);
         }
     }
     out
@@ -205,46 +182,48 @@ fn bars(id: &str, title: &str, items: &[(String, u64, u64)]) -> String {
     s
 }
 
+/// The bars of the HTML report: (label, kept, excluded) by rule, by region, by file.
+fn chart_items(s: &SummaryFile) -> [Vec<(String, u64, u64)>; 3] {
+    let rules = s
+        .by_rule
+        .iter()
+        .map(|(rule, v)| {
+            let inc = v.action == "include";
+            (
+                format!("{rule} ({})", v.action),
+                if inc { v.rows } else { 0 },
+                if inc { 0 } else { v.rows },
+            )
+        })
+        .collect();
+    let mut regions: Vec<(String, u64, u64)> = s
+        .by_region
+        .iter()
+        .map(|(k, v)| (k.clone(), v.kept, v.excluded))
+        .collect();
+    regions.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then(a.0.cmp(&b.0)));
+    let files = s
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.kept, f.excluded))
+        .collect();
+    [rules, regions, files]
+}
+
+const STYLE: &str = r#"body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 980px; color: #1d2430; }
+h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin-top: 1.8em; }
+table.kv td { padding: 2px 12px 2px 0; vertical-align: top; } table.kv td:first-child { white-space: nowrap; } code, pre { font: 12px ui-monospace, monospace; } table.kv code { word-break: break-all; }
+pre { background: #f4f6f8; padding: 12px; overflow-x: auto; border-radius: 6px; }
+.totals span { display: inline-block; margin-right: 2em; font-size: 1.1em; }
+svg text { font: 12px system-ui, sans-serif; fill: #1d2430; } svg text.t { font-weight: 600; }
+rect.kept { fill: #2e8b57; } rect.excluded { fill: #c0392b; }
+.legend span { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: -1px; }"#;
+
 /// The HTML report: one page, everything inline.
-pub fn html(s: &Value, policy_text: Option<&str>) -> String {
-    let t = &s["totals"];
-    let (rows, kept, excluded) = (u(&t["rows"]), u(&t["kept"]), u(&t["excluded"]));
-    let mut rule_items = Vec::new();
-    if let Some(m) = s["by_rule"].as_object() {
-        for (rule, v) in m {
-            let n = u(&v["rows"]);
-            let inc = v["action"] == "include";
-            rule_items.push((
-                format!("{rule} ({})", v["action"].as_str().unwrap_or("?")),
-                if inc { n } else { 0 },
-                if inc { 0 } else { n },
-            ));
-        }
-    }
-    let mut region_items: Vec<(String, u64, u64)> = s["by_region"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), u(&v["kept"]), u(&v["excluded"])))
-                .collect()
-        })
-        .unwrap_or_default();
-    region_items.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then(a.0.cmp(&b.0)));
-    let file_items: Vec<(String, u64, u64)> = s["files"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| {
-                    (
-                        f["path"].as_str().unwrap_or("?").to_owned(),
-                        u(&f["kept"]),
-                        u(&f["excluded"]),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let policy = &s["policy"];
+pub fn html(s: &SummaryFile) -> String {
+    let t = &s.totals;
+    let [rule_items, region_items, file_items] = chart_items(s);
+    let policy = &s.policy;
     let mut out = String::new();
     let _ = write!(
         out,
@@ -253,14 +232,7 @@ pub fn html(s: &Value, policy_text: Option<&str>) -> String {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>corpusgate report: {id}</title>
 <style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 980px; color: #1d2430; }}
-h1 {{ font-size: 1.5em; margin-bottom: .2em; }} h2 {{ font-size: 1.15em; margin-top: 1.8em; }}
-table.kv td {{ padding: 2px 12px 2px 0; vertical-align: top; }} table.kv td:first-child {{ white-space: nowrap; }} code, pre {{ font: 12px ui-monospace, monospace; }} table.kv code {{ word-break: break-all; }}
-pre {{ background: #f4f6f8; padding: 12px; overflow-x: auto; border-radius: 6px; }}
-.totals span {{ display: inline-block; margin-right: 2em; font-size: 1.1em; }}
-svg text {{ font: 12px system-ui, sans-serif; fill: #1d2430; }} svg text.t {{ font-weight: 600; }}
-rect.kept {{ fill: #2e8b57; }} rect.excluded {{ fill: #c0392b; }}
-.legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: -1px; }}
+{STYLE}
 </style></head><body>
 <h1>Training-data filter report</h1>
 <p>Policy <b id="policy-id">{id}</b> version <b>{version}</b>, run by corpusgate {cgv}.</p>
@@ -280,61 +252,61 @@ rect.kept {{ fill: #2e8b57; }} rect.excluded {{ fill: #c0392b; }}
 <h2>Rows by file</h2>
 {file_svg}
 "#,
-        id = esc(policy["id"].as_str().unwrap_or("?")),
-        version = esc(policy["version"].as_str().unwrap_or("-")),
-        cgv = esc(s["corpusgate_version"].as_str().unwrap_or("?")),
-        sha = esc(policy["sha256"].as_str().unwrap_or("?")),
-        start = esc(s["started_at"].as_str().unwrap_or("?")),
-        end = esc(s["finished_at"].as_str().unwrap_or("?")),
-        opts = esc(&s["options"].to_string()),
-        files = u(&t["files"]),
-        rows = rows,
-        kept = kept,
-        excluded = excluded,
-        kp = pct(kept, rows),
-        ep = pct(excluded, rows),
+        id = esc(&policy.id),
+        version = esc(policy.version.as_deref().unwrap_or("-")),
+        cgv = esc(&s.corpusgate_version),
+        sha = esc(&policy.sha256),
+        start = esc(&s.started_at),
+        end = esc(&s.finished_at),
+        opts = esc(&s.options.to_string()),
+        files = t.files,
+        rows = t.rows,
+        kept = t.kept,
+        excluded = t.excluded,
+        kp = pct(t.kept, t.rows),
+        ep = pct(t.excluded, t.rows),
         rule_svg = bars("by-rule", "Rows decided, by rule", &rule_items),
         region_svg = bars("by-region", "Rows by normalised region", &region_items),
         file_svg = bars("by-file", "Rows by input file", &file_items),
     );
-    if let Some(skipped) = s["skipped"].as_array().filter(|a| !a.is_empty()) {
+    if !s.skipped.is_empty() {
         out.push_str("<h2>Skipped (unreadable) inputs</h2><ul>");
-        for k in skipped {
+        for k in &s.skipped {
             let _ = write!(
                 out,
                 "<li><code>{}</code>: {}</li>",
-                esc(k["path"].as_str().unwrap_or("?")),
-                esc(k["error"].as_str().unwrap_or("?"))
+                esc(&k.path),
+                esc(&k.error)
             );
         }
         out.push_str("</ul>");
     }
-    if let Some(t) = s.get("consent_table").filter(|v| v.is_object()) {
+    if let Some(t) = &s.consent_table {
         let _ = write!(
             out,
             "<h2>Consent snapshot</h2><p><code>{}</code>: {} rows, {} distinct keys, {} corpus rows unmatched; SHA-256 <code>{}</code></p>",
-            esc(t["path"].as_str().unwrap_or("?")),
-            u(&t["rows"]),
-            u(&t["distinct_keys"]),
-            u(&t["unmatched_rows"]),
-            esc(t["sha256"].as_str().unwrap_or("?"))
+            esc(&t.path),
+            t.rows,
+            t.distinct_keys,
+            t.unmatched_rows,
+            esc(&t.sha256)
         );
     }
     let _ = write!(
         out,
         "<h2>Policy</h2><p>The policy file as it was used (SHA-256 <code>{}</code>):</p><pre id=\"policy-text\">{}</pre>\n</body></html>\n",
-        esc(policy["sha256"].as_str().unwrap_or("?")),
-        esc(policy_text.unwrap_or("(the policy text was not recorded in summary.json)"))
+        esc(&policy.sha256),
+        esc(&policy.text)
     );
     out
 }
 
 /// `corpusgate report`.
 pub fn command(args: &crate::cli::ReportArgs) -> Result<crate::error::ExitStatus> {
-    let s = load_summary(&args.out_dir)?;
+    let s = SummaryFile::load(&Location::local(&args.out_dir))?;
     print!("{}", text(&s));
     if let Some(path) = &args.html {
-        let page = html(&s, s["policy"]["text"].as_str());
+        let page = html(&s);
         crate::io::write_file(&crate::io::Location::local(path), page.as_bytes())?;
         eprintln!("corpusgate: wrote {}", path.display());
     }

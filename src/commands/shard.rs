@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 
+use indexmap::IndexMap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
 
 use crate::cli::{CommitArgs, PlanArgs, RunShardArgs};
 use crate::commands::filter;
@@ -23,7 +23,9 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::io::{self, sha256_of, InputFile, Location, ReadOptions, Written};
 use crate::plan::{read_key, CompressionChoice, FilterPlan, JoinSources};
 use crate::policy::Policy;
-use crate::summary::now_rfc3339;
+use crate::summary::{
+    now_rfc3339, FileRecord, RegionRecord, RuleRecord, SkippedRecord, SummaryFile, Totals,
+};
 
 const PLAN: &str = "_plan.json";
 const FORMAT: u32 = 2;
@@ -120,7 +122,7 @@ pub struct Marker {
     pub index: usize,
     pub files: Vec<MarkerFile>,
     /// The shard's summary.json (none for a shard without files).
-    pub summary: Option<Value>,
+    pub summary: Option<SummaryFile>,
     pub finished_at: String,
 }
 
@@ -549,7 +551,7 @@ pub fn run_shard(
     ));
     let plan = shard_plan(out, &p, index, attempt.clone(), threads, read)?;
     let summary = filter::run(&plan)?;
-    let summary_json = summary.to_json(&plan.policy);
+    let summary_file = summary.to_file(&plan.policy);
 
     // Promote each file, then record the shard as done.
     let mut listed = Vec::new();
@@ -577,7 +579,7 @@ pub fn run_shard(
         format: FORMAT,
         index,
         files: listed,
-        summary: Some(summary_json),
+        summary: Some(summary_file),
         finished_at: now_rfc3339(),
     };
     write_json(&marker_location(out, index), &marker)?;
@@ -611,44 +613,38 @@ pub fn commit(out: &Location) -> Result<ExitStatus> {
             missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
         )));
     }
-    let summaries: Vec<&Value> = markers
+    let summaries: Vec<&SummaryFile> = markers
         .iter()
         .flatten()
         .filter_map(|m| m.summary.as_ref())
         .collect();
     let summary = merge_summaries(&p, &summaries)?;
-    write_json(&out.join("summary.json"), &summary)?;
+    io::write_file(&out.join("summary.json"), summary.to_text().as_bytes())?;
     let _ = fs::remove_dir_all(out.path().join("_attempts"));
     io::write_file(&out.join("_SUCCESS"), b"")?;
     eprintln!(
         "corpusgate: committed {} shards, {} files, {} rows: kept {}, excluded {}",
         p.shards.len(),
-        summary["totals"]["files"],
-        summary["totals"]["rows"],
-        summary["totals"]["kept"],
-        summary["totals"]["excluded"]
+        summary.totals.files,
+        summary.totals.rows,
+        summary.totals.kept,
+        summary.totals.excluded
     );
-    Ok(
-        if summary["skipped"].as_array().is_none_or(|a| a.is_empty()) {
-            ExitStatus::Success
-        } else {
-            ExitStatus::Quarantined
-        },
-    )
+    Ok(if summary.skipped.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Quarantined
+    })
 }
 
-/// One summary for the whole plan from the shards' summaries.
-fn merge_summaries(p: &PlanFile, summaries: &[&Value]) -> Result<Value> {
-    let mut files: Vec<Value> = summaries
-        .iter()
-        .flat_map(|s| s["files"].as_array().cloned().unwrap_or_default())
-        .collect();
-    files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
-    let mut skipped: Vec<Value> = summaries
-        .iter()
-        .flat_map(|s| s["skipped"].as_array().cloned().unwrap_or_default())
-        .collect();
-    skipped.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+/// One summary for the whole plan from the shards' summaries: files and quarantined inputs in
+/// name order, counts added up, regions in the order `filter` writes them.
+fn merge_summaries(p: &PlanFile, summaries: &[&SummaryFile]) -> Result<SummaryFile> {
+    let mut files: Vec<FileRecord> = summaries.iter().flat_map(|s| s.files.clone()).collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut skipped: Vec<SkippedRecord> =
+        summaries.iter().flat_map(|s| s.skipped.clone()).collect();
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
     let done = files.len() + skipped.len();
     if done != p.inputs.len() {
         return Err(Error::Usage(format!(
@@ -656,68 +652,75 @@ fn merge_summaries(p: &PlanFile, summaries: &[&Value]) -> Result<Value> {
             p.inputs.len()
         )));
     }
-    let mut by_rule = Map::new();
-    let mut by_region: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    let Some(first) = summaries.first() else {
+        return Err(Error::Usage(
+            "no shard processed a file; nothing to commit".into(),
+        ));
+    };
+    let mut by_rule = first.by_rule.clone();
+    by_rule.values_mut().for_each(|r| r.rows = 0);
+    let mut by_region: BTreeMap<String, RegionRecord> = BTreeMap::new();
     for s in summaries {
-        for (k, v) in s["by_rule"].as_object().into_iter().flatten() {
-            let e = by_rule
+        for (k, v) in &s.by_rule {
+            by_rule
                 .entry(k.clone())
-                .or_insert_with(|| json!({"action": v["action"], "rows": 0}));
-            e["rows"] = json!(e["rows"].as_u64().unwrap_or(0) + v["rows"].as_u64().unwrap_or(0));
+                .or_insert_with(|| RuleRecord {
+                    action: v.action.clone(),
+                    rows: 0,
+                })
+                .rows += v.rows;
         }
-        for (k, v) in s["by_region"].as_object().into_iter().flatten() {
+        for (k, v) in &s.by_region {
             let e = by_region.entry(k.clone()).or_default();
-            e[0] += v["rows"].as_u64().unwrap_or(0);
-            e[1] += v["kept"].as_u64().unwrap_or(0);
-            e[2] += v["excluded"].as_u64().unwrap_or(0);
+            e.rows += v.rows;
+            e.kept += v.kept;
+            e.excluded += v.excluded;
         }
     }
     // Region order as `filter` writes it: codes, then unknown.
-    let mut regions = Map::new();
-    for (k, v) in by_region
-        .iter()
-        .filter(|(k, _)| k.as_str() != "unknown")
-        .chain(by_region.get_key_value("unknown"))
-    {
-        regions.insert(
-            k.clone(),
-            json!({"rows": v[0], "kept": v[1], "excluded": v[2]}),
-        );
+    let unknown = by_region.remove("unknown");
+    let mut regions: IndexMap<String, RegionRecord> = by_region.into_iter().collect();
+    if let Some(u) = unknown {
+        regions.insert("unknown".into(), u);
     }
-    let sum = |k: &str| {
-        files
-            .iter()
-            .map(|f| f[k].as_u64().unwrap_or(0))
-            .sum::<u64>()
+    let sum = |f: fn(&FileRecord) -> u64| files.iter().map(f).sum::<u64>();
+    let totals = Totals {
+        files: files.len() as u64,
+        rows: sum(|f| f.rows),
+        kept: sum(|f| f.kept),
+        excluded: sum(|f| f.excluded),
     };
-    let first = summaries.first().copied().cloned().unwrap_or(Value::Null);
-    let mut summary = json!({
-        "corpusgate_version": env!("CARGO_PKG_VERSION"),
-        "policy": first["policy"],
-        "started_at": summaries.iter().filter_map(|s| s["started_at"].as_str()).min().unwrap_or(""),
-        "finished_at": now_rfc3339(),
-        "dry_run": false,
-        "options": serde_json::to_value(&p.options).expect("serialises"),
-        "files": files,
-        "by_rule": by_rule,
-        "by_region": regions,
-        "totals": {"files": files.len(), "rows": sum("rows"), "kept": sum("kept"), "excluded": sum("excluded")},
-        "skipped": skipped,
-        "shards": p.shards.len(),
-        "plan_created_at": p.created_at,
-    });
-    if let Some(t) = first.get("consent_table").filter(|t| t.is_object()) {
-        let mut t = t.clone();
-        t["unmatched_rows"] = json!(summaries
+    let consent_table = first.consent_table.clone().map(|mut t| {
+        t.unmatched_rows = summaries
             .iter()
-            .map(|s| s["consent_table"]["unmatched_rows"].as_u64().unwrap_or(0))
-            .sum::<u64>());
-        summary["consent_table"] = t;
-    }
-    if let Some(l) = first.get("user_lists") {
-        summary["user_lists"] = l.clone();
-    }
-    Ok(summary)
+            .filter_map(|s| s.consent_table.as_ref())
+            .map(|t| t.unmatched_rows)
+            .sum();
+        t
+    });
+    Ok(SummaryFile {
+        format: crate::summary::SUMMARY_FORMAT,
+        corpusgate_version: env!("CARGO_PKG_VERSION").into(),
+        policy: first.policy.clone(),
+        started_at: summaries
+            .iter()
+            .map(|s| s.started_at.clone())
+            .min()
+            .unwrap_or_default(),
+        finished_at: now_rfc3339(),
+        dry_run: false,
+        options: serde_json::to_value(&p.options).expect("serialises"),
+        files,
+        by_rule,
+        by_region: regions,
+        totals,
+        skipped,
+        resumed_files: None,
+        consent_table,
+        user_lists: first.user_lists.clone(),
+        shards: Some(p.shards.len() as u64),
+        plan_created_at: Some(p.created_at.clone()),
+    })
 }
 
 /// Scale-out commands tell schedulers to retry what a rerun can fix: I/O failures.

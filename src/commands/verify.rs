@@ -58,20 +58,16 @@ fn check_out_dir(dir: &Path, policy_sha256: &str, read: ReadOptions) -> Vec<Stri
             dir.display()
         ));
     }
-    let summary = match crate::commands::report::load_summary(dir) {
+    let summary = match crate::summary::SummaryFile::load(&Location::local(dir)) {
         Ok(s) => s,
         Err(e) => {
             problems.push(e.to_string());
             return problems;
         }
     };
-    for f in summary["files"].as_array().into_iter().flatten() {
-        let rel = f["path"].as_str().unwrap_or("?");
-        let (rows, kept, excluded) = (
-            f["rows"].as_u64().unwrap_or(0),
-            f["kept"].as_u64().unwrap_or(0),
-            f["excluded"].as_u64().unwrap_or(0),
-        );
+    for f in &summary.files {
+        let rel = f.path.as_str();
+        let (rows, kept, excluded) = (f.rows, f.kept, f.excluded);
         let data = dir.join("data").join(rel);
         let manifest = dir.join("excluded").join(rel);
         match (footer_rows(&data, read), footer_rows(&manifest, read)) {

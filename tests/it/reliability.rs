@@ -239,23 +239,33 @@ fn resume_drops_outputs_of_inputs_that_are_gone() {
     let input = corpus(dir.path(), 6, 6000);
     let out = dir.path().join("out");
     let tmp = dir.path().join(".out.corpusgate-tmp");
-    let mut interrupted = false;
-    for delay_ms in [150u64, 80, 250, 40] {
-        let mut child = filter_cmd("opt-in-only.yaml", &out, &input, &[])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        if child.wait().unwrap().code() == Some(143) && tmp.join("data/part-00.parquet").exists() {
-            interrupted = true;
-            break;
-        }
-        let _ = std::fs::remove_dir_all(&out);
+    // Hold the run when its first file is journaled, then stop it there.
+    let pause = dir.path().join("pause");
+    let child = filter_cmd("opt-in-only.yaml", &out, &input, &[])
+        .env(
+            "CORPUSGATE_PAUSE_AT",
+            format!("journaled:{}", pause.display()),
+        )
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !pause.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no file was journaled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
-    if !interrupted {
-        eprintln!("SKIPPED resume_drops_outputs_of_inputs_that_are_gone: no run stopped after its first file");
-        return;
-    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::fs::remove_file(&pause).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(tmp.join("data/part-00.parquet").exists());
     // The completed first input is removed before resuming: its outputs must not be committed.
     std::fs::remove_file(input.join("part-00.parquet")).unwrap();
     let r = filter_cmd("opt-in-only.yaml", &out, &input, &["--resume"])
@@ -442,7 +452,8 @@ fn disk_full_ends_cleanly() {
         .args(["-t", "tmpfs", "-o", "size=48k", "tmpfs", p(&mnt)])
         .status();
     if !matches!(ok, Ok(s) if s.success()) {
-        eprintln!("SKIPPED disk_full_ends_cleanly: cannot mount a small tmpfs here (needs root)");
+        // Not root: a file size limit makes writes fail the same way mid-run.
+        file_too_large_ends_cleanly(dir.path());
         return;
     }
     struct Unmount(PathBuf);
@@ -469,6 +480,41 @@ fn disk_full_ends_cleanly() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Writes failing in the middle of a run (a file size limit: with SIGXFSZ ignored, writes past
+/// 4 KiB fail with EFBIG) end with one error line and nothing left behind.
+#[test]
+fn writes_failing_mid_run_end_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    file_too_large_ends_cleanly(dir.path());
+}
+
+/// `disk_full_ends_cleanly` where a tmpfs cannot be mounted: the same failure by a size limit.
+fn file_too_large_ends_cleanly(dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    let input = corpus(dir, 2, 3000);
+    let out = dir.join("out");
+    let mut cmd = filter_cmd("opt-in-only.yaml", &out, &input, &[]);
+    // SAFETY: setrlimit and signal are async-signal-safe; they change only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 4 << 10,
+                rlim_max: 4 << 10,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let r = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.exists());
+    assert!(!dir.join(".out.corpusgate-tmp").exists());
 }
 
 proptest! {
