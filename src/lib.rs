@@ -7,7 +7,7 @@
 //! validated one, and [`commands`] one module per subcommand.
 
 pub mod cli;
-pub mod commands;
+pub(crate) mod commands;
 pub(crate) mod decide;
 pub(crate) mod engine;
 pub mod error;

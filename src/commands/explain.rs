@@ -184,104 +184,124 @@ pub fn explain_values(
 
     // A one-member snapshot and the lists, when the policy joins them.
     let join = if policy.needs_user_id() {
-        let uid = policy.columns.user_id.as_deref().expect("validated policy");
-        let id = get(uid).cloned().unwrap_or(Scalar::Int(1));
-        let (kind, keys_for) = match &id {
-            Scalar::Str(s) => (KeyKind::Str, Some(s.as_bytes().to_vec())),
-            Scalar::Int(i) => (KeyKind::Int, Some(i.to_le_bytes().to_vec())),
-            Scalar::Null => (KeyKind::Int, None),
-            other => {
-                return Err(Error::Usage(format!(
-                    "user id value {other} must be an integer or a string"
-                )))
-            }
-        };
-        let keys = |present: bool| -> Keys {
-            match (&id, present) {
-                (Scalar::Int(i), true) => Keys::Wide(vec![*i]),
-                (Scalar::Str(s), true) => Keys::Bytes {
-                    offsets: vec![0, s.len() as u64],
-                    data: s.as_bytes().to_vec(),
-                },
-                _ => Keys::Wide(Vec::new()),
-            }
-        };
-        let info = |name: &str| SourceInfo {
-            path: crate::io::Location::local(name),
-            files: 0,
-            rows: 1,
-            distinct: 1,
-            sha256: String::new(),
-        };
-        let table = match &policy.consent_table {
-            Some(t) => {
-                let region = t.region.as_ref().map(|r| {
-                    vec![match get(r) {
-                        Some(Scalar::Str(s)) => region::normalize(s),
-                        _ => region::Region::UNKNOWN,
-                    }]
-                });
-                let consent = match (&t.consent, &policy.consent_values) {
-                    (Some(c), Some(cv)) => Some(vec![match get(c) {
-                        Some(s) if *s != Scalar::Null => {
-                            let a = scalar_array(s, &DataType::Utf8)?;
-                            let m = ConsentMatcher::for_type(cv, a.data_type())
-                                .map_err(|m| Error::Usage(format!("'{c}' {m}")))?;
-                            crate::values::consents(a.as_ref(), &m).map_err(Error::Usage)?[0]
-                        }
-                        _ => ConsentState::Unknown as u8,
-                    }]),
-                    _ => None,
-                };
-                let extras = t
-                    .extra
-                    .iter()
-                    .map(|e| {
-                        let dt = default_type(policy, e);
-                        Ok((
-                            e.clone(),
-                            match get(e) {
-                                Some(s) => scalar_array(s, &dt)?,
-                                None => new_null_array(&dt, 1),
-                            },
-                        ))
-                    })
-                    .collect::<Result<_>>()?;
-                for c in &snapshot_cols {
-                    shown.push((
-                        format!("snapshot.{c}"),
-                        get(c).map(show).unwrap_or_else(|| "null".into()),
-                    ));
-                }
-                Some(ConsentTable {
-                    kind,
-                    keys: keys(keys_for.is_some()),
-                    region,
-                    consent,
-                    extras,
-                    info: info("values"),
-                })
-            }
-            None => None,
-        };
-        let lists = policy
-            .user_lists
-            .iter()
-            .map(|l| UserList {
-                name: l.clone(),
-                kind,
-                keys: keys(keys_for.is_some() && user_in.contains(l)),
-                info: info(l),
-            })
-            .collect();
-        if !user_in.is_empty() {
-            shown.push(("user_in".into(), user_in.join(", ")));
-        }
-        Some(Arc::new(JoinData { table, lists }))
+        Some(one_member_join(
+            policy,
+            values,
+            user_in,
+            &snapshot_cols,
+            &mut shown,
+        )?)
     } else {
         None
     };
     decide_one(policy, &batch, join.as_ref(), shown)
+}
+
+/// The snapshot and lists `explain --values` joins: the row's user as their only member, with
+/// the snapshot values given (`snapshot.COLUMN` in the trace), in the lists named by `user_in`.
+fn one_member_join(
+    policy: &Policy,
+    values: &[(String, Scalar)],
+    user_in: &[String],
+    snapshot_cols: &[&str],
+    shown: &mut Vec<(String, String)>,
+) -> Result<Arc<JoinData>> {
+    let get = |c: &str| values.iter().find(|(k, _)| k == c).map(|(_, v)| v);
+
+    let uid = policy.columns.user_id.as_deref().expect("validated policy");
+    let id = get(uid).cloned().unwrap_or(Scalar::Int(1));
+    let (kind, keys_for) = match &id {
+        Scalar::Str(s) => (KeyKind::Str, Some(s.as_bytes().to_vec())),
+        Scalar::Int(i) => (KeyKind::Int, Some(i.to_le_bytes().to_vec())),
+        Scalar::Null => (KeyKind::Int, None),
+        other => {
+            return Err(Error::Usage(format!(
+                "user id value {other} must be an integer or a string"
+            )))
+        }
+    };
+    let keys = |present: bool| -> Keys {
+        match (&id, present) {
+            (Scalar::Int(i), true) => Keys::Wide(vec![*i]),
+            (Scalar::Str(s), true) => Keys::Bytes {
+                offsets: vec![0, s.len() as u64],
+                data: s.as_bytes().to_vec(),
+            },
+            _ => Keys::Wide(Vec::new()),
+        }
+    };
+    let info = |name: &str| SourceInfo {
+        path: crate::io::Location::local(name),
+        files: 0,
+        rows: 1,
+        distinct: 1,
+        sha256: String::new(),
+    };
+    let table = match &policy.consent_table {
+        Some(t) => {
+            let region = t.region.as_ref().map(|r| {
+                vec![match get(r) {
+                    Some(Scalar::Str(s)) => region::normalize(s),
+                    _ => region::Region::UNKNOWN,
+                }]
+            });
+            let consent = match (&t.consent, &policy.consent_values) {
+                (Some(c), Some(cv)) => Some(vec![match get(c) {
+                    Some(s) if *s != Scalar::Null => {
+                        let a = scalar_array(s, &DataType::Utf8)?;
+                        let m = ConsentMatcher::for_type(cv, a.data_type())
+                            .map_err(|m| Error::Usage(format!("'{c}' {m}")))?;
+                        crate::values::consents(a.as_ref(), &m).map_err(Error::Usage)?[0]
+                    }
+                    _ => ConsentState::Unknown as u8,
+                }]),
+                _ => None,
+            };
+            let extras = t
+                .extra
+                .iter()
+                .map(|e| {
+                    let dt = default_type(policy, e);
+                    Ok((
+                        e.clone(),
+                        match get(e) {
+                            Some(s) => scalar_array(s, &dt)?,
+                            None => new_null_array(&dt, 1),
+                        },
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            for c in snapshot_cols {
+                shown.push((
+                    format!("snapshot.{c}"),
+                    get(c).map(show).unwrap_or_else(|| "null".into()),
+                ));
+            }
+            Some(ConsentTable {
+                kind,
+                keys: keys(keys_for.is_some()),
+                region,
+                consent,
+                extras,
+                info: info("values"),
+            })
+        }
+        None => None,
+    };
+    let lists = policy
+        .user_lists
+        .iter()
+        .map(|l| UserList {
+            name: l.clone(),
+            kind,
+            keys: keys(keys_for.is_some() && user_in.contains(l)),
+            info: info(l),
+        })
+        .collect();
+    if !user_in.is_empty() {
+        shown.push(("user_in".into(), user_in.join(", ")));
+    }
+    Ok(Arc::new(JoinData { table, lists }))
 }
 
 fn decide_one(

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::engine::{self, FileJob, FileOutcome, Input, JobOptions, RunContext};
 use crate::error::{Error, Result};
-use crate::io::{open_parquet, InputFile, Location};
+use crate::io::{open_parquet, Location};
 use crate::join::{self, JoinData, KeyKind};
 use crate::journal::{self, Earlier, Entry, Header, Journal};
 use crate::output::OutputTxn;
@@ -254,6 +254,53 @@ fn resume_state(
     Ok((resumed, journal))
 }
 
+/// The per-file outcomes of a run, checked (kept + excluded = rows of each file) and added up;
+/// quarantined files join `skipped`.
+type Collected = (
+    Vec<crate::summary::FileStats>,
+    crate::summary::Counts,
+    Vec<arrow_array::RecordBatch>,
+);
+
+fn collect_outcomes(
+    policy: &crate::policy::Policy,
+    outcomes: Vec<FileOutcome>,
+    jobs: &[FileJob],
+    job_index: &[usize],
+    skipped: &mut Vec<Skipped>,
+) -> Result<Collected> {
+    let mut files = Vec::new();
+    let mut excluded = Vec::new();
+    let mut counts = crate::summary::Counts::new(policy.rules.len());
+    for ((o, j), i) in outcomes.into_iter().zip(jobs).zip(job_index) {
+        match o {
+            FileOutcome::Done {
+                stats,
+                counts: c,
+                excluded: rows,
+            } => {
+                excluded.extend(rows);
+                if stats.kept + stats.excluded != j.input.rows() {
+                    return Err(Error::invalid(
+                        j.input.location().clone(),
+                        None,
+                        format!(
+                            "kept {} + excluded {} != {} rows in the footer",
+                            stats.kept,
+                            stats.excluded,
+                            j.input.rows()
+                        ),
+                    ));
+                }
+                counts.add(&c);
+                files.push(stats);
+            }
+            FileOutcome::Skipped { path, error } => skipped.push((*i, path, error)),
+        }
+    }
+    Ok((files, counts, excluded))
+}
+
 fn run_with(
     plan: &FilterPlan,
     collect_excluded: usize,
@@ -321,35 +368,8 @@ fn run_with(
         Err(e) => return Err(e),
     };
 
-    let mut files = Vec::new();
-    let mut excluded = Vec::new();
-    let mut counts = crate::summary::Counts::new(policy.rules.len());
-    for ((o, j), i) in outcomes.into_iter().zip(&jobs).zip(&job_index) {
-        match o {
-            FileOutcome::Done {
-                stats,
-                counts: c,
-                excluded: rows,
-            } => {
-                excluded.extend(rows);
-                if stats.kept + stats.excluded != j.input.rows() {
-                    return Err(Error::invalid(
-                        j.input.location().clone(),
-                        None,
-                        format!(
-                            "kept {} + excluded {} != {} rows in the footer",
-                            stats.kept,
-                            stats.excluded,
-                            j.input.rows()
-                        ),
-                    ));
-                }
-                counts.add(&c);
-                files.push(stats);
-            }
-            FileOutcome::Skipped { path, error } => skipped.push((*i, path, error)),
-        }
-    }
+    let (files, counts, excluded) =
+        collect_outcomes(policy, outcomes, &jobs, &job_index, &mut skipped)?;
     skipped.sort_by_key(|(i, _, _)| *i);
 
     let mut summary = RunSummary {
@@ -387,18 +407,6 @@ fn join_hashes(join: Option<&JoinData>) -> Vec<String> {
                 .map(|l| format!("{}:{}", l.name, l.info.sha256)),
         )
         .collect()
-}
-
-/// An input file for a caller that names one file (explain --row).
-pub fn single_input(location: &Location) -> Result<InputFile> {
-    let bytes = std::fs::metadata(location.path())
-        .map_err(|e| Error::Usage(format!("{location}: {e}")))?
-        .len();
-    Ok(InputFile {
-        location: location.clone(),
-        rel: location.to_string(),
-        bytes,
-    })
 }
 
 /// `corpusgate filter`.

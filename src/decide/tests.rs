@@ -2,7 +2,8 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::builder::StringDictionaryBuilder;
 use arrow_array::types::Int8Type;
-use arrow_schema::Field;
+use arrow_schema::{Field, Schema};
+use chrono::NaiveDate;
 
 use super::*;
 

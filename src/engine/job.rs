@@ -133,28 +133,7 @@ impl FileJob {
             check_writable(&schema_descr, &location)?;
         }
 
-        // Pass-1 projection: decision columns plus the ids the manifest copies.
-        let mut wanted: Vec<String> = policy.decision_columns();
-        for c in [&policy.columns.record_id, &policy.columns.user_id]
-            .into_iter()
-            .flatten()
-        {
-            wanted.push(c.clone());
-        }
-        let roots: Vec<usize> = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| wanted.iter().any(|w| w == f.name()))
-            .map(|(i, _)| i)
-            .collect();
-        let reused: Vec<(usize, usize)> = roots.iter().enumerate().map(|(p, r)| (*r, p)).collect();
-        let others: Vec<usize> = (0..schema.fields().len())
-            .filter(|i| !roots.contains(i))
-            .collect();
-        let payload_mask =
-            (!others.is_empty()).then(|| ProjectionMask::roots(&schema_descr, others));
-        let decision_mask = ProjectionMask::roots(&schema_descr, roots);
+        let (decision_mask, reused, payload_mask) = projections(policy, &schema, &schema_descr);
 
         // Region and consent strings read as dictionaries: one normalisation per distinct value.
         let coerce: Vec<&str> = policy
@@ -179,58 +158,22 @@ impl FileJob {
             _ => None,
         });
 
-        // Writer settings: per row group, the codec set it will be written with.
-        let mut codec_sets: Vec<Vec<Compression>> = Vec::new();
-        let mut rg_factory = Vec::with_capacity(pq.num_row_groups());
-        for rg in pq.row_groups() {
-            let codecs: Vec<Compression> = match compression {
-                CompressionChoice::Preserve => {
-                    rg.columns().iter().map(|c| c.compression()).collect()
-                }
-                CompressionChoice::Codec(c) => vec![*c; rg.num_columns()],
-            };
-            let idx = match codec_sets.iter().position(|s| *s == codecs) {
-                Some(i) => i,
-                None => {
-                    codec_sets.push(codecs);
-                    codec_sets.len() - 1
-                }
-            };
-            rg_factory.push(idx);
-        }
-        let default_codecs = match compression {
-            CompressionChoice::Preserve => codec_sets.first().cloned().unwrap_or_default(),
-            CompressionChoice::Codec(c) => vec![*c; schema_descr.num_columns()],
-        };
-        let kv = output_key_values(&input.parquet, policy);
         let data_schema = with_policy_metadata(&schema, policy);
-        let props_for = |codecs: &[Compression]| -> WriterProperties {
-            let mut b = base_props(Some(kv.clone()));
-            for (i, col) in schema_descr.columns().iter().enumerate() {
-                let path = col.path().clone();
-                let codec = codecs.get(i).copied().unwrap_or(Compression::UNCOMPRESSED);
-                b = b.set_column_compression(path.clone(), codec);
-                let dict = pq
-                    .row_groups()
-                    .first()
-                    .map(|rg| wants_dictionary(rg.column(i)))
-                    .unwrap_or(true);
-                b = b.set_column_dictionary_enabled(path, dict);
-            }
-            b.build()
-        };
+        let writers =
+            WriterSettings::new(&pq, compression, output_key_values(&input.parquet, policy));
         let writer_err = |e| Error::Write {
             path: location.clone(),
             source: e,
         };
-        let data_props = props_for(&default_codecs);
-        let mut factories = Vec::with_capacity(codec_sets.len());
-        for codecs in &codec_sets {
-            let props = props_for(codecs);
+        let mut factories = Vec::with_capacity(writers.codec_sets.len());
+        for codecs in &writers.codec_sets {
+            let props = writers.props_for(codecs);
             let factory = factory_for(&data_schema, props.clone(), Some(schema_descr.as_ref()))
                 .map_err(writer_err)?;
             factories.push((Arc::new(factory), Arc::new(props)));
         }
+        let data_props = writers.props_for(&writers.default_codecs);
+        let rg_factory = writers.rg_codecs;
         let raw_leaves = schema_descr
             .columns()
             .iter()
@@ -345,6 +288,104 @@ impl FileJob {
     /// Drop the page index once the file is done: only the files in flight hold one.
     pub(super) fn release_index(&self) {
         *self.indexed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Pass 1 reads the decision columns and the ids the manifest copies; pass 2 re-uses them
+/// (`(root column, its position in the pass-1 batch)`) and reads only the other root columns.
+fn projections(
+    policy: &Policy,
+    schema: &Schema,
+    descr: &SchemaDescriptor,
+) -> (ProjectionMask, Vec<(usize, usize)>, Option<ProjectionMask>) {
+    let mut wanted: Vec<String> = policy.decision_columns();
+    for c in [&policy.columns.record_id, &policy.columns.user_id]
+        .into_iter()
+        .flatten()
+    {
+        wanted.push(c.clone());
+    }
+    let roots: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| wanted.iter().any(|w| w == f.name()))
+        .map(|(i, _)| i)
+        .collect();
+    let reused: Vec<(usize, usize)> = roots.iter().enumerate().map(|(p, r)| (*r, p)).collect();
+    let others: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| !roots.contains(i))
+        .collect();
+    let payload_mask = (!others.is_empty()).then(|| ProjectionMask::roots(descr, others));
+    (ProjectionMask::roots(descr, roots), reused, payload_mask)
+}
+
+/// How a file's outputs are encoded: per row group, the codec set it is written with (each
+/// chunk's own codec with `preserve`), and dictionaries only where the input used them.
+struct WriterSettings {
+    pq: Arc<ParquetMetaData>,
+    /// Distinct codec sets; `rg_codecs[rg]` indexes them.
+    codec_sets: Vec<Vec<Compression>>,
+    rg_codecs: Vec<usize>,
+    default_codecs: Vec<Compression>,
+    key_values: Vec<KeyValue>,
+}
+
+impl WriterSettings {
+    fn new(
+        pq: &Arc<ParquetMetaData>,
+        compression: &CompressionChoice,
+        key_values: Vec<KeyValue>,
+    ) -> WriterSettings {
+        let mut codec_sets: Vec<Vec<Compression>> = Vec::new();
+        let mut rg_codecs = Vec::with_capacity(pq.num_row_groups());
+        for rg in pq.row_groups() {
+            let codecs: Vec<Compression> = match compression {
+                CompressionChoice::Preserve => {
+                    rg.columns().iter().map(|c| c.compression()).collect()
+                }
+                CompressionChoice::Codec(c) => vec![*c; rg.num_columns()],
+            };
+            let idx = match codec_sets.iter().position(|s| *s == codecs) {
+                Some(i) => i,
+                None => {
+                    codec_sets.push(codecs);
+                    codec_sets.len() - 1
+                }
+            };
+            rg_codecs.push(idx);
+        }
+        let default_codecs = match compression {
+            CompressionChoice::Preserve => codec_sets.first().cloned().unwrap_or_default(),
+            CompressionChoice::Codec(c) => {
+                vec![*c; pq.file_metadata().schema_descr().num_columns()]
+            }
+        };
+        WriterSettings {
+            pq: pq.clone(),
+            codec_sets,
+            rg_codecs,
+            default_codecs,
+            key_values,
+        }
+    }
+
+    fn props_for(&self, codecs: &[Compression]) -> WriterProperties {
+        let mut b = base_props(Some(self.key_values.clone()));
+        let descr = self.pq.file_metadata().schema_descr();
+        for (i, col) in descr.columns().iter().enumerate() {
+            let path = col.path().clone();
+            let codec = codecs.get(i).copied().unwrap_or(Compression::UNCOMPRESSED);
+            b = b.set_column_compression(path.clone(), codec);
+            let dict = self
+                .pq
+                .row_groups()
+                .first()
+                .map(|rg| wants_dictionary(rg.column(i)))
+                .unwrap_or(true);
+            b = b.set_column_dictionary_enabled(path, dict);
+        }
+        b.build()
     }
 }
 

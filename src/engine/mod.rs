@@ -12,6 +12,8 @@ mod raw_leaf;
 mod row_group;
 mod scheduler;
 mod sink;
+#[cfg(test)]
+mod tests;
 
 pub use job::POLICY_SHA_KEY;
 pub use job::{FileJob, Input, JobOptions};

@@ -101,43 +101,13 @@ pub(super) fn process_row_group(
     };
     let source = job.input.parquet.source();
 
-    // Pass 1: decide from the policy columns only.
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-        source.clone(),
-        readers.decision.clone(),
-    )
-    .with_projection(job.decision_mask.clone())
-    .with_row_groups(vec![rg])
-    .with_batch_size(rows as usize)
-    .build()
-    .map_err(|e| err(e.into()))?;
-    let batches: Vec<RecordBatch> = reader
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| err(e.into()))?;
-    let batch = match batches.len() {
-        0 => RecordBatch::new_empty(readers.decision.schema().clone()),
-        1 => batches.into_iter().next().expect("one batch"),
-        _ => arrow_select::concat::concat_batches(&batches[0].schema(), &batches)
-            .map_err(|e| err(e.into()))?,
-    };
-    if batch.num_rows() as u64 != rows {
-        return Err(err(ReadError::Invalid(format!(
-            "the footer says {rows} rows but {} were decoded",
-            batch.num_rows()
-        ))));
-    }
-    let decision = job.decider.decide(&batch).map_err(|m| err(m.into()))?;
+    let (batch, decision) = decide_rows(job, rg, rows, &readers, &source).map_err(err)?;
     let keep = BooleanBuffer::collect_bool(rows as usize, |i| {
         policy.action_of(decision.rule[i]) == Action::Include
     });
     let kept = keep.count_set_bits() as u64;
 
-    for (r, reg) in decision.rule.iter().zip(&decision.region) {
-        let slot = counts.rule_slot(*r);
-        counts.by_rule[slot] += 1;
-        let k = (policy.action_of(*r) == Action::Exclude) as usize;
-        counts.by_region[reg.index()][k] += 1;
-    }
+    count(policy, &decision, &mut counts);
 
     let mut excluded_rows = None;
     let mut manifest = None;
@@ -187,6 +157,48 @@ pub(super) fn process_row_group(
         data,
         bytes,
     })
+}
+
+/// Pass 1: read the policy columns of the row group and decide every row.
+fn decide_rows(
+    job: &FileJob,
+    rg: usize,
+    rows: u64,
+    readers: &Readers,
+    source: &FileSource,
+) -> std::result::Result<(RecordBatch, crate::decide::BatchDecision), ReadError> {
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+        source.clone(),
+        readers.decision.clone(),
+    )
+    .with_projection(job.decision_mask.clone())
+    .with_row_groups(vec![rg])
+    .with_batch_size(rows as usize)
+    .build()?;
+    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+    let batch = match batches.len() {
+        0 => RecordBatch::new_empty(readers.decision.schema().clone()),
+        1 => batches.into_iter().next().expect("one batch"),
+        _ => arrow_select::concat::concat_batches(&batches[0].schema(), &batches)?,
+    };
+    if batch.num_rows() as u64 != rows {
+        return Err(ReadError::Invalid(format!(
+            "the footer says {rows} rows but {} were decoded",
+            batch.num_rows()
+        )));
+    }
+    let decision = job.decider.decide(&batch)?;
+    Ok((batch, decision))
+}
+
+/// Add each row's rule and (region, kept or excluded) to `counts`.
+fn count(policy: &Policy, decision: &crate::decide::BatchDecision, counts: &mut Counts) {
+    for (r, reg) in decision.rule.iter().zip(&decision.region) {
+        let slot = counts.rule_slot(*r);
+        counts.by_rule[slot] += 1;
+        let k = (policy.action_of(*r) == Action::Exclude) as usize;
+        counts.by_region[reg.index()][k] += 1;
+    }
 }
 
 /// Before a wholly kept row group is copied byte for byte: the CRC of every page that has one,

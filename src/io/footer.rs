@@ -161,17 +161,12 @@ pub const PAGE_HEADER: &[FieldDef] = &[
     f(8, "data_page_header_v2", Struct(DATA_PAGE_HEADER_V2)),
 ];
 
-/// One step of a walk over a tree of known shape.
-pub enum Visit<'a> {
-    /// An integer field (or list item) at `path`.
-    Int { path: &'a str, node: &'a Node },
-    /// A list whose items arrive with another wire type than the field's.
-    ListType {
-        path: &'a str,
-        node: &'a Node,
-        want: u8,
-        got: u8,
-    },
+/// A list, met by [`walk`], whose items arrive with another wire type than its field's.
+pub struct ListType<'a> {
+    pub path: &'a str,
+    pub node: &'a Node,
+    pub want: u8,
+    pub got: u8,
 }
 
 fn shape_type(s: &Shape) -> Option<u8> {
@@ -185,11 +180,10 @@ fn shape_type(s: &Shape) -> Option<u8> {
     }
 }
 
-/// Walk `node` as a value of `shape`, calling `f` on every integer and every list whose element
-/// type differs from the shape's. Unknown fields are passed over.
-pub fn walk(node: &Node, shape: &Shape, path: &mut String, f: &mut dyn FnMut(Visit)) {
+/// Walk `node` as a value of `shape`, calling `f` on every list whose element type differs
+/// from the shape's. Unknown fields are passed over.
+pub fn walk(node: &Node, shape: &Shape, path: &mut String, f: &mut dyn FnMut(ListType)) {
     match (shape, &node.value) {
-        (Shape::Int(_), Value::Int(..)) => f(Visit::Int { path, node }),
         (Shape::Struct(defs), Value::Struct(fields)) => {
             for (id, child) in fields {
                 let Some(def) = defs.iter().find(|d| d.id == *id) else {
@@ -208,7 +202,7 @@ pub fn walk(node: &Node, shape: &Shape, path: &mut String, f: &mut dyn FnMut(Vis
             if let Some(want) = shape_type(item) {
                 let same = *elem == want || (want == ty::BOOL_TRUE && *elem == ty::BOOL_FALSE);
                 if !same {
-                    f(Visit::ListType {
+                    f(ListType {
                         path,
                         node,
                         want,
@@ -244,6 +238,14 @@ pub struct CheckedFooter {
     /// the footer: (field, what was found) — a list of integers of another width, or a
     /// file-level row count that disagrees with the row groups.
     pub repaired: Vec<(String, &'static str)>,
+}
+
+fn int_items(t: u8) -> &'static str {
+    match t {
+        ty::I16 => "i16 items",
+        ty::I32 => "i32 items",
+        _ => "i64 items",
+    }
 }
 
 fn is_varint_int(t: u8) -> bool {
@@ -287,18 +289,10 @@ pub fn check_footer(bytes: &[u8]) -> Result<CheckedFooter, FooterProblem> {
     let mut repaired = Vec::new();
     let mut path = String::new();
     walk(&root, &Struct(FILE_META_DATA), &mut path, &mut |v| {
-        if let Visit::ListType {
-            path,
-            node,
-            want,
-            got,
-        } = v
-        {
-            if let Value::List { header, .. } = &node.value {
-                if is_varint_int(want) && is_varint_int(got) {
-                    patches.push((*header, want));
-                    repaired.push((path.to_owned(), ty::name(got)));
-                }
+        if let Value::List { header, .. } = &v.node.value {
+            if is_varint_int(v.want) && is_varint_int(v.got) {
+                patches.push((*header, v.want));
+                repaired.push((v.path.to_owned(), int_items(v.got)));
             }
         }
     });
@@ -432,7 +426,7 @@ mod tests {
             vec![(
                 "row_groups[0].columns[0].meta_data.size_statistics.definition_level_histogram"
                     .to_owned(),
-                "i16"
+                "i16 items"
             )]
         );
         assert_eq!(checked.bytes.len(), bytes.len());
@@ -443,9 +437,7 @@ mod tests {
             &Struct(FILE_META_DATA),
             &mut String::new(),
             &mut |v| {
-                if let Visit::ListType { path, .. } = v {
-                    seen.push(path.to_owned());
-                }
+                seen.push(v.path.to_owned());
             },
         );
         assert!(seen.is_empty(), "{seen:?}");

@@ -10,24 +10,25 @@
 //! - [`anatomy`] — taking files apart and rebuilding them (mutation tests, fuzz seeds).
 
 pub mod anatomy;
-pub mod discover;
-pub mod footer;
+pub(crate) mod discover;
+pub(crate) mod footer;
 pub mod location;
-pub mod memory;
-pub mod pages;
-pub mod parquet;
+pub(crate) mod memory;
+pub(crate) mod pages;
+pub(crate) mod parquet;
 pub mod thrift;
-pub mod write;
+pub(crate) mod write;
 
-pub use discover::{discover, InputFile};
+pub(crate) use discover::{discover, InputFile};
 pub use location::Location;
-pub use parquet::{open_parquet, Identity, ParquetFile, ReadOptions};
-pub use write::{write_file, OutputFile, Written};
+pub use parquet::ReadOptions;
+pub(crate) use parquet::{open_parquet, Identity, ParquetFile};
+pub(crate) use write::{write_file, OutputFile, Written};
 
 use crate::error::{Error, Result};
 
 /// Feed a file's bytes to `update` in 1 MiB pieces; returns the number of bytes read.
-pub fn read_chunks(location: &Location, mut update: impl FnMut(&[u8])) -> Result<u64> {
+pub(crate) fn read_chunks(location: &Location, mut update: impl FnMut(&[u8])) -> Result<u64> {
     use std::io::Read;
     let mut f = std::fs::File::open(location.path())
         .map_err(|e| Error::io("opening", location.clone(), e))?;
@@ -46,7 +47,7 @@ pub fn read_chunks(location: &Location, mut update: impl FnMut(&[u8])) -> Result
 }
 
 /// Size and hex SHA-256 of a file's bytes.
-pub fn sha256_of(location: &Location) -> Result<(u64, String)> {
+pub(crate) fn sha256_of(location: &Location) -> Result<(u64, String)> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let size = read_chunks(location, |b| h.update(b))?;
@@ -54,6 +55,6 @@ pub fn sha256_of(location: &Location) -> Result<(u64, String)> {
 }
 
 /// Read a whole small file (policy, key, JSON state) into memory.
-pub fn read_to_vec(location: &Location) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_to_vec(location: &Location) -> std::io::Result<Vec<u8>> {
     std::fs::read(location.path())
 }

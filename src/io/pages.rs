@@ -67,7 +67,6 @@ pub struct Page {
 /// What a chunk's pages hold.
 #[derive(Debug, Clone)]
 pub struct ChunkPages {
-    pub start: u64,
     /// `total_compressed_size` as the footer declares it.
     pub declared: u64,
     /// The bytes its pages really take.
@@ -313,7 +312,6 @@ pub fn walk_chunk(
         )));
     }
     Ok(ChunkPages {
-        start,
         declared,
         len: pos - start,
         pages,

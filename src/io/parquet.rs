@@ -192,10 +192,6 @@ impl ChunkReader for FileSource {
 pub struct ParquetFile {
     pub location: Location,
     pub identity: Identity,
-    pub created_by: Option<String>,
-    /// Lists in the footer written with another integer type, repaired before decoding:
-    /// (field, wire type found).
-    pub repaired: Vec<(String, &'static str)>,
     meta: ArrowReaderMetadata,
     source: FileSource,
     /// Where the footer starts: no data lies at or past it.
@@ -206,8 +202,6 @@ pub struct ParquetFile {
 /// What [`ParquetFile::check_row_group`] found: every chunk's pages.
 pub struct RowGroupPages {
     pub chunks: Vec<ChunkPages>,
-    /// Memory decoding the whole row group may take.
-    pub decode_bytes: u64,
     /// The footer corrected for this row group when a chunk's declared size is wrong or the page
     /// index does not describe its pages: read with this instead.
     pub corrected: Option<Arc<ParquetMetaData>>,
@@ -271,6 +265,17 @@ pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<Parquet
         .map_err(panicked)?
         .map_err(|e| invalid(writer(&e)))?;
     check_claims(&pq, data_end).map_err(invalid)?;
+    // What other readers read silently, said once: the file is not what the format says.
+    for (field, found) in &checked.repaired {
+        eprintln!(
+            "corpusgate: note: {location}: footer field {field} ({found}) repaired before reading, as other readers do{}",
+            checked
+                .created_by
+                .as_ref()
+                .map(|w| format!(" (written by {w})"))
+                .unwrap_or_default()
+        );
+    }
     let meta = guard::catch(|| {
         ArrowReaderMetadata::try_new(
             Arc::new(pq),
@@ -288,8 +293,6 @@ pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<Parquet
     Ok(ParquetFile {
         location: location.clone(),
         identity,
-        created_by: checked.created_by,
-        repaired: checked.repaired,
         meta,
         source: FileSource {
             file: Arc::new(f),
@@ -365,20 +368,12 @@ fn check_claims(pq: &ParquetMetaData, data_end: u64) -> std::result::Result<(), 
 }
 
 impl ParquetFile {
-    pub fn meta(&self) -> &ArrowReaderMetadata {
-        &self.meta
-    }
-
     pub fn parquet_meta(&self) -> &Arc<ParquetMetaData> {
         self.meta.metadata()
     }
 
     pub fn schema(&self) -> &SchemaRef {
         self.meta.schema()
-    }
-
-    pub fn options(&self) -> ReadOptions {
-        self.options
     }
 
     /// Rows, as the row groups count them (what readers use; a file-level count that
@@ -510,11 +505,7 @@ impl ParquetFile {
             // A changed chunk or a page index that does not describe the pages: read without it.
             Arc::new(builder.set_page_index(None).build())
         });
-        Ok(RowGroupPages {
-            chunks,
-            decode_bytes,
-            corrected,
-        })
+        Ok(RowGroupPages { chunks, corrected })
     }
 
     /// Reader metadata for `pq` that reads columns as `schema` says, or as the file's own types

@@ -52,10 +52,6 @@ impl OutputFile {
         })
     }
 
-    pub fn location(&self) -> &Location {
-        &self.location
-    }
-
     /// Flush, sync and move the file to its name.
     pub fn finish(mut self) -> Result<Written> {
         let out = self.out.take().expect("finished once");

@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::region::{self, Region};
 
 fn load(text: &str) -> Result<Policy> {
     Policy::from_text(Path::new("p.yaml"), text, "0".repeat(64))

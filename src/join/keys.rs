@@ -1,0 +1,372 @@
+//! Join keys: which id types join with which ([`KeyKind`]), one key borrowed from any Arrow
+//! key column ([`KeyRef`]), and the sorted, distinct key tables ([`Keys`]) lookups binary-search.
+
+use std::cmp::Ordering;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::Array;
+use arrow_schema::DataType;
+
+use crate::policy::hex;
+use crate::values::{per_row, value_type};
+
+/// Which ids can be joined with which: within a kind, widths and physical types may differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Int,
+    Str,
+    Bin,
+}
+
+impl KeyKind {
+    pub fn of(dt: &DataType) -> Option<KeyKind> {
+        let vt = value_type(dt);
+        if vt.is_integer() {
+            Some(KeyKind::Int)
+        } else {
+            match vt {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(KeyKind::Str),
+                DataType::Binary
+                | DataType::LargeBinary
+                | DataType::BinaryView
+                | DataType::FixedSizeBinary(_) => Some(KeyKind::Bin),
+                _ => None,
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Int => "integer",
+            KeyKind::Str => "string",
+            KeyKind::Bin => "binary",
+        }
+    }
+}
+
+/// One key value, borrowed from an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyRef<'a> {
+    Int(i128),
+    Bytes(&'a [u8]),
+}
+
+/// Call `f(row, key)` for every row of a key column (`None` for null).
+pub(super) fn for_each_key<'a>(
+    array: &'a dyn Array,
+    f: &mut dyn FnMut(usize, Option<KeyRef<'a>>),
+) -> std::result::Result<(), String> {
+    macro_rules! ints {
+        ($t:ty) => {{
+            let a = array.as_primitive::<$t>();
+            for i in 0..a.len() {
+                f(i, a.is_valid(i).then(|| KeyRef::Int(a.value(i) as i128)));
+            }
+        }};
+    }
+    macro_rules! bytes {
+        ($a:expr) => {{
+            let a = $a;
+            for i in 0..a.len() {
+                f(i, a.is_valid(i).then(|| KeyRef::Bytes(a.value(i).as_ref())));
+            }
+        }};
+    }
+    if let Some(dict) = array.as_any_dictionary_opt() {
+        // Per distinct value, then by key.
+        let values = dict.values();
+        let mut per_value: Vec<Option<KeyRef>> = vec![None; values.len()];
+        let mut err = None;
+        for_each_key(values.as_ref(), &mut |i, k| per_value[i] = k)
+            .unwrap_or_else(|e| err = Some(e));
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let keys = dict.normalized_keys();
+        let nulls = dict.keys().logical_nulls();
+        for (i, k) in keys.iter().enumerate() {
+            let valid = nulls.as_ref().is_none_or(|n| n.is_valid(i));
+            f(
+                i,
+                if valid {
+                    per_value.get(*k).copied().flatten()
+                } else {
+                    None
+                },
+            );
+        }
+        return Ok(());
+    }
+    match array.data_type() {
+        DataType::Int8 => ints!(Int8Type),
+        DataType::Int16 => ints!(Int16Type),
+        DataType::Int32 => ints!(Int32Type),
+        DataType::Int64 => ints!(Int64Type),
+        DataType::UInt8 => ints!(UInt8Type),
+        DataType::UInt16 => ints!(UInt16Type),
+        DataType::UInt32 => ints!(UInt32Type),
+        DataType::UInt64 => ints!(UInt64Type),
+        DataType::Utf8 => bytes!(array.as_string::<i32>()),
+        DataType::LargeUtf8 => bytes!(array.as_string::<i64>()),
+        DataType::Utf8View => bytes!(array.as_string_view()),
+        DataType::Binary => bytes!(array.as_binary::<i32>()),
+        DataType::LargeBinary => bytes!(array.as_binary::<i64>()),
+        DataType::BinaryView => bytes!(array.as_binary_view()),
+        DataType::FixedSizeBinary(_) => bytes!(array.as_fixed_size_binary()),
+        other => return Err(format!("type {other} cannot be a join key")),
+    }
+    Ok(())
+}
+
+/// Sorted, distinct keys.
+#[derive(Debug)]
+pub enum Keys {
+    Signed(Vec<i64>),
+    Unsigned(Vec<u64>),
+    Wide(Vec<i128>),
+    Bytes { offsets: Vec<u64>, data: Vec<u8> },
+}
+
+impl Keys {
+    pub fn len(&self) -> usize {
+        match self {
+            Keys::Signed(v) => v.len(),
+            Keys::Unsigned(v) => v.len(),
+            Keys::Wide(v) => v.len(),
+            Keys::Bytes { offsets, .. } => offsets.len().saturating_sub(1),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Index of `key`, exactly.
+    pub fn find(&self, key: KeyRef) -> Option<u32> {
+        match (self, key) {
+            (Keys::Signed(v), KeyRef::Int(k)) => {
+                let k = i64::try_from(k).ok()?;
+                v.binary_search(&k).ok().map(|i| i as u32)
+            }
+            (Keys::Unsigned(v), KeyRef::Int(k)) => {
+                let k = u64::try_from(k).ok()?;
+                v.binary_search(&k).ok().map(|i| i as u32)
+            }
+            (Keys::Wide(v), KeyRef::Int(k)) => v.binary_search(&k).ok().map(|i| i as u32),
+            (Keys::Bytes { offsets, data }, KeyRef::Bytes(k)) => {
+                let n = offsets.len() - 1;
+                let (mut lo, mut hi) = (0usize, n);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    let m = &data[offsets[mid] as usize..offsets[mid + 1] as usize];
+                    match m.cmp(k) {
+                        Ordering::Less => lo = mid + 1,
+                        Ordering::Greater => hi = mid,
+                        Ordering::Equal => return Some(mid as u32),
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Bytes held per key (for the README's memory figures).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Keys::Signed(v) => v.capacity() * 8,
+            Keys::Unsigned(v) => v.capacity() * 8,
+            Keys::Wide(v) => v.capacity() * 16,
+            Keys::Bytes { offsets, data } => offsets.capacity() * 8 + data.capacity(),
+        }
+    }
+}
+
+/// Keys gathered while loading, before sorting.
+pub(super) enum KeyBuf {
+    Int {
+        vals: Vec<i128>,
+        valid: Vec<bool>,
+    },
+    Bytes {
+        offsets: Vec<u64>,
+        data: Vec<u8>,
+        valid: Vec<bool>,
+    },
+}
+
+impl KeyBuf {
+    pub(super) fn new(kind: KeyKind) -> KeyBuf {
+        match kind {
+            KeyKind::Int => KeyBuf::Int {
+                vals: Vec::new(),
+                valid: Vec::new(),
+            },
+            _ => KeyBuf::Bytes {
+                offsets: vec![0],
+                data: Vec::new(),
+                valid: Vec::new(),
+            },
+        }
+    }
+
+    pub(super) fn push_array(&mut self, array: &dyn Array) -> std::result::Result<(), String> {
+        match self {
+            KeyBuf::Int { vals, valid } => for_each_key(array, &mut |_, k| {
+                let v = match k {
+                    Some(KeyRef::Int(i)) => Some(i),
+                    _ => None,
+                };
+                vals.push(v.unwrap_or(0));
+                valid.push(v.is_some());
+            }),
+            KeyBuf::Bytes {
+                offsets,
+                data,
+                valid,
+            } => for_each_key(array, &mut |_, k| {
+                if let Some(KeyRef::Bytes(b)) = k {
+                    data.extend_from_slice(b);
+                    valid.push(true);
+                } else {
+                    valid.push(false);
+                }
+                offsets.push(data.len() as u64);
+            }),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            KeyBuf::Int { valid, .. } => valid.len(),
+            KeyBuf::Bytes { valid, .. } => valid.len(),
+        }
+    }
+
+    pub(super) fn get(&self, i: usize) -> Option<KeyRef<'_>> {
+        match self {
+            KeyBuf::Int { vals, valid } => valid[i].then(|| KeyRef::Int(vals[i])),
+            KeyBuf::Bytes {
+                offsets,
+                data,
+                valid,
+            } => {
+                valid[i].then(|| KeyRef::Bytes(&data[offsets[i] as usize..offsets[i + 1] as usize]))
+            }
+        }
+    }
+
+    /// The keys at `order` (sorted, distinct), compactly.
+    pub(super) fn build(&self, order: &[u32]) -> Keys {
+        match self {
+            KeyBuf::Int { vals, .. } => {
+                let keys: Vec<i128> = order.iter().map(|i| vals[*i as usize]).collect();
+                if keys.iter().all(|k| i64::try_from(*k).is_ok()) {
+                    Keys::Signed(keys.into_iter().map(|k| k as i64).collect())
+                } else if keys.iter().all(|k| u64::try_from(*k).is_ok()) {
+                    Keys::Unsigned(keys.into_iter().map(|k| k as u64).collect())
+                } else {
+                    Keys::Wide(keys)
+                }
+            }
+            KeyBuf::Bytes { .. } => {
+                let mut offsets = Vec::with_capacity(order.len() + 1);
+                let mut data = Vec::new();
+                offsets.push(0);
+                for i in order {
+                    if let Some(KeyRef::Bytes(b)) = self.get(*i as usize) {
+                        data.extend_from_slice(b);
+                    }
+                    offsets.push(data.len() as u64);
+                }
+                data.shrink_to_fit();
+                Keys::Bytes { offsets, data }
+            }
+        }
+    }
+}
+
+/// Look up every row of a corpus key column; `u32::MAX` where the key is null or absent.
+pub fn lookup(keys: &Keys, array: &dyn Array) -> std::result::Result<Vec<u32>, String> {
+    per_row(array, u32::MAX, &|a| {
+        let mut out = vec![u32::MAX; a.len()];
+        for_each_key(a, &mut |i, k| {
+            if let Some(k) = k {
+                out[i] = keys.find(k).unwrap_or(u32::MAX);
+            }
+        })?;
+        Ok(out)
+    })
+}
+
+pub(super) fn describe_key(k: KeyRef) -> String {
+    match k {
+        KeyRef::Int(i) => i.to_string(),
+        KeyRef::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => format!("'{s}'"),
+            Err(_) => format!("0x{}", hex(b)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::StringDictionaryBuilder;
+    use arrow_array::{ArrayRef, Int32Array, StringArray, UInt64Array};
+
+    use super::*;
+
+    fn keys_of(array: &dyn Array, kind: KeyKind) -> Keys {
+        let mut b = KeyBuf::new(kind);
+        b.push_array(array).unwrap();
+        let mut order: Vec<u32> = (0..b.len() as u32)
+            .filter(|i| b.get(*i as usize).is_some())
+            .collect();
+        order.sort_by(|x, y| b.get(*x as usize).cmp(&b.get(*y as usize)));
+        order.dedup_by(|x, y| b.get(*x as usize) == b.get(*y as usize));
+        b.build(&order)
+    }
+
+    #[test]
+    fn integer_keys_match_exactly_across_widths_and_signs() {
+        let small = keys_of(
+            &Int32Array::from(vec![Some(5), None, Some(-3), Some(5)]),
+            KeyKind::Int,
+        );
+        assert!(matches!(small, Keys::Signed(ref v) if v == &vec![-3, 5]));
+        assert_eq!(small.find(KeyRef::Int(5)), Some(1));
+        assert_eq!(small.find(KeyRef::Int(4)), None);
+        // A u64 id above i64::MAX is its own key, never a wrapped negative one.
+        let big = keys_of(&UInt64Array::from(vec![u64::MAX, 1]), KeyKind::Int);
+        assert!(matches!(big, Keys::Unsigned(_)));
+        assert_eq!(big.find(KeyRef::Int(u64::MAX as i128)), Some(1));
+        assert_eq!(big.find(KeyRef::Int(-1)), None);
+        let ids: ArrayRef = Arc::new(Int32Array::from(vec![Some(-3), None, Some(7)]));
+        assert_eq!(
+            lookup(&small, ids.as_ref()).unwrap(),
+            vec![0, u32::MAX, u32::MAX]
+        );
+    }
+
+    #[test]
+    fn string_keys_look_up_through_dictionaries_and_nulls_match_nothing() {
+        let keys = keys_of(&StringArray::from(vec!["b", "a", "c"]), KeyKind::Str);
+        let mut d = StringDictionaryBuilder::<Int8Type>::new();
+        d.append_value("c");
+        d.append_null();
+        d.append_value("zz");
+        d.append_value("a");
+        let dict = d.finish();
+        assert_eq!(
+            lookup(&keys, &dict).unwrap(),
+            vec![2, u32::MAX, u32::MAX, 0]
+        );
+        assert_eq!(describe_key(KeyRef::Bytes(b"a")), "'a'");
+        assert_eq!(describe_key(KeyRef::Bytes(&[0xff, 0x00])), "0xff00");
+        assert_eq!(KeyKind::of(&DataType::Utf8View), Some(KeyKind::Str));
+        assert_eq!(KeyKind::of(&DataType::Float64), None);
+    }
+}

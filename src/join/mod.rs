@@ -1,0 +1,111 @@
+//! The consent snapshot and user lists, joined to the corpus by user id.
+//!
+//! Both are loaded once, before the corpus is read, into sorted, immutable key tables shared by
+//! every worker. Lookups are exact — binary search over the keys themselves, so no hash can ever
+//! decide — and a null key matches nothing. A snapshot member costs 8 bytes of key plus 3 bytes of
+//! region and consent for integer keys (the key bytes plus an 8-byte offset for string keys).
+//!
+//! - [`keys`]: key kinds, key values and key tables.
+//! - [`snapshot`]: the consent snapshot, newest row per key.
+//! - [`lists`]: user lists, from text or Parquet.
+
+mod keys;
+mod lists;
+mod snapshot;
+
+pub use keys::Keys;
+pub(crate) use keys::{lookup, KeyKind, KeyRef};
+pub(crate) use lists::{load_user_list, UserList};
+pub use snapshot::{load_consent_table, ConsentTable};
+
+use arrow_array::Array;
+use arrow_schema::DataType;
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::io::discover::parquet_files_under;
+use crate::io::{sha256_of, InputFile, Location};
+use crate::policy::hex;
+use crate::values::value_type;
+use keys::for_each_key;
+
+/// What summary.json records about a snapshot or list.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub path: Location,
+    pub files: usize,
+    pub rows: u64,
+    pub distinct: u64,
+    pub sha256: String,
+}
+
+/// Everything joined by user id.
+pub struct JoinData {
+    pub table: Option<ConsentTable>,
+    pub lists: Vec<UserList>,
+}
+
+impl JoinData {
+    /// The key kind the corpus user id must have, if anything is joined.
+    pub fn kind(&self) -> Option<KeyKind> {
+        self.table
+            .as_ref()
+            .map(|t| t.kind)
+            .or_else(|| self.lists.first().map(|l| l.kind))
+    }
+}
+
+/// The content hash recorded for a snapshot or list at `location` (file or directory).
+pub fn path_sha256(location: &Location) -> Result<String> {
+    if location.path().is_dir() {
+        source_sha256(location, &parquet_files_under(location)?)
+    } else {
+        Ok(sha256_of(location)?.1)
+    }
+}
+
+/// SHA-256 of one file, or of a directory: over the sorted (relative path, file SHA-256) pairs.
+pub(crate) fn source_sha256(root: &Location, files: &[InputFile]) -> Result<String> {
+    if root.path().is_file() {
+        return Ok(sha256_of(root)?.1);
+    }
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.rel.as_bytes());
+        h.update([0]);
+        h.update(sha256_of(&f.location)?.1.as_bytes());
+        h.update([b'\n']);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// `--pseudonymize-user-ids`: each id as lowercase hex HMAC-SHA-256 under `key`, over the id as
+/// text (decimal for integers, the string itself, lowercase hex for binary). Nulls stay null.
+pub fn pseudonymize(
+    key: &[u8],
+    array: &dyn Array,
+) -> std::result::Result<arrow_array::StringArray, String> {
+    use hmac::{Hmac, Mac};
+    let mut out: Vec<Option<String>> = vec![None; array.len()];
+    for_each_key(array, &mut |i, k| {
+        let text: Option<Vec<u8>> = k.map(|k| match k {
+            KeyRef::Int(v) => v.to_string().into_bytes(),
+            KeyRef::Bytes(b) => {
+                if matches!(
+                    value_type(array.data_type()),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) {
+                    b.to_vec()
+                } else {
+                    hex(b).into_bytes()
+                }
+            }
+        });
+        out[i] = text.map(|t| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+            mac.update(&t);
+            hex(&mac.finalize().into_bytes())
+        });
+    })?;
+    Ok(arrow_array::StringArray::from(out))
+}

@@ -1,0 +1,507 @@
+//! The consent snapshot: one row per member, the newest where a member appears more than once
+//! (a tie between differing rows is an error, never a pick), indexed by key.
+
+use std::cmp::Ordering;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_schema::DataType;
+use rayon::prelude::*;
+
+use super::keys::{describe_key, KeyBuf, KeyKind, Keys};
+use super::{source_sha256, SourceInfo};
+use crate::error::{Error, ReadError, Result};
+use crate::io::{open_parquet, InputFile, Location, ReadOptions};
+use crate::policy::{ConsentTableSpec, ConsentValues};
+use crate::region::Region;
+use crate::values::{consents, regions, value_type, ConsentMatcher};
+
+/// The consent snapshot, one entry per distinct key (the newest row of each).
+pub struct ConsentTable {
+    pub kind: KeyKind,
+    pub keys: Keys,
+    pub region: Option<Vec<Region>>,
+    pub consent: Option<Vec<u8>>,
+    /// `consent_table.extra` columns, aligned with `keys`.
+    pub extras: Vec<(String, ArrayRef)>,
+    pub info: SourceInfo,
+}
+
+impl ConsentTable {
+    pub fn extra(&self, name: &str) -> Option<&ArrayRef> {
+        self.extras.iter().find(|(n, _)| n == name).map(|(_, a)| a)
+    }
+
+    /// Approximate bytes held per member (keys, region, consent; extras excluded).
+    pub fn bytes_per_member(&self) -> f64 {
+        let n = self.keys.len().max(1) as f64;
+        let payload = self.region.as_ref().map_or(0, |r| r.capacity() * 2)
+            + self.consent.as_ref().map_or(0, |c| c.capacity());
+        (self.keys.heap_bytes() + payload) as f64 / n
+    }
+}
+
+fn snapshot_err(file: &Location, column: &str, message: impl Into<String>) -> Error {
+    Error::Schema {
+        file: file.clone(),
+        column: column.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The rows of one snapshot file, decoded.
+struct Part {
+    keys: Vec<ArrayRef>,
+    region: Vec<Region>,
+    consent: Vec<u8>,
+    /// `i64::MIN` for null, which sorts as the oldest.
+    updated: Vec<i64>,
+    extras: Vec<Vec<ArrayRef>>,
+}
+
+fn updated_values(file: &Location, col: &str, a: &dyn Array) -> Result<Vec<i64>> {
+    let dt = a.data_type();
+    let cast = if dt.is_integer() {
+        arrow_cast::cast(a, &DataType::Int64)
+    } else if matches!(
+        dt,
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
+    ) {
+        arrow_cast::cast(
+            a,
+            &DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None),
+        )
+        .and_then(|t| arrow_cast::cast(&t, &DataType::Int64))
+    } else {
+        return Err(snapshot_err(
+            file,
+            col,
+            format!("has type {dt}; updated_at must be a timestamp, date or integer"),
+        ));
+    }
+    .map_err(|e| snapshot_err(file, col, e.to_string()))?;
+    let c = cast.as_primitive::<Int64Type>();
+    Ok((0..c.len())
+        .map(|i| {
+            if c.is_valid(i) {
+                c.value(i).max(i64::MIN + 1)
+            } else {
+                i64::MIN
+            }
+        })
+        .collect())
+}
+
+/// Read one snapshot file; returns its rows and its key kind.
+fn read_part(
+    file: &InputFile,
+    spec: &ConsentTableSpec,
+    values: Option<&ConsentValues>,
+    read: ReadOptions,
+) -> Result<(Part, KeyKind)> {
+    let pq = open_parquet(&file.location, read)?;
+    let schema = pq.schema().clone();
+    let path = &file.location;
+    for c in spec.columns() {
+        if schema.field_with_name(c).is_err() {
+            return Err(snapshot_err(path, c, "missing from the consent snapshot"));
+        }
+    }
+    let key_type = schema
+        .field_with_name(&spec.key)
+        .expect("checked above")
+        .data_type()
+        .clone();
+    let kind = KeyKind::of(&key_type).ok_or_else(|| {
+        snapshot_err(
+            path,
+            &spec.key,
+            format!("has type {key_type}; a key must be an integer, string or binary"),
+        )
+    })?;
+    if let Some(r) = &spec.region {
+        let dt = schema
+            .field_with_name(r)
+            .expect("checked above")
+            .data_type();
+        if !crate::values::is_string_type(value_type(dt)) {
+            return Err(snapshot_err(
+                path,
+                r,
+                format!("has type {dt}; a region column must hold strings"),
+            ));
+        }
+    }
+    let file_matcher = match (&spec.consent, values) {
+        (Some(c), Some(values)) => {
+            let dt = schema
+                .field_with_name(c)
+                .expect("checked above")
+                .data_type();
+            Some(ConsentMatcher::for_type(values, dt).map_err(|m| snapshot_err(path, c, m))?)
+        }
+        _ => None,
+    };
+    let names = spec.columns();
+    let mut part = Part {
+        keys: Vec::new(),
+        region: Vec::new(),
+        consent: Vec::new(),
+        updated: Vec::new(),
+        extras: vec![Vec::new(); spec.extra.len()],
+    };
+    pq.read_all(Some(&names), 64 * 1024, &mut |batch: RecordBatch| {
+        let col = |c: &str| batch.column_by_name(c).expect("projected").clone();
+        let n = batch.num_rows();
+        part.keys.push(col(&spec.key));
+        match &spec.region {
+            Some(r) => part
+                .region
+                .extend(regions(col(r).as_ref()).map_err(|m| snapshot_err(path, r, m))?),
+            None => part.region.extend(std::iter::repeat_n(Region::UNKNOWN, n)),
+        }
+        match (&spec.consent, &file_matcher) {
+            (Some(c), Some(m)) => part
+                .consent
+                .extend(consents(col(c).as_ref(), m).map_err(|e| snapshot_err(path, c, e))?),
+            _ => part.consent.extend(std::iter::repeat_n(0u8, n)),
+        }
+        match &spec.updated_at {
+            Some(u) => part
+                .updated
+                .extend(updated_values(path, u, col(u).as_ref())?),
+            None => part.updated.extend(std::iter::repeat_n(i64::MIN, n)),
+        }
+        for (i, e) in spec.extra.iter().enumerate() {
+            part.extras[i].push(col(e));
+        }
+        Ok(())
+    })?;
+    Ok((part, kind))
+}
+
+/// Every snapshot file read (in parallel), its key kind checked against the first file's.
+fn read_parts(
+    files: &[InputFile],
+    spec: &ConsentTableSpec,
+    values: Option<&ConsentValues>,
+    read: ReadOptions,
+) -> Result<(Vec<Part>, KeyKind)> {
+    let results: Vec<Result<(Part, KeyKind)>> = files
+        .par_iter()
+        .map(|f| {
+            crate::guard::catch(|| read_part(f, spec, values, read)).unwrap_or_else(|panic| {
+                Err(Error::read(
+                    f.location.clone(),
+                    None,
+                    ReadError::Panic(panic),
+                ))
+            })
+        })
+        .collect();
+    let mut kind: Option<(KeyKind, &Location)> = None;
+    let mut parts = Vec::with_capacity(files.len());
+    for (result, f) in results.into_iter().zip(files) {
+        let (part, k) = result?;
+        match kind {
+            Some((first, fp)) if first != k => {
+                return Err(snapshot_err(
+                    &f.location,
+                    &spec.key,
+                    format!(
+                        "holds {} keys, but {fp} holds {} keys",
+                        k.as_str(),
+                        first.as_str()
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => kind = Some((k, &f.location)),
+        }
+        parts.push(part);
+    }
+    Ok((parts, kind.map_or(KeyKind::Int, |k| k.0)))
+}
+
+/// Every snapshot row, all files concatenated.
+struct Rows {
+    keys: KeyBuf,
+    region: Vec<Region>,
+    consent: Vec<u8>,
+    updated: Vec<i64>,
+    extras: Vec<ArrayRef>,
+}
+
+fn concat(
+    parts: Vec<Part>,
+    kind: KeyKind,
+    path: &Location,
+    spec: &ConsentTableSpec,
+) -> Result<Rows> {
+    let mut keys = KeyBuf::new(kind);
+    let mut region = Vec::new();
+    let mut consent = Vec::new();
+    let mut updated = Vec::new();
+    let mut extras: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.extra.len()];
+    for p in parts {
+        for k in &p.keys {
+            keys.push_array(k.as_ref())
+                .map_err(|m| snapshot_err(path, &spec.key, m))?;
+        }
+        region.extend(p.region);
+        consent.extend(p.consent);
+        updated.extend(p.updated);
+        for (i, e) in p.extras.into_iter().enumerate() {
+            extras[i].extend(e);
+        }
+    }
+    let extras = extras
+        .into_iter()
+        .zip(&spec.extra)
+        .map(|(arrays, name)| {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            if refs.is_empty() {
+                return Ok(arrow_array::new_empty_array(&DataType::Null));
+            }
+            arrow_select::concat::concat(&refs).map_err(|e| {
+                snapshot_err(
+                    path,
+                    name,
+                    format!("differs in type between snapshot files: {e}"),
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Rows {
+        keys,
+        region,
+        consent,
+        updated,
+        extras,
+    })
+}
+
+/// The row of each key that wins: the newest (null `updated_at` is oldest). Rows of one key
+/// tied for newest must agree, else it is an error naming the key.
+fn newest_rows(rows: &Rows, path: &Location, spec: &ConsentTableSpec) -> Result<Vec<u32>> {
+    let (keys, updated) = (&rows.keys, &rows.updated);
+    // Sort rows by key, newest first, then by position.
+    let mut order: Vec<u32> = (0..keys.len() as u32)
+        .filter(|i| keys.get(*i as usize).is_some())
+        .collect();
+    order.par_sort_unstable_by(|a, b| {
+        let (a, b) = (*a as usize, *b as usize);
+        keys.get(a)
+            .cmp(&keys.get(b))
+            .then_with(|| updated[b].cmp(&updated[a]))
+            .then_with(|| a.cmp(&b))
+    });
+    let mut winners: Vec<u32> = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let first = order[i] as usize;
+        let mut j = i + 1;
+        while j < order.len() && keys.get(order[j] as usize) == keys.get(first) {
+            j += 1;
+        }
+        for &other in &order[i + 1..j] {
+            let other = other as usize;
+            let tie = spec.updated_at.is_none() || updated[other] == updated[first];
+            if !tie {
+                break;
+            }
+            let same = rows.region[other] == rows.region[first]
+                && rows.consent[other] == rows.consent[first]
+                && rows
+                    .extras
+                    .iter()
+                    .all(|a| same_value(a.as_ref(), first, other));
+            if !same {
+                let why = match &spec.updated_at {
+                    None => {
+                        "the policy maps no consent_table.updated_at to pick the newest".to_string()
+                    }
+                    Some(u) => format!("their newest {u} values are equal"),
+                };
+                return Err(snapshot_err(
+                    path,
+                    &spec.key,
+                    format!(
+                        "key {} appears in rows with different values and {why}; fix the snapshot or map updated_at",
+                        describe_key(keys.get(first).expect("non-null"))
+                    ),
+                ));
+            }
+        }
+        winners.push(first as u32);
+        i = j;
+    }
+    Ok(winners)
+}
+
+/// Load and index the consent snapshot at `path` (a Parquet file or a directory of them).
+pub fn load_consent_table(
+    path: &Location,
+    spec: &ConsentTableSpec,
+    consent_values: Option<&ConsentValues>,
+    read: ReadOptions,
+) -> Result<ConsentTable> {
+    let files = crate::io::discover(std::slice::from_ref(path)).map_err(|e| match e {
+        Error::Usage(m) => Error::Usage(format!("--consent-table: {m}")),
+        other => other,
+    })?;
+    let (parts, kind) = read_parts(&files, spec, consent_values, read)?;
+    let rows = concat(parts, kind, path, spec)?;
+    let winners = newest_rows(&rows, path, spec)?;
+    let take_idx = UInt32Array::from(winners.clone());
+    let extras = rows
+        .extras
+        .iter()
+        .zip(&spec.extra)
+        .map(|(a, name)| {
+            arrow_select::take::take(a.as_ref(), &take_idx, None)
+                .map(|t| (name.clone(), t))
+                .map_err(|e| snapshot_err(path, name, e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    fn pick<T: Copy>(v: &[T], winners: &[u32]) -> Vec<T> {
+        winners.iter().map(|w| v[*w as usize]).collect()
+    }
+    Ok(ConsentTable {
+        kind,
+        keys: rows.keys.build(&winners),
+        region: spec.region.as_ref().map(|_| pick(&rows.region, &winners)),
+        consent: spec.consent.as_ref().map(|_| pick(&rows.consent, &winners)),
+        extras,
+        info: SourceInfo {
+            path: path.clone(),
+            files: files.len(),
+            rows: rows.keys.len() as u64,
+            distinct: winners.len() as u64,
+            sha256: source_sha256(path, &files)?,
+        },
+    })
+}
+
+fn same_value(a: &dyn Array, i: usize, j: usize) -> bool {
+    match (a.is_valid(i), a.is_valid(j)) {
+        (false, false) => true,
+        (true, true) => {
+            let cmp = arrow_ord::ord::make_comparator(a, a, Default::default());
+            cmp.map(|c| c(i, j) == Ordering::Equal).unwrap_or(false)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, StringArray};
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+    use crate::join::KeyRef;
+    use crate::policy::Policy;
+
+    fn policy() -> Policy {
+        Policy::from_text(
+            std::path::Path::new("p.yaml"),
+            "policy: p\ncolumns: {user_id: id}\n\
+             consent_table: {key: id, region: country, consent: consent, updated_at: at}\n\
+             consent_values: {granted: [opt_in], denied: [opt_out]}\nrules: []\n",
+            String::new(),
+        )
+        .unwrap()
+    }
+
+    fn snapshot(dir: &std::path::Path, rows: &[(i64, &str, &str, i64)]) -> Location {
+        let path = dir.join("snap.parquet");
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            (
+                "country",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            ),
+            (
+                "consent",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            ),
+            (
+                "at",
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
+            ),
+        ])
+        .unwrap();
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
+                .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        Location::local(path)
+    }
+
+    #[test]
+    fn the_newest_row_of_each_member_wins_and_a_tie_that_disagrees_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy();
+        let spec = p.consent_table.as_ref().unwrap();
+        let loc = snapshot(
+            dir.path(),
+            &[
+                (1, "GB", "opt_in", 5),
+                (2, "US", "opt_out", 1),
+                (1, "DE", "opt_out", 9),
+            ],
+        );
+        let t = load_consent_table(
+            &loc,
+            spec,
+            p.consent_values.as_ref(),
+            ReadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((t.info.rows, t.info.distinct), (3, 2));
+        let i = t.keys.find(KeyRef::Int(1)).unwrap() as usize;
+        assert_eq!(
+            t.region.as_ref().unwrap()[i],
+            crate::region::normalize("DE")
+        );
+
+        let loc = snapshot(
+            dir.path(),
+            &[(1, "GB", "opt_in", 5), (1, "FR", "opt_in", 5)],
+        );
+        let e = load_consent_table(
+            &loc,
+            spec,
+            p.consent_values.as_ref(),
+            ReadOptions::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("column 'id': key 1 appears in rows with different values and their newest at values are equal"),
+            "{e}"
+        );
+        // Equal rows tied for newest are one member.
+        let loc = snapshot(
+            dir.path(),
+            &[(1, "GB", "opt_in", 5), (1, "GB", "opt_in", 5)],
+        );
+        let t = load_consent_table(
+            &loc,
+            spec,
+            p.consent_values.as_ref(),
+            ReadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(t.info.distinct, 1);
+    }
+}
