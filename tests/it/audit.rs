@@ -195,6 +195,46 @@ fn check_runs_the_policys_tests() {
     let (code, _, err) = run(&["check", p(&bad)]);
     assert_eq!(code, 2);
     assert!(err.contains("policy test 'uk-adult-private-post' failed: expected uk-adult-public, got uk-not-public"), "{err}");
+
+    // Every failing test is reported, each with its line, then one verdict; `check --policy`
+    // works as every other command takes the policy.
+    let text = std::fs::read_to_string(config("meta-uk-2024.yaml"))
+        .unwrap()
+        .replace("expect: uk-not-public", "expect: uk-adult-public")
+        .replace("expect: eu-eea-paused", "expect: include");
+    std::fs::write(&bad, &text).unwrap();
+    let (code, stdout, err) = run(&["check", "--policy", p(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let failed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("' failed: expected"))
+        .collect();
+    assert!(failed.len() >= 2, "{err}");
+    for l in &failed {
+        assert!(l.starts_with(&format!("corpusgate: {}:", p(&bad))), "{l}");
+    }
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("corpusgate: error: ") && last.contains(&format!("{} of ", failed.len())),
+        "{last}"
+    );
+    assert!(last.contains("policy tests failed"), "{last}");
+}
+
+/// A u64 value above i64::MAX is shown and decided as itself, never wrapped to a negative one.
+#[test]
+fn explain_keeps_integers_above_i64_max_exact() {
+    let (code, stdout, err) = run(&[
+        "explain",
+        "--policy",
+        p(&config("opt-in-only.yaml")),
+        "--values",
+        "{post_id: 18446744073709551615, country: us, genai_consent: opt_in}",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("18446744073709551615"), "{stdout}");
+    assert!(!stdout.contains("-1"), "{stdout}");
 }
 
 #[test]

@@ -210,6 +210,24 @@ fn shard_index_from_the_environment_and_changed_inputs() {
     let (code, err) = env_run(&[("AWS_BATCH_JOB_ARRAY_INDEX", "1")]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("changed since the plan"), "{err}");
+
+    // A plan whose shard names an input it does not list: exit 2 naming the plan file (this
+    // was a panic reported as a decoding error).
+    let mut plan = plan;
+    plan["shards"][2]["files"] = serde_json::json!([0, 17]);
+    std::fs::write(out.join("_plan.json"), plan.to_string()).unwrap();
+    let (code, err) = env_run(&[("JOB_COMPLETION_INDEX", "2")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("_plan.json: shard 2 lists input 17, but the plan has 3 inputs"),
+        "{err}"
+    );
+    // A field missing is named.
+    plan.as_object_mut().unwrap().remove("options");
+    std::fs::write(out.join("_plan.json"), plan.to_string()).unwrap();
+    let (code, err) = env_run(&[("JOB_COMPLETION_INDEX", "2")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("missing field `options`"), "{err}");
 }
 
 #[test]
