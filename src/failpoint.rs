@@ -1,7 +1,7 @@
 //! Named points where a test can hold a run still, to check what another process sees at that
 //! moment without relying on timing: with `CORPUSGATE_PAUSE_AT=NAME:FILE` in the environment, a
-//! run reaching point NAME creates FILE and waits (up to a minute) until the test deletes it.
-//! Without the variable a point costs one cached environment lookup.
+//! run reaching point NAME the first time creates FILE and waits (up to a minute) until the test
+//! deletes it. Without the variable a point costs one cached environment lookup.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -19,7 +19,8 @@ fn spec() -> Option<&'static (String, std::path::PathBuf)> {
 /// Point `name` of the run.
 pub fn hit(name: &str) {
     let Some((want, file)) = spec() else { return };
-    if want != name {
+    static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if want != name || HELD.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return;
     }
     if std::fs::write(file, b"").is_err() {

@@ -22,7 +22,7 @@ use crate::io::{sha256_of, Identity, Location, Written};
 use crate::summary::{Counts, FileStats};
 
 pub const JOURNAL: &str = ".journal.jsonl";
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 
 /// What a run's outputs depend on besides each input file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

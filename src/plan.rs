@@ -49,15 +49,23 @@ impl CompressionChoice {
             "lz4" | "lz4_raw" => no_level(Compression::LZ4_RAW),
             "zstd" => Ok(CompressionChoice::Codec(Compression::ZSTD(match level {
                 None => ZstdLevel::default(),
-                Some(l) => ZstdLevel::try_new(l).map_err(|e| bad(e.to_string()))?,
+                Some(l) => ZstdLevel::try_new(l).map_err(|_| {
+                    bad("zstd takes a level from 1 (fastest) to 22 (smallest), or a negative one down to -131072 for faster still".into())
+                })?,
             }))),
             "gzip" => Ok(CompressionChoice::Codec(Compression::GZIP(match level {
                 None => GzipLevel::default(),
-                Some(l) => GzipLevel::try_new(l as u32).map_err(|e| bad(e.to_string()))?,
+                Some(l) => u32::try_from(l)
+                    .ok()
+                    .and_then(|l| GzipLevel::try_new(l).ok())
+                    .ok_or_else(|| bad("gzip takes a level from 0 (no compression) to 9 (smallest)".into()))?,
             }))),
             "brotli" => Ok(CompressionChoice::Codec(Compression::BROTLI(match level {
                 None => BrotliLevel::default(),
-                Some(l) => BrotliLevel::try_new(l as u32).map_err(|e| bad(e.to_string()))?,
+                Some(l) => u32::try_from(l)
+                    .ok()
+                    .and_then(|l| BrotliLevel::try_new(l).ok())
+                    .ok_or_else(|| bad("brotli takes a level from 0 (fastest) to 11 (smallest)".into()))?,
             }))),
             _ => Err(bad(
                 "expected preserve, zstd[:LEVEL], snappy, lz4, gzip[:LEVEL], brotli[:LEVEL] or none"
@@ -382,5 +390,40 @@ impl FilterPlan {
             "trust_input_pages": self.trust_input_pages,
             "output": self.output.as_ref().map(|p| p.to_string()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_levels_out_of_range_say_which_levels_a_codec_takes() {
+        for (arg, says) in [
+            ("zstd:99", "zstd takes a level from 1 (fastest) to 22"),
+            ("zstd:-200000", "zstd takes a level from 1 (fastest) to 22"),
+            ("gzip:10", "gzip takes a level from 0 (no compression) to 9"),
+            ("gzip:-1", "gzip takes a level from 0 (no compression) to 9"),
+            ("brotli:12", "brotli takes a level from 0 (fastest) to 11"),
+            ("snappy:3", "snappy takes no level"),
+        ] {
+            let e = CompressionChoice::parse(arg).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("--compression {arg}: {says}")),
+                "{e}"
+            );
+            assert!(!e.contains("Parquet error"), "{e}");
+        }
+        for ok in [
+            "zstd:1",
+            "zstd:22",
+            "zstd:-5",
+            "gzip:0",
+            "gzip:9",
+            "brotli:0",
+            "brotli:11",
+        ] {
+            assert!(CompressionChoice::parse(ok).is_ok(), "{ok}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Run accounting: per-file and per-rule/per-region counts, `summary.json`, and the short human
 //! summary printed to stderr.
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,6 +22,8 @@ pub struct Counts {
     pub by_rule: Vec<u64>,
     /// Per region index: (kept, excluded).
     pub by_region: Vec<[u64; 2]>,
+    /// Rows per (rule slot, region index): which rule decided how many rows of which region.
+    pub by_rule_region: BTreeMap<(u32, u16), u64>,
 }
 
 impl Counts {
@@ -27,6 +31,7 @@ impl Counts {
         Counts {
             by_rule: vec![0; rules + 1],
             by_region: vec![[0; 2]; REGION_COUNT],
+            by_rule_region: BTreeMap::new(),
         }
     }
 
@@ -57,6 +62,9 @@ impl Counts {
             a[0] += b[0];
             a[1] += b[1];
         }
+        for (k, n) in &other.by_rule_region {
+            *self.by_rule_region.entry(*k).or_default() += n;
+        }
     }
 }
 
@@ -65,6 +73,7 @@ impl Counts {
 struct CountsRecord {
     by_rule: Vec<u64>,
     by_region: Vec<[u64; 3]>,
+    by_rule_region: Vec<[u64; 3]>,
 }
 
 impl From<Counts> for CountsRecord {
@@ -77,6 +86,11 @@ impl From<Counts> for CountsRecord {
                 .enumerate()
                 .filter(|(_, c)| c[0] + c[1] > 0)
                 .map(|(i, c)| [i as u64, c[0], c[1]])
+                .collect(),
+            by_rule_region: c
+                .by_rule_region
+                .iter()
+                .map(|((r, g), n)| [u64::from(*r), u64::from(*g), *n])
                 .collect(),
         }
     }
@@ -92,9 +106,17 @@ impl TryFrom<CountsRecord> for Counts {
                 .ok_or_else(|| format!("region index {i} is not a region"))?;
             *slot = [kept, excluded];
         }
+        let mut by_rule_region = BTreeMap::new();
+        for [rule, region, n] in r.by_rule_region {
+            if region as usize >= REGION_COUNT || rule as usize >= r.by_rule.len() {
+                return Err(format!("rule {rule} and region {region} are not counted"));
+            }
+            by_rule_region.insert((rule as u32, region as u16), n);
+        }
         Ok(Counts {
             by_rule: r.by_rule,
             by_region,
+            by_rule_region,
         })
     }
 }
@@ -104,6 +126,8 @@ impl TryFrom<CountsRecord> for Counts {
 pub struct FileStats {
     pub rel: String,
     pub bytes: u64,
+    /// SHA-256 of the input's footer.
+    pub footer_sha256: String,
     pub rows: u64,
     pub kept: u64,
     pub excluded: u64,
@@ -176,6 +200,18 @@ impl RunSummary {
             .as_ref()
             .map(|j| &j.lists)
             .filter(|l| !l.is_empty());
+        let mut by_rule_and_region: IndexMap<String, IndexMap<String, u64>> = IndexMap::new();
+        for ((slot, region), n) in &self.counts.by_rule_region {
+            let rule = match policy.rules.get(*slot as usize) {
+                Some(r) => r.id.clone(),
+                None => "default".to_owned(),
+            };
+            by_rule_and_region
+                .entry(rule)
+                .or_default()
+                .insert(Region::from_index(*region as usize).label().into(), *n);
+        }
+        order_rule_regions(&mut by_rule_and_region, &by_rule);
         SummaryFile {
             format: SUMMARY_FORMAT,
             corpusgate_version: env!("CARGO_PKG_VERSION").into(),
@@ -196,6 +232,7 @@ impl RunSummary {
                 .map(|f| FileRecord {
                     path: f.rel.clone(),
                     bytes: f.bytes,
+                    footer_sha256: Some(f.footer_sha256.clone()),
                     rows: f.rows,
                     kept: f.kept,
                     excluded: f.excluded,
@@ -205,6 +242,7 @@ impl RunSummary {
                 .collect(),
             by_rule,
             by_region,
+            by_rule_and_region: Some(by_rule_and_region),
             totals: Totals {
                 files: self.files.len() as u64,
                 rows,
@@ -333,6 +371,17 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// Rules in the policy's order (as `by_rule`), regions by code with `unknown` last.
+pub fn order_rule_regions(
+    m: &mut IndexMap<String, IndexMap<String, u64>>,
+    by_rule: &IndexMap<String, RuleRecord>,
+) {
+    m.sort_by(|a, _, b, _| by_rule.get_index_of(a).cmp(&by_rule.get_index_of(b)));
+    for regions in m.values_mut() {
+        regions.sort_by(|a, _, b, _| (a == "unknown", a).cmp(&(b == "unknown", b)));
+    }
+}
+
 /// The format of summary.json. corpusgate 0.1 wrote no `format` key; its summaries are format 1.
 pub const SUMMARY_FORMAT: u32 = 2;
 
@@ -356,6 +405,9 @@ pub struct SummaryFile {
     pub files: Vec<FileRecord>,
     pub by_rule: IndexMap<String, RuleRecord>,
     pub by_region: IndexMap<String, RegionRecord>,
+    /// Rows each rule decided, per region (absent in summaries of corpusgate 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_rule_and_region: Option<IndexMap<String, IndexMap<String, u64>>>,
     pub totals: Totals,
     pub skipped: Vec<SkippedRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -386,6 +438,10 @@ pub struct FileRecord {
     /// The input's name relative to its argument (its outputs' name).
     pub path: String,
     pub bytes: u64,
+    /// SHA-256 of the input's footer (with `bytes`, the input's identity for `diff`; absent in
+    /// summaries of corpusgate 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer_sha256: Option<String>,
     pub rows: u64,
     pub kept: u64,
     pub excluded: u64,
@@ -501,6 +557,7 @@ mod tests {
                 },
             )]),
             by_region: IndexMap::new(),
+            by_rule_and_region: None,
             totals: Totals::default(),
             skipped: vec![],
             resumed_files: None,

@@ -180,6 +180,7 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("row_or_values").required(true).args(["row", "values"])))]
 pub struct ExplainArgs {
     /// The YAML policy.
     #[arg(long, value_name = "POLICY.yaml")]
@@ -189,12 +190,7 @@ pub struct ExplainArgs {
     pub join: JoinArgs,
 
     /// A row of a data file: FILE:ROW (0-based).
-    #[arg(
-        long,
-        value_name = "FILE:ROW",
-        conflicts_with = "values",
-        required_unless_present = "values"
-    )]
+    #[arg(long, value_name = "FILE:ROW")]
     pub row: Option<String>,
 
     /// Column values as a YAML flow mapping, e.g. '{country: gb, genai_consent: opt_in,

@@ -43,14 +43,38 @@ pub fn main() -> ExitCode {
                 ExitStatus::Failure
             }
         },
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help, --version.
             let _ = e.print();
-            if e.use_stderr() {
-                ExitStatus::Usage
-            } else {
-                ExitStatus::Success
-            }
+            ExitStatus::Success
+        }
+        Err(e) => {
+            eprint!("{}", one_voice(&e));
+            ExitStatus::Usage
         }
     };
     ExitCode::from(status.code())
+}
+
+/// A command-line error as every other error reads: one `corpusgate: error:` line, and clap's
+/// suggestion, if it has one, as one hint line.
+fn one_voice(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "corpusgate: error: a command is needed (filter, check, verify, explain, report, diff, plan, run-shard or commit)\n  tip: corpusgate --help\n".into();
+    }
+    let text = e.render().to_string();
+    // clap's first paragraph is the error (required arguments listed one per line under it).
+    let message = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    let mut out = format!("corpusgate: error: {message}\n");
+    if let Some(tip) = text.lines().map(str::trim).find(|l| l.starts_with("tip:")) {
+        out.push_str(&format!("  {tip}\n"));
+    }
+    out
 }

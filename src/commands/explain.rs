@@ -81,26 +81,65 @@ fn default_type(policy: &Policy, column: &str) -> DataType {
     {
         return DataType::Int64;
     }
+    match compared_literal(policy, column) {
+        Some((s, _)) => scalar_type(s),
+        None => DataType::Utf8,
+    }
+}
+
+/// The first literal a `where` predicate compares `column` with, and its line.
+fn compared_literal<'p>(policy: &'p Policy, column: &str) -> Option<(&'p Scalar, usize)> {
     for r in &policy.rules {
         for c in r.when.iter().chain(&r.unless) {
-            if let Condition::Where(preds) = c {
-                for p in preds {
-                    if p.column != column {
-                        continue;
-                    }
-                    let lit = match &p.op {
-                        PredicateOp::Compare(_, Operand::Literal(s)) => Some(s),
-                        PredicateOp::In(v) | PredicateOp::NotIn(v) => v.first(),
-                        _ => None,
-                    };
-                    if let Some(s) = lit {
-                        return scalar_type(s);
-                    }
+            let Condition::Where(preds) = c else { continue };
+            for p in preds.iter().filter(|p| p.column == column) {
+                let lit = match &p.op {
+                    PredicateOp::Compare(_, Operand::Literal(s)) => Some(s),
+                    PredicateOp::In(v) | PredicateOp::NotIn(v) => v.first(),
+                    _ => None,
+                };
+                if let Some(s) = lit.filter(|s| **s != Scalar::Null) {
+                    return Some((s, p.pos.line));
                 }
             }
         }
     }
-    DataType::Utf8
+    None
+}
+
+/// A typed value whose kind differs from what the policy compares its column with is the
+/// value's mistake, said as such (not as the policy's).
+fn check_value_kinds(policy: &Policy, values: &[(String, Scalar)]) -> Result<()> {
+    let numeric = |s: &Scalar| matches!(s, Scalar::Int(_) | Scalar::Float(_));
+    for (column, given) in values {
+        let Some((lit, line)) = compared_literal(policy, column) else {
+            continue;
+        };
+        let same = *given == Scalar::Null
+            || (numeric(given) && numeric(lit))
+            || std::mem::discriminant(given) == std::mem::discriminant(lit);
+        if !same {
+            let hint = match given {
+                Scalar::Str(s) if numeric(lit) && s.trim().parse::<f64>().is_ok() => {
+                    format!("; give it without quotes: {column}: {}", s.trim())
+                }
+                _ => String::new(),
+            };
+            return Err(Error::Usage(format!(
+                "the value given for {column} is {} ({given}), but the policy compares {column} with {} ({lit}, line {line}){hint}",
+                article(given.kind()),
+                article(lit.kind()),
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn article(kind: &str) -> String {
+    match kind.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {kind}"),
+        _ => format!("a {kind}"),
+    }
 }
 
 fn show(s: &Scalar) -> String {
@@ -130,6 +169,7 @@ pub fn explain_values(
     user_in: &[String],
     key: Option<&[u8]>,
 ) -> Result<Explained> {
+    check_value_kinds(policy, values)?;
     let get = |c: &str| values.iter().find(|(k, _)| k == c).map(|(_, v)| v);
     let snapshot_cols: Vec<&str> = policy
         .consent_table
@@ -603,6 +643,8 @@ pub fn command(args: &crate::cli::ExplainArgs) -> Result<crate::error::ExitStatu
                         "--row {spec}: expected FILE:ROW, ROW a number from 0"
                     ))
                 })?;
+            crate::io::discover::check_named_file(&file)
+                .map_err(|e| Error::Usage(format!("--row {spec}: {e}")))?;
             let join = if policy.needs_user_id() {
                 let plan = crate::plan::FilterPlan::decide_only(
                     &args.policy,

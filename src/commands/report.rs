@@ -7,6 +7,36 @@ use crate::error::Result;
 use crate::io::Location;
 use crate::summary::{group, SummaryFile};
 
+/// A region key of summary.json with its name: `GP Guadeloupe`, `unknown`.
+fn region_name(code: &str) -> String {
+    if code == "unknown" {
+        return code.to_owned();
+    }
+    let r = crate::region::normalize(code);
+    if r.is_unknown() {
+        code.to_owned()
+    } else {
+        format!("{code} {}", r.name())
+    }
+}
+
+/// Rows of the rule × region table: (rule, action, region with name, rows).
+fn rule_region_rows(s: &SummaryFile) -> Vec<[String; 4]> {
+    let mut rows = Vec::new();
+    for (rule, regions) in s.by_rule_and_region.iter().flatten() {
+        let action = s.by_rule.get(rule).map_or("?", |r| r.action.as_str());
+        for (region, n) in regions {
+            rows.push([
+                rule.clone(),
+                action.to_owned(),
+                region_name(region),
+                group(*n),
+            ]);
+        }
+    }
+    rows
+}
+
 fn pct(n: u64, of: u64) -> String {
     if of == 0 {
         "-".into()
@@ -23,18 +53,35 @@ fn table(head: [&str; 4], rows: &[[String; 4]]) -> String {
             w[i] = w[i].max(r[i].chars().count());
         }
     }
+    // Numbers (counts, shares) right-aligned, words left-aligned.
+    let numeric = |i: usize| {
+        rows.iter().all(|r| {
+            r[i].chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, ',' | '.' | '%' | '-'))
+        })
+    };
+    let right: Vec<bool> = (0..4).map(|i| i > 0 && numeric(i)).collect();
     let line = |cells: [&str; 4]| {
-        format!(
-            "  {:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}\n",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        )
+        let mut out = String::from(" ");
+        for i in 0..4 {
+            let pad = w[i] - cells[i].chars().count();
+            out.push(' ');
+            if right[i] {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cells[i]);
+            } else {
+                out.push_str(cells[i]);
+                if i < 3 {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+            if i < 3 {
+                out.push(' ');
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
     };
     let mut s = line(head);
     for r in rows {
@@ -92,7 +139,7 @@ pub fn text(s: &SummaryFile) -> String {
         .iter()
         .map(|(region, v)| {
             [
-                region.clone(),
+                region_name(region),
                 group(v.rows),
                 group(v.kept),
                 group(v.excluded),
@@ -104,6 +151,13 @@ pub fn text(s: &SummaryFile) -> String {
         "By region\n{}",
         table(["region", "rows", "kept", "excluded"], &by_region)
     );
+    if s.by_rule_and_region.is_some() {
+        let _ = writeln!(
+            out,
+            "By rule and region\n{}",
+            table(["rule", "action", "region", "rows"], &rule_region_rows(s))
+        );
+    }
     let files: Vec<[String; 4]> = s
         .files
         .iter()
@@ -142,7 +196,7 @@ fn bars(id: &str, title: &str, items: &[(String, u64, u64)]) -> String {
     let row_h = 22;
     let label_w = 290;
     let bar_w = 500;
-    let h = 30 + row_h * items.len().max(1);
+    let h = 8 + row_h * items.len().max(1);
     let max = items
         .iter()
         .map(|(_, k, e)| k + e)
@@ -151,21 +205,20 @@ fn bars(id: &str, title: &str, items: &[(String, u64, u64)]) -> String {
         .max(1);
     let mut s = format!(
         r#"<svg id="{id}" role="img" aria-label="{t}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">
-<text x="0" y="16" class="t">{t}</text>
 "#,
         t = esc(title),
         w = label_w + bar_w + 120
     );
     for (i, (label, kept, excluded)) in items.iter().enumerate() {
-        let y = 26 + i * row_h;
+        let y = 4 + i * row_h;
         let kw = (*kept as f64 / max as f64 * bar_w as f64).round();
         let ew = (*excluded as f64 / max as f64 * bar_w as f64).round();
         let _ = write!(
             s,
             r#"<g class="row" data-label="{l}" data-kept="{kept}" data-excluded="{excluded}">
 <text x="{lx}" y="{ty}" text-anchor="end">{l}</text>
-<rect x="{x}" y="{y}" width="{kw}" height="16" class="kept"><title>{l}: {kept} kept</title></rect>
-<rect x="{x2}" y="{y}" width="{ew}" height="16" class="excluded"><title>{l}: {excluded} excluded</title></rect>
+<rect x="{x}" y="{y}" width="{kw}" height="16" class="kept"><title>{l}: {kg} kept</title></rect>
+<rect x="{x2}" y="{y}" width="{ew}" height="16" class="excluded"><title>{l}: {eg} excluded</title></rect>
 <text x="{nx}" y="{ty}">{n}</text>
 </g>
 "#,
@@ -176,6 +229,8 @@ fn bars(id: &str, title: &str, items: &[(String, u64, u64)]) -> String {
             x2 = label_w as f64 + kw,
             nx = label_w as f64 + kw + ew + 6.0,
             n = group(kept + excluded),
+            kg = group(*kept),
+            eg = group(*excluded),
         );
     }
     s.push_str("</svg>\n");
@@ -199,7 +254,7 @@ fn chart_items(s: &SummaryFile) -> [Vec<(String, u64, u64)>; 3] {
     let mut regions: Vec<(String, u64, u64)> = s
         .by_region
         .iter()
-        .map(|(k, v)| (k.clone(), v.kept, v.excluded))
+        .map(|(k, v)| (region_name(k), v.kept, v.excluded))
         .collect();
     regions.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then(a.0.cmp(&b.0)));
     let files = s
@@ -217,7 +272,56 @@ pre { background: #f4f6f8; padding: 12px; overflow-x: auto; border-radius: 6px; 
 .totals span { display: inline-block; margin-right: 2em; font-size: 1.1em; }
 svg text { font: 12px system-ui, sans-serif; fill: #1d2430; } svg text.t { font-weight: 600; }
 rect.kept { fill: #2e8b57; } rect.excluded { fill: #c0392b; }
-.legend span { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: -1px; }"#;
+.legend span { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: -1px; }
+table.grid { border-collapse: collapse; margin: .6em 0; } table.grid th, table.grid td { padding: 2px 12px; border-bottom: 1px solid #e3e7eb; text-align: left; }
+table.grid td.n { text-align: right; font-variant-numeric: tabular-nums; }"#;
+
+/// An HTML table; counts are right-aligned (except in the options' table of settings).
+fn html_table<const N: usize>(id: &str, head: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut t = format!("<table class=\"grid\" id=\"{id}\"><tr>");
+    for h in head {
+        let _ = write!(t, "<th>{}</th>", esc(h));
+    }
+    t.push_str("</tr>\n");
+    for r in rows {
+        t.push_str("<tr>");
+        for c in r {
+            let numeric = id != "options"
+                && !c.is_empty()
+                && c.chars().all(|ch| ch.is_ascii_digit() || ch == ',');
+            let class = if numeric { " class=\"n\"" } else { "" };
+            let _ = write!(t, "<td{class}>{}</td>", esc(c));
+        }
+        t.push_str("</tr>\n");
+    }
+    t.push_str("</table>\n");
+    t
+}
+
+/// The run's options as a table of names and values (numbers with separators).
+fn options_table(options: &serde_json::Value) -> String {
+    let rows: Vec<[String; 2]> = options
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let shown = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Null => "-".into(),
+                        serde_json::Value::Number(n) => match n.as_u64() {
+                            Some(u) if k == "max_memory" => crate::error::Bytes(u).to_string(),
+                            Some(u) => group(u),
+                            None => n.to_string(),
+                        },
+                        other => other.to_string(),
+                    };
+                    [k.replace('_', " "), shown]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    html_table("options", &["option", "value"], &rows)
+}
 
 /// The HTML report: one page, everything inline.
 pub fn html(s: &SummaryFile) -> String {
@@ -240,8 +344,9 @@ pub fn html(s: &SummaryFile) -> String {
 <tr><td>Policy SHA-256</td><td><code id="policy-sha256">{sha}</code></td></tr>
 <tr><td>Started</td><td id="started-at">{start}</td></tr>
 <tr><td>Finished</td><td id="finished-at">{end}</td></tr>
-<tr><td>Options</td><td><code>{opts}</code></td></tr>
 </table>
+<h2>Options</h2>
+{opts}
 <p class="totals"><span>Files: <b id="total-files">{files}</b></span><span>Rows: <b id="total-rows">{rows}</b></span>
 <span>Kept: <b id="total-kept">{kept}</b> ({kp})</span><span>Excluded: <b id="total-excluded">{excluded}</b> ({ep})</span></p>
 <p class="legend"><span style="background:#2e8b57"></span>kept<span style="background:#c0392b"></span>excluded</p>
@@ -249,6 +354,9 @@ pub fn html(s: &SummaryFile) -> String {
 {rule_svg}
 <h2>Rows by region</h2>
 {region_svg}
+{region_table}
+<h2>Rows each rule decided, by region</h2>
+{rule_region_table}
 <h2>Rows by file</h2>
 {file_svg}
 "#,
@@ -258,16 +366,34 @@ pub fn html(s: &SummaryFile) -> String {
         sha = esc(&policy.sha256),
         start = esc(&s.started_at),
         end = esc(&s.finished_at),
-        opts = esc(&s.options.to_string()),
-        files = t.files,
-        rows = t.rows,
-        kept = t.kept,
-        excluded = t.excluded,
+        opts = options_table(&s.options),
+        files = group(t.files),
+        rows = group(t.rows),
+        kept = group(t.kept),
+        excluded = group(t.excluded),
+        region_table = html_table(
+            "by-region-table",
+            &["region", "rows", "kept", "excluded"],
+            &s.by_region
+                .iter()
+                .map(|(r, v)| [
+                    region_name(r),
+                    group(v.rows),
+                    group(v.kept),
+                    group(v.excluded)
+                ])
+                .collect::<Vec<_>>(),
+        ),
+        rule_region_table = html_table(
+            "by-rule-region",
+            &["rule", "action", "region", "rows"],
+            &rule_region_rows(s),
+        ),
         kp = pct(t.kept, t.rows),
         ep = pct(t.excluded, t.rows),
-        rule_svg = bars("by-rule", "Rows decided, by rule", &rule_items),
-        region_svg = bars("by-region", "Rows by normalised region", &region_items),
-        file_svg = bars("by-file", "Rows by input file", &file_items),
+        rule_svg = bars("by-rule", "Rows decided by each rule", &rule_items),
+        region_svg = bars("by-region", "Rows by region", &region_items),
+        file_svg = bars("by-file", "Rows by file", &file_items),
     );
     if !s.skipped.is_empty() {
         out.push_str("<h2>Skipped (unreadable) inputs</h2><ul>");
@@ -286,9 +412,9 @@ pub fn html(s: &SummaryFile) -> String {
             out,
             "<h2>Consent snapshot</h2><p><code>{}</code>: {} rows, {} distinct keys, {} corpus rows unmatched; SHA-256 <code>{}</code></p>",
             esc(&t.path),
-            t.rows,
-            t.distinct_keys,
-            t.unmatched_rows,
+            group(t.rows),
+            group(t.distinct_keys),
+            group(t.unmatched_rows),
             esc(&t.sha256)
         );
     }

@@ -683,6 +683,16 @@ fn merge_summaries(p: &PlanFile, summaries: &[&SummaryFile]) -> Result<SummaryFi
     if let Some(u) = unknown {
         regions.insert("unknown".into(), u);
     }
+    let mut by_rule_and_region: IndexMap<String, IndexMap<String, u64>> = IndexMap::new();
+    for s in summaries {
+        for (rule, regions) in s.by_rule_and_region.iter().flatten() {
+            let e = by_rule_and_region.entry(rule.clone()).or_default();
+            for (region, n) in regions {
+                *e.entry(region.clone()).or_default() += n;
+            }
+        }
+    }
+    crate::summary::order_rule_regions(&mut by_rule_and_region, &by_rule);
     let sum = |f: fn(&FileRecord) -> u64| files.iter().map(f).sum::<u64>();
     let totals = Totals {
         files: files.len() as u64,
@@ -713,6 +723,7 @@ fn merge_summaries(p: &PlanFile, summaries: &[&SummaryFile]) -> Result<SummaryFi
         files,
         by_rule,
         by_region: regions,
+        by_rule_and_region: Some(by_rule_and_region),
         totals,
         skipped,
         resumed_files: None,

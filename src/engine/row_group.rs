@@ -193,11 +193,30 @@ fn decide_rows(
 
 /// Add each row's rule and (region, kept or excluded) to `counts`.
 fn count(policy: &Policy, decision: &crate::decide::BatchDecision, counts: &mut Counts) {
+    // Rule x region in a dense table while it is small (a few dozen rules), sparse beyond.
+    let regions = crate::region::REGION_COUNT;
+    let mut dense = (counts.by_rule.len() * regions <= 1 << 16)
+        .then(|| vec![0u64; counts.by_rule.len() * regions]);
     for (r, reg) in decision.rule.iter().zip(&decision.region) {
         let slot = counts.rule_slot(*r);
         counts.by_rule[slot] += 1;
         let k = (policy.action_of(*r) == Action::Exclude) as usize;
         counts.by_region[reg.index()][k] += 1;
+        match dense.as_mut() {
+            Some(d) => d[slot * regions + reg.index()] += 1,
+            None => {
+                *counts
+                    .by_rule_region
+                    .entry((slot as u32, reg.index() as u16))
+                    .or_default() += 1
+            }
+        }
+    }
+    for (i, n) in dense.iter().flatten().enumerate().filter(|(_, n)| **n > 0) {
+        *counts
+            .by_rule_region
+            .entry(((i / regions) as u32, (i % regions) as u16))
+            .or_default() += n;
     }
 }
 

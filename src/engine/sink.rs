@@ -127,6 +127,7 @@ impl FileSink {
         let stats = FileStats {
             rel: job.input.file.rel.clone(),
             bytes: job.input.file.bytes,
+            footer_sha256: job.input.parquet.footer_sha256.clone(),
             row_groups: job.num_row_groups() as u64,
             ..Default::default()
         };

@@ -32,6 +32,42 @@ fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
+/// A file the user named: it must be Parquet (a CSV or JSON given by mistake is a usage error;
+/// a damaged `*.parquet` found in a directory is the input's fault, checked when it is opened).
+pub fn check_named_file(location: &Location) -> Result<()> {
+    use std::io::Read;
+    let path = location.path();
+    if path.is_dir() {
+        return Err(Error::Usage(format!(
+            "{location} is a directory, not a file"
+        )));
+    }
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| Error::Usage(format!("input {location}: {}", describe_io(&e))))?;
+    if n < 4 || &head != b"PAR1" {
+        let looks_like_text = head[..n]
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+        return Err(Error::Usage(format!(
+            "input {location} is not a Parquet file (it does not start with PAR1{}); corpusgate reads Parquet",
+            if looks_like_text && n > 0 {
+                "; it looks like text: a CSV or JSON file?"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// A directory that is the output of a corpusgate run: its `excluded/` manifests are not a
+/// corpus, and its `data/` is what to filter or verify again.
+fn is_corpusgate_output(dir: &std::path::Path) -> bool {
+    dir.join("summary.json").is_file() && dir.join("data").is_dir() && dir.join("excluded").is_dir()
+}
+
 /// The files under one argument: (path, rel, bytes), sorted by name.
 fn files_under(arg: &Location) -> Result<Vec<(PathBuf, String, u64)>> {
     let arg = arg.path();
@@ -39,6 +75,7 @@ fn files_under(arg: &Location) -> Result<Vec<(PathBuf, String, u64)>> {
         .map_err(|e| Error::Usage(format!("input {}: {}", arg.display(), describe_io(&e))))?;
     let mut found = Vec::new();
     if meta.is_file() {
+        check_named_file(&Location::local(arg))?;
         let name = arg
             .file_name()
             .ok_or_else(|| Error::Usage(format!("input {}: not a file name", arg.display())))?;
@@ -63,6 +100,13 @@ fn files_under(arg: &Location) -> Result<Vec<(PathBuf, String, u64)>> {
                         .unwrap_or_else(|| e.to_string())
                 ))
             })?;
+            if entry.file_type().is_dir() && is_corpusgate_output(entry.path()) {
+                return Err(Error::Usage(format!(
+                    "input {} is the output of a corpusgate run (summary.json, data/, excluded/): pass its data/ ({}) to filter its kept rows again, or give the directory to verify",
+                    entry.path().display(),
+                    entry.path().join("data").display()
+                )));
+            }
             if !entry.file_type().is_file() {
                 continue;
             }

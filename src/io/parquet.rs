@@ -63,7 +63,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn new(meta: &std::fs::Metadata, footer: &[u8]) -> Identity {
+    fn new(meta: &std::fs::Metadata, footer_sha256: &str) -> Identity {
         use std::os::unix::fs::MetadataExt;
         Identity {
             size: meta.len(),
@@ -74,7 +74,7 @@ impl Identity {
                 meta.mtime_nsec(),
                 meta.ctime(),
                 meta.ctime_nsec(),
-                crate::policy::hex(&Sha256::digest(footer))
+                footer_sha256
             ),
         }
     }
@@ -100,7 +100,10 @@ impl Identity {
         let mut buf = vec![0u8; footer as usize];
         read_exact_at(&f, len - footer, &mut buf)
             .map_err(|e| Error::io("reading", location.clone(), e))?;
-        Ok(Identity::new(&m, &buf))
+        Ok(Identity::new(
+            &m,
+            &crate::policy::hex(&Sha256::digest(&buf)),
+        ))
     }
 }
 
@@ -192,6 +195,9 @@ impl ChunkReader for FileSource {
 pub struct ParquetFile {
     pub location: Location,
     pub identity: Identity,
+    /// SHA-256 of the footer (with its length and magic): with the size, what tells two runs'
+    /// inputs apart wherever they ran (`diff`).
+    pub footer_sha256: String,
     meta: ArrowReaderMetadata,
     source: FileSource,
     /// Where the footer starts: no data lies at or past it.
@@ -248,7 +254,8 @@ pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<Parquet
     read_exact_at(&f, data_end, &mut raw).map_err(io)?;
     let mut with_tail = raw.clone();
     with_tail.extend_from_slice(&tail);
-    let identity = Identity::new(&stat, &with_tail);
+    let footer_sha256 = crate::policy::hex(&Sha256::digest(&with_tail));
+    let identity = Identity::new(&stat, &footer_sha256);
 
     let checked = check_footer(&raw).map_err(|p| {
         invalid(match p.field {
@@ -293,6 +300,7 @@ pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<Parquet
     Ok(ParquetFile {
         location: location.clone(),
         identity,
+        footer_sha256,
         meta,
         source: FileSource {
             file: Arc::new(f),

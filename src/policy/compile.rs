@@ -26,13 +26,54 @@ pub(super) fn syntax_error(path: &Path, e: &serde_saphyr::Error) -> Error {
             path: path.to_owned(),
             line: loc.line() as usize,
             column: loc.column() as usize,
-            message: strip_location_suffix(&first),
+            message: with_suggestion(strip_location_suffix(&first)),
         },
         _ => Error::PolicySyntax {
             path: path.to_owned(),
             message: first,
         },
     }
+}
+
+/// "unknown field `consent_value`, expected one of ..." gains "(did you mean `consent_values`?)"
+/// when one expected key is a close spelling of the unknown one.
+fn with_suggestion(message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message;
+    };
+    let Some((unknown, rest)) = rest.split_once('`') else {
+        return message;
+    };
+    let Some(expected) = rest.strip_prefix(", expected one of ") else {
+        return message;
+    };
+    let best = expected
+        .split(", ")
+        .map(|c| c.trim_matches('`'))
+        .map(|c| (edit_distance(unknown, c), c))
+        .min();
+    match best {
+        Some((d, c)) if d <= (unknown.chars().count() / 3).max(1) => {
+            format!("{message} (did you mean `{c}`?)")
+        }
+        _ => message,
+    }
+}
+
+/// Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// serde-saphyr writes "error: line L column C: message"; we print the position up front in

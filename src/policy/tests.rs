@@ -128,7 +128,7 @@ fn errors_name_line_and_column() {
     let cases: &[(&str, &str)] = &[
         (
             "policy: p\ncolumns: {region: country}\nrules:\n  - id: a\n    iff: {region: GB}\n    then: exclude\n",
-            "p.yaml:5:5: unknown field `iff`, expected one of id, description, if, unless, then",
+            "p.yaml:5:5: unknown field `iff`, expected one of id, description, if, unless, then (did you mean `if`?)",
         ),
         (
             "policy: p\ncolumns: {region: country}\nrules:\n  - id: a\n    if: {region: [GB, XX]}\n    then: exclude\n",
@@ -152,7 +152,7 @@ fn errors_name_line_and_column() {
         ),
         (
             "policy: p\ncolumns: {regoin: country}\nrules: []\n",
-            "p.yaml:2:11: unknown field `regoin`, expected one of record_id, user_id, region, consent",
+            "p.yaml:2:11: unknown field `regoin`, expected one of record_id, user_id, region, consent (did you mean `region`?)",
         ),
         (
             "policy: p\ncolumns: {record_id: id}\nrules: []\n",

@@ -263,7 +263,10 @@ fn report_and_diff() {
         !page.contains("<script src") && !page.contains("<link"),
         "the page must be self-contained"
     );
-    assert!(page.contains(&format!("id=\"total-rows\">{}<", s["totals"]["rows"])));
+    assert!(page.contains(&format!(
+        "id=\"total-rows\">{}<",
+        group(s["totals"]["rows"].as_u64().unwrap())
+    )));
     assert!(
         page.contains("policy: meta-uk-2024"),
         "the policy text is included"
@@ -300,6 +303,89 @@ fn report_and_diff() {
     assert_eq!(sum("newly_excluded"), newly_excluded);
     assert_eq!(sum("newly_kept"), newly_kept);
     assert!(newly_excluded > 0);
+}
+
+/// `diff` between runs over different inputs: inputs only one run read are listed, never
+/// counted as kept or excluded; an input that changed under the same name is flagged, not
+/// row-matched; the header names both runs' policies. (Before, the five files missing from the
+/// new run were counted as 4,440 "newly kept" rows.)
+#[test]
+fn diff_matches_runs_by_input_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = filter_to(dir.path(), "old", "genai-uk-eea-ch-pause.yaml", &[]);
+    let one = dir.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::copy(
+        sample().join("part-00002.parquet"),
+        one.join("part-00002.parquet"),
+    )
+    .unwrap();
+    let new = dir.path().join("new");
+    let policy = config("genai-uk-eea-ch-pause.yaml");
+    let (code, _, err) = run(&["filter", "--policy", p(&policy), "-o", p(&new), p(&one)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) = run(&["diff", p(&old), p(&new), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let d: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(d["newly_kept"], serde_json::json!([]), "{d}");
+    assert_eq!(d["newly_excluded"], serde_json::json!([]), "{d}");
+    assert_eq!(
+        d["inputs"]["compared"],
+        serde_json::json!(["part-00002.parquet"])
+    );
+    let only_old = d["inputs"]["only_in_old"].as_array().unwrap();
+    assert_eq!(only_old.len(), 5, "{d}");
+    let s = summary(&old);
+    let rows_of = |name: &str| {
+        s["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == name)
+            .unwrap()["rows"]
+            .clone()
+    };
+    for f in only_old {
+        assert_eq!(f["rows"], rows_of(f["path"].as_str().unwrap()));
+    }
+    assert_eq!(d["old"]["policy"]["id"], "genai-uk-eea-ch-pause");
+    assert_eq!(d["new"]["policy"]["sha256"], s["policy"]["sha256"]);
+    let (code, text, _) = run(&["diff", p(&old), p(&new)]);
+    assert_eq!(code, 0);
+    assert!(
+        text.starts_with("old: policy genai-uk-eea-ch-pause ("),
+        "{text}"
+    );
+    assert!(
+        text.contains("only in the old run (not compared): 5 inputs"),
+        "{text}"
+    );
+    assert!(text.contains("newly kept 0 rows"), "{text}");
+
+    // Another file under the same name: flagged, not row-matched.
+    std::fs::copy(
+        sample().join("part-00003.parquet"),
+        one.join("part-00002.parquet"),
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "filter",
+        "--policy",
+        p(&policy),
+        "-o",
+        p(&new),
+        "--overwrite",
+        p(&one),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, stdout, _) = run(&["diff", p(&old), p(&new), "--json"]);
+    let d: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(d["inputs"]["compared"], serde_json::json!([]), "{d}");
+    assert_eq!(
+        d["inputs"]["changed"][0]["path"], "part-00002.parquet",
+        "{d}"
+    );
+    assert_eq!(d["newly_kept"], serde_json::json!([]), "{d}");
 }
 
 #[test]
@@ -352,11 +438,55 @@ fn html_report_renders_in_a_real_browser() {
         ("total-excluded", &s["totals"]["excluded"]),
         ("total-files", &s["totals"]["files"]),
     ] {
+        let v = group(v.as_u64().unwrap());
         assert!(
             dom_text.contains(&format!("id=\"{id}\">{v}<")),
-            "{id} = {v} not rendered"
+            "{id} = {v} not rendered with thousands separators"
         );
     }
+    // For the reviewer: options as a table, not JSON; region names beside codes; which rule
+    // removed how many rows from which region; each heading once.
+    assert!(
+        dom_text.contains("<td>compression</td><td>preserve</td>"),
+        "{dom_text}"
+    );
+    assert!(
+        !dom_text.contains("{&quot;") && !dom_text.contains("{\"threads"),
+        "raw JSON options"
+    );
+    for name in [
+        "GP Guadeloupe",
+        "RE Réunion",
+        "XK Kosovo",
+        "GB United Kingdom",
+    ] {
+        assert!(dom_text.contains(name), "{name}");
+    }
+    let rr = &s["by_rule_and_region"];
+    let eu_fr = rr["eu-eea-paused"]["FR"].as_u64().unwrap();
+    assert!(
+        dom_text.contains(&format!(
+            "<td>eu-eea-paused</td><td>exclude</td><td>FR France</td><td class=\"n\">{}</td>",
+            group(eu_fr)
+        )),
+        "the rule x region table"
+    );
+    for h in [
+        "Rows decided by each rule",
+        "Rows by region",
+        "Rows by file",
+        "Options",
+    ] {
+        assert_eq!(
+            dom_text.matches(&format!("<h2>{h}</h2>")).count(),
+            1,
+            "heading {h} once"
+        );
+    }
+    assert!(
+        !dom_text.contains("class=\"t\""),
+        "no title repeated inside the charts"
+    );
     // One bar group per rule, per region and per file, each carrying the summary's numbers.
     for (rule, v) in s["by_rule"].as_object().unwrap() {
         let n = v["rows"].as_u64().unwrap();
@@ -373,10 +503,17 @@ fn html_report_renders_in_a_real_browser() {
     }
     for (region, v) in s["by_region"].as_object().unwrap() {
         let want = format!(
-            "data-label=\"{region}\" data-kept=\"{}\" data-excluded=\"{}\"",
+            "\" data-kept=\"{}\" data-excluded=\"{}\"",
             v["kept"], v["excluded"]
         );
-        assert!(dom_text.contains(&want), "region {region}: {want}");
+        let label = format!("data-label=\"{region}");
+        assert!(
+            dom_text.contains(&format!("{label}{want}"))
+                || dom_text.split(&label).skip(1).any(|rest| rest
+                    .split_once('"')
+                    .is_some_and(|(_, after)| after.starts_with(&want[1..]))),
+            "region {region}: {want}"
+        );
     }
     // A screenshot, for people (kept next to the test's temp dir only while it runs).
     let shot = dir.path().join("report.png");

@@ -237,6 +237,107 @@ fn usage_errors() {
     assert!(err.contains("policy.yaml:3:"), "{err}");
 }
 
+/// Every command-line mistake reads like every other error: one `corpusgate: error:` line, and
+/// at most one hint line (clap's suggestion), exit 2.
+#[test]
+fn command_line_errors_speak_with_one_voice() {
+    let cases: &[(&[&str], &str, Option<&str>)] = &[
+        (&["filer"], "unrecognized subcommand 'filer'", Some("tip: a similar subcommand exists: 'filter'")),
+        (&["filter", "--threads", "0", "--policy", "p", "x"], "invalid value '0' for '--threads <N>': 0 is not in 1..=1024", None),
+        (&["filter", "--polcy", "p", "x"], "unexpected argument '--polcy' found", Some("tip: a similar argument exists: '--policy'")),
+        (&["explain", "--policy", "p.yaml"], "the following required arguments were not provided: <--row <FILE:ROW>|--values <MAPPING>>", None),
+        (&[], "a command is needed (filter, check, verify, explain, report, diff, plan, run-shard or commit)", Some("tip: corpusgate --help")),
+    ];
+    for (args, says, hint) in cases {
+        let (code, stdout, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines[0], format!("corpusgate: error: {says}"), "{args:?}");
+        match hint {
+            Some(h) => assert_eq!(lines.get(1).map(|l| l.trim()), Some(*h), "{args:?}"),
+            None => assert_eq!(lines.len(), 1, "{args:?}: {err}"),
+        }
+        assert!(lines.len() <= 2, "{args:?}: {err}");
+    }
+    let c = Case::new();
+    let err = c.fails(&["--compression", "zstd:99", p(&c.path("in"))], 2);
+    assert!(
+        err.contains("--compression zstd:99: zstd takes a level from 1 (fastest) to 22"),
+        "{err}"
+    );
+    assert!(!err.contains("Parquet error"), "{err}");
+}
+
+/// Mistakes that are cheap to name: a policy key one letter off, a run's output given as its
+/// input, a CSV, a directory given as `--row`, a value of the wrong type in `--values`.
+#[test]
+fn helpful_where_it_is_cheap() {
+    let c = Case::new();
+    let typo = write_policy(
+        &c,
+        "policy: p\ncolumns: {region: country, consent: genai_consent}\nconsent_value: {granted: [opt_in]}\nrules: []\n",
+    );
+    let (code, _, err) = run(&["check", p(&typo)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown field `consent_value`"), "{err}");
+    assert!(
+        err.trim_end().ends_with("(did you mean `consent_values`?)"),
+        "{err}"
+    );
+
+    let policy = config("opt-in-only.yaml");
+    let out = c.path("out");
+    let (code, _, err) = run(&[
+        "filter",
+        "--policy",
+        p(&policy),
+        "-o",
+        p(&out),
+        p(&c.path("in")),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["filter", "--policy", p(&policy), "--dry-run", p(&out)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is the output of a corpusgate run"), "{err}");
+    assert!(
+        err.contains(&format!("pass its data/ ({})", p(&out.join("data")))),
+        "{err}"
+    );
+
+    let csv = c.path("posts.csv");
+    std::fs::write(&csv, "post_id,country\n1,GB\n").unwrap();
+    let (code, _, err) = run(&["filter", "--policy", p(&policy), "--dry-run", p(&csv)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("posts.csv is not a Parquet file") && err.contains("a CSV"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(&[
+        "explain",
+        "--policy",
+        p(&policy),
+        "--row",
+        &format!("{}:3", p(&c.path("in"))),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a directory, not a file"), "{err}");
+
+    let (code, _, err) = run(&[
+        "explain",
+        "--policy",
+        p(&config("meta-uk-2024.yaml")),
+        "--values",
+        "{country: gb, author_age: \"30\"}",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the value given for author_age is a string (\"30\"), but the policy compares author_age with an integer (18, line 30); give it without quotes: author_age: 30"),
+        "{err}"
+    );
+}
+
 /// Found by the parquet_read fuzz target: a footer claiming a negative column chunk length made
 /// the parquet crate panic while the footer was being checked.
 #[test]

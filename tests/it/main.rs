@@ -6,6 +6,7 @@ mod filter;
 mod hostile;
 mod join;
 mod law;
+mod readme;
 mod reliability;
 mod scale;
 mod util;

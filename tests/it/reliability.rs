@@ -558,3 +558,55 @@ proptest! {
         }
     }
 }
+
+/// `--progress always` in a job log: a line 2 s after the start whether or not anything has
+/// finished (the run is held still here), each with an ETA, and a last line with the totals.
+#[test]
+fn progress_lines_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 2, 2000);
+    let out = dir.path().join("out");
+    let pause = dir.path().join("pause");
+    let cmd = filter_cmd("opt-in-only.yaml", &out, &input, &[]);
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| if a == "never" { "always".into() } else { a })
+        .collect();
+    let mut cmd = Command::new(bin());
+    cmd.args(&args)
+        .env(
+            "CORPUSGATE_PAUSE_AT",
+            format!("journaled:{}", pause.display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let t0 = Instant::now();
+    while !pause.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no file was journaled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    std::fs::remove_file(&pause).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("progress:")).collect();
+    assert!(lines.len() >= 2, "{err}");
+    assert!(
+        lines[0].contains(" MiB (") && lines[0].contains("ETA "),
+        "{err}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("corpusgate: progress: done: 4,000 rows"),
+        "{err}"
+    );
+}

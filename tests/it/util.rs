@@ -320,7 +320,13 @@ pub fn bin() -> PathBuf {
 
 /// Run the binary; returns (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (i32, String, String) {
+    run_in(&std::env::current_dir().unwrap(), args)
+}
+
+/// [`run`] in directory `dir`.
+pub fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(bin())
+        .current_dir(dir)
         .args(args)
         .output()
         .unwrap();
