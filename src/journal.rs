@@ -82,7 +82,7 @@ impl Journal {
         crate::io::write_file(&location, text.as_bytes())?;
         let file = File::options()
             .append(true)
-            .open(location.path())
+            .open(location.require_local("the resume journal")?)
             .map_err(|e| Error::io("opening", location.clone(), e))?;
         Ok(Journal {
             location,
@@ -102,7 +102,9 @@ impl Journal {
     }
 
     pub fn remove(self) {
-        let _ = std::fs::remove_file(self.location.path());
+        if let Some(p) = self.location.local_path() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -119,7 +121,7 @@ pub enum Earlier {
 /// Read the journal in `dir` against this run's `header`; `rules` is the policy's rule count.
 pub fn load(dir: &Location, header: &Header, rules: usize) -> Result<Earlier> {
     let location = dir.join(JOURNAL);
-    let text = match std::fs::read(location.path()) {
+    let text = match crate::io::read_to_vec(&location) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Earlier::None),
         Err(e) => return Err(Error::io("reading", location, e)),

@@ -8,6 +8,11 @@
 //! output, never absent. A failed run removes the sibling; an interrupted one keeps it, with the
 //! journal of completed files, for `--resume`.
 //!
+//! An output in an object store (no rename there) is written in place instead, with the same
+//! promise restated: a reader that sees `OUT/_SUCCESS` sees exactly the objects it lists, with
+//! their sizes and checksums, and nothing of an older or partial run. See [`ObjectLock`] and
+//! [`OutputTxn::commit`].
+//!
 //! Guarantees of the lock ([`LockFile`]): a lock file is only ever deleted by the process holding
 //! its lock, and whoever takes a lock checks afterwards that the path still names the file it
 //! locked (else it locked a deleted file and tries again). So two runs never both hold the
@@ -19,12 +24,31 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
 use crate::error::{Error, Result};
-use crate::io::Location;
+use crate::io::{object, Location};
 
 /// Check, before any work, that `dir` may be written: absent, empty, or `overwrite` given.
 pub fn check_target(dir: &Location, overwrite: bool) -> Result<()> {
-    let path = dir.path();
+    let path = match dir {
+        Location::Local(p) => p,
+        Location::Object(o) => {
+            let listed =
+                object::list(o).map_err(|e| Error::io("listing output", dir.clone(), e))?;
+            return match ObjectOutput::classify(&listed) {
+                ObjectOutput::Empty | ObjectOutput::Unfinished => Ok(()),
+                ObjectOutput::Other if !overwrite => Err(Error::Usage(format!(
+                    "output {dir} holds objects and no _SUCCESS; pass --overwrite to replace them"
+                ))),
+                ObjectOutput::Complete if !overwrite => Err(Error::Usage(format!(
+                    "output {dir} holds a complete output (_SUCCESS); pass --overwrite to replace it"
+                ))),
+                _ => Ok(()),
+            };
+        }
+    };
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("checking output directory", dir.clone(), e)),
@@ -98,8 +122,206 @@ impl Drop for LockFile {
     }
 }
 
+/// What an object-store OUT holds before a run.
+#[derive(Debug, PartialEq)]
+enum ObjectOutput {
+    Empty,
+    /// A complete output: `_SUCCESS` is there.
+    Complete,
+    /// Objects corpusgate left without `_SUCCESS` (its lock object is there, expired): a run that
+    /// died; safe to clean.
+    Unfinished,
+    /// Objects of someone else's.
+    Other,
+}
+
+impl ObjectOutput {
+    fn classify(listed: &[(String, object::ObjectInfo)]) -> ObjectOutput {
+        let has = |k: &str| listed.iter().any(|(rel, _)| rel == k);
+        if listed.is_empty() {
+            ObjectOutput::Empty
+        } else if has("_SUCCESS") {
+            ObjectOutput::Complete
+        } else if has(OBJECT_LOCK) {
+            ObjectOutput::Unfinished
+        } else {
+            ObjectOutput::Other
+        }
+    }
+}
+
+/// The lock object of an object-store OUT, inside it (readers skip `_` names).
+pub const OBJECT_LOCK: &str = "_corpusgate.lock";
+
+/// How long an object lock holds without renewal; its holder renews it every third of that.
+fn lease() -> std::time::Duration {
+    // Tests shorten it to see a dead holder's lock taken over.
+    let secs = std::env::var("CORPUSGATE_LOCK_LEASE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs.max(1))
+}
+
+/// A lock on an object-store OUT: an object created only if absent (`If-None-Match: *`) that
+/// names its owner and when its lease ends; the holder renews the lease (`If-Match` on the version
+/// it wrote) until dropped, then deletes it. A lock whose lease has ended (its holder died) is
+/// taken over by replacing exactly that version, so of two runs taking it over only one wins.
+pub struct ObjectLock {
+    location: object::ObjectLocation,
+    current: Arc<Mutex<object::ObjectInfo>>,
+    /// Set when a renewal found the lock replaced: the run no longer owns OUT.
+    lost: Arc<AtomicBool>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock_body(lease: std::time::Duration) -> bytes::Bytes {
+    let until = chrono::Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    bytes::Bytes::from(format!(
+        "{{\"owner\":\"{}:{}\",\"until\":\"{}\"}}\n",
+        host.trim(),
+        std::process::id(),
+        until.to_rfc3339()
+    ))
+}
+
+fn lock_until(body: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    chrono::DateTime::parse_from_rfc3339(v.get("until")?.as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+impl ObjectLock {
+    /// Take the lock of `out`; `None` when a live run holds it.
+    pub fn try_take(out: &object::ObjectLocation) -> Result<Option<ObjectLock>> {
+        let location = out.join(OBJECT_LOCK);
+        let loc = Location::Object(location.clone());
+        let lease = lease();
+        let info = match object::put(&location, lock_body(lease), object::Mode::Create) {
+            Ok(info) => info,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let (held, body) = match object::get_all(&location) {
+                    Ok(x) => x,
+                    // Released in between: try once more from the start.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return match object::put(&location, lock_body(lease), object::Mode::Create)
+                        {
+                            Ok(info) => Ok(Some(ObjectLock::hold(location, info, lease))),
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+                            Err(e) => Err(Error::io("taking the lock", loc, e)),
+                        };
+                    }
+                    Err(e) => return Err(Error::io("reading the lock", loc, e)),
+                };
+                let expired = lock_until(&body).is_none_or(|t| t < chrono::Utc::now());
+                if !expired {
+                    return Ok(None);
+                }
+                match object::put(&location, lock_body(lease), object::Mode::Replace(held)) {
+                    Ok(info) => {
+                        eprintln!(
+                            "corpusgate: note: {loc}: the lock's lease had ended (its run died); taken over"
+                        );
+                        info
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+                    Err(e) => return Err(Error::io("taking over the lock", loc, e)),
+                }
+            }
+            Err(e) => return Err(Error::io("taking the lock", loc, e)),
+        };
+        crate::failpoint::hit("lock-taken");
+        Ok(Some(ObjectLock::hold(location, info, lease)))
+    }
+
+    fn hold(
+        location: object::ObjectLocation,
+        info: object::ObjectInfo,
+        lease: std::time::Duration,
+    ) -> ObjectLock {
+        let current = Arc::new(Mutex::new(info));
+        let lost = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let renewer = {
+            let (location, current, lost, stop) = (
+                location.clone(),
+                current.clone(),
+                lost.clone(),
+                stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name("corpusgate-lock".into())
+                .spawn(move || loop {
+                    let (flag, cv) = &*stop;
+                    let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+                    let (guard, _) = cv
+                        .wait_timeout_while(guard, lease / 3, |stopped| !*stopped)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *guard {
+                        return;
+                    }
+                    drop(guard);
+                    let held = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    match object::put(&location, lock_body(lease), object::Mode::Replace(held)) {
+                        Ok(info) => *current.lock().unwrap_or_else(|p| p.into_inner()) = info,
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        // A failed renewal is tried again next time; the lease has room for it.
+                        Err(_) => {}
+                    }
+                })
+                .ok()
+        };
+        ObjectLock {
+            location,
+            current,
+            lost,
+            stop,
+            renewer,
+        }
+    }
+
+    /// Still ours? (A run that lost its lock must not commit.)
+    pub fn check(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(Error::Busy(format!(
+                "{}: the lock was taken over by another run while this one worked (was it paused longer than the lease?); not committing",
+                self.location
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ObjectLock {
+    fn drop(&mut self) {
+        {
+            let (flag, cv) = &*self.stop;
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
+        if !self.lost.load(Ordering::SeqCst) {
+            let _ = object::delete(&self.location);
+        }
+        let _ = &self.current;
+    }
+}
+
+enum Lock {
+    File(#[allow(dead_code)] LockFile),
+    Object(ObjectLock),
+}
+
 fn sibling(dir: &Location, tag: &str) -> Result<PathBuf> {
-    let dir = dir.path();
+    let dir = dir.require_local("the output directory")?;
     let name = dir
         .file_name()
         .ok_or_else(|| Error::Usage(format!("output {} has no directory name", dir.display())))?;
@@ -121,7 +343,7 @@ pub struct OutputTxn {
     tmp_dir: Location,
     state: State,
     /// Held for as long as the transaction lives; dropped after the directory is settled.
-    lock: Option<LockFile>,
+    lock: Option<Lock>,
 }
 
 #[derive(PartialEq)]
@@ -137,8 +359,11 @@ impl OutputTxn {
     /// kept (its journal says what can be reused); otherwise a stale one is removed first. The
     /// target is checked again under the lock: another run may have committed it meanwhile.
     pub fn begin(final_dir: &Location, resume: bool, overwrite: bool) -> Result<OutputTxn> {
+        if let Location::Object(o) = final_dir {
+            return OutputTxn::begin_object(final_dir, o, resume, overwrite);
+        }
         let tmp_dir = tmp_dir(final_dir)?;
-        let tmp = tmp_dir.path();
+        let tmp = tmp_dir.local_path().expect("a local sibling");
         let parent = tmp.parent().expect("sibling has a parent").to_owned();
         fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &*parent, e))?;
         let lock_path = sibling(final_dir, "lock")?;
@@ -172,7 +397,55 @@ impl OutputTxn {
             final_dir: final_dir.clone(),
             tmp_dir,
             state: State::Open,
-            lock: Some(lock),
+            lock: Some(Lock::File(lock)),
+        })
+    }
+
+    /// An object-store OUT: locked by [`ObjectLock`], its old `_SUCCESS` removed before
+    /// anything is written (with `--overwrite`), the leftovers of a dead run removed.
+    fn begin_object(
+        final_dir: &Location,
+        o: &object::ObjectLocation,
+        resume: bool,
+        overwrite: bool,
+    ) -> Result<OutputTxn> {
+        if resume {
+            return Err(Error::Usage(format!(
+                "--resume is not supported yet for an output in an object store ({final_dir}); rerun without it"
+            )));
+        }
+        let lock = ObjectLock::try_take(o)?.ok_or_else(|| {
+            Error::Busy(format!(
+                "another corpusgate run is writing {final_dir} (its lock object {OBJECT_LOCK} is held); try again when it ends"
+            ))
+        })?;
+        let listed =
+            object::list(o).map_err(|e| Error::io("listing output", final_dir.clone(), e))?;
+        let before = ObjectOutput::classify(
+            &listed
+                .iter()
+                .filter(|(k, _)| k != OBJECT_LOCK)
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        match before {
+            ObjectOutput::Complete | ObjectOutput::Other if !overwrite => {
+                // Committed by another run meanwhile, or someone else's objects.
+                check_target(final_dir, overwrite)?;
+            }
+            _ => {}
+        }
+        if listed.iter().any(|(k, _)| k == "_SUCCESS") {
+            // First of all: no reader may take what follows for the old complete output.
+            object::delete(&o.join("_SUCCESS"))
+                .map_err(|e| Error::io("removing", final_dir.join("_SUCCESS"), e))?;
+        }
+        crate::io::written_objects_reset(o);
+        Ok(OutputTxn {
+            final_dir: final_dir.clone(),
+            tmp_dir: final_dir.clone(),
+            state: State::Open,
+            lock: Some(Lock::Object(lock)),
         })
     }
 
@@ -188,8 +461,12 @@ impl OutputTxn {
 
     /// Write `_SUCCESS` and move the directory into place, replacing an existing one atomically.
     pub fn commit(mut self) -> Result<()> {
-        let tmp = self.tmp_dir.path().to_owned();
-        let fin = self.final_dir.path().to_owned();
+        if let Location::Object(o) = &self.final_dir {
+            let o = o.clone();
+            return self.commit_object(&o);
+        }
+        let tmp = self.tmp_dir.local_path().expect("local").to_owned();
+        let fin = self.final_dir.local_path().expect("local").to_owned();
         crate::io::write_file(&self.tmp_dir.join("_SUCCESS"), b"")?;
         sync_dir(&tmp);
         crate::failpoint::hit("before-commit-rename");
@@ -230,12 +507,60 @@ impl OutputTxn {
         crate::failpoint::hit("after-commit-rename");
         Ok(())
     }
+
+    /// Delete every object under OUT this run did not write (an older run's), then write
+    /// `_SUCCESS` listing each object with its size and SHA-256: it appears last, and only
+    /// while this run still holds the lock.
+    fn commit_object(&mut self, o: &object::ObjectLocation) -> Result<()> {
+        let out = self.final_dir.clone();
+        let written = crate::io::written_objects(o);
+        let listed = object::list(o).map_err(|e| Error::io("listing output", out.clone(), e))?;
+        for (rel, _) in &listed {
+            if rel != OBJECT_LOCK && rel != "_SUCCESS" && !written.contains_key(rel) {
+                object::delete(&o.join(rel))
+                    .map_err(|e| Error::io("removing stale", out.join(rel), e))?;
+            }
+        }
+        if let Some(Lock::Object(l)) = &self.lock {
+            l.check()?;
+        }
+        crate::failpoint::hit("before-commit-rename");
+        let objects: Vec<serde_json::Value> = written
+            .iter()
+            .map(|(rel, w)| serde_json::json!({"key": rel, "size": w.size, "sha256": w.sha256}))
+            .collect();
+        let body = serde_json::to_string_pretty(&serde_json::json!({
+            "format": 1,
+            "objects": objects,
+        }))
+        .expect("JSON of strings and numbers")
+            + "\n";
+        object::put(
+            &o.join("_SUCCESS"),
+            bytes::Bytes::from(body),
+            object::Mode::Overwrite,
+        )
+        .map_err(|e| Error::io("writing", out.join("_SUCCESS"), e))?;
+        self.state = State::Committed;
+        crate::failpoint::hit("after-commit-rename");
+        Ok(())
+    }
 }
 
 impl Drop for OutputTxn {
     fn drop(&mut self) {
         if self.state == State::Open {
-            let _ = fs::remove_dir_all(self.tmp_dir.path());
+            match &self.tmp_dir {
+                Location::Local(p) => {
+                    let _ = fs::remove_dir_all(p);
+                }
+                // What this run wrote goes; what an older run left is removed by the next.
+                Location::Object(o) => {
+                    for rel in crate::io::written_objects(o).keys() {
+                        let _ = object::delete(&o.join(rel));
+                    }
+                }
+            }
         }
         // Only now, with the directories settled, may another run take the output.
         self.lock.take();
@@ -244,8 +569,12 @@ impl Drop for OutputTxn {
 
 /// Remove every file under `dir/data` and `dir/excluded` whose relative name is not in `keep`.
 pub fn prune(dir: &Location, keep: &std::collections::HashSet<&str>) -> Result<()> {
+    // An object-store OUT is pruned at commit (everything this run did not write goes).
+    let Some(dir) = dir.local_path() else {
+        return Ok(());
+    };
     for sub in ["data", "excluded"] {
-        let root = dir.path().join(sub);
+        let root = dir.join(sub);
         if !root.is_dir() {
             continue;
         }
@@ -332,20 +661,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = Location::local(dir.path().join("out"));
         let t = OutputTxn::begin(&out, false, false).unwrap();
-        std::fs::write(t.dir().path().join("data/x"), b"1").unwrap();
+        std::fs::write(t.dir().local_path().unwrap().join("data/x"), b"1").unwrap();
         drop(t);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
 
         let t = OutputTxn::begin(&out, false, false).unwrap();
-        std::fs::write(t.dir().path().join("data/x"), b"1").unwrap();
+        std::fs::write(t.dir().local_path().unwrap().join("data/x"), b"1").unwrap();
         t.commit().unwrap();
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["out".to_owned()]);
-        assert!(out.path().join("_SUCCESS").exists());
+        assert!(out.local_path().unwrap().join("_SUCCESS").exists());
         // Without --overwrite a second run is refused under the lock too.
         assert!(OutputTxn::begin(&out, false, false).is_err());
     }

@@ -101,7 +101,7 @@ impl CompressionChoice {
 /// The HMAC key of `--pseudonymize-user-ids`: the key file's raw bytes (never recorded).
 pub fn read_key(path: Option<&Path>) -> Result<Option<Arc<Vec<u8>>>> {
     let Some(path) = path else { return Ok(None) };
-    let key = io::read_to_vec(&Location::local(path))
+    let key = io::read_to_vec(&Location::from_arg("--pseudonymize-user-ids", path)?)
         .map_err(|e| Error::Usage(format!("--pseudonymize-user-ids {}: {e}", path.display())))?;
     if key.len() < 16 {
         return Err(Error::Usage(format!(
@@ -126,7 +126,7 @@ impl JoinSources {
     /// Match the command line's snapshot and lists against the policy's declarations.
     pub fn resolve(policy: &Policy, policy_path: &Path, join: &JoinArgs) -> Result<JoinSources> {
         let consent_table = match (&policy.consent_table, &join.consent_table) {
-            (Some(_), Some(p)) => Some(Location::local(p)),
+            (Some(_), Some(p)) => Some(Location::from_arg("--consent-table", p)?),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(Error::Usage(format!(
@@ -146,7 +146,10 @@ impl JoinSources {
             let (name, path) = spec
                 .split_once('=')
                 .ok_or_else(|| Error::Usage(format!("--user-list {spec}: expected NAME=PATH")))?;
-            given.push((name.to_owned(), Location::local(path)));
+            given.push((
+                name.to_owned(),
+                Location::from_arg(&format!("--user-list {name}"), path)?,
+            ));
         }
         Self::match_lists(policy, consent_table, given)
     }
@@ -222,11 +225,21 @@ pub fn threads_or_all(threads: Option<u16>) -> usize {
 
 /// Refuse inputs inside the output directory: a run would read what it writes.
 fn check_inputs_outside(inputs: &[InputFile], out: &Location) -> Result<()> {
-    let out_abs = std::path::absolute(out.path()).unwrap_or_else(|_| out.path().to_owned());
+    let inside = |input: &Location| match (input, out) {
+        (Location::Local(p), Location::Local(o)) => {
+            let o = std::path::absolute(o).unwrap_or_else(|_| o.to_owned());
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_owned())
+                .starts_with(o)
+        }
+        (Location::Object(_), Location::Object(_)) => {
+            let (i, o) = (input.to_string(), out.to_string());
+            i == o || i.starts_with(&format!("{o}/"))
+        }
+        _ => false,
+    };
     for f in inputs {
-        let p = f.location.path();
-        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-        if abs.starts_with(&out_abs) {
+        if inside(&f.location) {
             return Err(Error::Usage(format!(
                 "input {} is inside the output directory {out}",
                 f.location
@@ -236,18 +249,36 @@ fn check_inputs_outside(inputs: &[InputFile], out: &Location) -> Result<()> {
     Ok(())
 }
 
-fn locations(paths: &[std::path::PathBuf]) -> Vec<Location> {
-    paths.iter().map(Location::local).collect()
+fn locations(paths: &[std::path::PathBuf]) -> Result<Vec<Location>> {
+    paths
+        .iter()
+        .map(|p| Location::from_arg("input", p))
+        .collect()
 }
 
 impl FilterPlan {
+    /// `plan` and its shards read and write local (or mounted) paths only, for now.
+    pub fn require_local(&self, command: &str) -> Result<()> {
+        let what = format!("{command}'s inputs, snapshot and lists");
+        for f in &self.inputs {
+            f.location.require_local(&what)?;
+        }
+        if let Some(t) = &self.join.consent_table {
+            t.require_local(&what)?;
+        }
+        for (_, l) in &self.join.user_lists {
+            l.require_local(&what)?;
+        }
+        Ok(())
+    }
+
     /// `filter`.
     pub fn for_filter(args: &FilterArgs) -> Result<FilterPlan> {
         let compression = CompressionChoice::parse(&args.compression)?;
         let policy = Policy::load(&args.policy)?;
         let output = match (&args.output, args.dry_run) {
             (Some(o), false) => {
-                let o = Location::local(o);
+                let o = Location::from_arg("--output", o)?;
                 output::check_target(&o, args.overwrite)?;
                 Some(o)
             }
@@ -259,7 +290,7 @@ impl FilterPlan {
             }
         };
         let join = JoinSources::resolve(&policy, &args.policy, &args.join)?;
-        let inputs = io::discover(&locations(&args.inputs))?;
+        let inputs = io::discover(&locations(&args.inputs)?)?;
         if let Some(out) = &output {
             check_inputs_outside(&inputs, out)?;
         }
@@ -319,10 +350,12 @@ impl FilterPlan {
         }
         let compression = CompressionChoice::parse(&args.compression)?;
         let policy = Policy::load(&args.policy)?;
-        let out = Location::local(&args.output);
+        let out = Location::from_arg("plan OUT", &args.output)?;
+        out.require_local("plan OUT")?;
+        Location::from_arg("--policy", &args.policy)?.require_local("plan --policy")?;
         output::check_target(&out, args.overwrite)?;
         let join = JoinSources::resolve(&policy, &args.policy, &args.join)?;
-        let inputs = io::discover(&locations(&args.inputs))?;
+        let inputs = io::discover(&locations(&args.inputs)?)?;
         check_inputs_outside(&inputs, &out)?;
         Ok(FilterPlan {
             policy: Arc::new(policy),

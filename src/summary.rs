@@ -284,6 +284,7 @@ impl RunSummary {
             }),
             shards: None,
             plan_created_at: None,
+            bytes_fetched: Some(crate::io::object::bytes_fetched()).filter(|&n| n > 0),
         }
     }
 
@@ -421,6 +422,9 @@ pub struct SummaryFile {
     pub shards: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_created_at: Option<String>,
+    /// Bytes received from object stores, when the run read any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_fetched: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -500,7 +504,7 @@ impl SummaryFile {
     /// Read `OUT_DIR/summary.json`.
     pub fn load(out_dir: &Location) -> Result<SummaryFile> {
         let location = out_dir.join("summary.json");
-        let text = std::fs::read(location.path()).map_err(|e| {
+        let text = crate::io::read_to_vec(&location).map_err(|e| {
             Error::Usage(format!(
                 "{location}: {e}; is {out_dir} a corpusgate filter output?"
             ))
@@ -565,6 +569,7 @@ mod tests {
             user_lists: None,
             shards: None,
             plan_created_at: None,
+            bytes_fetched: None,
         }
     }
 

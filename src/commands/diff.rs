@@ -168,7 +168,10 @@ fn compare_rows(d: &mut DiffReport, a: &Excluded, b: &Excluded) {
 }
 
 pub fn diff(old: &Path, new: &Path) -> Result<DiffReport> {
-    let (old, new) = (Location::local(old), Location::local(new));
+    let (old, new) = (
+        Location::from_arg("diff OLD", old)?,
+        Location::from_arg("diff NEW", new)?,
+    );
     let (a, b) = (SummaryFile::load(&old)?, SummaryFile::load(&new)?);
     let mut d = DiffReport {
         old: RunInfo::of(&a),

@@ -637,7 +637,9 @@ pub fn command(args: &crate::cli::ExplainArgs) -> Result<crate::error::ExitStatu
         (None, Some(spec)) => {
             let (file, row) = spec
                 .rsplit_once(':')
-                .and_then(|(f, r)| Some((Location::local(f), r.parse::<u64>().ok()?)))
+                .and_then(|(f, r)| Some((f, r.parse::<u64>().ok()?)))
+                .map(|(f, r)| Ok::<_, Error>((Location::from_arg("--row", f)?, r)))
+                .transpose()?
                 .ok_or_else(|| {
                     Error::Usage(format!(
                         "--row {spec}: expected FILE:ROW, ROW a number from 0"

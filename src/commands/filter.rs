@@ -336,11 +336,12 @@ fn run_with(
         ),
     );
     let (resumed, journal) = match &txn {
-        Some(t) => {
+        // No journal in an object store (no appends there); --resume is refused for one.
+        Some(t) if !t.dir().is_object() => {
             let (r, j) = resume_state(plan, &pool, t, &header, &jobs)?;
             (r, Some(j))
         }
-        None => (HashMap::new(), None),
+        _ => (HashMap::new(), None),
     };
 
     let outcome = engine::run(

@@ -429,11 +429,14 @@ pub fn html(s: &SummaryFile) -> String {
 
 /// `corpusgate report`.
 pub fn command(args: &crate::cli::ReportArgs) -> Result<crate::error::ExitStatus> {
-    let s = SummaryFile::load(&Location::local(&args.out_dir))?;
+    let s = SummaryFile::load(&Location::from_arg("report OUT_DIR", &args.out_dir)?)?;
     print!("{}", text(&s));
     if let Some(path) = &args.html {
         let page = html(&s);
-        crate::io::write_file(&crate::io::Location::local(path), page.as_bytes())?;
+        crate::io::write_file(
+            &crate::io::Location::from_arg("--html", path)?,
+            page.as_bytes(),
+        )?;
         eprintln!("corpusgate: wrote {}", path.display());
     }
     Ok(crate::error::ExitStatus::Success)

@@ -140,8 +140,15 @@ fn write_json<T: Serialize>(location: &Location, v: &T) -> Result<()> {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(location: &Location) -> Result<T> {
-    let text = fs::read(location.path()).map_err(|e| Error::io("reading", location.clone(), e))?;
+    let text = fs::read(local(location)).map_err(|e| Error::io("reading", location.clone(), e))?;
     serde_json::from_slice(&text).map_err(|e| state_err(location, e.to_string()))
+}
+
+/// Shards run on local (or mounted) paths only for now: `plan`, `run-shard` and `commit` refuse
+/// object locations at entry, and every location below is built from the plan's local paths.
+fn local(l: &Location) -> &std::path::Path {
+    l.local_path()
+        .expect("plan, run-shard and commit take local paths only (checked at entry)")
 }
 
 fn mtime(path: &std::path::Path) -> u64 {
@@ -153,8 +160,8 @@ fn mtime(path: &std::path::Path) -> u64 {
 }
 
 fn absolute(loc: &Location) -> String {
-    std::path::absolute(loc.path())
-        .unwrap_or_else(|_| loc.path().to_owned())
+    std::path::absolute(local(loc))
+        .unwrap_or_else(|_| local(loc).to_owned())
         .display()
         .to_string()
 }
@@ -187,6 +194,7 @@ fn pack(inputs: &[InputFile], shards: usize) -> Vec<Vec<usize>> {
 pub fn plan(args: &PlanArgs) -> Result<PlanFile> {
     // Validate everything a shard would need, before anything is written.
     let plan = FilterPlan::for_plan(args)?;
+    plan.require_local("plan")?;
     let join = filter::preflight(&plan)?;
     let policy = plan.policy.as_ref();
     let inputs = plan
@@ -197,21 +205,22 @@ pub fn plan(args: &PlanArgs) -> Result<PlanFile> {
                 path: absolute(&f.location),
                 rel: f.rel.clone(),
                 size: f.bytes,
-                mtime: mtime(f.location.path()),
+                mtime: mtime(local(&f.location)),
                 sha256: sha256_of(&f.location)?.1,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     let members = pack(&plan.inputs, args.shards as usize);
 
-    let out = Location::local(&args.output);
-    fs::create_dir_all(out.path()).map_err(|e| Error::io("creating", out.clone(), e))?;
+    let out = Location::from_arg("plan OUT", &args.output)?;
+    out.require_local("plan OUT")?;
+    fs::create_dir_all(local(&out)).map_err(|e| Error::io("creating", out.clone(), e))?;
     if args.overwrite {
         for sub in ["data", "excluded", "_shards", "_attempts", "_plan"] {
-            let _ = fs::remove_dir_all(out.path().join(sub));
+            let _ = fs::remove_dir_all(local(&out).join(sub));
         }
         for f in ["summary.json", "_SUCCESS", PLAN] {
-            let _ = fs::remove_file(out.path().join(f));
+            let _ = fs::remove_file(local(&out).join(f));
         }
     }
     io::write_file(&out.join("_plan/policy.yaml"), policy.text.as_bytes())?;
@@ -277,7 +286,7 @@ impl PlanFile {
     /// Read `OUT/_plan.json` and check that it is whole and consistent.
     pub fn load(out: &Location) -> Result<PlanFile> {
         let location = out.join(PLAN);
-        if !location.path().exists() {
+        if !local(&location).exists() {
             return Err(Error::Usage(format!(
                 "{location}: no plan; run `corpusgate plan ... --output {out}` first"
             )));
@@ -389,7 +398,7 @@ fn marker_valid(out: &Location, marker: &Marker) -> bool {
 /// The marker of shard `index`, if present. A marker that exists but does not parse is an error.
 fn read_marker(out: &Location, index: usize) -> Result<Option<Marker>> {
     let location = marker_location(out, index);
-    if !location.path().exists() {
+    if !local(&location).exists() {
         return Ok(None);
     }
     let m: Marker = read_json(&location)?;
@@ -418,7 +427,7 @@ fn shard_plan(
     let shard = &p.shards[index];
     // The plan's policy copy, exactly as planned.
     let policy_copy = out.join(&p.policy.copy);
-    let policy = Policy::load(policy_copy.path())?;
+    let policy = Policy::load(local(&policy_copy))?;
     if policy.sha256 != p.policy.sha256 {
         return Err(Error::Usage(format!(
             "{policy_copy}: the policy copy no longer matches the plan's hash; re-plan"
@@ -518,8 +527,8 @@ pub fn run_shard(
 
     // One attempt per index at a time; a concurrent one is told to retry.
     let shards_dir = out.join("_shards");
-    fs::create_dir_all(shards_dir.path()).map_err(|e| Error::io("creating", shards_dir, e))?;
-    let lock_path = out.path().join(format!("_shards/shard-{index:05}.lock"));
+    fs::create_dir_all(local(&shards_dir)).map_err(|e| Error::io("creating", shards_dir, e))?;
+    let lock_path = local(out).join(format!("_shards/shard-{index:05}.lock"));
     let _lock = crate::output::LockFile::try_take(&lock_path)?
         .ok_or_else(|| Error::Busy(format!("shard {index} is being run by another attempt")))?;
     if let Some(m) = read_marker(out, index)? {
@@ -560,11 +569,11 @@ pub fn run_shard(
         for kind in ["data", "excluded"] {
             let from = attempt.join(kind).join(&f.rel);
             let to = out.join(kind).join(&f.rel);
-            if let Some(parent) = to.path().parent() {
+            if let Some(parent) = local(&to).parent() {
                 fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
             }
             let (size, sha256) = sha256_of(&from)?;
-            fs::rename(from.path(), to.path()).map_err(|e| Error::io("promoting", to, e))?;
+            fs::rename(local(&from), local(&to)).map_err(|e| Error::io("promoting", to, e))?;
             written.push(Written { size, sha256 });
         }
         let excluded = written.pop().expect("two kinds");
@@ -583,7 +592,7 @@ pub fn run_shard(
         finished_at: now_rfc3339(),
     };
     write_json(&marker_location(out, index), &marker)?;
-    let _ = fs::remove_dir_all(attempt.path());
+    let _ = fs::remove_dir_all(local(&attempt));
     eprint!("{}", summary.human(&plan.policy, Some(out)));
     Ok(if summary.skipped.is_empty() {
         ExitStatus::Success
@@ -620,7 +629,7 @@ pub fn commit(out: &Location) -> Result<ExitStatus> {
         .collect();
     let summary = merge_summaries(&p, &summaries)?;
     io::write_file(&out.join("summary.json"), summary.to_text().as_bytes())?;
-    let _ = fs::remove_dir_all(out.path().join("_attempts"));
+    let _ = fs::remove_dir_all(local(out).join("_attempts"));
     io::write_file(&out.join("_SUCCESS"), b"")?;
     eprintln!(
         "corpusgate: committed {} shards, {} files, {} rows: kept {}, excluded {}",
@@ -731,6 +740,7 @@ fn merge_summaries(p: &PlanFile, summaries: &[&SummaryFile]) -> Result<SummaryFi
         user_lists: first.user_lists.clone(),
         shards: Some(p.shards.len() as u64),
         plan_created_at: Some(p.created_at.clone()),
+        bytes_fetched: None,
     })
 }
 
@@ -760,12 +770,16 @@ pub fn run_shard_command(args: &RunShardArgs) -> Result<ExitStatus> {
     let read = ReadOptions {
         max_memory: args.read.max_memory.0,
     };
-    run_shard(&Location::local(&args.out_dir), index, args.threads, read).map_err(retryable)
+    let out = Location::from_arg("run-shard OUT", &args.out_dir)?;
+    out.require_local("run-shard OUT")?;
+    run_shard(&out, index, args.threads, read).map_err(retryable)
 }
 
 /// `corpusgate commit`.
 pub fn commit_command(args: &CommitArgs) -> Result<ExitStatus> {
-    commit(&Location::local(&args.out_dir)).map_err(retryable)
+    let out = Location::from_arg("commit OUT", &args.out_dir)?;
+    out.require_local("commit OUT")?;
+    commit(&out).map_err(retryable)
 }
 
 #[cfg(test)]

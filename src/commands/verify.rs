@@ -3,7 +3,6 @@
 //! every data file stamped with this policy's hash, and per input file kept + excluded = rows.
 
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
@@ -33,10 +32,10 @@ impl VerifyReport {
 
 /// The rows of a Parquet file per its footer, and the policy hash it is stamped with.
 fn footer_rows(
-    path: &Path,
+    path: &Location,
     read: ReadOptions,
 ) -> std::result::Result<(u64, Option<String>), String> {
-    let pq = open_parquet(&Location::local(path), read).map_err(|e| e.to_string())?;
+    let pq = open_parquet(path, read).map_err(|e| e.to_string())?;
     let sha = pq
         .parquet_meta()
         .file_metadata()
@@ -50,15 +49,17 @@ fn footer_rows(
 }
 
 /// Integrity of a filter output directory against `policy_sha256`.
-fn check_out_dir(dir: &Path, policy_sha256: &str, read: ReadOptions) -> Vec<String> {
+fn check_out_dir(dir: &Location, policy_sha256: &str, read: ReadOptions) -> Vec<String> {
     let mut problems = Vec::new();
-    if !dir.join("_SUCCESS").exists() {
-        problems.push(format!(
-            "{}: no _SUCCESS: the run did not complete",
-            dir.display()
-        ));
+    match dir {
+        Location::Local(p) => {
+            if !p.join("_SUCCESS").exists() {
+                problems.push(format!("{dir}: no _SUCCESS: the run did not complete"));
+            }
+        }
+        Location::Object(o) => problems.extend(check_object_listing(dir, o)),
     }
-    let summary = match crate::summary::SummaryFile::load(&Location::local(dir)) {
+    let summary = match crate::summary::SummaryFile::load(dir) {
         Ok(s) => s,
         Err(e) => {
             problems.push(e.to_string());
@@ -94,11 +95,75 @@ fn check_out_dir(dir: &Path, policy_sha256: &str, read: ReadOptions) -> Vec<Stri
     problems
 }
 
+/// An object-store OUT: `_SUCCESS` lists exactly the objects there (lock and `_SUCCESS` aside),
+/// each with the size and SHA-256 it has now.
+fn check_object_listing(dir: &Location, o: &crate::io::object::ObjectLocation) -> Vec<String> {
+    use crate::io::object;
+    let mut problems = Vec::new();
+    let listing = match object::get_all(&o.join("_SUCCESS")) {
+        Ok((_, b)) => b,
+        Err(_) => return vec![format!("{dir}: no _SUCCESS: the run did not complete")],
+    };
+    let Some(listed) = serde_json::from_slice::<serde_json::Value>(&listing)
+        .ok()
+        .and_then(|v| v.get("objects").and_then(|o| o.as_array()).cloned())
+    else {
+        return vec![format!("{dir}/_SUCCESS: not the listing corpusgate writes")];
+    };
+    let present: std::collections::BTreeMap<String, u64> = match object::list(o) {
+        Ok(l) => l.into_iter().map(|(k, i)| (k, i.size)).collect(),
+        Err(e) => return vec![format!("{dir}: listing failed: {e}")],
+    };
+    let mut named = std::collections::BTreeSet::new();
+    for entry in &listed {
+        let (Some(key), Some(size), Some(sha)) = (
+            entry.get("key").and_then(|v| v.as_str()),
+            entry.get("size").and_then(|v| v.as_u64()),
+            entry.get("sha256").and_then(|v| v.as_str()),
+        ) else {
+            problems.push(format!(
+                "{dir}/_SUCCESS: an entry without key, size and sha256"
+            ));
+            continue;
+        };
+        named.insert(key.to_owned());
+        match present.get(key) {
+            None => problems.push(format!("{dir}/{key}: listed in _SUCCESS but missing")),
+            Some(&n) if n != size => {
+                problems.push(format!("{dir}/{key}: {n} bytes, but _SUCCESS lists {size}"))
+            }
+            Some(_) => match crate::io::sha256_of(&dir.join(key)) {
+                Ok((_, now)) if now == sha => {}
+                Ok(_) => problems.push(format!(
+                    "{dir}/{key}: its SHA-256 differs from the one _SUCCESS lists"
+                )),
+                Err(e) => problems.push(e.to_string()),
+            },
+        }
+    }
+    for key in present.keys() {
+        if key != "_SUCCESS" && key != crate::output::OBJECT_LOCK && !named.contains(key) {
+            problems.push(format!(
+                "{dir}/{key}: not listed in _SUCCESS (left by another run?)"
+            ));
+        }
+    }
+    problems
+}
+
+/// Is `p` the output of a filter run (its summary.json there)?
+fn is_out_dir(p: &Location) -> bool {
+    match p {
+        Location::Local(p) => p.is_dir() && p.join("summary.json").exists(),
+        Location::Object(o) => crate::io::object::head(&o.join("summary.json")).is_ok(),
+    }
+}
+
 /// Verify `plan.inputs` (already resolved from PATH...) against the plan's policy.
-pub fn run(plan: &FilterPlan, paths: &[PathBuf]) -> Result<VerifyReport> {
+pub fn run(plan: &FilterPlan, paths: &[Location]) -> Result<VerifyReport> {
     let mut integrity_failures = Vec::new();
     for p in paths {
-        if p.is_dir() && p.join("summary.json").exists() {
+        if is_out_dir(p) {
             integrity_failures.extend(check_out_dir(p, &plan.policy.sha256, plan.read));
         }
     }
@@ -198,14 +263,18 @@ pub fn run(plan: &FilterPlan, paths: &[PathBuf]) -> Result<VerifyReport> {
 /// `corpusgate verify`.
 pub fn command(args: &crate::cli::VerifyArgs) -> Result<crate::error::ExitStatus> {
     // An OUT_DIR is verified through its data/; its integrity is checked separately.
-    let inputs: Vec<Location> = args
+    let paths: Vec<Location> = args
         .paths
         .iter()
+        .map(|p| Location::from_arg("verify PATH", p))
+        .collect::<Result<_>>()?;
+    let inputs: Vec<Location> = paths
+        .iter()
         .map(|p| {
-            if p.is_dir() && p.join("summary.json").exists() {
-                Location::local(p.join("data"))
+            if is_out_dir(p) {
+                p.join("data")
             } else {
-                Location::local(p)
+                p.clone()
             }
         })
         .collect();
@@ -220,7 +289,7 @@ pub fn command(args: &crate::cli::VerifyArgs) -> Result<crate::error::ExitStatus
         &inputs,
         read,
     )?;
-    let report = run(&plan, &args.paths)?;
+    let report = run(&plan, &paths)?;
     print!("{}", report.text);
     Ok(if report.clean() {
         crate::error::ExitStatus::Success

@@ -5,7 +5,6 @@
 //! a `rel` path — its path relative to the argument that found it — which names its outputs.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use super::Location;
 use crate::error::{Error, Result};
@@ -36,16 +35,28 @@ fn describe_io(e: &std::io::Error) -> String {
 /// a damaged `*.parquet` found in a directory is the input's fault, checked when it is opened).
 pub fn check_named_file(location: &Location) -> Result<()> {
     use std::io::Read;
-    let path = location.path();
-    if path.is_dir() {
-        return Err(Error::Usage(format!(
-            "{location} is a directory, not a file"
-        )));
-    }
     let mut head = [0u8; 4];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| Error::Usage(format!("input {location}: {}", describe_io(&e))))?;
+    let n = match location {
+        Location::Local(path) => {
+            if path.is_dir() {
+                return Err(Error::Usage(format!(
+                    "{location} is a directory, not a file"
+                )));
+            }
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read(&mut head))
+                .map_err(|e| Error::Usage(format!("input {location}: {}", describe_io(&e))))?
+        }
+        Location::Object(o) => {
+            let info = super::object::head(o)
+                .map_err(|e| Error::Usage(format!("input {location}: {}", describe_io(&e))))?;
+            let n = info.size.min(4);
+            let b = super::object::get_range(o, &info, 0..n)
+                .map_err(|e| Error::io("reading", location.clone(), e))?;
+            head[..b.len()].copy_from_slice(&b);
+            b.len()
+        }
+    };
     if n < 4 || &head != b"PAR1" {
         let looks_like_text = head[..n]
             .iter()
@@ -68,9 +79,12 @@ fn is_corpusgate_output(dir: &std::path::Path) -> bool {
     dir.join("summary.json").is_file() && dir.join("data").is_dir() && dir.join("excluded").is_dir()
 }
 
-/// The files under one argument: (path, rel, bytes), sorted by name.
-fn files_under(arg: &Location) -> Result<Vec<(PathBuf, String, u64)>> {
-    let arg = arg.path();
+/// The files under one argument: (location, rel, bytes), sorted by name.
+fn files_under(arg: &Location) -> Result<Vec<(Location, String, u64)>> {
+    let arg = match arg {
+        Location::Local(p) => p,
+        Location::Object(o) => return objects_under(arg, o),
+    };
     let meta = std::fs::metadata(arg)
         .map_err(|e| Error::Usage(format!("input {}: {}", arg.display(), describe_io(&e))))?;
     let mut found = Vec::new();
@@ -80,7 +94,7 @@ fn files_under(arg: &Location) -> Result<Vec<(PathBuf, String, u64)>> {
             .file_name()
             .ok_or_else(|| Error::Usage(format!("input {}: not a file name", arg.display())))?;
         found.push((
-            arg.to_owned(),
+            Location::local(arg),
             name.to_string_lossy().into_owned(),
             meta.len(),
         ));
@@ -101,11 +115,10 @@ fn files_under(arg: &Location) -> Result<Vec<(PathBuf, String, u64)>> {
                 ))
             })?;
             if entry.file_type().is_dir() && is_corpusgate_output(entry.path()) {
-                return Err(Error::Usage(format!(
-                    "input {} is the output of a corpusgate run (summary.json, data/, excluded/): pass its data/ ({}) to filter its kept rows again, or give the directory to verify",
-                    entry.path().display(),
-                    entry.path().join("data").display()
-                )));
+                return Err(output_given(
+                    &entry.path().display().to_string(),
+                    &entry.path().join("data").display().to_string(),
+                ));
             }
             if !entry.file_type().is_file() {
                 continue;
@@ -125,7 +138,7 @@ fn files_under(arg: &Location) -> Result<Vec<(PathBuf, String, u64)>> {
                 .metadata()
                 .map_err(|e| Error::Usage(format!("input {}: {e}", p.display())))?
                 .len();
-            found.push((p.to_owned(), rel, len));
+            found.push((Location::local(p), rel, len));
         }
     } else {
         return Err(Error::Usage(format!(
@@ -136,33 +149,86 @@ fn files_under(arg: &Location) -> Result<Vec<(PathBuf, String, u64)>> {
     Ok(found)
 }
 
+fn output_given(dir: &str, data: &str) -> Error {
+    Error::Usage(format!(
+        "input {dir} is the output of a corpusgate run (summary.json, data/, excluded/): pass its data/ ({data}) to filter its kept rows again, or give the directory to verify"
+    ))
+}
+
+/// The objects under a prefix, with the same rules as a directory: `.`/`_` names skipped at
+/// any depth, `*.parquet` names only (Spark's `x.parquet/` prefixes searched into). A URL that
+/// names no prefix but one object is that object, which must be Parquet.
+fn objects_under(
+    arg: &Location,
+    o: &super::object::ObjectLocation,
+) -> Result<Vec<(Location, String, u64)>> {
+    let listed = super::object::list(o).map_err(|e| Error::io("listing", arg.clone(), e))?;
+    if listed.is_empty() {
+        let info = super::object::head(o).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Usage(format!(
+                "input {arg}: no such object, and no objects under it"
+            )),
+            _ => Error::io("reading", arg.clone(), e),
+        })?;
+        check_named_file(arg)?;
+        let name = o
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("input {arg}: not an object name")))?;
+        return Ok(vec![(arg.clone(), name.to_owned(), info.size)]);
+    }
+    let keys: std::collections::HashSet<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    let mut found = Vec::new();
+    for (rel, info) in &listed {
+        let parts: Vec<&str> = rel.split('/').collect();
+        if parts
+            .iter()
+            .any(|p| p.starts_with('.') || p.starts_with('_'))
+        {
+            continue;
+        }
+        if let Some(dir) = rel.strip_suffix("summary.json") {
+            let has = |sub: &str| keys.iter().any(|k| k.starts_with(&format!("{dir}{sub}/")));
+            if has("data") && has("excluded") {
+                let d = arg.join(dir);
+                return Err(output_given(&d.to_string(), &d.join("data").to_string()));
+            }
+        }
+        if !rel.ends_with(".parquet") {
+            continue;
+        }
+        found.push((arg.join(rel), rel.clone(), info.size));
+    }
+    Ok(found)
+}
+
 /// Resolve INPUT arguments to files, sorted by `rel`. Errors are usage errors (exit 2).
 pub fn discover(args: &[Location]) -> Result<Vec<InputFile>> {
     let mut files: Vec<InputFile> = Vec::new();
-    let mut by_rel: HashMap<String, PathBuf> = HashMap::new();
-    let mut by_real: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut by_rel: HashMap<String, Location> = HashMap::new();
+    let mut by_real: HashMap<Location, Location> = HashMap::new();
     for arg in args {
-        for (path, rel, bytes) in files_under(arg)? {
-            let real = std::fs::canonicalize(&path)
-                .map_err(|e| Error::io("resolving input", &*path, e))?;
+        for (location, rel, bytes) in files_under(arg)? {
+            let real = match &location {
+                Location::Local(path) => Location::Local(
+                    std::fs::canonicalize(path)
+                        .map_err(|e| Error::io("resolving input", location.clone(), e))?,
+                ),
+                Location::Object(_) => location.clone(),
+            };
             if let Some(first) = by_real.get(&real) {
                 return Err(Error::Usage(format!(
-                    "input file {} is reached twice (also as {}); name each file once",
-                    path.display(),
-                    first.display()
+                    "input file {location} is reached twice (also as {first}); name each file once"
                 )));
             }
             if let Some(first) = by_rel.get(&rel) {
                 return Err(Error::Usage(format!(
-                    "inputs {} and {} would both be written as data/{rel}; give them distinct names",
-                    first.display(),
-                    path.display()
+                    "inputs {first} and {location} would both be written as data/{rel}; give them distinct names"
                 )));
             }
-            by_real.insert(real, path.clone());
-            by_rel.insert(rel.clone(), path.clone());
+            by_real.insert(real, location.clone());
+            by_rel.insert(rel.clone(), location.clone());
             files.push(InputFile {
-                location: Location::Local(path),
+                location,
                 rel,
                 bytes,
             });
@@ -186,8 +252,8 @@ pub fn discover(args: &[Location]) -> Result<Vec<InputFile>> {
 pub fn parquet_files_under(dir: &Location) -> Result<Vec<InputFile>> {
     let mut files: Vec<InputFile> = files_under(dir)?
         .into_iter()
-        .map(|(p, rel, bytes)| InputFile {
-            location: Location::Local(p),
+        .map(|(location, rel, bytes)| InputFile {
+            location,
             rel,
             bytes,
         })

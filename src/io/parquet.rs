@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -29,6 +29,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use sha2::{Digest, Sha256};
 
 use super::footer::check_footer;
+use super::object::{self, ObjectInfo, ObjectLocation};
 use super::pages::{self, ChunkPages, PageKind, PageProblem, ReadAt};
 use super::Location;
 use crate::error::{Error, ReadError, Result};
@@ -79,18 +80,29 @@ impl Identity {
         }
     }
 
+    /// An object's identity: what the store says of its version (every write gives a new ETag
+    /// and last-modified time) and the hash of its footer.
+    fn of_object(info: &ObjectInfo, footer_sha256: &str) -> Identity {
+        Identity {
+            size: info.size,
+            id: format!(
+                "etag={} version={} last_modified={} footer_sha256={}",
+                info.e_tag.as_deref().unwrap_or("-"),
+                info.version.as_deref().unwrap_or("-"),
+                info.last_modified,
+                footer_sha256
+            ),
+        }
+    }
+
     /// The identity of the file at `location` now (its footer as the last 8 bytes say).
     pub fn of(location: &Location) -> Result<Identity> {
-        let path = location.path();
-        let f = File::open(path).map_err(|e| Error::io("opening", location.clone(), e))?;
-        let m = f
-            .metadata()
-            .map_err(|e| Error::io("reading", location.clone(), e))?;
-        let len = m.len();
+        let source = FileSource::open(location, u64::MAX)?;
+        let len = source.len;
+        let io = |e| Error::io("reading", location.clone(), e);
         let mut tail = [0u8; 8];
         let footer = if len >= 8 {
-            read_exact_at(&f, len - 8, &mut tail)
-                .map_err(|e| Error::io("reading", location.clone(), e))?;
+            read_exact_at(&source, len - 8, &mut tail).map_err(io)?;
             (u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64 + 8)
                 .min(len)
                 .min(MAX_FOOTER_BYTES)
@@ -98,27 +110,24 @@ impl Identity {
             len
         };
         let mut buf = vec![0u8; footer as usize];
-        read_exact_at(&f, len - footer, &mut buf)
-            .map_err(|e| Error::io("reading", location.clone(), e))?;
-        Ok(Identity::new(
-            &m,
-            &crate::policy::hex(&Sha256::digest(&buf)),
-        ))
+        read_exact_at(&source, len - footer, &mut buf).map_err(io)?;
+        Ok(source.identity(&crate::policy::hex(&Sha256::digest(&buf))))
     }
 }
 
-fn read_exact_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    let n = ReadAt::read_at(f, offset, buf)?;
+fn read_exact_at(f: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let n = f.read_at(offset, buf)?;
     if n < buf.len() {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
 }
 
-/// An open file read by offset: one descriptor shared by every thread, no shared cursor.
+/// An open file read by offset: one descriptor (or one pinned object version) shared by every
+/// thread, no shared cursor.
 #[derive(Clone)]
 pub struct FileSource {
-    file: Arc<File>,
+    backing: Backing,
     len: u64,
     /// Largest range one read may ask for (`--max-memory`).
     max_read: u64,
@@ -126,7 +135,129 @@ pub struct FileSource {
     buffer: usize,
 }
 
+#[derive(Clone)]
+enum Backing {
+    Local {
+        file: Arc<File>,
+        stat: Arc<std::fs::Metadata>,
+    },
+    Object(Arc<RemoteObject>),
+}
+
+/// One version of an object, pinned by its ETag, with the ranges fetched for the row groups in
+/// flight. Reads that miss fetch a block ahead (page headers are read a few bytes at a time).
+struct RemoteObject {
+    location: ObjectLocation,
+    info: ObjectInfo,
+    /// Fetched ranges by start offset; bounded by [`RemoteObject::CACHE_CAP`], oldest dropped
+    /// first (a dropped range is fetched again if needed: slower, never wrong).
+    cache: Mutex<Vec<(u64, Bytes)>>,
+    /// Most bytes the cache holds: a few row groups' worth, set once the footer is read.
+    cache_cap: std::sync::atomic::AtomicUsize,
+}
+
+impl RemoteObject {
+    const READ_AHEAD: u64 = 1 << 20;
+
+    fn insert(&self, start: u64, bytes: Bytes) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.push((start, bytes));
+        let mut total: usize = cache.iter().map(|(_, b)| b.len()).sum();
+        let cap = self.cache_cap.load(std::sync::atomic::Ordering::Relaxed);
+        while total > cap && cache.len() > 1 {
+            total -= cache.remove(0).1.len();
+        }
+    }
+
+    fn cached(&self, offset: u64, want: usize) -> Option<Bytes> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.iter().rev().find_map(|(start, b)| {
+            let end = start + b.len() as u64;
+            (*start <= offset && offset < end).then(|| {
+                let from = (offset - start) as usize;
+                b.slice(from..(from + want).min(b.len()))
+            })
+        })
+    }
+
+    fn fetch(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<()> {
+        let missing: Vec<std::ops::Range<u64>> = ranges
+            .iter()
+            .filter(|r| {
+                r.end > r.start
+                    && self
+                        .cached(r.start, (r.end - r.start) as usize)
+                        .is_none_or(|b| (b.len() as u64) < r.end - r.start)
+            })
+            .cloned()
+            .collect();
+        let merged = object::coalesce(&missing, 1 << 20);
+        for (r, b) in merged
+            .iter()
+            .zip(object::get_ranges(&self.location, &self.info, &merged)?)
+        {
+            self.insert(r.start, b);
+        }
+        Ok(())
+    }
+}
+
 impl FileSource {
+    /// Open `location` for reading by offset: a local file, or the current version of an
+    /// object (its last `SUFFIX` bytes, where the footer is, come with the first request).
+    fn open(location: &Location, max_read: u64) -> Result<FileSource> {
+        match location {
+            Location::Local(path) => {
+                let f = File::open(path).map_err(|e| Error::io("opening", location.clone(), e))?;
+                let stat = f
+                    .metadata()
+                    .map_err(|e| Error::io("reading", location.clone(), e))?;
+                if stat.is_dir() {
+                    return Err(Error::io(
+                        "reading",
+                        location.clone(),
+                        std::io::Error::other("is a directory"),
+                    ));
+                }
+                Ok(FileSource {
+                    len: stat.len(),
+                    backing: Backing::Local {
+                        file: Arc::new(f),
+                        stat: Arc::new(stat),
+                    },
+                    max_read,
+                    buffer: 4096,
+                })
+            }
+            Location::Object(o) => {
+                const SUFFIX: u64 = 256 << 10;
+                let (info, tail) = object::get_suffix(o, SUFFIX)
+                    .map_err(|e| Error::io("reading", location.clone(), e))?;
+                let len = info.size;
+                let remote = RemoteObject {
+                    location: o.clone(),
+                    info,
+                    cache: Mutex::new(Vec::new()),
+                    cache_cap: std::sync::atomic::AtomicUsize::new(64 << 20),
+                };
+                remote.insert(len - tail.len() as u64, tail);
+                Ok(FileSource {
+                    len,
+                    backing: Backing::Object(Arc::new(remote)),
+                    max_read,
+                    buffer: 4096,
+                })
+            }
+        }
+    }
+
+    fn identity(&self, footer_sha256: &str) -> Identity {
+        match &self.backing {
+            Backing::Local { stat, .. } => Identity::new(stat, footer_sha256),
+            Backing::Object(o) => Identity::of_object(&o.info, footer_sha256),
+        }
+    }
+
     /// The same source, streaming reads through a buffer of `bytes` (the crate reads page
     /// headers through small ones; copying whole chunks wants large ones).
     pub fn with_buffer(&self, bytes: usize) -> FileSource {
@@ -135,11 +266,53 @@ impl FileSource {
             ..self.clone()
         }
     }
+
+    /// Size the fetch cache of an object for row groups of up to `largest` bytes: three in
+    /// flight (two workers and a copy), bounded by `--max-memory`.
+    fn size_cache(&self, largest: u64) {
+        if let Backing::Object(o) = &self.backing {
+            let cap = largest
+                .saturating_mul(3)
+                .saturating_add(8 << 20)
+                .min(self.max_read / 2)
+                .max(16 << 20);
+            o.cache_cap
+                .store(cap as usize, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Fetch `ranges` now, concurrently (objects; a local file needs nothing).
+    pub fn prefetch(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<()> {
+        match &self.backing {
+            Backing::Local { .. } => Ok(()),
+            Backing::Object(o) => o.fetch(ranges),
+        }
+    }
 }
 
 impl ReadAt for FileSource {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        ReadAt::read_at(self.file.as_ref(), offset, buf)
+        match &self.backing {
+            Backing::Local { file, .. } => ReadAt::read_at(file.as_ref(), offset, buf),
+            Backing::Object(o) => {
+                if offset >= self.len || buf.is_empty() {
+                    return Ok(0);
+                }
+                let want = buf.len().min((self.len - offset) as usize);
+                let bytes = match o.cached(offset, want) {
+                    Some(b) => b,
+                    None => {
+                        let end =
+                            (offset + (want as u64).max(RemoteObject::READ_AHEAD)).min(self.len);
+                        let b = object::get_range(&o.location, &o.info, offset..end)?;
+                        o.insert(offset, b.clone());
+                        b.slice(..want)
+                    }
+                };
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+        }
     }
 }
 
@@ -157,7 +330,7 @@ pub struct SourceRead {
 
 impl Read for SourceRead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = ReadAt::read_at(self.source.file.as_ref(), self.pos, buf)?;
+        let n = ReadAt::read_at(&self.source, self.pos, buf)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -184,8 +357,13 @@ impl ChunkReader for FileSource {
                 "a read of {length} bytes at byte {start} is outside the file or the memory cap"
             )));
         }
+        if let Backing::Object(o) = &self.backing {
+            if let Some(b) = o.cached(start, length).filter(|b| b.len() == length) {
+                return Ok(b);
+            }
+        }
         let mut buf = vec![0u8; length];
-        read_exact_at(&self.file, start, &mut buf)?;
+        read_exact_at(self, start, &mut buf)?;
         Ok(Bytes::from(buf))
     }
 }
@@ -225,9 +403,8 @@ impl RowGroupPages {
 pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<ParquetFile> {
     let invalid = |m: String| Error::invalid(location.clone(), None, m);
     let io = |e| Error::io("reading", location.clone(), e);
-    let f = File::open(location.path()).map_err(|e| Error::io("opening", location.clone(), e))?;
-    let stat = f.metadata().map_err(io)?;
-    let len = stat.len();
+    let source = FileSource::open(location, options.max_memory)?;
+    let len = source.len;
     if len < 12 {
         return Err(invalid(format!(
             "not a Parquet file: {len} bytes is too short"
@@ -235,8 +412,10 @@ pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<Parquet
     }
     let mut head = [0u8; 4];
     let mut tail = [0u8; 8];
-    read_exact_at(&f, 0, &mut head).map_err(io)?;
-    read_exact_at(&f, len - 8, &mut tail).map_err(io)?;
+    read_exact_at(&source, len - 8, &mut tail).map_err(io)?;
+    // Just the magic: a read that misses would fetch a whole block ahead.
+    source.prefetch(std::slice::from_ref(&(0..4))).map_err(io)?;
+    read_exact_at(&source, 0, &mut head).map_err(io)?;
     if &head != b"PAR1" || &tail[4..] != b"PAR1" {
         return Err(invalid(
             "not a Parquet file (no PAR1 magic at start and end; truncated or another format?)"
@@ -251,11 +430,11 @@ pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<Parquet
     }
     let data_end = len - 8 - footer_len;
     let mut raw = vec![0u8; footer_len as usize];
-    read_exact_at(&f, data_end, &mut raw).map_err(io)?;
+    read_exact_at(&source, data_end, &mut raw).map_err(io)?;
     let mut with_tail = raw.clone();
     with_tail.extend_from_slice(&tail);
     let footer_sha256 = crate::policy::hex(&Sha256::digest(&with_tail));
-    let identity = Identity::new(&stat, &footer_sha256);
+    let identity = source.identity(&footer_sha256);
 
     let checked = check_footer(&raw).map_err(|p| {
         invalid(match p.field {
@@ -272,6 +451,13 @@ pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<Parquet
         .map_err(panicked)?
         .map_err(|e| invalid(writer(&e)))?;
     check_claims(&pq, data_end).map_err(invalid)?;
+    source.size_cache(
+        pq.row_groups()
+            .iter()
+            .map(|g| g.compressed_size().max(0) as u64)
+            .max()
+            .unwrap_or(0),
+    );
     // What other readers read silently, said once: the file is not what the format says.
     for (field, found) in &checked.repaired {
         eprintln!(
@@ -302,12 +488,7 @@ pub fn open_parquet(location: &Location, options: ReadOptions) -> Result<Parquet
         identity,
         footer_sha256,
         meta,
-        source: FileSource {
-            file: Arc::new(f),
-            len,
-            max_read: options.max_memory,
-            buffer: 4096,
-        },
+        source,
         data_end,
         options,
     })
@@ -431,6 +612,24 @@ impl ParquetFile {
     /// without its page index); the memory decoding it needs must fit `--max-memory`.
     pub fn check_row_group(&self, pq: &Arc<ParquetMetaData>, rg: usize) -> Result<RowGroupPages> {
         let group = pq.row_group(rg);
+        // An object's chunks are fetched at once, concurrently, before any page is walked.
+        let ranges: Vec<std::ops::Range<u64>> = group
+            .columns()
+            .iter()
+            .map(|c| {
+                let start = c
+                    .dictionary_page_offset()
+                    .unwrap_or(c.data_page_offset())
+                    .max(0) as u64;
+                start
+                    ..start
+                        .saturating_add(c.compressed_size().max(0) as u64)
+                        .min(self.data_end)
+            })
+            .collect();
+        self.source
+            .prefetch(&ranges)
+            .map_err(|e| Error::io("reading", self.location.clone(), e))?;
         let rows = group.num_rows().max(0) as u64;
         let descr = pq.file_metadata().schema_descr();
         let mut chunks = Vec::with_capacity(group.num_columns());

@@ -2,7 +2,9 @@
 //! temporary name beside its final one (`.NAME.part`, which no reader of a directory picks up),
 //! through a SHA-256 hasher, synced to disk, and only then renamed to its name — so a file that
 //! exists under its final name is complete, and its size and checksum come back to be recorded
-//! without reading it again.
+//! without reading it again. An object is streamed to its store by a multipart upload (at most
+//! a few parts in memory), which makes it visible under its key only when complete; an
+//! unfinished upload is aborted.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -10,6 +12,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use super::object::ObjectLocation;
 use super::Location;
 use crate::error::{Error, Result};
 
@@ -24,16 +27,32 @@ pub struct Written {
 /// A file being written; see the module documentation.
 pub struct OutputFile {
     location: Location,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<Sink>,
     hasher: Sha256,
     size: u64,
+}
+
+enum Sink {
+    Local { tmp: PathBuf, file: BufWriter<File> },
+    Object(super::object::Upload),
 }
 
 impl OutputFile {
     /// Start writing the file that will be `location` (its directory is created).
     pub fn create(location: &Location) -> Result<OutputFile> {
-        let path = location.path();
+        let path = match location {
+            Location::Local(p) => p,
+            Location::Object(o) => {
+                let upload = super::object::Upload::new(o)
+                    .map_err(|e| Error::io("creating", location.clone(), e))?;
+                return Ok(OutputFile {
+                    location: location.clone(),
+                    out: Some(Sink::Object(upload)),
+                    hasher: Sha256::new(),
+                    size: 0,
+                });
+            }
+        };
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         if let Some(parent) = parent {
             std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
@@ -45,8 +64,10 @@ impl OutputFile {
         let f = File::create(&tmp).map_err(|e| Error::io("creating", &*tmp, e))?;
         Ok(OutputFile {
             location: location.clone(),
-            tmp,
-            out: Some(BufWriter::with_capacity(1 << 20, f)),
+            out: Some(Sink::Local {
+                tmp,
+                file: BufWriter::with_capacity(1 << 20, f),
+            }),
             hasher: Sha256::new(),
             size: 0,
         })
@@ -54,41 +75,121 @@ impl OutputFile {
 
     /// Flush, sync and move the file to its name.
     pub fn finish(mut self) -> Result<Written> {
-        let out = self.out.take().expect("finished once");
-        let f = out
-            .into_inner()
-            .map_err(|e| Error::io("writing", self.location.clone(), e.into_error()))?;
-        f.sync_all()
-            .map_err(|e| Error::io("syncing", self.location.clone(), e))?;
-        drop(f);
-        std::fs::rename(&self.tmp, self.location.path())
-            .map_err(|e| Error::io("renaming into place", self.location.clone(), e))?;
-        Ok(Written {
+        match self.out.take().expect("finished once") {
+            Sink::Local { tmp, file } => {
+                let f = file
+                    .into_inner()
+                    .map_err(|e| Error::io("writing", self.location.clone(), e.into_error()));
+                let f = match f {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                };
+                let synced = f.sync_all();
+                drop(f);
+                let placed = synced
+                    .map_err(|e| Error::io("syncing", self.location.clone(), e))
+                    .and_then(|()| {
+                        let to = self.location.local_path().expect("a local sink");
+                        std::fs::rename(&tmp, to)
+                            .map_err(|e| Error::io("renaming into place", self.location.clone(), e))
+                    });
+                if placed.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                placed?;
+            }
+            Sink::Object(upload) => upload
+                .finish()
+                .map_err(|e| Error::io("uploading", self.location.clone(), e))?,
+        }
+        let written = Written {
             size: self.size,
             sha256: crate::policy::hex(&std::mem::take(&mut self.hasher).finalize()),
-        })
+        };
+        if let Location::Object(o) = &self.location {
+            objects_written()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(o.clone(), written.clone());
+        }
+        Ok(written)
     }
 }
 
 impl Write for OutputFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.as_mut().expect("not finished").write(buf)?;
+        let n = match self.out.as_mut().expect("not finished") {
+            Sink::Local { file, .. } => file.write(buf)?,
+            Sink::Object(upload) => {
+                upload.write(buf)?;
+                buf.len()
+            }
+        };
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.as_mut().expect("not finished").flush()
+        match self.out.as_mut().expect("not finished") {
+            Sink::Local { file, .. } => file.flush(),
+            // Parts go when full; nothing is visible before `finish` anyway.
+            Sink::Object(_) => Ok(()),
+        }
     }
 }
 
 impl Drop for OutputFile {
     /// An unfinished file never reaches its name: its temporary is removed.
     fn drop(&mut self) {
-        if self.out.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
+        // An object's upload aborts itself when dropped.
+        if let Some(Sink::Local { tmp, .. }) = self.out.take() {
+            let _ = std::fs::remove_file(&tmp);
         }
+    }
+}
+
+/// Every object this process has written, with what was written: an object-store output's
+/// `_SUCCESS` lists them, and a failed run deletes them.
+fn objects_written(
+) -> &'static std::sync::Mutex<std::collections::BTreeMap<ObjectLocation, Written>> {
+    static WRITTEN: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::BTreeMap<ObjectLocation, Written>>,
+    > = std::sync::OnceLock::new();
+    WRITTEN.get_or_init(Default::default)
+}
+
+/// The objects written under `prefix`, by key relative to it.
+pub fn written_objects(prefix: &ObjectLocation) -> std::collections::BTreeMap<String, Written> {
+    let base = format!("{}/", prefix.key());
+    objects_written()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(o, _)| o.service() == prefix.service() && o.with_key("") == prefix.with_key(""))
+        .filter_map(|(o, w)| {
+            let rel = if prefix.key().is_empty() {
+                o.key()
+            } else {
+                o.key().strip_prefix(base.as_str())?
+            };
+            Some((rel.to_owned(), w.clone()))
+        })
+        .collect()
+}
+
+/// Forget the objects written under `prefix` (a new run of that output starts).
+pub fn written_objects_reset(prefix: &ObjectLocation) {
+    let keep: Vec<ObjectLocation> = written_objects(prefix)
+        .keys()
+        .map(|rel| prefix.join(rel))
+        .collect();
+    let mut all = objects_written().lock().unwrap_or_else(|p| p.into_inner());
+    for o in keep {
+        all.remove(&o);
     }
 }
 
@@ -110,9 +211,9 @@ mod tests {
         let loc = Location::local(dir.path().join("sub/a.json"));
         let mut f = OutputFile::create(&loc).unwrap();
         f.write_all(b"{}").unwrap();
-        assert!(!loc.path().exists());
+        assert!(!loc.local_path().unwrap().exists());
         let w = f.finish().unwrap();
-        assert_eq!(std::fs::read(loc.path()).unwrap(), b"{}");
+        assert_eq!(std::fs::read(loc.local_path().unwrap()).unwrap(), b"{}");
         assert_eq!(w.size, 2);
         assert_eq!(
             w.sha256,

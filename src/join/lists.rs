@@ -1,7 +1,7 @@
 //! User lists (objections, erasure requests): a text file with one id per line, or Parquet
 //! files of one column, as sorted distinct keys of the corpus ids' kind.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 
 use super::keys::{KeyBuf, KeyKind, Keys};
 use super::{source_sha256, SourceInfo};
@@ -64,12 +64,12 @@ fn read_parquet(
 /// The ids of a text list: one per line, blank lines and `#` comments skipped; integers in
 /// decimal, binary ids in hex (dashes allowed, as in UUIDs).
 fn read_text(name: &str, path: &Location, kind: KeyKind) -> Result<KeyBuf> {
-    let f = std::fs::File::open(path.path())
+    let f = crate::io::open_lines(path)
         .map_err(|e| Error::Usage(format!("--user-list {name}={path}: {e}")))?;
     let mut ints: Vec<i128> = Vec::new();
     let mut bytes_off = vec![0u64];
     let mut bytes = Vec::new();
-    for (n, line) in BufReader::new(f).lines().enumerate() {
+    for (n, line) in f.lines().enumerate() {
         let line = line.map_err(|e| Error::io("reading", path.clone(), e))?;
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
@@ -121,7 +121,7 @@ pub fn load_user_list(
     read: ReadOptions,
 ) -> Result<UserList> {
     let is_parquet =
-        path.path().extension().and_then(|e| e.to_str()) == Some("parquet") || path.path().is_dir();
+        path.file_name().is_some_and(|n| n.ends_with(".parquet")) || crate::io::is_dir(path);
     let (keys, files) = if is_parquet {
         let mut keys = KeyBuf::new(kind);
         let files = read_parquet(name, path, kind, read, &mut keys)?;

@@ -57,7 +57,7 @@ impl JoinData {
 
 /// The content hash recorded for a snapshot or list at `location` (file or directory).
 pub fn path_sha256(location: &Location) -> Result<String> {
-    if location.path().is_dir() {
+    if crate::io::is_dir(location) {
         source_sha256(location, &parquet_files_under(location)?)
     } else {
         Ok(sha256_of(location)?.1)
@@ -66,7 +66,7 @@ pub fn path_sha256(location: &Location) -> Result<String> {
 
 /// SHA-256 of one file, or of a directory: over the sorted (relative path, file SHA-256) pairs.
 pub(crate) fn source_sha256(root: &Location, files: &[InputFile]) -> Result<String> {
-    if root.path().is_file() {
+    if !crate::io::is_dir(root) {
         return Ok(sha256_of(root)?.1);
     }
     let mut h = Sha256::new();

@@ -231,7 +231,8 @@ pub const MAX_RULES: usize = u16::MAX as usize - 1;
 impl Policy {
     /// Read and validate a policy file.
     pub fn load(path: &Path) -> Result<Policy> {
-        let bytes = std::fs::read(path)
+        let location = crate::io::Location::from_arg("--policy", path)?;
+        let bytes = crate::io::read_to_vec(&location)
             .map_err(|e| Error::Usage(format!("cannot read policy {}: {e}", path.display())))?;
         let text = String::from_utf8(bytes.clone()).map_err(|_| Error::PolicySyntax {
             path: path.to_owned(),

@@ -1,0 +1,634 @@
+//! Objects in S3, GCS, Azure Blob Storage or behind HTTP(S), through the Arrow project's
+//! `object_store` crate: which store a URL names, and the few blocking calls the rest of the I/O
+//! layer makes on it (stat, ranged reads pinned to one version, listing, conditional and
+//! multipart writes, deletes).
+//!
+//! Guarantees:
+//! - credentials and endpoints come only from the standard environment (`AWS_*`,
+//!   `GOOGLE_*`, `AZURE_*`, web identity tokens, instance metadata), as each store's builder
+//!   reads them; corpusgate has no settings of its own for them;
+//! - an [`ObjectLocation`] prints without credentials or query string, whatever the URL held,
+//!   so no secret reaches a message, summary.json, `_plan.json` or the report;
+//! - every call blocks the calling thread on one shared runtime, so the synchronous engine (rayon
+//!   workers) calls it like a file; transient failures are retried by the crate with backoff
+//!   and jitter before an error reaches us.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::path::Path as KeyPath;
+use object_store::{
+    GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
+};
+
+/// Which service a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    S3,
+    Gcs,
+    Azure,
+    Http,
+}
+
+/// An object (or a prefix) in a store. Displayed as `scheme://authority/key`, never with
+/// credentials or a query string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectLocation {
+    service: Service,
+    /// `scheme://authority` without user password or query: the store's identity.
+    root: String,
+    /// The key inside the store, `/`-separated, without a leading `/`.
+    key: String,
+}
+
+impl fmt::Debug for ObjectLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectLocation({self})")
+    }
+}
+
+impl fmt::Display for ObjectLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.root)
+        } else {
+            write!(f, "{}/{}", self.root, self.key)
+        }
+    }
+}
+
+/// Does `arg` look like a URL rather than a path (`scheme://`)?
+pub fn is_url(arg: &str) -> bool {
+    match arg.split_once("://") {
+        Some((scheme, _)) => {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
+        }
+        None => false,
+    }
+}
+
+impl ObjectLocation {
+    /// Parse a store URL. `Err` is a message for the user (the URL is not repeated with its
+    /// secrets: callers name the argument).
+    pub fn parse(arg: &str) -> Result<ObjectLocation, String> {
+        let url = url::Url::parse(arg).map_err(|e| format!("not a valid URL ({e})"))?;
+        let service = match url.scheme() {
+            "s3" | "s3a" => Service::S3,
+            "gs" => Service::Gcs,
+            "az" | "azure" | "abfs" | "abfss" | "adl" => Service::Azure,
+            "http" | "https" => Service::Http,
+            other => {
+                return Err(format!(
+                    "unknown URL scheme '{other}://' (corpusgate reads s3://, gs://, az://, abfss://, https:// and file:// URLs and plain paths)"
+                ))
+            }
+        };
+        if url.query().is_some() {
+            return Err(
+                "URLs with a query string (presigned URLs) are not supported; give the object's URL and credentials through the environment"
+                    .into(),
+            );
+        }
+        if url.password().is_some() {
+            return Err(
+                "credentials in a URL are not accepted; give them through the environment (AWS_*, GOOGLE_*, AZURE_*)"
+                    .into(),
+            );
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| "the URL names no bucket or host".to_string())?;
+        // The user part of an abfss URL is the container, not a secret.
+        let user = match (service, url.username()) {
+            (Service::Azure, u) if !u.is_empty() => format!("{u}@"),
+            _ => String::new(),
+        };
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let root = format!("{}://{user}{host}{port}", url.scheme());
+        let path = url.path().trim_start_matches('/');
+        let key = percent_decode(path.trim_end_matches('/'));
+        Ok(ObjectLocation { service, root, key })
+    }
+
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
+    /// The key inside the store (`""` for the bucket itself).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The last `/`-separated part of the key.
+    pub fn file_name(&self) -> Option<&str> {
+        self.key.rsplit('/').next().filter(|n| !n.is_empty())
+    }
+
+    /// `self/rel`, `rel` being `/`-separated.
+    pub fn join(&self, rel: &str) -> ObjectLocation {
+        let rel = rel.trim_matches('/');
+        let key = match (self.key.is_empty(), rel.is_empty()) {
+            (_, true) => self.key.clone(),
+            (true, false) => rel.to_owned(),
+            (false, false) => format!("{}/{rel}", self.key),
+        };
+        ObjectLocation {
+            key,
+            ..self.clone()
+        }
+    }
+
+    /// The location of another key in the same store.
+    pub fn with_key(&self, key: &str) -> ObjectLocation {
+        ObjectLocation {
+            key: key.trim_matches('/').to_owned(),
+            ..self.clone()
+        }
+    }
+
+    fn key_path(&self) -> KeyPath {
+        KeyPath::from(self.key.as_str())
+    }
+
+    fn store(&self) -> std::io::Result<Arc<dyn ObjectStore>> {
+        static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+        let mut stores = STORES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = stores.get(&self.root) {
+            return Ok(s.clone());
+        }
+        // TLS through rustls with ring (see Cargo.toml), installed before the first client is
+        // built; installing fails only if a provider is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let built: object_store::Result<Arc<dyn ObjectStore>> = match self.service {
+            Service::S3 => object_store::aws::AmazonS3Builder::from_env()
+                .with_url(&self.root)
+                .build()
+                .map(|s| Arc::new(s) as _),
+            Service::Gcs => object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(&self.root)
+                .build()
+                .map(|s| Arc::new(s) as _),
+            Service::Azure => object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(&self.root)
+                .build()
+                .map(|s| Arc::new(s) as _),
+            Service::Http => object_store::http::HttpBuilder::new()
+                .with_url(&self.root)
+                .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+                .build()
+                .map(|s| Arc::new(s) as _),
+        };
+        let store = built.map_err(io_error)?;
+        stores.insert(self.root.clone(), store.clone());
+        Ok(store)
+    }
+}
+
+/// `%xx` escapes of a URL path, decoded (keys are stored unescaped).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The one runtime every object call blocks on.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("corpusgate-io")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts")
+    })
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
+/// An object_store error as an I/O error of the same kind, its message kept.
+fn io_error(e: object_store::Error) -> std::io::Error {
+    use std::io::ErrorKind;
+    let kind = match &e {
+        object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+        object_store::Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Other,
+    };
+    let message = match &e {
+        object_store::Error::Precondition { .. } => {
+            "the object changed while it was being read (its ETag no longer matches)".to_string()
+        }
+        object_store::Error::NotFound { .. } => "no such object".to_string(),
+        _ => e.to_string(),
+    };
+    std::io::Error::new(kind, message)
+}
+
+/// Bytes received from object stores by this process (`bytes_fetched` in summary.json).
+static FETCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn bytes_fetched() -> u64 {
+    FETCHED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn fetched(n: usize) {
+    FETCHED.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What a store says of an object: enough to pin it and to know it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+    pub last_modified: String,
+}
+
+impl From<&ObjectMeta> for ObjectInfo {
+    fn from(m: &ObjectMeta) -> ObjectInfo {
+        ObjectInfo {
+            size: m.size,
+            e_tag: m.e_tag.clone(),
+            version: m.version.clone(),
+            last_modified: m.last_modified.to_rfc3339(),
+        }
+    }
+}
+
+pub fn head(loc: &ObjectLocation) -> std::io::Result<ObjectInfo> {
+    let store = loc.store()?;
+    let path = loc.key_path();
+    block_on(async move { store.head(&path).await })
+        .map(|m| ObjectInfo::from(&m))
+        .map_err(io_error)
+}
+
+fn pinned(info: &ObjectInfo, range: Option<GetRange>) -> GetOptions {
+    GetOptions {
+        if_match: info.e_tag.clone(),
+        version: info.version.clone(),
+        range,
+        ..Default::default()
+    }
+}
+
+/// Bytes `range` of the object as `info` pinned it (an object replaced since fails).
+pub fn get_range(
+    loc: &ObjectLocation,
+    info: &ObjectInfo,
+    range: Range<u64>,
+) -> std::io::Result<Bytes> {
+    let store = loc.store()?;
+    let path = loc.key_path();
+    let options = pinned(info, Some(GetRange::Bounded(range.clone())));
+    let want = range.end - range.start;
+    let bytes = block_on(async move {
+        let r = store.get_opts(&path, options).await?;
+        r.bytes().await
+    })
+    .map_err(io_error)?;
+    fetched(bytes.len());
+    if bytes.len() as u64 != want {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "asked for {want} bytes at byte {}, the store sent {}",
+                range.start,
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Several ranges at once: the crate coalesces near ones and fetches them concurrently.
+pub fn get_ranges(
+    loc: &ObjectLocation,
+    info: &ObjectInfo,
+    ranges: &[Range<u64>],
+) -> std::io::Result<Vec<Bytes>> {
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Pinned ranges: fetched one request per coalesced span, each with If-Match.
+    let merged = coalesce(ranges, 1 << 20);
+    let store = loc.store()?;
+    let path = loc.key_path();
+    let spans: Vec<Bytes> = block_on(async {
+        let fetches = merged.iter().map(|r| {
+            let store = store.clone();
+            let path = path.clone();
+            let options = pinned(info, Some(GetRange::Bounded(r.clone())));
+            async move {
+                let got = store.get_opts(&path, options).await?;
+                got.bytes().await
+            }
+        });
+        futures_util::future::try_join_all(fetches).await
+    })
+    .map_err(io_error)?;
+    fetched(spans.iter().map(Bytes::len).sum());
+    for (r, b) in merged.iter().zip(&spans) {
+        if b.len() as u64 != r.end - r.start {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "asked for {} bytes at byte {}, the store sent {}",
+                    r.end - r.start,
+                    r.start,
+                    b.len()
+                ),
+            ));
+        }
+    }
+    Ok(ranges
+        .iter()
+        .map(|r| {
+            let i = merged
+                .iter()
+                .position(|m| m.start <= r.start && r.end <= m.end)
+                .expect("every range lies in a merged span");
+            let m = &merged[i];
+            spans[i].slice((r.start - m.start) as usize..(r.end - m.start) as usize)
+        })
+        .collect())
+}
+
+/// Ranges merged where the gap between them is at most `gap` bytes, sorted.
+pub fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
+    let mut sorted: Vec<Range<u64>> = ranges.to_vec();
+    sorted.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// The whole object (small files: policies, keys, JSON state).
+pub fn get_all(loc: &ObjectLocation) -> std::io::Result<(ObjectInfo, Bytes)> {
+    let store = loc.store()?;
+    let path = loc.key_path();
+    block_on(async move {
+        let r = store.get(&path).await?;
+        let info = ObjectInfo::from(&r.meta);
+        Ok((info, r.bytes().await?))
+    })
+    .map(|(info, b)| {
+        fetched(b.len());
+        (info, b)
+    })
+    .map_err(io_error)
+}
+
+/// The object's current version and its last `n` bytes (all of it when smaller), in one
+/// request: where a Parquet footer is.
+pub fn get_suffix(loc: &ObjectLocation, n: u64) -> std::io::Result<(ObjectInfo, Bytes)> {
+    let store = loc.store()?;
+    let path = loc.key_path();
+    let options = GetOptions {
+        range: Some(GetRange::Suffix(n)),
+        ..Default::default()
+    };
+    let (info, bytes) = block_on(async move {
+        let r = store.get_opts(&path, options).await?;
+        let info = ObjectInfo::from(&r.meta);
+        Ok::<_, object_store::Error>((info, r.bytes().await?))
+    })
+    .map_err(io_error)?;
+    fetched(bytes.len());
+    if bytes.len() as u64 != n.min(info.size) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "asked for the last {} bytes, the store sent {}",
+                n.min(info.size),
+                bytes.len()
+            ),
+        ));
+    }
+    Ok((info, bytes))
+}
+
+/// Every object under the prefix `loc` (recursively), as keys relative to it, sorted.
+pub fn list(loc: &ObjectLocation) -> std::io::Result<Vec<(String, ObjectInfo)>> {
+    let store = loc.store()?;
+    let prefix = (!loc.key.is_empty()).then(|| loc.key_path());
+    let metas: Vec<ObjectMeta> =
+        block_on(async move { store.list(prefix.as_ref()).try_collect().await })
+            .map_err(io_error)?;
+    let base = if loc.key.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", loc.key)
+    };
+    let mut out: Vec<(String, ObjectInfo)> = metas
+        .iter()
+        .filter_map(|m| {
+            let k = m.location.as_ref();
+            let rel = k.strip_prefix(base.as_str())?;
+            Some((rel.to_owned(), ObjectInfo::from(m)))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// How [`put`] may write.
+pub enum Mode {
+    Overwrite,
+    /// Only if no object is there (`If-None-Match: *`).
+    Create,
+    /// Only if the object is still the version read (`If-Match`).
+    Replace(ObjectInfo),
+}
+
+/// Write a whole small object in one request.
+pub fn put(loc: &ObjectLocation, bytes: Bytes, mode: Mode) -> std::io::Result<ObjectInfo> {
+    let store = loc.store()?;
+    let path = loc.key_path();
+    let mode = match mode {
+        Mode::Overwrite => PutMode::Overwrite,
+        Mode::Create => PutMode::Create,
+        Mode::Replace(info) => PutMode::Update(UpdateVersion {
+            e_tag: info.e_tag,
+            version: info.version,
+        }),
+    };
+    let size = bytes.len() as u64;
+    let options = PutOptions::from(mode);
+    block_on(async move {
+        store
+            .put_opts(&path, PutPayload::from(bytes), options)
+            .await
+    })
+    .map(|r| ObjectInfo {
+        size,
+        e_tag: r.e_tag,
+        version: r.version,
+        last_modified: String::new(),
+    })
+    .map_err(|e| match e {
+        object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. } => {
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "another writer got there first",
+            )
+        }
+        e => io_error(e),
+    })
+}
+
+pub fn delete(loc: &ObjectLocation) -> std::io::Result<()> {
+    let store = loc.store()?;
+    let path = loc.key_path();
+    match block_on(async move { store.delete(&path).await }) {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
+/// An object being written by a multipart upload; at most [`PART`] bytes wait in memory (plus
+/// the parts in flight). Nothing is visible under the key until [`Upload::finish`]; dropped
+/// unfinished, the upload is aborted.
+pub struct Upload {
+    loc: ObjectLocation,
+    /// Until a part's worth is written nothing is sent: small objects go in one request.
+    pending: Vec<u8>,
+    writer: Option<object_store::WriteMultipart>,
+}
+
+/// Part size of multipart uploads (S3 needs at least 5 MiB for all but the last).
+pub const PART: usize = 8 << 20;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+impl Upload {
+    pub fn new(loc: &ObjectLocation) -> std::io::Result<Upload> {
+        loc.store()?;
+        Ok(Upload {
+            loc: loc.clone(),
+            pending: Vec::new(),
+            writer: None,
+        })
+    }
+
+    pub fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.writer.is_none() {
+            self.pending.extend_from_slice(buf);
+            if self.pending.len() < PART {
+                return Ok(());
+            }
+            let store = self.loc.store()?;
+            let path = self.loc.key_path();
+            let upload =
+                block_on(async move { store.put_multipart(&path).await }).map_err(io_error)?;
+            self.writer = Some(object_store::WriteMultipart::new_with_chunk_size(
+                upload, PART,
+            ));
+            let first = std::mem::take(&mut self.pending);
+            return self.send(&first);
+        }
+        self.send(buf)
+    }
+
+    fn send(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let w = self.writer.as_mut().expect("an upload is open");
+        let _inside = runtime().enter();
+        block_on(w.wait_for_capacity(PARTS_IN_FLIGHT)).map_err(io_error)?;
+        w.write(buf);
+        Ok(())
+    }
+
+    /// Complete the upload: the object appears, whole, under its key.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        match self.writer.take() {
+            Some(w) => {
+                let _inside = runtime().enter();
+                block_on(w.finish()).map(|_| ()).map_err(io_error)
+            }
+            None => put(
+                &self.loc,
+                Bytes::from(std::mem::take(&mut self.pending)),
+                Mode::Overwrite,
+            )
+            .map(|_| ()),
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let _inside = runtime().enter();
+            let _ = block_on(w.abort());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_print_without_secrets_and_join_by_slash() {
+        let e = ObjectLocation::parse("s3://user:secret@bucket/a/b/").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+        let l = ObjectLocation::parse("s3://bucket/a/b/").unwrap();
+        assert_eq!(l.to_string(), "s3://bucket/a/b");
+        assert_eq!(format!("{l:?}"), "ObjectLocation(s3://bucket/a/b)");
+        assert_eq!(l.join("c.parquet").to_string(), "s3://bucket/a/b/c.parquet");
+        let b = ObjectLocation::parse("gs://bucket").unwrap();
+        assert_eq!(b.key(), "");
+        assert_eq!(b.join("x/y").to_string(), "gs://bucket/x/y");
+        let a = ObjectLocation::parse("abfss://data@acct.dfs.core.windows.net/c/d").unwrap();
+        assert_eq!(a.to_string(), "abfss://data@acct.dfs.core.windows.net/c/d");
+        let e = ObjectLocation::parse("https://host/x?X-Amz-Signature=abc").unwrap_err();
+        assert!(!e.contains("abc"), "{e}");
+        assert!(ObjectLocation::parse("ftp://x/y").is_err());
+        assert_eq!(
+            ObjectLocation::parse("s3://b/a%20b.parquet").unwrap().key(),
+            "a b.parquet"
+        );
+        assert!(is_url("s3://b/k") && !is_url("dir/x.parquet") && !is_url("a:b"));
+    }
+
+    #[test]
+    fn near_ranges_are_coalesced_far_ones_not() {
+        assert_eq!(coalesce(&[10..20, 0..5, 23..30], 4), vec![0..5, 10..30]);
+        assert_eq!(coalesce(&[0..5, 100..110], 5), vec![0..5, 100..110]);
+    }
+}

@@ -1,0 +1,301 @@
+//! Corpora, snapshots, lists, policies and outputs in an object store: a real S3 server
+//! ([`crate::s3`]) on 127.0.0.1, and the same bytes, commit promise and exit codes as on disk.
+
+use crate::s3::{self, server};
+use crate::util::*;
+
+/// The committed sample data, joined with its snapshot and erasure list, run locally.
+fn local_sample_run(out: &std::path::Path) {
+    let sample = root().join("sample-data");
+    let list = format!("erasure={}", p(&sample.join("erasure-requests.txt")));
+    let (code, _, err) = run(&[
+        "filter",
+        "--policy",
+        p(&config("consent-snapshot.yaml")),
+        "--consent-table",
+        p(&sample.join("members.parquet")),
+        "--user-list",
+        &list,
+        "-o",
+        p(out),
+        p(&sample.join("corpus")),
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Upload the sample data (and things discovery must skip) to `bucket`.
+fn upload_sample(bucket: &str) {
+    let sample = root().join("sample-data");
+    s3::upload_dir(&sample.join("corpus"), &format!("{bucket}/corpus"));
+    // Skipped, as in a directory: hidden and underscored names, non-Parquet names.
+    s3::put(&format!("{bucket}/corpus/_SUCCESS"), b"");
+    s3::put(&format!("{bucket}/corpus/.part-9.parquet.crc"), b"x");
+    s3::put(
+        &format!("{bucket}/corpus/_temporary/0/part-9.parquet"),
+        b"junk",
+    );
+    s3::put(&format!("{bucket}/corpus/README.txt"), b"not data");
+    s3::put(
+        &format!("{bucket}/members.parquet"),
+        &std::fs::read(sample.join("members.parquet")).unwrap(),
+    );
+    s3::put(
+        &format!("{bucket}/erasure.txt"),
+        &std::fs::read(sample.join("erasure-requests.txt")).unwrap(),
+    );
+    s3::put(
+        &format!("{bucket}/policy.yaml"),
+        &std::fs::read(config("consent-snapshot.yaml")).unwrap(),
+    );
+}
+
+fn bucket_run(bucket: &str, out: &str, extra: &[&str]) -> (i32, String, String) {
+    let list = format!("erasure={bucket}/erasure.txt");
+    let policy = format!("{bucket}/policy.yaml");
+    let table = format!("{bucket}/members.parquet");
+    let input = format!("{bucket}/corpus");
+    let mut args = vec![
+        "filter",
+        "--policy",
+        &policy,
+        "--consent-table",
+        &table,
+        "--user-list",
+        &list,
+        "-o",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&input);
+    server().run(&args, &[])
+}
+
+#[test]
+fn a_bucket_run_writes_the_bytes_of_a_local_run() {
+    let bucket = server().bucket("same-bytes");
+    upload_sample(&bucket);
+    let dir = tempfile::tempdir().unwrap();
+    local_sample_run(&dir.path().join("local"));
+
+    let out = format!("{bucket}/out");
+    let (code, _, err) = bucket_run(&bucket, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    // Every data file and manifest is the local run's, byte for byte.
+    let local = tree(&dir.path().join("local"));
+    let mut compared = 0;
+    for (rel, bytes) in &local {
+        if rel.starts_with("data/") || rel.starts_with("excluded/") {
+            assert_eq!(
+                s3::get(&format!("{out}/{rel}")).as_deref(),
+                Some(bytes.as_slice()),
+                "{rel} differs from the local run's"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 12, "six inputs, a data file and a manifest each");
+    // _SUCCESS lists exactly the objects there, with sizes and checksums.
+    let keys = s3::list(&out);
+    let success: serde_json::Value =
+        serde_json::from_slice(&s3::get(&format!("{out}/_SUCCESS")).unwrap()).unwrap();
+    let listed: Vec<String> = success["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap().to_owned())
+        .collect();
+    let mut present: Vec<String> = keys.into_iter().filter(|k| k != "_SUCCESS").collect();
+    present.sort();
+    assert_eq!(listed, present);
+    assert!(listed.contains(&"summary.json".to_owned()));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&s3::get(&format!("{out}/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["totals"]["rows"], 6000);
+    assert!(summary["bytes_fetched"].as_u64().unwrap() > 0);
+    // The secret never appears in what the run records or prints.
+    assert!(!err.contains("s3cr3t"));
+    for k in &listed {
+        let body = s3::get(&format!("{out}/{k}")).unwrap();
+        assert!(
+            !body.windows(6).any(|w| w == b"s3cr3t"),
+            "{k} holds the secret key"
+        );
+    }
+
+    // verify reads the bucket output: clean, its listing checked.
+    let (code, stdout, err) = server().run(
+        &[
+            "verify",
+            "--policy",
+            &format!("{bucket}/policy.yaml"),
+            "--consent-table",
+            &format!("{bucket}/members.parquet"),
+            "--user-list",
+            &format!("erasure={bucket}/erasure.txt"),
+            &out,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(stdout.contains("verify: clean"), "{stdout}");
+    // An object replaced behind _SUCCESS's back (by another valid file) is found.
+    let other = s3::get(&format!("{out}/data/part-00001.parquet")).unwrap();
+    s3::put(&format!("{out}/data/part-00000.parquet"), &other);
+    let (code, stdout, _) = server().run(
+        &[
+            "verify",
+            "--policy",
+            &format!("{bucket}/policy.yaml"),
+            "--consent-table",
+            &format!("{bucket}/members.parquet"),
+            "--user-list",
+            &format!("erasure={bucket}/erasure.txt"),
+            &out,
+        ],
+        &[],
+    );
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains("data/part-00000.parquet") && stdout.contains("_SUCCESS lists"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn overwrite_removes_the_old_success_first_and_the_old_runs_objects_before_the_new_one() {
+    let bucket = server().bucket("overwrite");
+    upload_sample(&bucket);
+    let out = format!("{bucket}/out");
+    assert_eq!(bucket_run(&bucket, &out, &[]).0, 0);
+    // A complete output is not replaced without --overwrite (exit 2, nothing touched).
+    let (code, _, err) = bucket_run(&bucket, &out, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--overwrite"), "{err}");
+    assert!(s3::get(&format!("{out}/_SUCCESS")).is_some());
+
+    // A smaller corpus: the objects of the five files it lacks must go.
+    for i in 1..6 {
+        corpusgate::io::object::delete(
+            &corpusgate::io::object::ObjectLocation::parse(&format!(
+                "{bucket}/corpus/part-0000{i}.parquet"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    }
+    let (code, _, err) = bucket_run(&bucket, &out, &["--overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    let keys = s3::list(&out);
+    assert_eq!(
+        keys,
+        vec![
+            "_SUCCESS",
+            "data/part-00000.parquet",
+            "excluded/part-00000.parquet",
+            "summary.json"
+        ]
+    );
+
+    // An input whose footer is corrupt fails the run before any output: the old one stays.
+    s3::put(
+        &format!("{bucket}/corpus/part-00009.parquet"),
+        b"PAR1 this is not a parquet file PAR1",
+    );
+    let (code, _, err) = bucket_run(&bucket, &out, &["--overwrite"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("{bucket}/corpus/part-00009.parquet")),
+        "{err}"
+    );
+    assert!(s3::get(&format!("{out}/_SUCCESS")).is_some());
+
+    // A run that fails while writing (a data page damaged: exit 1) leaves no _SUCCESS, no
+    // lock, and removes what it wrote.
+    let mut damaged = std::fs::read(root().join("sample-data/corpus/part-00001.parquet")).unwrap();
+    let at = damaged.len() / 3;
+    damaged[at..at + 64].fill(0xff);
+    s3::put(&format!("{bucket}/corpus/part-00009.parquet"), &damaged);
+    let (code, _, err) = bucket_run(&bucket, &out, &["--overwrite"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("{bucket}/corpus/part-00009.parquet")),
+        "{err}"
+    );
+    assert!(s3::get(&format!("{out}/_SUCCESS")).is_none());
+    assert!(!s3::list(&out)
+        .iter()
+        .any(|k| k == "_SUCCESS" || k == "_corpusgate.lock"));
+}
+
+#[test]
+fn a_held_lock_is_busy_and_an_expired_one_is_taken_over() {
+    let bucket = server().bucket("locks");
+    upload_sample(&bucket);
+    let out = format!("{bucket}/out");
+    let until = |secs: i64| (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339();
+    s3::put(
+        &format!("{out}/_corpusgate.lock"),
+        format!("{{\"owner\":\"other:1\",\"until\":\"{}\"}}", until(600)).as_bytes(),
+    );
+    let (code, _, err) = bucket_run(&bucket, &out, &[]);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("another corpusgate run"), "{err}");
+    assert!(s3::get(&format!("{out}/_SUCCESS")).is_none());
+
+    // The holder died: its lease ended a minute ago.
+    s3::put(
+        &format!("{out}/_corpusgate.lock"),
+        format!("{{\"owner\":\"other:1\",\"until\":\"{}\"}}", until(-60)).as_bytes(),
+    );
+    let (code, _, err) = bucket_run(&bucket, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("taken over"), "{err}");
+    assert!(s3::get(&format!("{out}/_SUCCESS")).is_some());
+    assert!(
+        s3::get(&format!("{out}/_corpusgate.lock")).is_none(),
+        "released at the end"
+    );
+}
+
+#[test]
+fn object_errors_name_the_object_and_keep_secrets_out() {
+    let bucket = server().bucket("errors");
+    upload_sample(&bucket);
+    let out = format!("{bucket}/out");
+    let policy = format!("{bucket}/policy.yaml");
+    let inline = config("genai-uk-eea-ch-pause.yaml");
+    // No such prefix or object: a usage error naming it.
+    let missing = format!("{bucket}/nothing-here");
+    let (code, _, err) = server().run(
+        &["filter", "--policy", p(&inline), "-o", &out, &missing],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&missing), "{err}");
+    // A named object that is not Parquet.
+    let txt = format!("{bucket}/erasure.txt");
+    let (code, _, err) = server().run(&["filter", "--policy", p(&inline), "-o", &out, &txt], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&txt) && err.contains("not a Parquet file"),
+        "{err}"
+    );
+    // Credentials or a presigned query in a URL: refused without repeating them.
+    for url in [
+        format!("s3://AKIA:topsecret@{}/corpus", &bucket[5..]),
+        "https://example.com/x.parquet?X-Amz-Signature=topsecret".to_string(),
+    ] {
+        let (code, _, err) = server().run(&["filter", "--policy", &policy, "-o", &out, &url], &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(!err.contains("topsecret"), "{err}");
+    }
+    // A missing policy object.
+    let (code, _, err) = server().run(&["check", &format!("{bucket}/no-policy.yaml")], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no-policy.yaml"), "{err}");
+    // Not yet for objects: said plainly, exit 2, nothing written.
+    let (code, _, err) = bucket_run(&bucket, &out, &["--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(s3::list(&out).is_empty(), "{:?}", s3::list(&out));
+}

@@ -1,0 +1,180 @@
+//! A real S3-compatible server for the tests: `moto_server` (PyPI `moto[server]`) started once
+//! per test binary on 127.0.0.1, installed into `target/moto-venv` first when it is not on PATH.
+//! Each test makes its own bucket. Objects are read and written from the tests through
+//! corpusgate's own object layer, which the same environment points at the server.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use corpusgate::io::object::{self, ObjectLocation};
+
+pub struct S3 {
+    pub port: u16,
+}
+
+fn moto_server() -> PathBuf {
+    if Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return PathBuf::from("moto_server");
+    }
+    let venv = super::util::root().join("target/moto-venv");
+    let exe = venv.join("bin/moto_server");
+    if !exe.exists() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "moto[server]==5.2.1",
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            ok && exe.exists(),
+            "the object-store tests need moto_server: pip install 'moto[server]' (installing it into {} failed)",
+            venv.display()
+        );
+    }
+    exe
+}
+
+/// The server, started on first use; it lives as long as the test binary.
+pub fn server() -> &'static S3 {
+    static SERVER: OnceLock<S3> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let exe = moto_server();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The server is started by a thread that waits for it: PR_SET_PDEATHSIG then stops it
+        // when the test process ends (it fires when the forking thread exits).
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt;
+            let mut cmd = Command::new(exe);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: prctl only sets this child's parent-death signal.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            // Waiting keeps this thread (and so the server) alive for the whole test run.
+            let _ = cmd.spawn().expect("moto_server starts").wait();
+        });
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "moto_server did not listen on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The tests' own object calls read the same variables the binary gets.
+        for (k, v) in env_for(port) {
+            std::env::set_var(k, v);
+        }
+        S3 { port }
+    })
+}
+
+fn env_for(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "s3cr3t-never-shown".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+impl S3 {
+    /// The environment a corpusgate run needs to reach the server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        env_for(self.port)
+    }
+
+    /// A new empty bucket; returns `s3://NAME`.
+    pub fn bucket(&self, name: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "creating bucket {name}: {reply}"
+        );
+        format!("s3://{name}")
+    }
+
+    /// Run the binary with the server's environment (plus `extra`).
+    pub fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
+        let out = Command::new(super::util::bin())
+            .args(args)
+            .envs(self.env())
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn loc(url: &str) -> ObjectLocation {
+    ObjectLocation::parse(url).unwrap()
+}
+
+pub fn put(url: &str, bytes: &[u8]) {
+    object::put(
+        &loc(url),
+        bytes::Bytes::copy_from_slice(bytes),
+        object::Mode::Overwrite,
+    )
+    .unwrap();
+}
+
+pub fn get(url: &str) -> Option<Vec<u8>> {
+    object::get_all(&loc(url)).ok().map(|(_, b)| b.to_vec())
+}
+
+/// Keys under `url`, relative to it, sorted.
+pub fn list(url: &str) -> Vec<String> {
+    object::list(&loc(url))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Upload every file under the local `dir` to `url/REL`.
+pub fn upload_dir(dir: &std::path::Path, url: &str) {
+    for (rel, bytes) in super::util::tree(dir) {
+        put(&format!("{url}/{rel}"), &bytes);
+    }
+}
