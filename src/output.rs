@@ -176,15 +176,49 @@ pub struct ObjectLock {
     renewer: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The lock's content: owner, a token no other write has (so a write whose reply was lost can
+/// be recognised as ours), and the end of the lease.
 fn lock_body(lease: std::time::Duration) -> bytes::Bytes {
+    use std::hash::{BuildHasher, Hasher};
     let until = chrono::Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let token = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     bytes::Bytes::from(format!(
-        "{{\"owner\":\"{}:{}\",\"until\":\"{}\"}}\n",
+        "{{\"owner\":\"{}:{}\",\"token\":\"{token:016x}\",\"until\":\"{}\"}}\n",
         host.trim(),
         std::process::id(),
         until.to_rfc3339()
     ))
+}
+
+/// A conditional write of the lock, retried after a transient failure. A retry refused because
+/// the object is no longer what the condition expects may mean the first attempt succeeded and
+/// only its reply was lost: if the object now holds exactly `body`, the write was ours.
+fn put_lock(
+    location: &object::ObjectLocation,
+    body: bytes::Bytes,
+    mode: impl Fn() -> object::Mode,
+) -> std::io::Result<object::ObjectInfo> {
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        match object::put(location, body.clone(), mode()) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt > 0 => {
+                return match object::get_all(location) {
+                    Ok((info, now)) if now == body => Ok(info),
+                    _ => Err(e),
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Other && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            r => return r,
+        }
+    }
 }
 
 fn lock_until(body: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -200,14 +234,14 @@ impl ObjectLock {
         let location = out.join(OBJECT_LOCK);
         let loc = Location::Object(location.clone());
         let lease = lease();
-        let info = match object::put(&location, lock_body(lease), object::Mode::Create) {
+        let info = match put_lock(&location, lock_body(lease), || object::Mode::Create) {
             Ok(info) => info,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let (held, body) = match object::get_all(&location) {
                     Ok(x) => x,
                     // Released in between: try once more from the start.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return match object::put(&location, lock_body(lease), object::Mode::Create)
+                        return match put_lock(&location, lock_body(lease), || object::Mode::Create)
                         {
                             Ok(info) => Ok(Some(ObjectLock::hold(location, info, lease))),
                             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
@@ -220,7 +254,9 @@ impl ObjectLock {
                 if !expired {
                     return Ok(None);
                 }
-                match object::put(&location, lock_body(lease), object::Mode::Replace(held)) {
+                match put_lock(&location, lock_body(lease), || {
+                    object::Mode::Replace(held.clone())
+                }) {
                     Ok(info) => {
                         eprintln!(
                             "corpusgate: note: {loc}: the lock's lease had ended (its run died); taken over"
@@ -265,7 +301,9 @@ impl ObjectLock {
                     }
                     drop(guard);
                     let held = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    match object::put(&location, lock_body(lease), object::Mode::Replace(held)) {
+                    match put_lock(&location, lock_body(lease), || {
+                        object::Mode::Replace(held.clone())
+                    }) {
                         Ok(info) => *current.lock().unwrap_or_else(|p| p.into_inner()) = info,
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                             lost.store(true, Ordering::SeqCst);

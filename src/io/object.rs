@@ -234,6 +234,37 @@ fn block_on<F: Future>(f: F) -> F::Output {
     runtime().block_on(f)
 }
 
+/// Run an idempotent request, and run it again after a transient failure the crate does not
+/// retry itself (it retries statuses and failed connects, not a response body cut short or a
+/// connection reset while reading one): up to 6 attempts, backoff from 0.1 s doubling, jittered.
+fn idempotent<T, Fut>(mut attempt: impl FnMut() -> Fut) -> object_store::Result<T>
+where
+    Fut: Future<Output = object_store::Result<T>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut tries = 1;
+    loop {
+        match block_on(attempt()) {
+            // Not found, precondition, permission and the like are answers, not failures.
+            Err(object_store::Error::Generic { .. }) if tries < 6 => {
+                tries += 1;
+                std::thread::sleep(delay.mul_f64(0.5 + jitter()));
+                delay *= 2;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between calls and processes (for backoff jitter).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let h = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (h % 10_000) as f64 / 10_000.0
+}
+
 /// An object_store error as an I/O error of the same kind, its message kept.
 fn io_error(e: object_store::Error) -> std::io::Error {
     use std::io::ErrorKind;
@@ -288,9 +319,12 @@ impl From<&ObjectMeta> for ObjectInfo {
 pub fn head(loc: &ObjectLocation) -> std::io::Result<ObjectInfo> {
     let store = loc.store()?;
     let path = loc.key_path();
-    block_on(async move { store.head(&path).await })
-        .map(|m| ObjectInfo::from(&m))
-        .map_err(io_error)
+    idempotent(|| {
+        let (store, path) = (store.clone(), path.clone());
+        async move { store.head(&path).await }
+    })
+    .map(|m| ObjectInfo::from(&m))
+    .map_err(io_error)
 }
 
 fn pinned(info: &ObjectInfo, range: Option<GetRange>) -> GetOptions {
@@ -312,9 +346,9 @@ pub fn get_range(
     let path = loc.key_path();
     let options = pinned(info, Some(GetRange::Bounded(range.clone())));
     let want = range.end - range.start;
-    let bytes = block_on(async move {
-        let r = store.get_opts(&path, options).await?;
-        r.bytes().await
+    let bytes = idempotent(|| {
+        let (store, path, options) = (store.clone(), path.clone(), options.clone());
+        async move { store.get_opts(&path, options).await?.bytes().await }
     })
     .map_err(io_error)?;
     fetched(bytes.len());
@@ -344,7 +378,7 @@ pub fn get_ranges(
     let merged = coalesce(ranges, 1 << 20);
     let store = loc.store()?;
     let path = loc.key_path();
-    let spans: Vec<Bytes> = block_on(async {
+    let spans: Vec<Bytes> = idempotent(|| async {
         let fetches = merged.iter().map(|r| {
             let store = store.clone();
             let path = path.clone();
@@ -402,10 +436,13 @@ pub fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
 pub fn get_all(loc: &ObjectLocation) -> std::io::Result<(ObjectInfo, Bytes)> {
     let store = loc.store()?;
     let path = loc.key_path();
-    block_on(async move {
-        let r = store.get(&path).await?;
-        let info = ObjectInfo::from(&r.meta);
-        Ok((info, r.bytes().await?))
+    idempotent(|| {
+        let (store, path) = (store.clone(), path.clone());
+        async move {
+            let r = store.get(&path).await?;
+            let info = ObjectInfo::from(&r.meta);
+            Ok((info, r.bytes().await?))
+        }
     })
     .map(|(info, b)| {
         fetched(b.len());
@@ -423,10 +460,13 @@ pub fn get_suffix(loc: &ObjectLocation, n: u64) -> std::io::Result<(ObjectInfo, 
         range: Some(GetRange::Suffix(n)),
         ..Default::default()
     };
-    let (info, bytes) = block_on(async move {
-        let r = store.get_opts(&path, options).await?;
-        let info = ObjectInfo::from(&r.meta);
-        Ok::<_, object_store::Error>((info, r.bytes().await?))
+    let (info, bytes) = idempotent(|| {
+        let (store, path, options) = (store.clone(), path.clone(), options.clone());
+        async move {
+            let r = store.get_opts(&path, options).await?;
+            let info = ObjectInfo::from(&r.meta);
+            Ok::<_, object_store::Error>((info, r.bytes().await?))
+        }
     })
     .map_err(io_error)?;
     fetched(bytes.len());
@@ -448,8 +488,7 @@ pub fn list(loc: &ObjectLocation) -> std::io::Result<Vec<(String, ObjectInfo)>> 
     let store = loc.store()?;
     let prefix = (!loc.key.is_empty()).then(|| loc.key_path());
     let metas: Vec<ObjectMeta> =
-        block_on(async move { store.list(prefix.as_ref()).try_collect().await })
-            .map_err(io_error)?;
+        idempotent(|| store.list(prefix.as_ref()).try_collect()).map_err(io_error)?;
     let base = if loc.key.is_empty() {
         String::new()
     } else {
@@ -489,33 +528,45 @@ pub fn put(loc: &ObjectLocation, bytes: Bytes, mode: Mode) -> std::io::Result<Ob
         }),
     };
     let size = bytes.len() as u64;
-    let options = PutOptions::from(mode);
-    block_on(async move {
-        store
-            .put_opts(&path, PutPayload::from(bytes), options)
-            .await
-    })
-    .map(|r| ObjectInfo {
-        size,
-        e_tag: r.e_tag,
-        version: r.version,
-        last_modified: String::new(),
-    })
-    .map_err(|e| match e {
-        object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. } => {
-            std::io::Error::new(
+    let send = || {
+        let (store, path, bytes) = (store.clone(), path.clone(), bytes.clone());
+        let options = PutOptions::from(mode.clone());
+        async move {
+            store
+                .put_opts(&path, PutPayload::from(bytes), options)
+                .await
+        }
+    };
+    // Overwriting is idempotent; a conditional write is not retried (a lost reply to a create
+    // that succeeded would read as "someone else got there first").
+    let result = match mode {
+        PutMode::Overwrite => idempotent(send),
+        _ => block_on(send()),
+    };
+    result
+        .map(|r| ObjectInfo {
+            size,
+            e_tag: r.e_tag,
+            version: r.version,
+            last_modified: String::new(),
+        })
+        .map_err(|e| match e {
+            object_store::Error::Precondition { .. }
+            | object_store::Error::AlreadyExists { .. } => std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 "another writer got there first",
-            )
-        }
-        e => io_error(e),
-    })
+            ),
+            e => io_error(e),
+        })
 }
 
 pub fn delete(loc: &ObjectLocation) -> std::io::Result<()> {
     let store = loc.store()?;
     let path = loc.key_path();
-    match block_on(async move { store.delete(&path).await }) {
+    match idempotent(|| {
+        let (store, path) = (store.clone(), path.clone());
+        async move { store.delete(&path).await }
+    }) {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(io_error(e)),
     }

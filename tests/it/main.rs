@@ -2,6 +2,7 @@
 
 mod audit;
 mod errors;
+mod faults;
 mod filter;
 mod hostile;
 mod join;
