@@ -93,11 +93,15 @@ pub(super) fn process_row_group(
             bytes,
         });
     }
-    let readers = job.readers()?;
-    let checked = job.input.parquet.check_row_group(&readers.pq, rg)?;
-    let readers = match &checked.corrected {
+    let footer = job.readers()?;
+    // The policy's columns first: checked (and, from an object store, fetched) alone.
+    let policy_columns =
+        job.input
+            .parquet
+            .check_columns(&footer.pq, rg, Some(&job.decision_mask))?;
+    let readers = match &policy_columns.corrected {
         Some(pq) => Arc::new(job.readers_for(pq.clone())?),
-        None => readers,
+        None => footer.clone(),
     };
     let source = job.input.parquet.source();
 
@@ -137,9 +141,26 @@ pub(super) fn process_row_group(
         }
     }
 
-    let data = if !write || kept == 0 {
-        DataOut::Nothing
-    } else if kept == rows && job.pass_through && checked.copyable() {
+    if !write || kept == 0 {
+        // Nothing of the payload is needed: it is never read (nor fetched).
+        return Ok(RowGroupResult {
+            rg,
+            excluded_rows,
+            rows,
+            kept,
+            unmatched: decision.unmatched,
+            counts,
+            manifest,
+            data: DataOut::Nothing,
+            bytes,
+        });
+    }
+    let checked = job.input.parquet.check_row_group(&footer.pq, rg)?;
+    let readers = match &checked.corrected {
+        Some(pq) => Arc::new(job.readers_for(pq.clone())?),
+        None => footer,
+    };
+    let data = if kept == rows && job.pass_through && checked.copyable() {
         verify_copy(job, rg, &checked, &readers, &source).map_err(err)?;
         DataOut::PassThrough(readers)
     } else {

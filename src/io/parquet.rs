@@ -180,17 +180,35 @@ impl RemoteObject {
         })
     }
 
-    fn fetch(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<()> {
-        let missing: Vec<std::ops::Range<u64>> = ranges
+    /// The parts of `r` no cached range covers.
+    fn uncovered(&self, r: &std::ops::Range<u64>) -> Vec<std::ops::Range<u64>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spans: Vec<(u64, u64)> = cache
             .iter()
-            .filter(|r| {
-                r.end > r.start
-                    && self
-                        .cached(r.start, (r.end - r.start) as usize)
-                        .is_none_or(|b| (b.len() as u64) < r.end - r.start)
-            })
-            .cloned()
+            .map(|(s, b)| (*s, s + b.len() as u64))
+            .filter(|(s, e)| *e > r.start && *s < r.end)
             .collect();
+        spans.sort();
+        let mut out = Vec::new();
+        let mut pos = r.start;
+        for (s, e) in spans {
+            if s > pos {
+                out.push(pos..s.min(r.end));
+            }
+            pos = pos.max(e);
+            if pos >= r.end {
+                break;
+            }
+        }
+        if pos < r.end {
+            out.push(pos..r.end);
+        }
+        out
+    }
+
+    fn fetch(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<()> {
+        let missing: Vec<std::ops::Range<u64>> =
+            ranges.iter().flat_map(|r| self.uncovered(r)).collect();
         let merged = object::coalesce(&missing, 1 << 20);
         for (r, b) in merged
             .iter()
@@ -230,7 +248,7 @@ impl FileSource {
                 })
             }
             Location::Object(o) => {
-                const SUFFIX: u64 = 256 << 10;
+                const SUFFIX: u64 = 64 << 10;
                 let (info, tail) = object::get_suffix(o, SUFFIX)
                     .map_err(|e| Error::io("reading", location.clone(), e))?;
                 let len = info.size;
@@ -298,19 +316,30 @@ impl ReadAt for FileSource {
                 if offset >= self.len || buf.is_empty() {
                     return Ok(0);
                 }
+                // As much as is asked, across cached ranges, fetching (a block ahead) what
+                // none holds.
                 let want = buf.len().min((self.len - offset) as usize);
-                let bytes = match o.cached(offset, want) {
-                    Some(b) => b,
-                    None => {
-                        let end =
-                            (offset + (want as u64).max(RemoteObject::READ_AHEAD)).min(self.len);
-                        let b = object::get_range(&o.location, &o.info, offset..end)?;
-                        o.insert(offset, b.clone());
-                        b.slice(..want)
+                let mut done = 0;
+                while done < want {
+                    let at = offset + done as u64;
+                    let rest = want - done;
+                    let bytes = match o.cached(at, rest) {
+                        Some(b) => b,
+                        None => {
+                            let end =
+                                (at + (rest as u64).max(RemoteObject::READ_AHEAD)).min(self.len);
+                            let b = object::get_range(&o.location, &o.info, at..end)?;
+                            o.insert(at, b.clone());
+                            b.slice(..rest.min(b.len()))
+                        }
+                    };
+                    if bytes.is_empty() {
+                        break;
                     }
-                };
-                buf[..bytes.len()].copy_from_slice(&bytes);
-                Ok(bytes.len())
+                    buf[done..done + bytes.len()].copy_from_slice(&bytes);
+                    done += bytes.len();
+                }
+                Ok(done)
             }
         }
     }
@@ -389,13 +418,15 @@ pub struct RowGroupPages {
     /// The footer corrected for this row group when a chunk's declared size is wrong or the page
     /// index does not describe its pages: read with this instead.
     pub corrected: Option<Arc<ParquetMetaData>>,
+    /// Every chunk was walked (not only some columns').
+    pub complete: bool,
 }
 
 impl RowGroupPages {
     /// Every chunk is exactly its declared bytes (and the index, if any, matches): the row group
     /// may be copied byte for byte.
     pub fn copyable(&self) -> bool {
-        self.corrected.is_none() && self.chunks.iter().all(|c| c.exact())
+        self.complete && self.corrected.is_none() && self.chunks.iter().all(|c| c.exact())
     }
 }
 
@@ -611,12 +642,27 @@ impl ParquetFile {
     /// Walk and check every page header of row group `rg` in `pq` (this file's footer, with or
     /// without its page index); the memory decoding it needs must fit `--max-memory`.
     pub fn check_row_group(&self, pq: &Arc<ParquetMetaData>, rg: usize) -> Result<RowGroupPages> {
+        self.check_columns(pq, rg, None)
+    }
+
+    /// [`Self::check_row_group`] for the leaf columns in `leaves` only (all when `None`): the
+    /// policy's columns can be checked, fetched and decided before the payload is touched,
+    /// which a row group with no kept row then never is.
+    pub fn check_columns(
+        &self,
+        pq: &Arc<ParquetMetaData>,
+        rg: usize,
+        leaves: Option<&ProjectionMask>,
+    ) -> Result<RowGroupPages> {
         let group = pq.row_group(rg);
+        let wanted = |i: usize| leaves.is_none_or(|m| m.leaf_included(i));
         // An object's chunks are fetched at once, concurrently, before any page is walked.
         let ranges: Vec<std::ops::Range<u64>> = group
             .columns()
             .iter()
-            .map(|c| {
+            .enumerate()
+            .filter(|(i, _)| wanted(*i))
+            .map(|(_, c)| {
                 let start = c
                     .dictionary_page_offset()
                     .unwrap_or(c.data_page_offset())
@@ -635,6 +681,18 @@ impl ParquetFile {
         let mut chunks = Vec::with_capacity(group.num_columns());
         let mut decode_bytes = rows.saturating_mul(pages::BYTES_PER_VALUE);
         for (i, col) in group.columns().iter().enumerate() {
+            if !wanted(i) {
+                // Not walked: taken as declared (never copied: the row group is not complete).
+                let declared = col.compressed_size().max(0) as u64;
+                chunks.push(ChunkPages {
+                    declared,
+                    len: declared,
+                    pages: Vec::new(),
+                    uncompressed: 0,
+                    values: 0,
+                });
+                continue;
+            }
             let walked = pages::walk_chunk(
                 &self.source,
                 self.data_end,
@@ -670,7 +728,7 @@ impl ParquetFile {
         }
         let index_matches = pq.page_index().is_none_or(|index| {
             chunks.iter().enumerate().all(|(i, c)| {
-                let Some(oi) = index.offset_index(rg, i) else {
+                let Some(oi) = index.offset_index(rg, i).filter(|_| wanted(i)) else {
                     return true;
                 };
                 let data = c
@@ -712,7 +770,11 @@ impl ParquetFile {
             // A changed chunk or a page index that does not describe the pages: read without it.
             Arc::new(builder.set_page_index(None).build())
         });
-        Ok(RowGroupPages { chunks, corrected })
+        Ok(RowGroupPages {
+            chunks,
+            corrected,
+            complete: leaves.is_none(),
+        })
     }
 
     /// Reader metadata for `pq` that reads columns as `schema` says, or as the file's own types

@@ -144,11 +144,21 @@ fn max_memory_caps_what_one_row_group_may_need() {
         "{err}"
     );
     assert!(err.contains("more than --max-memory 256.0 KiB"), "{err}");
+    // A dry run decodes only the policy's columns: that fits where the payload did not.
     let (code, err) = filter(&[
         "--policy",
         p(&config("opt-in-only.yaml")),
         "--max-memory",
         "256KiB",
+        "--dry-run",
+        p(&good),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = filter(&[
+        "--policy",
+        p(&config("opt-in-only.yaml")),
+        "--max-memory",
+        "16KiB",
         "--on-error",
         "skip",
         "--dry-run",

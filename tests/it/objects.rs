@@ -398,3 +398,81 @@ fn faults_between_corpusgate_and_the_store_never_cut_an_output_short() {
         "only {succeeded} of 3 runs got through the faults"
     );
 }
+
+#[test]
+fn a_clustered_corpus_fetches_no_payload_of_row_groups_with_nothing_kept() {
+    use parquet::file::reader::FileReader;
+    let policy = "genai-uk-eea-ch-pause.yaml";
+    let mut recs = random_records(42, 4000, 1);
+    let mut rng = Rng(7);
+    for r in &mut recs {
+        r.text = (0..400)
+            .map(|_| (b'a' + rng.below(26) as u8) as char)
+            .collect();
+    }
+    // Excluded rows first: the leading row groups keep nothing.
+    recs.sort_by_key(|r| expected_keep(policy, r));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clustered.parquet");
+    write_parquet(
+        &file,
+        &recs,
+        CountryType::Utf8,
+        500,
+        parquet::basic::Compression::ZSTD(Default::default()),
+    );
+    let size = std::fs::metadata(&file).unwrap().len();
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap();
+    let meta = reader.metadata();
+    let text = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "text")
+        .unwrap();
+    // The text chunks of row groups where nothing is kept: never needed.
+    let mut at = 0;
+    let mut unneeded = 0u64;
+    for g in meta.row_groups() {
+        let n = g.num_rows() as usize;
+        if !recs[at..at + n].iter().any(|r| expected_keep(policy, r)) {
+            unneeded += g.column(text).compressed_size() as u64;
+        }
+        at += n;
+    }
+    assert!(
+        unneeded > size / 3,
+        "the corpus is clustered: {unneeded} of {size}"
+    );
+
+    let bucket = server().bucket("clustered");
+    s3::put(
+        &format!("{bucket}/in/clustered.parquet"),
+        &std::fs::read(&file).unwrap(),
+    );
+    let out = format!("{bucket}/out");
+    let (code, _, err) = server().run(
+        &[
+            "filter",
+            "--policy",
+            p(&config(policy)),
+            "-o",
+            &out,
+            &format!("{bucket}/in"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&s3::get(&format!("{out}/summary.json")).unwrap()).unwrap();
+    let fetched = summary["bytes_fetched"].as_u64().unwrap();
+    let needed = size - unneeded;
+    assert!(
+        fetched as f64 <= needed as f64 * 1.1,
+        "fetched {fetched} bytes; the run needs {needed} of {size}"
+    );
+}
