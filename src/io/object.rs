@@ -173,7 +173,7 @@ impl ObjectLocation {
         // built; installing fails only if a provider is installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let built: object_store::Result<Arc<dyn ObjectStore>> = match self.service {
-            Service::S3 => object_store::aws::AmazonS3Builder::from_env()
+            Service::S3 => aws_profile(object_store::aws::AmazonS3Builder::from_env())
                 .with_url(&self.root)
                 .build()
                 .map(|s| Arc::new(s) as _),
@@ -195,6 +195,78 @@ impl ObjectLocation {
         stores.insert(self.root.clone(), store.clone());
         Ok(store)
     }
+}
+
+/// The keys, region and endpoint of the shared AWS config files' profile (`AWS_PROFILE`, else
+/// `default`), for what the environment does not set: object_store reads only variables.
+/// Static keys only; a profile that signs in another way (SSO, role_arn, credential_process)
+/// leaves the builder to its other sources (web identity, instance metadata).
+fn aws_profile(
+    mut builder: object_store::aws::AmazonS3Builder,
+) -> object_store::aws::AmazonS3Builder {
+    use object_store::aws::AmazonS3ConfigKey as Key;
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(default)))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let credentials = ini_section(
+        &file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+        &profile,
+    );
+    let config_name = if profile == "default" {
+        profile.clone()
+    } else {
+        format!("profile {profile}")
+    };
+    let config = ini_section(&file("AWS_CONFIG_FILE", ".aws/config"), &config_name);
+    let unset = |var: &str| std::env::var_os(var).is_none();
+    if unset("AWS_ACCESS_KEY_ID") {
+        for (key, name) in [
+            (Key::AccessKeyId, "aws_access_key_id"),
+            (Key::SecretAccessKey, "aws_secret_access_key"),
+            (Key::Token, "aws_session_token"),
+        ] {
+            if let Some(v) = credentials.get(name).or_else(|| config.get(name)) {
+                builder = builder.with_config(key, v);
+            }
+        }
+    }
+    if unset("AWS_REGION") && unset("AWS_DEFAULT_REGION") {
+        if let Some(v) = config.get("region") {
+            builder = builder.with_config(Key::Region, v);
+        }
+    }
+    if unset("AWS_ENDPOINT_URL") && unset("AWS_ENDPOINT") {
+        if let Some(v) = config.get("endpoint_url") {
+            builder = builder.with_config(Key::Endpoint, v);
+        }
+    }
+    builder
+}
+
+/// `key = value` lines of section `[name]` of an INI text.
+fn ini_section(text: &str, name: &str) -> HashMap<String, String> {
+    let mut inside = false;
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = section.trim() == name;
+        } else if inside {
+            if let Some((k, v)) = line.split_once('=') {
+                out.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+    }
+    out
 }
 
 /// `%xx` escapes of a URL path, decoded (keys are stored unescaped).
@@ -675,6 +747,21 @@ mod tests {
             "a b.parquet"
         );
         assert!(is_url("s3://b/k") && !is_url("dir/x.parquet") && !is_url("a:b"));
+    }
+
+    #[test]
+    fn ini_sections_are_read_by_name() {
+        let text = "[default]\naws_access_key_id = A\n[profile ci]\nregion=eu-west-1\n# c\nendpoint_url = http://x\n[other]\nregion = x\n";
+        assert_eq!(
+            ini_section(text, "default")
+                .get("aws_access_key_id")
+                .unwrap(),
+            "A"
+        );
+        let ci = ini_section(text, "profile ci");
+        assert_eq!(ci.get("region").unwrap(), "eu-west-1");
+        assert_eq!(ci.get("endpoint_url").unwrap(), "http://x");
+        assert!(ini_section(text, "missing").is_empty());
     }
 
     #[test]

@@ -476,3 +476,52 @@ fn a_clustered_corpus_fetches_no_payload_of_row_groups_with_nothing_kept() {
         "fetched {fetched} bytes; the run needs {needed} of {size}"
     );
 }
+
+#[test]
+fn keys_region_and_endpoint_come_from_the_aws_profile_files() {
+    let s = server();
+    let bucket = s.bucket("profile");
+    upload_sample(&bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    let config_file = dir.path().join("config");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = wrong\n[ci]\naws_access_key_id = testing\naws_secret_access_key = s3cr3t-never-shown\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config_file,
+        format!(
+            "[profile ci]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{}\n",
+            s.port
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "filter",
+        "--policy",
+        p(&config("genai-uk-eea-ch-pause.yaml")),
+        "-o",
+        p(&out),
+        &format!("{bucket}/corpus"),
+    ]);
+    // Nothing from the variables the other tests use: only the profile names the server.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let o = cmd
+        .env("AWS_PROFILE", "ci")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+        .env("AWS_CONFIG_FILE", &config_file)
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(tree(&out.join("data")).len(), 6);
+}
