@@ -119,6 +119,8 @@ pub(super) struct FileSink {
     manifest: Option<ChunkFile>,
     /// The input, for row groups copied byte for byte.
     input: FileSource,
+    /// Its footer: where each row group's bytes are.
+    footer: std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
     pub stats: FileStats,
 }
 
@@ -138,6 +140,7 @@ impl FileSink {
                 data: None,
                 manifest: None,
                 input,
+                footer: job.input.parquet.parquet_meta().clone(),
                 stats,
             });
         };
@@ -164,6 +167,7 @@ impl FileSink {
             data: Some(data),
             manifest: Some(manifest),
             input,
+            footer: job.input.parquet.parquet_meta().clone(),
             stats,
         })
     }
@@ -183,11 +187,30 @@ impl FileSink {
         if let (Some(chunks), Some(m)) = (r.manifest, self.manifest.as_mut()) {
             m.append(chunks)?;
         }
+        // What was fetched for this row group is no longer needed.
+        self.input.release(Some(self.row_group_bytes(r.rg)));
         Ok(())
+    }
+
+    fn row_group_bytes(&self, rg: usize) -> std::ops::Range<u64> {
+        let group = self.footer.row_group(rg);
+        let starts = group.columns().iter().map(|c| {
+            let start = c
+                .dictionary_page_offset()
+                .unwrap_or(c.data_page_offset())
+                .max(0) as u64;
+            (
+                start,
+                start.saturating_add(c.compressed_size().max(0) as u64),
+            )
+        });
+        let (lo, hi) = starts.fold((u64::MAX, 0), |(lo, hi), (s, e)| (lo.min(s), hi.max(e)));
+        lo.min(hi)..hi
     }
 
     /// Finish both files (a dry run writes none).
     pub fn close(self) -> Result<(FileStats, Option<FileWritten>)> {
+        self.input.release(None);
         let written = match (self.data, self.manifest) {
             (Some(d), Some(m)) => Some(FileWritten {
                 data: d.finish()?,

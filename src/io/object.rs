@@ -655,9 +655,9 @@ pub struct Upload {
 }
 
 /// Part size of multipart uploads (S3 needs at least 5 MiB for all but the last).
-pub const PART: usize = 8 << 20;
-/// Parts of one upload in flight at once.
-const PARTS_IN_FLIGHT: usize = 4;
+pub const PART: usize = 5 << 20;
+/// Parts of one upload in flight at once: an open output holds at most 3 parts' memory.
+const PARTS_IN_FLIGHT: usize = 2;
 
 impl Upload {
     pub fn new(loc: &ObjectLocation) -> std::io::Result<Upload> {

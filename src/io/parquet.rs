@@ -180,6 +180,12 @@ impl RemoteObject {
         })
     }
 
+    /// Drop cached ranges that start inside `r` (or all, for `None`).
+    fn forget(&self, r: Option<std::ops::Range<u64>>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(start, _)| r.as_ref().is_some_and(|r| !r.contains(start)));
+    }
+
     /// The parts of `r` no cached range covers.
     fn uncovered(&self, r: &std::ops::Range<u64>) -> Vec<std::ops::Range<u64>> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -296,6 +302,14 @@ impl FileSource {
                 .max(16 << 20);
             o.cache_cap
                 .store(cap as usize, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Drop what was fetched for bytes `range` (all of it for `None`): a row group written out,
+    /// a file finished. Memory then holds only the row groups in flight.
+    pub fn release(&self, range: Option<std::ops::Range<u64>>) {
+        if let Backing::Object(o) = &self.backing {
+            o.forget(range);
         }
     }
 
