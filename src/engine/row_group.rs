@@ -141,30 +141,23 @@ pub(super) fn process_row_group(
         }
     }
 
-    if !write || kept == 0 {
-        // Nothing of the payload is needed: it is never read (nor fetched).
-        return Ok(RowGroupResult {
-            rg,
-            excluded_rows,
-            rows,
-            kept,
-            unmatched: decision.unmatched,
-            counts,
-            manifest,
-            data: DataOut::Nothing,
-            bytes,
-        });
-    }
-    let checked = job.input.parquet.check_row_group(&footer.pq, rg)?;
-    let readers = match &checked.corrected {
-        Some(pq) => Arc::new(job.readers_for(pq.clone())?),
-        None => footer,
-    };
-    let data = if kept == rows && job.pass_through && checked.copyable() {
-        verify_copy(job, rg, &checked, &readers, &source).map_err(err)?;
-        DataOut::PassThrough(readers)
+    let data = if !write || kept == 0 {
+        // Nothing of the payload is needed: it is never checked, read nor fetched.
+        DataOut::Nothing
     } else {
-        DataOut::Encoded(encode_kept(job, rg, &readers, &source, &batch, &keep, kept).map_err(err)?)
+        let checked = job.input.parquet.check_row_group(&footer.pq, rg)?;
+        let readers = match &checked.corrected {
+            Some(pq) => Arc::new(job.readers_for(pq.clone())?),
+            None => footer,
+        };
+        if kept == rows && job.pass_through && checked.copyable() {
+            verify_copy(job, rg, &checked, &readers, &source).map_err(err)?;
+            DataOut::PassThrough(readers)
+        } else {
+            DataOut::Encoded(
+                encode_kept(job, rg, &readers, &source, &batch, &keep, kept).map_err(err)?,
+            )
+        }
     };
 
     Ok(RowGroupResult {

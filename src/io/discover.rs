@@ -51,10 +51,12 @@ pub fn check_named_file(location: &Location) -> Result<()> {
             let info = super::object::head(o)
                 .map_err(|e| Error::Usage(format!("input {location}: {}", describe_io(&e))))?;
             let n = info.size.min(4);
-            let b = super::object::get_range(o, &info, 0..n)
-                .map_err(|e| Error::io("reading", location.clone(), e))?;
-            head[..b.len()].copy_from_slice(&b);
-            b.len()
+            if n > 0 {
+                let b = super::object::get_range(o, &info, 0..n)
+                    .map_err(|e| Error::io("reading", location.clone(), e))?;
+                head[..b.len()].copy_from_slice(&b);
+            }
+            n as usize
         }
     };
     if n < 4 || &head != b"PAR1" {
@@ -162,7 +164,12 @@ fn objects_under(
     arg: &Location,
     o: &super::object::ObjectLocation,
 ) -> Result<Vec<(Location, String, u64)>> {
-    let listed = super::object::list(o).map_err(|e| Error::io("listing", arg.clone(), e))?;
+    // An https:// URL names one object: a web server lists nothing.
+    let listed = if o.service() == super::object::Service::Http {
+        Vec::new()
+    } else {
+        super::object::list(o).map_err(|e| Error::io("listing", arg.clone(), e))?
+    };
     if listed.is_empty() {
         let info = super::object::head(o).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Usage(format!(

@@ -84,7 +84,7 @@ pub(crate) fn read_to_vec(location: &Location) -> std::io::Result<Vec<u8>> {
 pub(crate) fn is_dir(location: &Location) -> bool {
     match location {
         Location::Local(p) => p.is_dir(),
-        Location::Object(o) => object::head(o).is_err(),
+        Location::Object(o) => o.service() != object::Service::Http && object::head(o).is_err(),
     }
 }
 

@@ -532,15 +532,22 @@ pub fn get_suffix(loc: &ObjectLocation, n: u64) -> std::io::Result<(ObjectInfo, 
         range: Some(GetRange::Suffix(n)),
         ..Default::default()
     };
-    let (info, bytes) = idempotent(|| {
+    let got = idempotent(|| {
         let (store, path, options) = (store.clone(), path.clone(), options.clone());
         async move {
             let r = store.get_opts(&path, options).await?;
             let info = ObjectInfo::from(&r.meta);
             Ok::<_, object_store::Error>((info, r.bytes().await?))
         }
-    })
-    .map_err(io_error)?;
+    });
+    let (info, bytes) = match got {
+        Ok(x) => x,
+        // An empty object has no last bytes to range over: some stores refuse the request.
+        Err(e) => match head(loc) {
+            Ok(info) if info.size == 0 => (info, Bytes::new()),
+            _ => return Err(io_error(e)),
+        },
+    };
     fetched(bytes.len());
     if bytes.len() as u64 != n.min(info.size) {
         return Err(std::io::Error::new(

@@ -70,6 +70,23 @@ fn bucket_run(bucket: &str, out: &str, extra: &[&str]) -> (i32, String, String) 
     server().run(&args, &[])
 }
 
+/// `verify` of a bucket OUT of [`bucket_run`], with the same policy, snapshot and list.
+fn verify_bucket(bucket: &str, out: &str) -> (i32, String, String) {
+    server().run(
+        &[
+            "verify",
+            "--policy",
+            &format!("{bucket}/policy.yaml"),
+            "--consent-table",
+            &format!("{bucket}/members.parquet"),
+            "--user-list",
+            &format!("erasure={bucket}/erasure.txt"),
+            out,
+        ],
+        &[],
+    )
+}
+
 #[test]
 fn a_bucket_run_writes_the_bytes_of_a_local_run() {
     let bucket = server().bucket("same-bytes");
@@ -123,37 +140,13 @@ fn a_bucket_run_writes_the_bytes_of_a_local_run() {
     }
 
     // verify reads the bucket output: clean, its listing checked.
-    let (code, stdout, err) = server().run(
-        &[
-            "verify",
-            "--policy",
-            &format!("{bucket}/policy.yaml"),
-            "--consent-table",
-            &format!("{bucket}/members.parquet"),
-            "--user-list",
-            &format!("erasure={bucket}/erasure.txt"),
-            &out,
-        ],
-        &[],
-    );
+    let (code, stdout, err) = verify_bucket(&bucket, &out);
     assert_eq!(code, 0, "{stdout}{err}");
     assert!(stdout.contains("verify: clean"), "{stdout}");
     // An object replaced behind _SUCCESS's back (by another valid file) is found.
     let other = s3::get(&format!("{out}/data/part-00001.parquet")).unwrap();
     s3::put(&format!("{out}/data/part-00000.parquet"), &other);
-    let (code, stdout, _) = server().run(
-        &[
-            "verify",
-            "--policy",
-            &format!("{bucket}/policy.yaml"),
-            "--consent-table",
-            &format!("{bucket}/members.parquet"),
-            "--user-list",
-            &format!("erasure={bucket}/erasure.txt"),
-            &out,
-        ],
-        &[],
-    );
+    let (code, stdout, _) = verify_bucket(&bucket, &out);
     assert_eq!(code, 3, "{stdout}");
     assert!(
         stdout.contains("data/part-00000.parquet") && stdout.contains("_SUCCESS lists"),
@@ -289,6 +282,37 @@ fn object_errors_name_the_object_and_keep_secrets_out() {
         assert_eq!(code, 2, "{err}");
         assert!(!err.contains("topsecret"), "{err}");
     }
+    // An empty object: named, a usage error; found under a prefix, the input's fault (exit 1).
+    s3::put(&format!("{bucket}/empty/x.parquet"), b"");
+    let (code, _, err) = server().run(
+        &[
+            "filter",
+            "--policy",
+            p(&inline),
+            "-o",
+            &out,
+            &format!("{bucket}/empty/x.parquet"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a Parquet file"), "{err}");
+    let (code, _, err) = server().run(
+        &[
+            "filter",
+            "--policy",
+            p(&inline),
+            "-o",
+            &out,
+            &format!("{bucket}/empty"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("x.parquet") && err.contains("too short"),
+        "{err}"
+    );
     // A missing policy object.
     let (code, _, err) = server().run(&["check", &format!("{bucket}/no-policy.yaml")], &[]);
     assert_eq!(code, 2, "{err}");
