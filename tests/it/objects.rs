@@ -111,6 +111,9 @@ fn a_bucket_run_writes_the_bytes_of_a_local_run() {
         }
     }
     assert_eq!(compared, 12, "six inputs, a data file and a manifest each");
+    // CI reads every output of an exit-0 run back with pyarrow and DuckDB: this one too.
+    s3::download(&out, &dir.path().join("downloaded"));
+    crate::writers::keep_for_crosscheck(&dir.path().join("downloaded"), "objects-bucket-run");
     // _SUCCESS lists exactly the objects there, with sizes and checksums.
     let keys = s3::list(&out);
     let success: serde_json::Value =
@@ -493,6 +496,8 @@ fn a_clustered_corpus_fetches_no_payload_of_row_groups_with_nothing_kept() {
     assert_eq!(code, 0, "{err}");
     let summary: serde_json::Value =
         serde_json::from_slice(&s3::get(&format!("{out}/summary.json")).unwrap()).unwrap();
+    s3::download(&out, &dir.path().join("downloaded"));
+    crate::writers::keep_for_crosscheck(&dir.path().join("downloaded"), "objects-clustered");
     let fetched = summary["bytes_fetched"].as_u64().unwrap();
     let needed = size - unneeded;
     assert!(

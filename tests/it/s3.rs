@@ -178,3 +178,12 @@ pub fn upload_dir(dir: &std::path::Path, url: &str) {
         put(&format!("{url}/{rel}"), &bytes);
     }
 }
+
+/// Download every object under `url` into the local `dir`, by relative key.
+pub fn download(url: &str, dir: &std::path::Path) {
+    for rel in list(url) {
+        let dest = dir.join(&rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(dest, get(&format!("{url}/{rel}")).unwrap()).unwrap();
+    }
+}
