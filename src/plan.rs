@@ -224,7 +224,7 @@ pub fn threads_or_all(threads: Option<u16>) -> usize {
 }
 
 /// Refuse inputs inside the output directory: a run would read what it writes.
-fn check_inputs_outside(inputs: &[InputFile], out: &Location) -> Result<()> {
+fn check_inputs_outside(inputs: &[InputFile], join: &JoinSources, out: &Location) -> Result<()> {
     let inside = |input: &Location| match (input, out) {
         (Location::Local(p), Location::Local(o)) => {
             let o = std::path::absolute(o).unwrap_or_else(|_| o.to_owned());
@@ -243,6 +243,19 @@ fn check_inputs_outside(inputs: &[InputFile], out: &Location) -> Result<()> {
             return Err(Error::Usage(format!(
                 "input {} is inside the output directory {out}",
                 f.location
+            )));
+        }
+    }
+    // Replacing OUT deletes what is in it: a snapshot or list there would be gone after the run.
+    let joined = join
+        .consent_table
+        .iter()
+        .map(|t| ("--consent-table", t))
+        .chain(join.user_lists.iter().map(|(_, l)| ("--user-list", l)));
+    for (what, l) in joined {
+        if inside(l) {
+            return Err(Error::Usage(format!(
+                "{what} {l} is inside the output directory {out}"
             )));
         }
     }
@@ -292,7 +305,7 @@ impl FilterPlan {
         let join = JoinSources::resolve(&policy, &args.policy, &args.join)?;
         let inputs = io::discover(&locations(&args.inputs)?)?;
         if let Some(out) = &output {
-            check_inputs_outside(&inputs, out)?;
+            check_inputs_outside(&inputs, &join, out)?;
         }
         Ok(FilterPlan {
             policy: Arc::new(policy),
@@ -356,7 +369,7 @@ impl FilterPlan {
         output::check_target(&out, args.overwrite)?;
         let join = JoinSources::resolve(&policy, &args.policy, &args.join)?;
         let inputs = io::discover(&locations(&args.inputs)?)?;
-        check_inputs_outside(&inputs, &out)?;
+        check_inputs_outside(&inputs, &join, &out)?;
         Ok(FilterPlan {
             policy: Arc::new(policy),
             inputs,

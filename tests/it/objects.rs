@@ -316,6 +316,33 @@ fn object_errors_name_the_object_and_keep_secrets_out() {
         err.contains("x.parquet") && err.contains("too short"),
         "{err}"
     );
+    // OUT over the snapshot: replacing OUT would delete it.
+    let state = format!("{bucket}/state");
+    s3::put(
+        &format!("{state}/members.parquet"),
+        &s3::get(&format!("{bucket}/members.parquet")).unwrap(),
+    );
+    let (code, _, err) = server().run(
+        &[
+            "filter",
+            "--policy",
+            &policy,
+            "--consent-table",
+            &format!("{state}/members.parquet"),
+            "--user-list",
+            &format!("erasure={bucket}/erasure.txt"),
+            "--overwrite",
+            "-o",
+            &state,
+            &format!("{bucket}/corpus"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--consent-table") && err.contains("inside the output"),
+        "{err}"
+    );
     // A missing policy object.
     let (code, _, err) = server().run(&["check", &format!("{bucket}/no-policy.yaml")], &[]);
     assert_eq!(code, 2, "{err}");
