@@ -101,8 +101,8 @@ pub enum Error {
     Busy(String),
 
     /// SIGINT or SIGTERM stopped the run.
-    #[error("interrupted by {}; completed files are kept for --resume", if *signal == 2 { "SIGINT" } else { "SIGTERM" })]
-    Interrupted { signal: i32 },
+    #[error("interrupted by {}; {}", if *signal == 2 { "SIGINT" } else { "SIGTERM" }, if *kept { "completed files are kept for --resume" } else { "what it wrote is removed (an object-store output cannot be resumed yet)" })]
+    Interrupted { signal: i32, kept: bool },
 }
 
 struct RowGroup(Option<usize>);
@@ -166,7 +166,7 @@ impl Error {
             | Error::State { .. } => ExitStatus::Usage,
             Error::Read { .. } | Error::Io { .. } | Error::Write { .. } => ExitStatus::Failure,
             Error::Busy(_) => ExitStatus::Retryable,
-            Error::Interrupted { signal } => {
+            Error::Interrupted { signal, .. } => {
                 if *signal == 2 {
                     ExitStatus::Interrupted
                 } else {
@@ -239,8 +239,20 @@ mod tests {
                 ExitStatus::Usage,
             ),
             (Error::Busy("b".into()), ExitStatus::Retryable),
-            (Error::Interrupted { signal: 2 }, ExitStatus::Interrupted),
-            (Error::Interrupted { signal: 15 }, ExitStatus::Terminated),
+            (
+                Error::Interrupted {
+                    signal: 2,
+                    kept: true,
+                },
+                ExitStatus::Interrupted,
+            ),
+            (
+                Error::Interrupted {
+                    signal: 15,
+                    kept: true,
+                },
+                ExitStatus::Terminated,
+            ),
         ];
         for (e, status) in cases {
             assert_eq!(e.exit_status(), status, "{e}");

@@ -359,12 +359,18 @@ fn run_with(
     progress.finish();
     let outcomes = match outcome {
         Ok(o) => o,
-        Err(e @ Error::Interrupted { .. }) => {
-            // Completed files stay in the temporary sibling, with the journal, for --resume.
-            if let Some(t) = txn {
-                t.keep();
-            }
-            return Err(e);
+        Err(Error::Interrupted { signal, .. }) => {
+            // Completed files stay in the temporary sibling, with the journal, for --resume; an
+            // object-store output has no journal, so what it wrote goes (the transaction's drop).
+            let kept = match txn {
+                Some(t) if t.dir().is_object() => false,
+                Some(t) => {
+                    t.keep();
+                    true
+                }
+                None => true,
+            };
+            return Err(Error::Interrupted { signal, kept });
         }
         Err(e) => return Err(e),
     };

@@ -92,7 +92,7 @@ impl<'a> Tasks<'a> {
             let tx = tx.clone();
             scope.spawn(move |_| {
                 let r = match crate::signals::requested() {
-                    Some(signal) => Err(Error::Interrupted { signal }),
+                    Some(signal) => Err(Error::Interrupted { signal, kept: true }),
                     None => {
                         crate::guard::catch(|| process_row_group(job, rg, policy, write, collect))
                             .unwrap_or_else(|panic| {
@@ -127,7 +127,7 @@ impl<'a> Tasks<'a> {
     {
         loop {
             if let Some(signal) = crate::signals::requested() {
-                return Err(Error::Interrupted { signal });
+                return Err(Error::Interrupted { signal, kept: true });
             }
             self.submit(scope, tx, policy, t + self.window, write, collect);
             if let Some(r) = self.pending.remove(&t) {

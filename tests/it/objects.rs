@@ -581,3 +581,57 @@ fn keys_region_and_endpoint_come_from_the_aws_profile_files() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert_eq!(tree(&out.join("data")).len(), 6);
 }
+
+#[test]
+fn a_second_run_on_a_locked_bucket_output_is_busy_and_sigterm_leaves_nothing() {
+    let s = server();
+    let bucket = s.bucket("sigterm");
+    upload_sample(&bucket);
+    let out = format!("{bucket}/out");
+    let dir = tempfile::tempdir().unwrap();
+    let pause = dir.path().join("paused");
+    let list = format!("erasure={bucket}/erasure.txt");
+    let first = std::process::Command::new(bin())
+        .args([
+            "filter",
+            "--policy",
+            &format!("{bucket}/policy.yaml"),
+            "--consent-table",
+            &format!("{bucket}/members.parquet"),
+            "--user-list",
+            &list,
+            "-o",
+            &out,
+            &format!("{bucket}/corpus"),
+        ])
+        .envs(s.env())
+        .env(
+            "CORPUSGATE_PAUSE_AT",
+            format!("lock-taken:{}", pause.display()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !pause.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the first run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The first run holds the lock object: a second is told to try again later.
+    let (code, _, err) = bucket_run(&bucket, &out, &[]);
+    assert_eq!(code, 75, "{err}");
+    // SIGTERM, then let the first run go on: it stops, removes what it wrote and its lock.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    std::fs::remove_file(&pause).unwrap();
+    let o = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(err.contains("what it wrote is removed"), "{err}");
+    assert_eq!(s3::list(&out), Vec::<String>::new());
+    // And the output can be made at once.
+    let (code, _, err) = bucket_run(&bucket, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+}
