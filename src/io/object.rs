@@ -698,8 +698,11 @@ impl Upload {
     fn send(&mut self, buf: &[u8]) -> std::io::Result<()> {
         let w = self.writer.as_mut().expect("an upload is open");
         let _inside = runtime().enter();
-        block_on(w.wait_for_capacity(PARTS_IN_FLIGHT)).map_err(io_error)?;
-        w.write(buf);
+        // A part at a time, so a large write never puts more than PARTS_IN_FLIGHT in flight.
+        for piece in buf.chunks(PART) {
+            block_on(w.wait_for_capacity(PARTS_IN_FLIGHT)).map_err(io_error)?;
+            w.write(piece);
+        }
         Ok(())
     }
 

@@ -635,3 +635,61 @@ fn a_second_run_on_a_locked_bucket_output_is_busy_and_sigterm_leaves_nothing() {
     let (code, _, err) = bucket_run(&bucket, &out, &[]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn an_output_larger_than_a_part_is_uploaded_in_parts_byte_identical() {
+    let policy = "genai-uk-eea-ch-pause.yaml";
+    let mut rng = Rng(11);
+    let recs: Vec<Rec> = random_records(5, 250_000, 1)
+        .into_iter()
+        .filter(|r| expected_keep(policy, r))
+        .take(50_000)
+        .map(|mut r| {
+            r.text = (0..400)
+                .map(|_| (b'a' + rng.below(26) as u8) as char)
+                .collect();
+            r
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_parquet(
+        &input.join("big.parquet"),
+        &recs,
+        CountryType::Utf8,
+        8192,
+        parquet::basic::Compression::ZSTD(Default::default()),
+    );
+    let local = dir.path().join("local");
+    let (code, _, err) = run(&[
+        "filter",
+        "--policy",
+        p(&config(policy)),
+        "-o",
+        p(&local),
+        p(&input),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let data = std::fs::read(local.join("data/big.parquet")).unwrap();
+    assert!(
+        data.len() > corpusgate::io::object::PART,
+        "{} bytes: not more than one part",
+        data.len()
+    );
+    let bucket = server().bucket("parts");
+    s3::upload_dir(&input, &format!("{bucket}/in"));
+    let out = format!("{bucket}/out");
+    let (code, _, err) = server().run(
+        &[
+            "filter",
+            "--policy",
+            p(&config(policy)),
+            "-o",
+            &out,
+            &format!("{bucket}/in"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(s3::get(&format!("{out}/data/big.parquet")).unwrap() == data);
+}
