@@ -142,6 +142,22 @@ fn a_bucket_run_writes_the_bytes_of_a_local_run() {
         );
     }
 
+    // report and diff read a bucket OUT as they read a directory; the local and the bucket run
+    // of the same inputs differ in nothing.
+    let (code, text, err) = server().run(
+        &["report", &out, "--html", &format!("{out}-report.html")],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("6,000"), "{text}");
+    assert!(s3::get(&format!("{out}-report.html")).is_some_and(|h| h.starts_with(b"<!")));
+    let local_out = dir.path().join("local");
+    let (code, text, err) = server().run(&["diff", p(&local_out), &out], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("newly excluded 0 rows; newly kept 0 rows"),
+        "{text}"
+    );
     // verify reads the bucket output: clean, its listing checked.
     let (code, stdout, err) = verify_bucket(&bucket, &out);
     assert_eq!(code, 0, "{stdout}{err}");
