@@ -469,6 +469,21 @@ fn faults_between_corpusgate_and_the_store_never_cut_an_output_short() {
     );
 }
 
+/// `filter` with one of the example policies (no join) from `input` to `out`, against the server.
+fn filter_inline(policy: &str, out: &str, input: &str) -> (i32, String, String) {
+    server().run(
+        &["filter", "--policy", p(&config(policy)), "-o", out, input],
+        &[],
+    )
+}
+
+/// `n` random lowercase letters: text that compresses like prose, not like a repeated string.
+fn letters(rng: &mut Rng, n: usize) -> String {
+    (0..n)
+        .map(|_| (b'a' + rng.below(26) as u8) as char)
+        .collect()
+}
+
 #[test]
 fn a_clustered_corpus_fetches_no_payload_of_row_groups_with_nothing_kept() {
     use parquet::file::reader::FileReader;
@@ -476,9 +491,7 @@ fn a_clustered_corpus_fetches_no_payload_of_row_groups_with_nothing_kept() {
     let mut recs = random_records(42, 4000, 1);
     let mut rng = Rng(7);
     for r in &mut recs {
-        r.text = (0..400)
-            .map(|_| (b'a' + rng.below(26) as u8) as char)
-            .collect();
+        r.text = letters(&mut rng, 400);
     }
     // Excluded rows first: the leading row groups keep nothing.
     recs.sort_by_key(|r| expected_keep(policy, r));
@@ -525,17 +538,7 @@ fn a_clustered_corpus_fetches_no_payload_of_row_groups_with_nothing_kept() {
         &std::fs::read(&file).unwrap(),
     );
     let out = format!("{bucket}/out");
-    let (code, _, err) = server().run(
-        &[
-            "filter",
-            "--policy",
-            p(&config(policy)),
-            "-o",
-            &out,
-            &format!("{bucket}/in"),
-        ],
-        &[],
-    );
+    let (code, _, err) = filter_inline(policy, &out, &format!("{bucket}/in"));
     assert_eq!(code, 0, "{err}");
     let summary: serde_json::Value =
         serde_json::from_slice(&s3::get(&format!("{out}/summary.json")).unwrap()).unwrap();
@@ -661,9 +664,7 @@ fn an_output_larger_than_a_part_is_uploaded_in_parts_byte_identical() {
         .filter(|r| expected_keep(policy, r))
         .take(50_000)
         .map(|mut r| {
-            r.text = (0..400)
-                .map(|_| (b'a' + rng.below(26) as u8) as char)
-                .collect();
+            r.text = letters(&mut rng, 400);
             r
         })
         .collect();
@@ -695,17 +696,7 @@ fn an_output_larger_than_a_part_is_uploaded_in_parts_byte_identical() {
     let bucket = server().bucket("parts");
     s3::upload_dir(&input, &format!("{bucket}/in"));
     let out = format!("{bucket}/out");
-    let (code, _, err) = server().run(
-        &[
-            "filter",
-            "--policy",
-            p(&config(policy)),
-            "-o",
-            &out,
-            &format!("{bucket}/in"),
-        ],
-        &[],
-    );
+    let (code, _, err) = filter_inline(policy, &out, &format!("{bucket}/in"));
     assert_eq!(code, 0, "{err}");
     assert!(s3::get(&format!("{out}/data/big.parquet")).unwrap() == data);
 }
