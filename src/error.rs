@@ -101,7 +101,7 @@ pub enum Error {
     Busy(String),
 
     /// SIGINT or SIGTERM stopped the run.
-    #[error("interrupted by {}; {}", if *signal == 2 { "SIGINT" } else { "SIGTERM" }, if *kept { "completed files are kept for --resume" } else { "what it wrote is removed (an object-store output cannot be resumed yet)" })]
+    #[error("interrupted by {}; {}", if *signal == 2 { "SIGINT" } else { "SIGTERM" }, if *kept { "completed files are kept for --resume" } else { "nothing was written" })]
     Interrupted { signal: i32, kept: bool },
 }
 

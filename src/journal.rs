@@ -9,6 +9,12 @@
 //!
 //! A line cut short by a crash (no newline at its end) is ignored. A whole line that does not
 //! parse is an error naming the journal and what is wrong with the line, never skipped silently.
+//!
+//! An object store has no appends: there the journal is a prefix, `OUT/_corpusgate.journal/`,
+//! with one object per completed file under a folder named by the hash of the header
+//! (`<header-sha256>/<rel-sha256>.json`, beside `header.json`), so entries of another job are
+//! never taken for this one's. An object output is checked by its size and the ETag the store gave it when written
+//! (every write gives a new one), instead of being read back.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,10 +24,15 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::io::object::{self, ObjectLocation};
 use crate::io::{sha256_of, Identity, Location, Written};
 use crate::summary::{Counts, FileStats};
 
 pub const JOURNAL: &str = ".journal.jsonl";
+/// The journal's prefix in an object-store OUT.
+pub const OBJECT_JOURNAL: &str = "_corpusgate.journal";
+/// The header's object in an object journal's folder (entries are named by 64 hex digits).
+const HEADER_OBJECT: &str = "header.json";
 const FORMAT: u32 = 5;
 
 /// What a run's outputs depend on besides each input file.
@@ -62,7 +73,13 @@ pub struct Entry {
 /// The journal being appended to by this run.
 pub struct Journal {
     location: Location,
-    file: Mutex<File>,
+    backing: Backing,
+}
+
+enum Backing {
+    Local(Mutex<File>),
+    /// `OUT/_corpusgate.journal/<header hash>`: one object per entry.
+    Object(ObjectLocation),
 }
 
 fn line<T: Serialize>(v: &T) -> String {
@@ -71,9 +88,28 @@ fn line<T: Serialize>(v: &T) -> String {
     s
 }
 
+/// The folder of an object journal for `header`'s job.
+fn object_folder(dir: &ObjectLocation, header: &Header) -> (String, ObjectLocation) {
+    use sha2::Digest;
+    let name = crate::policy::hex(&sha2::Sha256::digest(line(header).as_bytes()));
+    let folder = dir.join(OBJECT_JOURNAL).join(&name);
+    (name, folder)
+}
+
+fn entry_key(rel: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "{}.json",
+        crate::policy::hex(&sha2::Sha256::digest(rel.as_bytes()))
+    )
+}
+
 impl Journal {
     /// Start a journal in `dir`, keeping the entries in `keep` (reused from an earlier run).
     pub fn create(dir: &Location, header: &Header, keep: &[Entry]) -> Result<Journal> {
+        if let Location::Object(o) = dir {
+            return Journal::create_object(dir, o, header, keep);
+        }
         let location = dir.join(JOURNAL);
         let mut text = line(header);
         for e in keep {
@@ -86,26 +122,86 @@ impl Journal {
             .map_err(|e| Error::io("opening", location.clone(), e))?;
         Ok(Journal {
             location,
-            file: Mutex::new(file),
+            backing: Backing::Local(Mutex::new(file)),
+        })
+    }
+
+    /// Everything under the journal prefix goes but the entries kept, which are already there
+    /// (the same job's folder): an entry of an older run must never meet a later header.
+    fn create_object(
+        dir: &Location,
+        o: &ObjectLocation,
+        header: &Header,
+        keep: &[Entry],
+    ) -> Result<Journal> {
+        let (name, folder) = object_folder(o, header);
+        let root = o.join(OBJECT_JOURNAL);
+        let location = Location::Object(root.clone());
+        let kept: std::collections::HashSet<String> = keep
+            .iter()
+            .map(|e| format!("{name}/{}", entry_key(&e.rel)))
+            .collect();
+        let listed = object::list(&root).map_err(|e| Error::io("listing", location.clone(), e))?;
+        for (rel, _) in listed {
+            if !kept.contains(&rel) {
+                object::delete(&root.join(&rel))
+                    .map_err(|e| Error::io("removing", dir.join(OBJECT_JOURNAL).join(&rel), e))?;
+            }
+        }
+        // Also what tells a later run that this OUT's objects are a corpusgate run's, unfinished.
+        let at = folder.join(HEADER_OBJECT);
+        object::put(
+            &at,
+            line(header).into_bytes().into(),
+            object::Mode::Overwrite,
+        )
+        .map_err(|e| Error::io("writing", Location::Object(at), e))?;
+        Ok(Journal {
+            location,
+            backing: Backing::Object(folder),
         })
     }
 
     /// Record a completed file; durable before it returns.
     pub fn append(&self, entry: &Entry) -> Result<()> {
         let text = line(entry);
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_data())
-            .map_err(|e| Error::io("writing", self.location.clone(), e))?;
+        match &self.backing {
+            Backing::Local(file) => {
+                let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                f.write_all(text.as_bytes())
+                    .and_then(|_| f.sync_data())
+                    .map_err(|e| Error::io("writing", self.location.clone(), e))?;
+            }
+            Backing::Object(folder) => {
+                let at = folder.join(&entry_key(&entry.rel));
+                object::put(&at, text.into_bytes().into(), object::Mode::Overwrite)
+                    .map_err(|e| Error::io("writing", Location::Object(at), e))?;
+            }
+        }
         crate::failpoint::hit("journaled");
         Ok(())
     }
 
-    pub fn remove(self) {
-        if let Some(p) = self.location.local_path() {
-            let _ = std::fs::remove_file(p);
+    /// Remove the journal (the run is about to commit).
+    pub fn remove(self) -> Result<()> {
+        match self.location {
+            Location::Local(p) => {
+                let _ = std::fs::remove_file(p);
+                Ok(())
+            }
+            Location::Object(root) => remove_object_journal(&root),
         }
     }
+}
+
+/// Delete every object under an object journal's prefix `root`.
+pub fn remove_object_journal(root: &ObjectLocation) -> Result<()> {
+    let location = Location::Object(root.clone());
+    for (rel, _) in object::list(root).map_err(|e| Error::io("listing", location.clone(), e))? {
+        object::delete(&root.join(&rel))
+            .map_err(|e| Error::io("removing", location.join(&rel), e))?;
+    }
+    Ok(())
 }
 
 /// What an earlier run's journal in `dir` offers.
@@ -120,6 +216,9 @@ pub enum Earlier {
 
 /// Read the journal in `dir` against this run's `header`; `rules` is the policy's rule count.
 pub fn load(dir: &Location, header: &Header, rules: usize) -> Result<Earlier> {
+    if let Location::Object(o) = dir {
+        return load_object(o, header, rules);
+    }
     let location = dir.join(JOURNAL);
     let text = match crate::io::read_to_vec(&location) {
         Ok(t) => t,
@@ -156,9 +255,58 @@ pub fn load(dir: &Location, header: &Header, rules: usize) -> Result<Earlier> {
     Ok(Earlier::Entries(out))
 }
 
+/// An object journal: the entries in this job's folder; another folder means another job.
+/// Each entry object is written whole, so one that does not parse is an error, not a tear.
+fn load_object(dir: &ObjectLocation, header: &Header, rules: usize) -> Result<Earlier> {
+    let (name, folder) = object_folder(dir, header);
+    let root = dir.join(OBJECT_JOURNAL);
+    let listed =
+        object::list(&root).map_err(|e| Error::io("listing", Location::Object(root.clone()), e))?;
+    if listed.is_empty() {
+        return Ok(Earlier::None);
+    }
+    let ours: Vec<&str> = listed
+        .iter()
+        .filter_map(|(rel, _)| rel.strip_prefix(&format!("{name}/")))
+        .filter(|key| *key != HEADER_OBJECT)
+        .collect();
+    if ours.is_empty() {
+        return Ok(Earlier::OtherJob);
+    }
+    let mut out = HashMap::new();
+    for key in ours {
+        let at = folder.join(key);
+        let location = Location::Object(at.clone());
+        let (_, bytes) =
+            object::get_all(&at).map_err(|e| Error::io("reading", location.clone(), e))?;
+        let bad = |m: String| Error::State {
+            path: location.clone(),
+            message: format!(
+                "{m}; remove {} to start afresh",
+                Location::Object(root.clone())
+            ),
+        };
+        let e: Entry = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        e.counts
+            .check(rules)
+            .map_err(|m| bad(format!("counts: {m}")))?;
+        if entry_key(&e.rel) != key {
+            return Err(bad(format!("it names {:?}, which is not its key", e.rel)));
+        }
+        out.insert(e.rel.clone(), e);
+    }
+    Ok(Earlier::Entries(out))
+}
+
 /// Whether `e`'s outputs in `dir` and its input at `input` are exactly as recorded.
 pub fn still_valid(e: &Entry, dir: &Location, input: &Location) -> bool {
-    let check = |loc: Location, w: &Written| matches!(sha256_of(&loc), Ok((size, sha)) if size == w.size && sha == w.sha256);
+    let check = |loc: Location, w: &Written| match (&loc, &w.etag) {
+        // The store's ETag names this version of the object; no need to read it back.
+        (Location::Object(o), Some(etag)) => {
+            matches!(object::head(o), Ok(i) if i.size == w.size && i.e_tag.as_ref() == Some(etag))
+        }
+        _ => matches!(sha256_of(&loc), Ok((size, sha)) if size == w.size && sha == w.sha256),
+    };
     matches!(Identity::of(input), Ok(id) if id == e.input)
         && check(dir.join("data").join(&e.rel), &e.data)
         && check(dir.join("excluded").join(&e.rel), &e.excluded)
@@ -178,10 +326,12 @@ mod tests {
             data: Written {
                 size: 4,
                 sha256: "ab".into(),
+                etag: None,
             },
             excluded: Written {
                 size: 5,
                 sha256: "cd".into(),
+                etag: None,
             },
             stats: FileStats {
                 rel: rel.into(),

@@ -128,8 +128,8 @@ enum ObjectOutput {
     Empty,
     /// A complete output: `_SUCCESS` is there.
     Complete,
-    /// Objects corpusgate left without `_SUCCESS` (its lock object is there, expired): a run that
-    /// died; safe to clean.
+    /// Objects corpusgate left without `_SUCCESS` (its lock object or its journal is there): a
+    /// run that died or was interrupted; safe to clean, or to resume.
     Unfinished,
     /// Objects of someone else's.
     Other,
@@ -142,7 +142,11 @@ impl ObjectOutput {
             ObjectOutput::Empty
         } else if has("_SUCCESS") {
             ObjectOutput::Complete
-        } else if has(OBJECT_LOCK) {
+        } else if has(OBJECT_LOCK)
+            || listed
+                .iter()
+                .any(|(rel, _)| rel.starts_with(&format!("{}/", crate::journal::OBJECT_JOURNAL)))
+        {
             ObjectOutput::Unfinished
         } else {
             ObjectOutput::Other
@@ -398,7 +402,7 @@ impl OutputTxn {
     /// target is checked again under the lock: another run may have committed it meanwhile.
     pub fn begin(final_dir: &Location, resume: bool, overwrite: bool) -> Result<OutputTxn> {
         if let Location::Object(o) = final_dir {
-            return OutputTxn::begin_object(final_dir, o, resume, overwrite);
+            return OutputTxn::begin_object(final_dir, o, overwrite);
         }
         let tmp_dir = tmp_dir(final_dir)?;
         let tmp = tmp_dir.local_path().expect("a local sibling");
@@ -444,14 +448,8 @@ impl OutputTxn {
     fn begin_object(
         final_dir: &Location,
         o: &object::ObjectLocation,
-        resume: bool,
         overwrite: bool,
     ) -> Result<OutputTxn> {
-        if resume {
-            return Err(Error::Usage(format!(
-                "--resume is not supported yet for an output in an object store ({final_dir}); rerun without it"
-            )));
-        }
         let lock = ObjectLock::try_take(o)?.ok_or_else(|| {
             Error::Busy(format!(
                 "another corpusgate run is writing {final_dir} (its lock object {OBJECT_LOCK} is held); try again when it ends"
@@ -592,11 +590,15 @@ impl Drop for OutputTxn {
                 Location::Local(p) => {
                     let _ = fs::remove_dir_all(p);
                 }
-                // What this run wrote goes; what an older run left is removed by the next.
+                // What this run wrote goes, its journal too; what an older run left is
+                // removed by the next.
                 Location::Object(o) => {
                     for rel in crate::io::written_objects(o).keys() {
                         let _ = object::delete(&o.join(rel));
                     }
+                    let _ = crate::journal::remove_object_journal(
+                        &o.join(crate::journal::OBJECT_JOURNAL),
+                    );
                 }
             }
         }

@@ -246,6 +246,13 @@ fn resume_state(
     }
     let mut keep: Vec<Entry> = resumed.values().cloned().collect();
     keep.sort_by(|a, b| a.rel.cmp(&b.rel));
+    if let Location::Object(o) = txn.dir() {
+        // Reused outputs are this run's: listed in _SUCCESS, spared by the sweep at commit.
+        for e in &keep {
+            crate::io::written_object_reused(&o.join("data").join(&e.rel), e.data.clone());
+            crate::io::written_object_reused(&o.join("excluded").join(&e.rel), e.excluded.clone());
+        }
+    }
     // Whatever the earlier run left that is not reused (an input since removed, a file the
     // journal does not vouch for) must not reach OUT_DIR.
     let rels: std::collections::HashSet<&str> = keep.iter().map(|e| e.rel.as_str()).collect();
@@ -336,12 +343,11 @@ fn run_with(
         ),
     );
     let (resumed, journal) = match &txn {
-        // No journal in an object store (no appends there); --resume is refused for one.
-        Some(t) if !t.dir().is_object() => {
+        Some(t) => {
             let (r, j) = resume_state(plan, &pool, t, &header, &jobs)?;
             (r, Some(j))
         }
-        _ => (HashMap::new(), None),
+        None => (HashMap::new(), None),
     };
 
     let outcome = engine::run(
@@ -360,15 +366,14 @@ fn run_with(
     let outcomes = match outcome {
         Ok(o) => o,
         Err(Error::Interrupted { signal, .. }) => {
-            // Completed files stay in the temporary sibling, with the journal, for --resume; an
-            // object-store output has no journal, so what it wrote goes (the transaction's drop).
+            // Completed files stay, with the journal, for --resume: in the temporary sibling,
+            // or in an object-store OUT (which has no _SUCCESS, so no reader takes them).
             let kept = match txn {
-                Some(t) if t.dir().is_object() => false,
                 Some(t) => {
                     t.keep();
                     true
                 }
-                None => true,
+                None => false,
             };
             return Err(Error::Interrupted { signal, kept });
         }
@@ -393,7 +398,7 @@ fn run_with(
     summary.finished_at = now_rfc3339();
     if let Some(txn) = txn {
         if let Some(j) = journal {
-            j.remove();
+            j.remove()?;
         }
         let text = summary.to_file(policy).to_text();
         crate::io::write_file(&txn.dir().join("summary.json"), text.as_bytes())?;

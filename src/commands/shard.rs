@@ -574,7 +574,11 @@ pub fn run_shard(
             }
             let (size, sha256) = sha256_of(&from)?;
             fs::rename(local(&from), local(&to)).map_err(|e| Error::io("promoting", to, e))?;
-            written.push(Written { size, sha256 });
+            written.push(Written {
+                size,
+                sha256,
+                etag: None,
+            });
         }
         let excluded = written.pop().expect("two kinds");
         let data = written.pop().expect("two kinds");

@@ -24,7 +24,9 @@ pub(crate) use discover::{discover, InputFile};
 pub use location::Location;
 pub use parquet::ReadOptions;
 pub(crate) use parquet::{open_parquet, Identity, ParquetFile};
-pub(crate) use write::{write_file, written_objects, written_objects_reset, OutputFile, Written};
+pub(crate) use write::{
+    write_file, written_object_reused, written_objects, written_objects_reset, OutputFile, Written,
+};
 
 use crate::error::{Error, Result};
 

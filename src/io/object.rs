@@ -706,19 +706,20 @@ impl Upload {
         Ok(())
     }
 
-    /// Complete the upload: the object appears, whole, under its key.
-    pub fn finish(mut self) -> std::io::Result<()> {
+    /// Complete the upload: the object appears, whole, under its key. Returns its ETag, when
+    /// the store gives one (`--resume` checks a reused output by it instead of reading it back).
+    pub fn finish(mut self) -> std::io::Result<Option<String>> {
         match self.writer.take() {
             Some(w) => {
                 let _inside = runtime().enter();
-                block_on(w.finish()).map(|_| ()).map_err(io_error)
+                block_on(w.finish()).map(|r| r.e_tag).map_err(io_error)
             }
             None => put(
                 &self.loc,
                 Bytes::from(std::mem::take(&mut self.pending)),
                 Mode::Overwrite,
             )
-            .map(|_| ()),
+            .map(|i| i.e_tag),
         }
     }
 }

@@ -81,22 +81,33 @@ impl Identity {
     }
 
     /// An object's identity: what the store says of its version (every write gives a new ETag
-    /// and last-modified time) and the hash of its footer.
+    /// and last-modified time); the hash of its footer only where there is no ETag (some HTTP
+    /// servers), so that with one a HEAD request is enough to know the object again.
     fn of_object(info: &ObjectInfo, footer_sha256: &str) -> Identity {
+        let footer = match info.e_tag {
+            Some(_) => String::new(),
+            None => format!(" footer_sha256={footer_sha256}"),
+        };
         Identity {
             size: info.size,
             id: format!(
-                "etag={} version={} last_modified={} footer_sha256={}",
+                "etag={} version={} last_modified={}{footer}",
                 info.e_tag.as_deref().unwrap_or("-"),
                 info.version.as_deref().unwrap_or("-"),
                 info.last_modified,
-                footer_sha256
             ),
         }
     }
 
     /// The identity of the file at `location` now (its footer as the last 8 bytes say).
     pub fn of(location: &Location) -> Result<Identity> {
+        if let Location::Object(o) = location {
+            let info =
+                super::object::head(o).map_err(|e| Error::io("reading", location.clone(), e))?;
+            if info.e_tag.is_some() {
+                return Ok(Identity::of_object(&info, ""));
+            }
+        }
         let source = FileSource::open(location, u64::MAX)?;
         let len = source.len;
         let io = |e| Error::io("reading", location.clone(), e);

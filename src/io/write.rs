@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 pub struct Written {
     pub size: u64,
     pub sha256: String,
+    /// The store's ETag of an object written (none for a local file): names this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// A file being written; see the module documentation.
@@ -75,6 +78,7 @@ impl OutputFile {
 
     /// Flush, sync and move the file to its name.
     pub fn finish(mut self) -> Result<Written> {
+        let mut etag = None;
         match self.out.take().expect("finished once") {
             Sink::Local { tmp, file } => {
                 let f = file
@@ -101,13 +105,16 @@ impl OutputFile {
                 }
                 placed?;
             }
-            Sink::Object(upload) => upload
-                .finish()
-                .map_err(|e| Error::io("uploading", self.location.clone(), e))?,
+            Sink::Object(upload) => {
+                etag = upload
+                    .finish()
+                    .map_err(|e| Error::io("uploading", self.location.clone(), e))?
+            }
         }
         let written = Written {
             size: self.size,
             sha256: crate::policy::hex(&std::mem::take(&mut self.hasher).finalize()),
+            etag,
         };
         if let Location::Object(o) = &self.location {
             objects_written()
@@ -179,6 +186,14 @@ pub fn written_objects(prefix: &ObjectLocation) -> std::collections::BTreeMap<St
             Some((rel.to_owned(), w.clone()))
         })
         .collect()
+}
+
+/// Count `location` as written by this run with `written` (an output `--resume` reuses).
+pub fn written_object_reused(location: &ObjectLocation, written: Written) {
+    objects_written()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(location.clone(), written);
 }
 
 /// Forget the objects written under `prefix` (a new run of that output starts).

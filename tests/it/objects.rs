@@ -363,11 +363,6 @@ fn object_errors_name_the_object_and_keep_secrets_out() {
     let (code, _, err) = server().run(&["check", &format!("{bucket}/no-policy.yaml")], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no-policy.yaml"), "{err}");
-    // Not yet for objects: said plainly, exit 2, nothing written.
-    let (code, _, err) = bucket_run(&bucket, &out, &["--resume"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--resume"), "{err}");
-    assert!(s3::list(&out).is_empty(), "{:?}", s3::list(&out));
 }
 
 /// The data and manifests under `out` (a bucket prefix) equal the local run's files.
@@ -642,16 +637,157 @@ fn a_second_run_on_a_locked_bucket_output_is_busy_and_sigterm_leaves_nothing() {
     // The first run holds the lock object: a second is told to try again later.
     let (code, _, err) = bucket_run(&bucket, &out, &[]);
     assert_eq!(code, 75, "{err}");
-    // SIGTERM, then let the first run go on: it stops, removes what it wrote and its lock.
+    // SIGTERM, then let the first run go on: it stops before any file is done and releases
+    // its lock; OUT holds nothing a reader would take for an output.
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
     std::fs::remove_file(&pause).unwrap();
     let o = first.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(143), "{err}");
-    assert!(err.contains("what it wrote is removed"), "{err}");
-    assert_eq!(s3::list(&out), Vec::<String>::new());
+    assert!(err.contains("kept for --resume"), "{err}");
+    let left = s3::list(&out);
+    assert!(
+        left.iter().all(|k| k.starts_with("_corpusgate.journal/")),
+        "only the journal's header: {left:?}"
+    );
     // And the output can be made at once.
     let (code, _, err) = bucket_run(&bucket, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Start a bucket run held still after its first completed file is journaled (one thread),
+/// SIGTERM it there and let it stop: 143, and no `_SUCCESS`.
+fn interrupt_after_first_file(bucket: &str, out: &str, extra: &[&str]) {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let pause = dir.path().join("paused");
+    let list = format!("erasure={bucket}/erasure.txt");
+    let mut args = vec![
+        "filter".to_owned(),
+        "--threads".into(),
+        "1".into(),
+        "--policy".into(),
+        format!("{bucket}/policy.yaml"),
+        "--consent-table".into(),
+        format!("{bucket}/members.parquet"),
+        "--user-list".into(),
+        list,
+        "-o".into(),
+        out.into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.push(format!("{bucket}/corpus"));
+    let run = std::process::Command::new(bin())
+        .args(&args)
+        .envs(s.env())
+        .env(
+            "CORPUSGATE_PAUSE_AT",
+            format!("journaled:{}", pause.display()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !pause.exists() {
+        assert!(t0.elapsed().as_secs() < 60, "no file was ever journaled");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    std::fs::remove_file(&pause).unwrap();
+    let o = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(err.contains("kept for --resume"), "{err}");
+    let left = s3::list(out);
+    assert!(!left.contains(&"_SUCCESS".to_owned()), "{left:?}");
+    assert!(!left.contains(&"_corpusgate.lock".to_owned()), "{left:?}");
+}
+
+/// The inputs whose completion the journal in `out` records.
+fn journaled(out: &str) -> Vec<String> {
+    s3::list(out)
+        .iter()
+        .filter(|k| k.starts_with("_corpusgate.journal/") && !k.ends_with("/header.json"))
+        .map(|k| {
+            let e: serde_json::Value =
+                serde_json::from_slice(&s3::get(&format!("{out}/{k}")).unwrap()).unwrap();
+            e["rel"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn summary_of(out: &str) -> serde_json::Value {
+    serde_json::from_slice(&s3::get(&format!("{out}/summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn sigterm_then_resume_on_a_bucket_equals_a_fresh_run_and_reuses_what_was_done() {
+    let bucket = server().bucket("resume");
+    upload_sample(&bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    local_sample_run(&local);
+    let out = format!("{bucket}/out");
+
+    interrupt_after_first_file(&bucket, &out, &[]);
+    // The completed file's outputs and its journal entry are in OUT, nothing of a later file.
+    let left = s3::list(&out);
+    assert!(
+        left.iter().any(|k| k.starts_with("_corpusgate.journal/")),
+        "{left:?}"
+    );
+    assert_eq!(
+        left.iter().filter(|k| k.starts_with("data/")).count(),
+        1,
+        "{left:?}"
+    );
+    assert_eq!(journaled(&out).len(), 1);
+    let (code, _, err) = bucket_run(&bucket, &out, &["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("resumed: reused the outputs of 1 file"),
+        "{err}"
+    );
+    assert_eq!(summary_of(&out)["resumed_files"], 1);
+    assert!(same_as_local(&out, &local));
+    // Nothing of the journal is left, and verify holds _SUCCESS to every object.
+    let left = s3::list(&out);
+    assert!(
+        !left.iter().any(|k| k.starts_with("_corpusgate")),
+        "{left:?}"
+    );
+    let (code, _, err) = verify_bucket(&bucket, &out);
+    assert_eq!(code, 0, "{err}");
+
+    // A reused output that changed since is redone, not trusted.
+    interrupt_after_first_file(&bucket, &out, &["--overwrite"]);
+    let done = journaled(&out);
+    assert_eq!(done.len(), 1, "{done:?}");
+    s3::put(&format!("{out}/data/{}", done[0]), b"tampered");
+    let (code, _, err) = bucket_run(&bucket, &out, &["--resume", "--overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("resumed:"), "{err}");
+    assert!(same_as_local(&out, &local));
+
+    // An interrupted run of another job is not reused: its entries go with the new journal, so
+    // even a later resume of the second job never meets them.
+    interrupt_after_first_file(&bucket, &out, &["--overwrite", "--compression", "zstd:3"]);
+    interrupt_after_first_file(&bucket, &out, &["--overwrite"]);
+    let left = s3::list(&out);
+    let folders: std::collections::BTreeSet<&str> = left
+        .iter()
+        .filter_map(|k| k.strip_prefix("_corpusgate.journal/"))
+        .filter_map(|k| k.split('/').next())
+        .collect();
+    assert_eq!(folders.len(), 1, "one job's journal: {left:?}");
+    let (code, _, err) = bucket_run(&bucket, &out, &["--resume", "--overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("resumed: reused the outputs of 1 file"),
+        "{err}"
+    );
+    assert!(same_as_local(&out, &local));
+    let (code, _, err) = verify_bucket(&bucket, &out);
     assert_eq!(code, 0, "{err}");
 }
 
