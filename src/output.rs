@@ -362,6 +362,17 @@ enum Lock {
     Object(ObjectLock),
 }
 
+/// An exclusive lock held until dropped: a `flock` on the local file `at`, or the lock object
+/// under the object prefix `at` (a shard's lock, say). `None` when another process holds it.
+pub struct Exclusive(#[allow(dead_code)] Lock);
+
+pub fn try_lock(at: &Location) -> Result<Option<Exclusive>> {
+    Ok(match at {
+        Location::Local(p) => LockFile::try_take(p)?.map(|l| Exclusive(Lock::File(l))),
+        Location::Object(o) => ObjectLock::try_take(o)?.map(|l| Exclusive(Lock::Object(l))),
+    })
+}
+
 fn sibling(dir: &Location, tag: &str) -> Result<PathBuf> {
     let dir = dir.require_local("the output directory")?;
     let name = dir

@@ -270,21 +270,6 @@ fn locations(paths: &[std::path::PathBuf]) -> Result<Vec<Location>> {
 }
 
 impl FilterPlan {
-    /// `plan` and its shards read and write local (or mounted) paths only, for now.
-    pub fn require_local(&self, command: &str) -> Result<()> {
-        let what = format!("{command}'s inputs, snapshot and lists");
-        for f in &self.inputs {
-            f.location.require_local(&what)?;
-        }
-        if let Some(t) = &self.join.consent_table {
-            t.require_local(&what)?;
-        }
-        for (_, l) in &self.join.user_lists {
-            l.require_local(&what)?;
-        }
-        Ok(())
-    }
-
     /// `filter`.
     pub fn for_filter(args: &FilterArgs) -> Result<FilterPlan> {
         let compression = CompressionChoice::parse(&args.compression)?;
@@ -364,8 +349,6 @@ impl FilterPlan {
         let compression = CompressionChoice::parse(&args.compression)?;
         let policy = Policy::load(&args.policy)?;
         let out = Location::from_arg("plan OUT", &args.output)?;
-        out.require_local("plan OUT")?;
-        Location::from_arg("--policy", &args.policy)?.require_local("plan --policy")?;
         output::check_target(&out, args.overwrite)?;
         let join = JoinSources::resolve(&policy, &args.policy, &args.join)?;
         let inputs = io::discover(&locations(&args.inputs)?)?;

@@ -142,7 +142,10 @@ fn check_object_listing(dir: &Location, o: &crate::io::object::ObjectLocation) -
         }
     }
     for key in present.keys() {
-        if key != "_SUCCESS" && key != crate::output::OBJECT_LOCK && !named.contains(key) {
+        // Lock objects come and go with runs (a shard's lock sits under `_shards/`).
+        let lock = key == crate::output::OBJECT_LOCK
+            || key.ends_with(&format!("/{}", crate::output::OBJECT_LOCK));
+        if key != "_SUCCESS" && !lock && !named.contains(key) {
             problems.push(format!(
                 "{dir}/{key}: not listed in _SUCCESS (left by another run?)"
             ));

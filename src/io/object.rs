@@ -651,6 +651,27 @@ pub fn delete(loc: &ObjectLocation) -> std::io::Result<()> {
     }
 }
 
+/// Copy an object within its store (server-side: the bytes do not pass through us); returns
+/// what the store says of the copy.
+pub fn copy(from: &ObjectLocation, to: &ObjectLocation) -> std::io::Result<ObjectInfo> {
+    let store = from.store()?;
+    let (src, dst) = (from.key_path(), to.key_path());
+    idempotent(|| {
+        let (store, src, dst) = (store.clone(), src.clone(), dst.clone());
+        async move { store.copy(&src, &dst).await }
+    })
+    .map_err(io_error)?;
+    head(to)
+}
+
+/// Delete every object under the prefix `loc`.
+pub fn delete_prefix(loc: &ObjectLocation) -> std::io::Result<()> {
+    for (rel, _) in list(loc)? {
+        delete(&loc.join(&rel))?;
+    }
+    Ok(())
+}
+
 /// An object being written by a multipart upload; at most [`PART`] bytes wait in memory (plus
 /// the parts in flight). Nothing is visible under the key until [`Upload::finish`]; dropped
 /// unfinished, the upload is aborted.

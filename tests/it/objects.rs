@@ -836,3 +836,158 @@ fn an_output_larger_than_a_part_is_uploaded_in_parts_byte_identical() {
     assert_eq!(code, 0, "{err}");
     assert!(s3::get(&format!("{out}/data/big.parquet")).unwrap() == data);
 }
+
+/// `run-shard` of the plan in `out` (a bucket prefix), held still once its attempt has taken
+/// its output when `pause` is given.
+fn bucket_shard(out: &str, index: usize, pause: Option<&std::path::Path>) -> std::process::Child {
+    let mut c = std::process::Command::new(bin());
+    c.args([
+        "run-shard",
+        out,
+        "--index",
+        &index.to_string(),
+        "--threads",
+        "1",
+    ])
+    .envs(server().env())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    if let Some(p) = pause {
+        c.env("CORPUSGATE_PAUSE_AT", format!("lock-taken:{}", p.display()))
+            .env("CORPUSGATE_LOCK_LEASE_SECONDS", "2");
+    }
+    c.spawn().unwrap()
+}
+
+fn wait_for(path: &std::path::Path) {
+    let t0 = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "never reached {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn plan_run_shard_and_commit_on_a_bucket_equal_a_single_filter_run() {
+    let bucket = server().bucket("shards");
+    upload_sample(&bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    local_sample_run(&local);
+    let out = format!("{bucket}/planned");
+    let list = format!("erasure={bucket}/erasure.txt");
+    let plan_args = |out: &str, shards: &str| -> (i32, String, String) {
+        server().run(
+            &[
+                "plan",
+                "--policy",
+                &format!("{bucket}/policy.yaml"),
+                "--consent-table",
+                &format!("{bucket}/members.parquet"),
+                "--user-list",
+                &list,
+                "--shards",
+                shards,
+                "-o",
+                out,
+                &format!("{bucket}/corpus"),
+            ],
+            &[],
+        )
+    };
+    let (code, _, err) = plan_args(&out, "3");
+    assert_eq!(code, 0, "{err}");
+    // Inputs are known by the store's version, not hashed (that would download the corpus).
+    let plan: serde_json::Value =
+        serde_json::from_slice(&s3::get(&format!("{out}/_plan.json")).unwrap()).unwrap();
+    let inputs = plan["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 6);
+    assert!(inputs
+        .iter()
+        .all(|i| i["sha256"] == "" && i["object"].as_str().unwrap().starts_with("etag=")));
+    assert!(inputs[0]["path"]
+        .as_str()
+        .unwrap()
+        .starts_with("s3://shards/corpus/"));
+
+    // Commit before anything ran: retryable, naming the missing shards.
+    let (code, _, err) = server().run(&["commit", &out], &[]);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("3 of 3 shards are not done: 0, 1, 2"), "{err}");
+
+    // Shard 0 held still once its attempt took its output: a second start of index 0 is busy;
+    // then SIGKILL it. Its lock's lease (2 s here) then lapses and a rerun takes it over.
+    let pause = dir.path().join("paused");
+    let mut held = bucket_shard(&out, 0, Some(&pause));
+    wait_for(&pause);
+    let again = bucket_shard(&out, 0, None).wait_with_output().unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    held.kill().unwrap();
+    held.wait().unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    for i in 0..3 {
+        let o = bucket_shard(&out, i, None).wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // A done shard run again is a no-op.
+    let o = bucket_shard(&out, 1, None).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("already done"), "{err}");
+
+    let (code, _, err) = server().run(&["commit", &out], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        same_as_local(&out, &local),
+        "sharded output differs from filter"
+    );
+    let left = s3::list(&out);
+    assert!(
+        !left
+            .iter()
+            .any(|k| k.starts_with("_attempts/") || k.ends_with("_corpusgate.lock")),
+        "{left:?}"
+    );
+    let (code, _, err) = verify_bucket(&bucket, &out);
+    assert_eq!(code, 0, "{err}");
+    let summary = summary_of(&out);
+    let single: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local.join("summary.json")).unwrap()).unwrap();
+    for k in ["by_rule", "by_region", "totals"] {
+        assert_eq!(summary[k], single[k], "summary.json {k}");
+    }
+    // _SUCCESS lists every object; an object changed afterwards is caught by verify.
+    s3::put(&format!("{out}/_plan/policy.yaml"), b"id: changed\n");
+    let (code, _, err) = verify_bucket(&bucket, &out);
+    assert_eq!(code, 3, "{err}");
+
+    // An input object replaced after the plan: its shard refuses (exit 2) until re-planned.
+    let again = format!("{bucket}/planned-again");
+    let (code, _, err) = plan_args(&again, "1");
+    assert_eq!(code, 0, "{err}");
+    s3::put(
+        &format!("{bucket}/corpus/part-00003.parquet"),
+        &s3::get(&format!("{bucket}/corpus/part-00004.parquet")).unwrap(),
+    );
+    let o = bucket_shard(&again, 0, None).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("part-00003.parquet changed since the plan"),
+        "{err}"
+    );
+}
