@@ -5,7 +5,7 @@ use crate::s3::{self, server};
 use crate::util::*;
 
 /// The committed sample data, joined with its snapshot and erasure list, run locally.
-fn local_sample_run(out: &std::path::Path) {
+pub(crate) fn local_sample_run(out: &std::path::Path) {
     let sample = root().join("sample-data");
     let list = format!("erasure={}", p(&sample.join("erasure-requests.txt")));
     let (code, _, err) = run(&[
@@ -24,7 +24,7 @@ fn local_sample_run(out: &std::path::Path) {
 }
 
 /// Upload the sample data (and things discovery must skip) to `bucket`.
-fn upload_sample(bucket: &str) {
+pub(crate) fn upload_sample(bucket: &str) {
     let sample = root().join("sample-data");
     s3::upload_dir(&sample.join("corpus"), &format!("{bucket}/corpus"));
     // Skipped, as in a directory: hidden and underscored names, non-Parquet names.
