@@ -524,7 +524,7 @@ pub fn get_all(loc: &ObjectLocation) -> std::io::Result<(ObjectInfo, Bytes)> {
 }
 
 /// The object's current version and its last `n` bytes (all of it when smaller), in one
-/// request: where a Parquet footer is.
+/// request (two on Azure): where a Parquet footer is.
 pub fn get_suffix(loc: &ObjectLocation, n: u64) -> std::io::Result<(ObjectInfo, Bytes)> {
     let store = loc.store()?;
     let path = loc.key_path();
@@ -542,6 +542,16 @@ pub fn get_suffix(loc: &ObjectLocation, n: u64) -> std::io::Result<(ObjectInfo, 
     });
     let (info, bytes) = match got {
         Ok(x) => x,
+        // Azure takes no suffix range (object_store refuses it without sending it): the
+        // object's size and version first, then a bounded range pinned to that version.
+        Err(object_store::Error::NotSupported { .. }) => {
+            let info = head(loc)?;
+            if info.size == 0 {
+                return Ok((info, Bytes::new()));
+            }
+            let bytes = get_range(loc, &info, info.size.saturating_sub(n)..info.size)?;
+            return Ok((info, bytes));
+        }
         // An empty object has no last bytes to range over: some stores refuse the request.
         Err(e) => match head(loc) {
             Ok(info) if info.size == 0 => (info, Bytes::new()),

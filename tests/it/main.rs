@@ -1,6 +1,7 @@
 //! Integration tests: the binary run on data made here, compared with an independent evaluation.
 
 mod audit;
+mod emulators;
 mod errors;
 mod faults;
 mod filter;

@@ -5,7 +5,7 @@ use crate::s3::{self, server};
 use crate::util::*;
 
 /// The committed sample data, joined with its snapshot and erasure list, run locally.
-fn local_sample_run(out: &std::path::Path) {
+pub(crate) fn local_sample_run(out: &std::path::Path) {
     let sample = root().join("sample-data");
     let list = format!("erasure={}", p(&sample.join("erasure-requests.txt")));
     let (code, _, err) = run(&[
@@ -24,26 +24,34 @@ fn local_sample_run(out: &std::path::Path) {
 }
 
 /// Upload the sample data (and things discovery must skip) to `bucket`.
-fn upload_sample(bucket: &str) {
+pub(crate) fn upload_sample(bucket: &str) {
+    upload_sample_with(bucket, &s3::put);
+}
+
+/// [`upload_sample`] through `put(url, bytes)` (a store corpusgate cannot write to is filled
+/// through its own API).
+pub(crate) fn upload_sample_with(bucket: &str, put: &dyn Fn(&str, &[u8])) {
     let sample = root().join("sample-data");
-    s3::upload_dir(&sample.join("corpus"), &format!("{bucket}/corpus"));
+    for (rel, bytes) in tree(&sample.join("corpus")) {
+        put(&format!("{bucket}/corpus/{rel}"), &bytes);
+    }
     // Skipped, as in a directory: hidden and underscored names, non-Parquet names.
-    s3::put(&format!("{bucket}/corpus/_SUCCESS"), b"");
-    s3::put(&format!("{bucket}/corpus/.part-9.parquet.crc"), b"x");
-    s3::put(
+    put(&format!("{bucket}/corpus/_SUCCESS"), b"");
+    put(&format!("{bucket}/corpus/.part-9.parquet.crc"), b"x");
+    put(
         &format!("{bucket}/corpus/_temporary/0/part-9.parquet"),
         b"junk",
     );
-    s3::put(&format!("{bucket}/corpus/README.txt"), b"not data");
-    s3::put(
+    put(&format!("{bucket}/corpus/README.txt"), b"not data");
+    put(
         &format!("{bucket}/members.parquet"),
         &std::fs::read(sample.join("members.parquet")).unwrap(),
     );
-    s3::put(
+    put(
         &format!("{bucket}/erasure.txt"),
         &std::fs::read(sample.join("erasure-requests.txt")).unwrap(),
     );
-    s3::put(
+    put(
         &format!("{bucket}/policy.yaml"),
         &std::fs::read(config("consent-snapshot.yaml")).unwrap(),
     );
