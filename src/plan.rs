@@ -305,9 +305,7 @@ impl FilterPlan {
             skip_unreadable: args.on_error == OnError::Skip,
             resume: args.resume,
             pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
-            read: ReadOptions {
-                max_memory: args.read.max_memory.0,
-            },
+            read: args.read.options(),
             trust_input_pages: args.trust_input_pages,
         })
     }
@@ -366,9 +364,7 @@ impl FilterPlan {
             skip_unreadable: args.on_error == OnError::Skip,
             resume: false,
             pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
-            read: ReadOptions {
-                max_memory: args.read.max_memory.0,
-            },
+            read: args.read.options(),
             trust_input_pages: args.trust_input_pages,
         })
     }

@@ -34,6 +34,22 @@ pub struct ReadArgs {
     /// error naming it. Default: half of this machine's memory, or of its container's limit.
     #[arg(long, value_name = "SIZE", default_value_t = ByteSize(default_max_memory()))]
     pub max_memory: ByteSize,
+
+    /// Requests to an object store in flight at once (fetches ahead of decoding included);
+    /// more hides more latency of a far region, at the cost of memory for what is in flight.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub io_concurrency: u16,
+}
+
+impl ReadArgs {
+    /// The read options; also sets the process-wide bound on object-store requests, which
+    /// must be in place before the first request.
+    pub fn options(&self) -> crate::io::ReadOptions {
+        crate::io::object::set_io_concurrency(self.io_concurrency as usize);
+        crate::io::ReadOptions {
+            max_memory: self.max_memory.0,
+        }
+    }
 }
 
 #[derive(Debug, Parser)]

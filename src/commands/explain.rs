@@ -626,9 +626,7 @@ pub fn command(args: &crate::cli::ExplainArgs) -> Result<crate::error::ExitStatu
     let policy = Policy::load(&args.policy)?;
     let key = crate::plan::read_key(args.pseudonymize_user_ids.as_deref())?;
     let key = key.as_deref().map(|k| k.as_slice());
-    let read = ReadOptions {
-        max_memory: args.read.max_memory.0,
-    };
+    let read = args.read.options();
     let e = match (&args.values, &args.row) {
         (Some(v), _) => {
             let (values, user_in) = parse_values(v)?;

@@ -936,9 +936,7 @@ pub fn plan_command(args: &PlanArgs) -> Result<ExitStatus> {
 /// `corpusgate run-shard`.
 pub fn run_shard_command(args: &RunShardArgs) -> Result<ExitStatus> {
     let index = resolve_index(args.index)?;
-    let read = ReadOptions {
-        max_memory: args.read.max_memory.0,
-    };
+    let read = args.read.options();
     let out = Location::from_arg("run-shard OUT", &args.out_dir)?;
     run_shard(&out, index, args.threads, read).map_err(retryable)
 }

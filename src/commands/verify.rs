@@ -281,9 +281,7 @@ pub fn command(args: &crate::cli::VerifyArgs) -> Result<crate::error::ExitStatus
             }
         })
         .collect();
-    let read = crate::io::ReadOptions {
-        max_memory: args.read.max_memory.0,
-    };
+    let read = args.read.options();
     let plan = FilterPlan::decide_only(
         &args.policy,
         &args.join,

@@ -302,6 +302,21 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Requests to object stores in flight at once, across the process (`--io-concurrency`).
+static IO_CONCURRENCY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16);
+
+/// Set the bound on concurrent requests; before the first request (the plan does it).
+pub fn set_io_concurrency(n: usize) {
+    IO_CONCURRENCY.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn permits() -> &'static tokio::sync::Semaphore {
+    static SEM: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SEM.get_or_init(|| {
+        tokio::sync::Semaphore::new(IO_CONCURRENCY.load(std::sync::atomic::Ordering::Relaxed))
+    })
+}
+
 fn block_on<F: Future>(f: F) -> F::Output {
     runtime().block_on(f)
 }
@@ -420,7 +435,13 @@ pub fn get_range(
     let want = range.end - range.start;
     let bytes = idempotent(|| {
         let (store, path, options) = (store.clone(), path.clone(), options.clone());
-        async move { store.get_opts(&path, options).await?.bytes().await }
+        async move {
+            let _permit = permits()
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            store.get_opts(&path, options).await?.bytes().await
+        }
     })
     .map_err(io_error)?;
     fetched(bytes.len());
@@ -450,20 +471,68 @@ pub fn get_ranges(
     let merged = coalesce(ranges, 1 << 20);
     let store = loc.store()?;
     let path = loc.key_path();
-    let spans: Vec<Bytes> = idempotent(|| async {
-        let fetches = merged.iter().map(|r| {
-            let store = store.clone();
-            let path = path.clone();
-            let options = pinned(info, Some(GetRange::Bounded(r.clone())));
-            async move {
-                let got = store.get_opts(&path, options).await?;
-                got.bytes().await
-            }
-        });
-        futures_util::future::try_join_all(fetches).await
-    })
-    .map_err(io_error)?;
+    let spans: Vec<Bytes> =
+        idempotent(|| fetch_spans(store.clone(), path.clone(), info.clone(), merged.clone()))
+            .map_err(io_error)?;
     fetched(spans.iter().map(Bytes::len).sum());
+    split_spans(ranges, &merged, spans)
+}
+
+/// Fetch `ranges` (already coalesced) in the background, at most `--io-concurrency` requests
+/// at once with everything else, and hand the result to `done` (one try: whoever needs the
+/// bytes later fetches them again, with retries, if this failed).
+pub fn get_ranges_in_background(
+    loc: &ObjectLocation,
+    info: &ObjectInfo,
+    ranges: Vec<Range<u64>>,
+    done: impl FnOnce(std::io::Result<Vec<Bytes>>) + Send + 'static,
+) {
+    let store = match loc.store() {
+        Ok(s) => s,
+        Err(e) => return done(Err(e)),
+    };
+    let (path, info) = (loc.key_path(), info.clone());
+    runtime().spawn(async move {
+        let got = fetch_spans(store, path, info, ranges.clone()).await;
+        done(match got {
+            Ok(spans) => {
+                fetched(spans.iter().map(Bytes::len).sum());
+                split_spans(&ranges, &ranges, spans)
+            }
+            Err(e) => Err(io_error(e)),
+        })
+    });
+}
+
+/// One pinned request per span, concurrently within the process-wide bound.
+async fn fetch_spans(
+    store: Arc<dyn ObjectStore>,
+    path: KeyPath,
+    info: ObjectInfo,
+    spans: Vec<Range<u64>>,
+) -> object_store::Result<Vec<Bytes>> {
+    let fetches = spans.into_iter().map(|r| {
+        let (store, path) = (store.clone(), path.clone());
+        let options = pinned(&info, Some(GetRange::Bounded(r)));
+        async move {
+            let _permit = permits()
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            let got = store.get_opts(&path, options).await?;
+            got.bytes().await
+        }
+    });
+    futures_util::future::try_join_all(fetches).await
+}
+
+/// `ranges`, each cut from the fetched span (of `merged`) that holds it; a span shorter than
+/// asked is an error, never a short read.
+fn split_spans(
+    ranges: &[Range<u64>],
+    merged: &[Range<u64>],
+    spans: Vec<Bytes>,
+) -> std::io::Result<Vec<Bytes>> {
     for (r, b) in merged.iter().zip(&spans) {
         if b.len() as u64 != r.end - r.start {
             return Err(std::io::Error::new(

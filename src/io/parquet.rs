@@ -134,6 +134,9 @@ fn read_exact_at(f: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> std::io::Result
     Ok(())
 }
 
+/// Row groups whose policy columns are fetched ahead of the one being decided (objects).
+const FETCH_AHEAD_ROW_GROUPS: usize = 2;
+
 /// An open file read by offset: one descriptor (or one pinned object version) shared by every
 /// thread, no shared cursor.
 #[derive(Clone)]
@@ -165,6 +168,10 @@ struct RemoteObject {
     cache: Mutex<Vec<(u64, Bytes)>>,
     /// Most bytes the cache holds: a few row groups' worth, set once the footer is read.
     cache_cap: std::sync::atomic::AtomicUsize,
+    /// Ranges being fetched in the background; a read that needs one waits for it instead of
+    /// asking again. Signalled on `arrived` when one lands (or fails).
+    pending: Mutex<Vec<std::ops::Range<u64>>>,
+    arrived: std::sync::Condvar,
 }
 
 impl RemoteObject {
@@ -223,7 +230,24 @@ impl RemoteObject {
         out
     }
 
+    /// Wait (a bounded time) until no background fetch overlaps `ranges`.
+    fn wait_for_pending(&self, ranges: &[std::ops::Range<u64>]) {
+        let overlaps = |p: &Vec<std::ops::Range<u64>>| {
+            p.iter()
+                .any(|q| ranges.iter().any(|r| q.start < r.end && r.start < q.end))
+        };
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // A background fetch always ends, but a stuck one must not hold a run forever: after
+        // the wait the bytes are fetched here, with retries.
+        let _ =
+            self.arrived
+                .wait_timeout_while(pending, std::time::Duration::from_secs(120), |p| {
+                    overlaps(p)
+                });
+    }
+
     fn fetch(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<()> {
+        self.wait_for_pending(ranges);
         let missing: Vec<std::ops::Range<u64>> =
             ranges.iter().flat_map(|r| self.uncovered(r)).collect();
         let merged = object::coalesce(&missing, 1 << 20);
@@ -234,6 +258,43 @@ impl RemoteObject {
             self.insert(r.start, b);
         }
         Ok(())
+    }
+}
+
+impl RemoteObject {
+    /// Start fetching what of `ranges` is neither cached nor on its way; the bytes land in the
+    /// cache. Best effort: a failure only means they are fetched again when needed.
+    fn fetch_ahead(self: &Arc<Self>, ranges: &[std::ops::Range<u64>]) {
+        let missing: Vec<std::ops::Range<u64>> = {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            ranges
+                .iter()
+                .flat_map(|r| self.uncovered(r))
+                .filter(|r| !pending.iter().any(|q| q.start < r.end && r.start < q.end))
+                .collect()
+        };
+        let merged = object::coalesce(&missing, 1 << 20);
+        if merged.is_empty() {
+            return;
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(merged.iter().cloned());
+        let me = Arc::clone(self);
+        let spans = merged.clone();
+        object::get_ranges_in_background(&self.location, &self.info, merged, move |got| {
+            if let Ok(bytes) = got {
+                for (r, b) in spans.iter().zip(bytes) {
+                    me.insert(r.start, b);
+                }
+            }
+            me.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|q| !spans.contains(q));
+            me.arrived.notify_all();
+        });
     }
 }
 
@@ -274,6 +335,8 @@ impl FileSource {
                     info,
                     cache: Mutex::new(Vec::new()),
                     cache_cap: std::sync::atomic::AtomicUsize::new(64 << 20),
+                    pending: Mutex::new(Vec::new()),
+                    arrived: std::sync::Condvar::new(),
                 };
                 remote.insert(len - tail.len() as u64, tail);
                 Ok(FileSource {
@@ -331,6 +394,13 @@ impl FileSource {
             Backing::Object(o) => o.fetch(ranges),
         }
     }
+
+    /// Start fetching `ranges` in the background (objects), for a row group to come.
+    pub fn fetch_ahead(&self, ranges: &[std::ops::Range<u64>]) {
+        if let Backing::Object(o) = &self.backing {
+            o.fetch_ahead(ranges);
+        }
+    }
 }
 
 impl ReadAt for FileSource {
@@ -348,7 +418,11 @@ impl ReadAt for FileSource {
                 while done < want {
                     let at = offset + done as u64;
                     let rest = want - done;
-                    let bytes = match o.cached(at, rest) {
+                    let bytes = match o.cached(at, rest).or_else(|| {
+                        // Perhaps on its way: wait for it rather than ask twice.
+                        o.wait_for_pending(std::slice::from_ref(&(at..at + 1)));
+                        o.cached(at, rest)
+                    }) {
                         Some(b) => b,
                         None => {
                             let end =
@@ -682,22 +756,35 @@ impl ParquetFile {
         let group = pq.row_group(rg);
         let wanted = |i: usize| leaves.is_none_or(|m| m.leaf_included(i));
         // An object's chunks are fetched at once, concurrently, before any page is walked.
-        let ranges: Vec<std::ops::Range<u64>> = group
-            .columns()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| wanted(*i))
-            .map(|(_, c)| {
-                let start = c
-                    .dictionary_page_offset()
-                    .unwrap_or(c.data_page_offset())
-                    .max(0) as u64;
-                start
-                    ..start
-                        .saturating_add(c.compressed_size().max(0) as u64)
-                        .min(self.data_end)
-            })
-            .collect();
+        let ranges_of = |rg: usize| -> Vec<std::ops::Range<u64>> {
+            pq.row_group(rg)
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| wanted(*i))
+                .map(|(_, c)| {
+                    let start = c
+                        .dictionary_page_offset()
+                        .unwrap_or(c.data_page_offset())
+                        .max(0) as u64;
+                    start
+                        ..start
+                            .saturating_add(c.compressed_size().max(0) as u64)
+                            .min(self.data_end)
+                })
+                .collect()
+        };
+        let ranges = ranges_of(rg);
+        if leaves.is_some() {
+            // The policy's columns of the next row groups start on their way now, so that the
+            // network's latency hides behind this row group's work. Payload is never fetched
+            // ahead: only a decision says whether a row group needs it.
+            // One row group at a time: near ranges are merged into one request, and across
+            // row groups that would fetch the payload between them.
+            for next in (rg + 1..pq.num_row_groups()).take(FETCH_AHEAD_ROW_GROUPS) {
+                self.source.fetch_ahead(&ranges_of(next));
+            }
+        }
         self.source
             .prefetch(&ranges)
             .map_err(|e| Error::io("reading", self.location.clone(), e))?;
