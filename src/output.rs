@@ -487,6 +487,21 @@ impl OutputTxn {
             object::delete(&o.join("_SUCCESS"))
                 .map_err(|e| Error::io("removing", final_dir.join("_SUCCESS"), e))?;
         }
+        // Uploads a crashed run left open are invisible but kept (and billed) until aborted.
+        let aborted = object::abort_recorded_uploads(o).map_err(|e| {
+            Error::io(
+                "aborting the unfinished uploads under",
+                final_dir.clone(),
+                e,
+            )
+        })?;
+        if aborted > 0 {
+            eprintln!(
+                "corpusgate: note: aborted {aborted} unfinished upload{} an earlier run left in {final_dir}",
+                if aborted == 1 { "" } else { "s" }
+            );
+        }
+        object::keep_upload_ledger(o);
         crate::io::written_objects_reset(o);
         Ok(OutputTxn {
             final_dir: final_dir.clone(),

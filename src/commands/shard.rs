@@ -790,6 +790,9 @@ fn commit_object(
             },
         );
     }
+    // Attempts that died mid-upload left them open; completed ones left no record.
+    object::abort_recorded_uploads(o)
+        .map_err(|e| Error::io("aborting the unfinished uploads under", out.clone(), e))?;
     let present = object::list(o).map_err(|e| Error::io("listing output", out.clone(), e))?;
     for (rel, _) in &present {
         let lock = rel == crate::output::OBJECT_LOCK

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as KeyPath;
 use object_store::{
     GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
@@ -161,7 +162,19 @@ impl ObjectLocation {
     }
 
     fn store(&self) -> std::io::Result<Arc<dyn ObjectStore>> {
-        static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+        self.stores().map(|s| s.0)
+    }
+
+    /// The store's multipart interface (none for plain HTTP, which is read-only).
+    fn multipart_store(&self) -> std::io::Result<Option<Arc<dyn MultipartStore>>> {
+        self.stores().map(|s| s.1)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn stores(&self) -> std::io::Result<(Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>)> {
+        static STORES: OnceLock<
+            Mutex<HashMap<String, (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>)>>,
+        > = OnceLock::new();
         let mut stores = STORES
             .get_or_init(Default::default)
             .lock()
@@ -172,24 +185,30 @@ impl ObjectLocation {
         // TLS through rustls with ring (see Cargo.toml), installed before the first client is
         // built; installing fails only if a provider is installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let built: object_store::Result<Arc<dyn ObjectStore>> = match self.service {
+        fn both<S: ObjectStore + MultipartStore>(
+            s: S,
+        ) -> (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>) {
+            let s = Arc::new(s);
+            (s.clone(), Some(s))
+        }
+        let built = match self.service {
             Service::S3 => aws_profile(object_store::aws::AmazonS3Builder::from_env())
                 .with_url(&self.root)
                 .build()
-                .map(|s| Arc::new(s) as _),
+                .map(both),
             Service::Gcs => object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_url(&self.root)
                 .build()
-                .map(|s| Arc::new(s) as _),
+                .map(both),
             Service::Azure => object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(&self.root)
                 .build()
-                .map(|s| Arc::new(s) as _),
+                .map(both),
             Service::Http => object_store::http::HttpBuilder::new()
                 .with_url(&self.root)
                 .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
                 .build()
-                .map(|s| Arc::new(s) as _),
+                .map(|s| (Arc::new(s) as Arc<dyn ObjectStore>, None)),
         };
         let store = built.map_err(io_error)?;
         stores.insert(self.root.clone(), store.clone());
@@ -751,6 +770,68 @@ pub fn delete_prefix(loc: &ObjectLocation) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where open multipart uploads are recorded: `OUT/_corpusgate.uploads/` of each output being
+/// written by this process. An upload that a crash leaves open (no `Drop` ran) is invisible
+/// and billed until aborted; the next run on that OUT finds its record and aborts it.
+pub const UPLOAD_LEDGER: &str = "_corpusgate.uploads";
+
+fn ledger_roots() -> &'static Mutex<Vec<ObjectLocation>> {
+    static ROOTS: OnceLock<Mutex<Vec<ObjectLocation>>> = OnceLock::new();
+    ROOTS.get_or_init(Default::default)
+}
+
+/// Record the open uploads of objects under `out` in its ledger from now on.
+pub fn keep_upload_ledger(out: &ObjectLocation) {
+    let mut roots = ledger_roots().lock().unwrap_or_else(|p| p.into_inner());
+    if !roots.contains(out) {
+        roots.push(out.clone());
+    }
+}
+
+/// The ledger record for an upload of `loc` with `id`, if `loc` is under a recorded output.
+fn ledger_record(loc: &ObjectLocation, id: &str) -> Option<ObjectLocation> {
+    use sha2::Digest;
+    let roots = ledger_roots().lock().unwrap_or_else(|p| p.into_inner());
+    let root = roots
+        .iter()
+        .filter(|r| r.service == loc.service && r.root == loc.root)
+        .filter(|r| r.key.is_empty() || loc.key.starts_with(&format!("{}/", r.key)))
+        .max_by_key(|r| r.key.len())?;
+    let name = crate::policy::hex(&sha2::Sha256::digest(format!("{}\n{id}", loc.key)));
+    Some(
+        root.join(UPLOAD_LEDGER)
+            .join(&format!("{}.json", &name[..32])),
+    )
+}
+
+/// Abort every upload recorded in a ledger under `out` (its own, and those of shard attempts
+/// under it) and remove the records; returns how many there were.
+pub fn abort_recorded_uploads(out: &ObjectLocation) -> std::io::Result<usize> {
+    let mut n = 0;
+    for (rel, _) in list(out)? {
+        if !rel.split('/').any(|seg| seg == UPLOAD_LEDGER) {
+            continue;
+        }
+        let record = out.join(&rel);
+        let (_, body) = match get_all(&record) {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if let (Some(key), Some(id)) = (v["key"].as_str(), v["upload_id"].as_str()) {
+            if let Some(mp) = out.multipart_store()? {
+                let (path, id) = (KeyPath::from(key), id.to_owned());
+                // Already completed or aborted: gone either way.
+                let _ = block_on(async move { mp.abort_multipart(&path, &id).await });
+            }
+        }
+        delete(&record)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// An object being written by a multipart upload; at most [`PART`] bytes wait in memory (plus
 /// the parts in flight). Nothing is visible under the key until [`Upload::finish`]; dropped
 /// unfinished, the upload is aborted.
@@ -758,7 +839,17 @@ pub struct Upload {
     loc: ObjectLocation,
     /// Until a part's worth is written nothing is sent: small objects go in one request.
     pending: Vec<u8>,
-    writer: Option<object_store::WriteMultipart>,
+    open: Option<OpenUpload>,
+}
+
+struct OpenUpload {
+    store: Arc<dyn MultipartStore>,
+    path: KeyPath,
+    id: String,
+    record: Option<ObjectLocation>,
+    /// Parts sent and still in flight, in order.
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<object_store::Result<PartId>>>,
+    done: Vec<PartId>,
 }
 
 /// Part size of multipart uploads (S3 needs at least 5 MiB for all but the last).
@@ -766,69 +857,157 @@ pub const PART: usize = 5 << 20;
 /// Parts of one upload in flight at once: an open output holds at most 3 parts' memory.
 const PARTS_IN_FLIGHT: usize = 2;
 
+impl OpenUpload {
+    /// Wait for the oldest part in flight.
+    fn settle_one(&mut self) -> std::io::Result<()> {
+        if let Some(h) = self.in_flight.pop_front() {
+            let part = block_on(h)
+                .map_err(|e| std::io::Error::other(format!("an upload task failed: {e}")))?
+                .map_err(io_error)?;
+            self.done.push(part);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, part: Bytes) -> std::io::Result<()> {
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.settle_one()?;
+        }
+        let index = self.done.len() + self.in_flight.len();
+        let (store, path, id) = (self.store.clone(), self.path.clone(), self.id.clone());
+        self.in_flight.push_back(runtime().spawn(async move {
+            // A part sent again replaces itself: retried like an idempotent request.
+            let mut delay = std::time::Duration::from_millis(100);
+            let mut tries = 1;
+            loop {
+                match store
+                    .put_part(&path, &id, index, PutPayload::from(part.clone()))
+                    .await
+                {
+                    Err(object_store::Error::Generic { .. }) if tries < 6 => {
+                        tries += 1;
+                        tokio::time::sleep(delay.mul_f64(0.5 + jitter())).await;
+                        delay *= 2;
+                    }
+                    r => return r,
+                }
+            }
+        }));
+        crate::failpoint::hit("part-sent");
+        Ok(())
+    }
+}
+
 impl Upload {
     pub fn new(loc: &ObjectLocation) -> std::io::Result<Upload> {
         loc.store()?;
         Ok(Upload {
             loc: loc.clone(),
             pending: Vec::new(),
-            writer: None,
+            open: None,
         })
     }
 
-    pub fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if self.writer.is_none() {
-            self.pending.extend_from_slice(buf);
-            if self.pending.len() < PART {
-                return Ok(());
+    pub fn write(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let take = (PART - self.pending.len()).min(buf.len());
+            self.pending.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.pending.len() == PART {
+                let part = std::mem::replace(&mut self.pending, Vec::with_capacity(PART));
+                self.open()?.send(Bytes::from(part))?;
             }
-            let store = self.loc.store()?;
-            let path = self.loc.key_path();
-            let upload =
-                block_on(async move { store.put_multipart(&path).await }).map_err(io_error)?;
-            self.writer = Some(object_store::WriteMultipart::new_with_chunk_size(
-                upload, PART,
-            ));
-            let first = std::mem::take(&mut self.pending);
-            return self.send(&first);
-        }
-        self.send(buf)
-    }
-
-    fn send(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let w = self.writer.as_mut().expect("an upload is open");
-        let _inside = runtime().enter();
-        // A part at a time, so a large write never puts more than PARTS_IN_FLIGHT in flight.
-        for piece in buf.chunks(PART) {
-            block_on(w.wait_for_capacity(PARTS_IN_FLIGHT)).map_err(io_error)?;
-            w.write(piece);
         }
         Ok(())
+    }
+
+    /// The upload, started (and recorded in its output's ledger) on first use.
+    fn open(&mut self) -> std::io::Result<&mut OpenUpload> {
+        if self.open.is_none() {
+            let store = self.loc.multipart_store()?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "this store takes no uploads",
+                )
+            })?;
+            let path = self.loc.key_path();
+            let id = {
+                let (store, path) = (store.clone(), path.clone());
+                block_on(async move { store.create_multipart(&path).await }).map_err(io_error)?
+            };
+            let record = ledger_record(&self.loc, &id);
+            let mut open = OpenUpload {
+                store,
+                path,
+                id,
+                record,
+                in_flight: Default::default(),
+                done: Vec::new(),
+            };
+            if let Some(r) = &open.record {
+                let body = serde_json::json!({"key": self.loc.key, "upload_id": open.id});
+                if let Err(e) = put(r, Bytes::from(body.to_string()), Mode::Overwrite) {
+                    open.abort();
+                    return Err(e);
+                }
+            }
+            self.open = Some(open);
+        }
+        Ok(self.open.as_mut().expect("opened above"))
     }
 
     /// Complete the upload: the object appears, whole, under its key. Returns its ETag, when
     /// the store gives one (`--resume` checks a reused output by it instead of reading it back).
     pub fn finish(mut self) -> std::io::Result<Option<String>> {
-        match self.writer.take() {
-            Some(w) => {
-                let _inside = runtime().enter();
-                block_on(w.finish()).map(|r| r.e_tag).map_err(io_error)
+        let pending = Bytes::from(std::mem::take(&mut self.pending));
+        let Some(mut open) = self.open.take() else {
+            return put(&self.loc, pending, Mode::Overwrite).map(|i| i.e_tag);
+        };
+        let completed = (|| {
+            if !pending.is_empty() {
+                open.send(pending)?;
             }
-            None => put(
-                &self.loc,
-                Bytes::from(std::mem::take(&mut self.pending)),
-                Mode::Overwrite,
-            )
-            .map(|i| i.e_tag),
+            while !open.in_flight.is_empty() {
+                open.settle_one()?;
+            }
+            let (store, path, id) = (open.store.clone(), open.path.clone(), open.id.clone());
+            let parts = std::mem::take(&mut open.done);
+            block_on(async move { store.complete_multipart(&path, &id, parts).await })
+                .map_err(io_error)
+        })();
+        match completed {
+            Ok(r) => {
+                if let Some(record) = &open.record {
+                    let _ = delete(record);
+                }
+                Ok(r.e_tag)
+            }
+            Err(e) => {
+                open.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl OpenUpload {
+    /// Abort: parts in flight first, then the upload, then its record.
+    fn abort(&mut self) {
+        for h in self.in_flight.drain(..) {
+            h.abort();
+        }
+        let (store, path, id) = (self.store.clone(), self.path.clone(), self.id.clone());
+        let _ = block_on(async move { store.abort_multipart(&path, &id).await });
+        if let Some(record) = &self.record {
+            let _ = delete(record);
         }
     }
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
-            let _inside = runtime().enter();
-            let _ = block_on(w.abort());
+        if let Some(mut open) = self.open.take() {
+            open.abort();
         }
     }
 }

@@ -843,6 +843,44 @@ fn an_output_larger_than_a_part_is_uploaded_in_parts_byte_identical() {
     let (code, _, err) = filter_inline(policy, &out, &format!("{bucket}/in"));
     assert_eq!(code, 0, "{err}");
     assert!(s3::get(&format!("{out}/data/big.parquet")).unwrap() == data);
+    assert!(s3::open_uploads(&bucket).is_empty());
+
+    // SIGKILL once a part is sent: the upload stays open (invisible, and billed), recorded in
+    // OUT's ledger. The next run on OUT aborts it before anything else, then writes the same.
+    let crashed = format!("{bucket}/crashed");
+    let pause = dir.path().join("paused");
+    let mut child = std::process::Command::new(bin())
+        .args(["filter", "--policy", p(&config(policy)), "-o", &crashed])
+        .arg(format!("{bucket}/in"))
+        .envs(server().env())
+        .env(
+            "CORPUSGATE_PAUSE_AT",
+            format!("part-sent:{}", pause.display()),
+        )
+        .env("CORPUSGATE_LOCK_LEASE_SECONDS", "1")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&pause);
+    // The part in flight lands (or not); either way the upload is open.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    let open = s3::open_uploads(&bucket);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(open[0].starts_with("crashed/data/"), "{open:?}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (code, _, err) = filter_inline(policy, &crashed, &format!("{bucket}/in"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("aborted 1 unfinished upload"), "{err}");
+    assert_eq!(s3::open_uploads(&bucket), Vec::<String>::new());
+    assert!(s3::get(&format!("{crashed}/data/big.parquet")).unwrap() == data);
+    let left = s3::list(&crashed);
+    assert!(
+        !left.iter().any(|k| k.starts_with("_corpusgate")),
+        "{left:?}"
+    );
 }
 
 /// `run-shard` of the plan in `out` (a bucket prefix), held still once its attempt has taken

@@ -150,6 +150,31 @@ fn loc(url: &str) -> ObjectLocation {
     ObjectLocation::parse(url).unwrap()
 }
 
+/// The keys of the multipart uploads open in `bucket` (`s3://NAME`), asked of the server
+/// directly (ListMultipartUploads).
+pub fn open_uploads(bucket: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let name = bucket.strip_prefix("s3://").unwrap();
+    let port = server().port;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /{name}?uploads HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    reply
+        .split("<Upload>")
+        .skip(1)
+        .filter_map(|u| {
+            let k = u.split_once("<Key>")?.1;
+            Some(k.split_once("</Key>")?.0.to_owned())
+        })
+        .collect()
+}
+
 pub fn put(url: &str, bytes: &[u8]) {
     object::put(
         &loc(url),
