@@ -7,6 +7,7 @@
 #   scripts/bench.sh                         # default size: 4M rows per layout
 #   ROWS=200000 scripts/bench.sh             # quick
 #   SCALING=1 [SCALING_DUCKDB=1] scripts/bench.sh
+#   BUCKET=1 scripts/bench.sh                # instead: corpusgate on S3 (scripts/bench/bucket.sh)
 #
 # Env (defaults): ROWS (4000000, per layout) FILES (8) ROW_GROUP (131072) TEXT_BYTES (400)
 #   SEED (42) REPEAT (1: runs per measurement, the fastest is kept; the corpusgate/DuckDB runs
@@ -16,13 +17,16 @@
 #   while corpusgate lacks --consent-table) JOIN_MEMBERS (1000000)
 #   KEEP_OUTPUT (0: delete each run's output after use; 1: keep it under target/bench-out/)
 #   BUILD (1: cargo build --release first; 0: use the binaries already in target/release)
+#   CG (target/release/corpusgate) GEN (target/release/examples/gen_corpus): the binaries used
 #   QUIET_WAIT (120: before each run, wait up to this many seconds for other processes to leave
 #   the CPUs alone; a run that was still disturbed is repeated, up to 3 extra times)
 #
 # Every corpusgate/DuckDB pair is checked by scripts/bench/compare.py (same kept rows, same
 # exclusions per rule and region); the script fails loudly (exit 1) when they differ.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# BUCKET=1: the object-store benchmark instead; it sources this file for its helpers.
+if [[ ${BUCKET:-0} == 1 && ${BASH_SOURCE[0]} == "$0" ]]; then exec scripts/bench/bucket.sh "$@"; fi
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in scripts/bench/
 
 ROWS=${ROWS:-4000000}
@@ -46,8 +50,8 @@ QUIET_WAIT=${QUIET_WAIT:-120}
 
 POLICY=configs/genai-uk-eea-ch-pause.yaml
 JOIN_POLICY=scripts/bench/genai-uk-eea-ch-pause-join.yaml
-CG=target/release/corpusgate
-GEN=target/release/examples/gen_corpus
+CG=${CG:-target/release/corpusgate}
+GEN=${GEN:-target/release/examples/gen_corpus}
 DATA=target/bench-data
 OUT=target/bench-out
 RESULTS=target/bench-results.md
@@ -432,4 +436,5 @@ main() {
   fi
 }
 
-main "$@"
+# Sourced (scripts/bench/bucket.sh), only the definitions above are wanted.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi
