@@ -12,7 +12,7 @@
 //!
 //! An object store has no appends: there the journal is a prefix, `OUT/_corpusgate.journal/`,
 //! with one object per completed file under a folder named by the hash of the header
-//! (`<header-sha256>/<rel-sha256>.json`, beside `header.json`), so entries of another job are
+//! (`<header hash>/<rel hash>.json`, 128 bits of SHA-256 each, beside `header.json`), so entries of another job are
 //! never taken for this one's. An object output is checked by its size and the ETag the store gave it when written
 //! (every write gives a new one), instead of being read back.
 
@@ -31,7 +31,7 @@ use crate::summary::{Counts, FileStats};
 pub const JOURNAL: &str = ".journal.jsonl";
 /// The journal's prefix in an object-store OUT.
 pub const OBJECT_JOURNAL: &str = "_corpusgate.journal";
-/// The header's object in an object journal's folder (entries are named by 64 hex digits).
+/// The header's object in an object journal's folder (entries are named by 32 hex digits).
 const HEADER_OBJECT: &str = "header.json";
 const FORMAT: u32 = 5;
 
@@ -91,7 +91,9 @@ fn line<T: Serialize>(v: &T) -> String {
 /// The folder of an object journal for `header`'s job.
 fn object_folder(dir: &ObjectLocation, header: &Header) -> (String, ObjectLocation) {
     use sha2::Digest;
-    let name = crate::policy::hex(&sha2::Sha256::digest(line(header).as_bytes()));
+    // 128 bits of each hash name a folder and an entry: keys stay short, as some stores
+    // (file-backed ones among them) limit them well below S3's 1,024 bytes.
+    let name = crate::policy::hex(&sha2::Sha256::digest(line(header).as_bytes()))[..32].to_owned();
     let folder = dir.join(OBJECT_JOURNAL).join(&name);
     (name, folder)
 }
@@ -100,7 +102,7 @@ fn entry_key(rel: &str) -> String {
     use sha2::Digest;
     format!(
         "{}.json",
-        crate::policy::hex(&sha2::Sha256::digest(rel.as_bytes()))
+        &crate::policy::hex(&sha2::Sha256::digest(rel.as_bytes()))[..32]
     )
 }
 

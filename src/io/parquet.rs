@@ -326,6 +326,8 @@ impl FileSource {
                 })
             }
             Location::Object(o) => {
+                // Most footers fit. Not more: some stores (s3s-fs 0.14) answer a suffix longer
+                // than the object with an error instead of the whole object.
                 const SUFFIX: u64 = 64 << 10;
                 let (info, tail) = object::get_suffix(o, SUFFIX)
                     .map_err(|e| Error::io("reading", location.clone(), e))?;
@@ -424,6 +426,11 @@ impl ReadAt for FileSource {
                         o.cached(at, rest)
                     }) {
                         Some(b) => b,
+                        // A short read rather than a fetch: a buffered reader filling its buffer
+                        // past the end of a column chunk must not fetch the next column (for a
+                        // row group that keeps nothing, payload never needed). Whoever needs
+                        // the rest asks again.
+                        None if done > 0 => break,
                         None => {
                             let end =
                                 (at + (rest as u64).max(RemoteObject::READ_AHEAD)).min(self.len);
