@@ -12,9 +12,10 @@
 //!
 //! An object store has no appends: there the journal is a prefix, `OUT/_corpusgate.journal/`,
 //! with one object per completed file under a folder named by the hash of the header
-//! (`<header hash>/<rel hash>.json`, 128 bits of SHA-256 each, beside `header.json`), so entries of another job are
-//! never taken for this one's. An object output is checked by its size and the ETag the store gave it when written
-//! (every write gives a new one), instead of being read back.
+//! (`<header hash>/<rel hash>.json`, 128 bits of SHA-256 each, beside `header.json`), so
+//! entries of another job are never taken for this one's. An object output is checked by its
+//! size and the ETag the store gave it when written (every write gives a new one), instead of
+//! being read back.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -191,19 +192,10 @@ impl Journal {
                 let _ = std::fs::remove_file(p);
                 Ok(())
             }
-            Location::Object(root) => remove_object_journal(&root),
+            Location::Object(root) => object::delete_prefix(&root)
+                .map_err(|e| Error::io("removing", Location::Object(root.clone()), e)),
         }
     }
-}
-
-/// Delete every object under an object journal's prefix `root`.
-pub fn remove_object_journal(root: &ObjectLocation) -> Result<()> {
-    let location = Location::Object(root.clone());
-    for (rel, _) in object::list(root).map_err(|e| Error::io("listing", location.clone(), e))? {
-        object::delete(&root.join(&rel))
-            .map_err(|e| Error::io("removing", location.join(&rel), e))?;
-    }
-    Ok(())
 }
 
 /// What an earlier run's journal in `dir` offers.

@@ -488,7 +488,7 @@ impl OutputTxn {
                 .map_err(|e| Error::io("removing", final_dir.join("_SUCCESS"), e))?;
         }
         // Uploads a crashed run left open are invisible but kept (and billed) until aborted.
-        let aborted = object::abort_recorded_uploads(o).map_err(|e| {
+        let aborted = object::abort_recorded_uploads(o, &listed).map_err(|e| {
             Error::io(
                 "aborting the unfinished uploads under",
                 final_dir.clone(),
@@ -622,9 +622,7 @@ impl Drop for OutputTxn {
                     for rel in crate::io::written_objects(o).keys() {
                         let _ = object::delete(&o.join(rel));
                     }
-                    let _ = crate::journal::remove_object_journal(
-                        &o.join(crate::journal::OBJECT_JOURNAL),
-                    );
+                    let _ = object::delete_prefix(&o.join(crate::journal::OBJECT_JOURNAL));
                 }
             }
         }

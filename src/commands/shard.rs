@@ -790,10 +790,11 @@ fn commit_object(
             },
         );
     }
-    // Attempts that died mid-upload left them open; completed ones left no record.
-    object::abort_recorded_uploads(o)
-        .map_err(|e| Error::io("aborting the unfinished uploads under", out.clone(), e))?;
     let present = object::list(o).map_err(|e| Error::io("listing output", out.clone(), e))?;
+    // Attempts that died mid-upload left them open; completed ones left no record. (The
+    // records are among what the sweep below deletes again: deleting nothing is no error.)
+    object::abort_recorded_uploads(o, &present)
+        .map_err(|e| Error::io("aborting the unfinished uploads under", out.clone(), e))?;
     for (rel, _) in &present {
         let lock = rel == crate::output::OBJECT_LOCK
             || rel.ends_with(&format!("/{}", crate::output::OBJECT_LOCK));

@@ -805,14 +805,18 @@ fn ledger_record(loc: &ObjectLocation, id: &str) -> Option<ObjectLocation> {
 }
 
 /// Abort every upload recorded in a ledger under `out` (its own, and those of shard attempts
-/// under it) and remove the records; returns how many there were.
-pub fn abort_recorded_uploads(out: &ObjectLocation) -> std::io::Result<usize> {
+/// under it) and remove the records; `listed` is [`list`] of `out`, which callers already
+/// hold. Returns how many there were.
+pub fn abort_recorded_uploads(
+    out: &ObjectLocation,
+    listed: &[(String, ObjectInfo)],
+) -> std::io::Result<usize> {
     let mut n = 0;
-    for (rel, _) in list(out)? {
+    for (rel, _) in listed {
         if !rel.split('/').any(|seg| seg == UPLOAD_LEDGER) {
             continue;
         }
-        let record = out.join(&rel);
+        let record = out.join(rel);
         let (_, body) = match get_all(&record) {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

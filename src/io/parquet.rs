@@ -259,9 +259,7 @@ impl RemoteObject {
         }
         Ok(())
     }
-}
 
-impl RemoteObject {
     /// Start fetching what of `ranges` is neither cached nor on its way; the bytes land in the
     /// cache. Best effort: a failure only means they are fetched again when needed.
     fn fetch_ahead(self: &Arc<Self>, ranges: &[std::ops::Range<u64>]) {
@@ -785,9 +783,9 @@ impl ParquetFile {
         if leaves.is_some() {
             // The policy's columns of the next row groups start on their way now, so that the
             // network's latency hides behind this row group's work. Payload is never fetched
-            // ahead: only a decision says whether a row group needs it.
-            // One row group at a time: near ranges are merged into one request, and across
-            // row groups that would fetch the payload between them.
+            // ahead: only a decision says whether a row group needs it. One row group at a
+            // time: near ranges are merged into one request, and across row groups that would
+            // fetch the payload between them.
             for next in (rg + 1..pq.num_row_groups()).take(FETCH_AHEAD_ROW_GROUPS) {
                 self.source.fetch_ahead(&ranges_of(next));
             }
