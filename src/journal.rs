@@ -75,6 +75,8 @@ pub struct Entry {
 pub struct Journal {
     location: Location,
     backing: Backing,
+    /// Every entry of this run, kept ones included: what `OUT/_state/` records at commit.
+    entries: Mutex<Vec<Entry>>,
 }
 
 enum Backing {
@@ -126,6 +128,7 @@ impl Journal {
         Ok(Journal {
             location,
             backing: Backing::Local(Mutex::new(file)),
+            entries: Mutex::new(keep.to_vec()),
         })
     }
 
@@ -162,6 +165,7 @@ impl Journal {
         Ok(Journal {
             location,
             backing: Backing::Object(folder),
+            entries: Mutex::new(keep.to_vec()),
         })
     }
 
@@ -181,8 +185,23 @@ impl Journal {
                     .map_err(|e| Error::io("writing", Location::Object(at), e))?;
             }
         }
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry.clone());
         crate::failpoint::hit("journaled");
         Ok(())
+    }
+
+    /// Every entry of this run, by rel.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut v = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        v.sort_by(|a, b| a.rel.cmp(&b.rel));
+        v
     }
 
     /// Remove the journal (the run is about to commit).

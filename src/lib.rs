@@ -4,7 +4,8 @@
 //! a file's schema, joined with [`join`]) → [`engine`] (row groups decided and rewritten in
 //! parallel) → [`output`] (the output directory committed atomically) and [`summary`]. Every
 //! file is read and written through [`io`]. [`cli`] holds the raw command line, [`plan`] the
-//! validated one, and [`commands`] one module per subcommand.
+//! validated one, and [`commands`] one module per subcommand. [`reuse`] carries a previous
+//! output's work into a run (`--reuse`), [`journal`] an interrupted one's (`--resume`).
 
 pub mod cli;
 pub(crate) mod commands;
@@ -21,6 +22,7 @@ pub(crate) mod plan;
 pub mod policy;
 pub(crate) mod progress;
 pub(crate) mod region;
+pub(crate) mod reuse;
 pub(crate) mod signals;
 pub(crate) mod summary;
 pub(crate) mod values;

@@ -205,6 +205,8 @@ pub struct FilterPlan {
     pub skip_unreadable: bool,
     /// `--resume`: reuse what an interrupted run of the same job completed.
     pub resume: bool,
+    /// `--reuse PREV_OUT`: a previous complete output of this job.
+    pub reuse: Option<Location>,
     /// `--pseudonymize-user-ids KEYFILE`: the key's bytes.
     pub pseudonymize: Option<Arc<Vec<u8>>>,
     /// `--max-memory` and the other limits every read is held to.
@@ -304,6 +306,10 @@ impl FilterPlan {
             join,
             skip_unreadable: args.on_error == OnError::Skip,
             resume: args.resume,
+            reuse: match (&args.reuse, args.dry_run) {
+                (Some(p), false) => Some(Location::from_arg("--reuse", p)?),
+                _ => None,
+            },
             pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
             read: args.read.options(),
             trust_input_pages: args.trust_input_pages,
@@ -333,6 +339,7 @@ impl FilterPlan {
             join,
             skip_unreadable: false,
             resume: false,
+            reuse: None,
             pseudonymize: read_key(pseudonymize_user_ids)?,
             read,
             trust_input_pages: false,
@@ -363,6 +370,7 @@ impl FilterPlan {
             join,
             skip_unreadable: args.on_error == OnError::Skip,
             resume: false,
+            reuse: None,
             pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
             read: args.read.options(),
             trust_input_pages: args.trust_input_pages,
@@ -395,6 +403,7 @@ impl FilterPlan {
             join,
             skip_unreadable,
             resume: false,
+            reuse: None,
             pseudonymize,
             read,
             trust_input_pages,

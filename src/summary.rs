@@ -150,6 +150,25 @@ pub struct RunSummary {
     pub skipped: Vec<(crate::io::Location, String)>,
     /// Files whose outputs were reused from an interrupted run.
     pub resumed: usize,
+    /// `--reuse PREV_OUT`: what was taken from it.
+    pub reuse: Option<ReuseRecord>,
+}
+
+/// `--reuse`: what the run took from a previous output (`summary.json`'s `reuse`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReuseRecord {
+    pub from: String,
+    pub files_reused: u64,
+    pub row_groups_reused: u64,
+    pub row_groups_recomputed: u64,
+    /// Bytes of the reused outputs (data and manifests).
+    pub bytes_reused: u64,
+    /// Members whose snapshot row or list membership changed since PREV_OUT (`None` when
+    /// PREV_OUT could not be used).
+    pub changed_keys: Option<u64>,
+    /// Why nothing was reused, when PREV_OUT could not vouch for its work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 impl RunSummary {
@@ -258,6 +277,7 @@ impl RunSummary {
                 })
                 .collect(),
             resumed_files: (self.resumed > 0).then_some(self.resumed as u64),
+            reuse: self.reuse.clone(),
             consent_table: table.map(|t| ConsentRecord {
                 path: t.info.path.to_string(),
                 files: t.info.files as u64,
@@ -337,6 +357,20 @@ impl RunSummary {
                     .join(", ")
             ));
         }
+        if let Some(r) = &self.reuse {
+            s.push_str(&match &r.fallback {
+                Some(why) => format!("  reuse: nothing reused from {}: {why}\n", r.from),
+                None => format!(
+                    "  reuse: took the outputs of {} of {} file{} from {} ({} changed member{})\n",
+                    r.files_reused,
+                    self.files.len(),
+                    if self.files.len() == 1 { "" } else { "s" },
+                    r.from,
+                    r.changed_keys.unwrap_or(0),
+                    if r.changed_keys == Some(1) { "" } else { "s" },
+                ),
+            });
+        }
         if self.resumed > 0 {
             s.push_str(&format!(
                 "  resumed: reused the outputs of {} file{} completed by the interrupted run\n",
@@ -413,6 +447,8 @@ pub struct SummaryFile {
     pub skipped: Vec<SkippedRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_table: Option<ConsentRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -565,6 +601,7 @@ mod tests {
             totals: Totals::default(),
             skipped: vec![],
             resumed_files: None,
+            reuse: None,
             consent_table: None,
             user_lists: None,
             shards: None,
@@ -610,6 +647,7 @@ mod tests {
             dry_run: true,
             skipped: vec![],
             resumed: 0,
+            reuse: None,
         };
         assert!(s.human(&policy, None).contains("(abc)"));
         policy.sha256 = format!("a{}", "é".repeat(20));

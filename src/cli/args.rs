@@ -286,6 +286,13 @@ pub struct FilterArgs {
     #[arg(long)]
     pub resume: bool,
 
+    /// A previous complete output of this job (e.g. last night's): files whose decisions cannot
+    /// have changed (same input, policy and options, no member whose snapshot row or list
+    /// membership changed) are taken from it instead of processed again. The result is what a
+    /// fresh run writes. May be OUT_DIR itself, with --overwrite.
+    #[arg(long, value_name = "PREV_OUT")]
+    pub reuse: Option<PathBuf>,
+
     /// Write the manifest's user_id as hex HMAC-SHA-256 keyed with this file's bytes.
     #[arg(long, value_name = "KEYFILE")]
     pub pseudonymize_user_ids: Option<PathBuf>,

@@ -328,26 +328,53 @@ fn run_with(
 
     let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
-    let txn = match (&plan.output, plan.dry_run) {
-        (Some(out), false) => Some(OutputTxn::begin(out, plan.resume, plan.overwrite)?),
-        _ => None,
-    };
-    // What the outputs depend on besides each input; a resumed run must match it exactly.
+    // What the outputs depend on besides each input; a resumed or reused run must match it.
     let header = Header::new(
         &policy.sha256,
         join_hashes(join.as_deref()),
         format!(
-            "{} trust_input_pages={}",
+            "{} trust_input_pages={} pseudonymize={}",
             plan.compression.describe(),
-            plan.trust_input_pages
+            plan.trust_input_pages,
+            pseudonym_tag(plan.pseudonymize.as_deref()),
         ),
     );
+    let writes = plan.output.is_some() && !plan.dry_run;
+    // What the join says of each member, recorded for the next run's --reuse (and compared
+    // with PREV_OUT's record by this one's).
+    let digests = match (writes, join.as_deref()) {
+        (true, Some(j)) => Some(
+            pool.install(|| crate::join::digest::member_digests(j))
+                .map_err(|m| Error::Usage(format!("--consent-table: {m}")))?,
+        ),
+        _ => None,
+    };
+    // Before the transaction begins: with --overwrite of an object-store OUT that is PREV_OUT
+    // too, beginning removes its _SUCCESS.
+    let previous = match (&plan.reuse, writes) {
+        (Some(prev), true) => Some(crate::reuse::load(
+            prev,
+            &header,
+            policy.rules.len(),
+            digests.as_deref(),
+            plan.read,
+        )?),
+        _ => None,
+    };
+    let txn = match (&plan.output, plan.dry_run) {
+        (Some(out), false) => Some(OutputTxn::begin(out, plan.resume, plan.overwrite)?),
+        _ => None,
+    };
     let (resumed, journal) = match &txn {
         Some(t) => {
             let (r, j) = resume_state(plan, &pool, t, &header, &jobs)?;
             (r, Some(j))
         }
         None => (HashMap::new(), None),
+    };
+    let (done_before, reuse) = match (previous, &txn, &journal) {
+        (Some(p), Some(t), Some(j)) => reuse_previous(p, plan, &pool, t, j, &jobs, &resumed)?,
+        _ => (resumed.clone(), None),
     };
 
     let outcome = engine::run(
@@ -357,7 +384,7 @@ fn run_with(
             out: txn.as_ref().map(|t| t.dir()),
             skip_unreadable: plan.skip_unreadable,
             journal: journal.as_ref(),
-            resumed: &resumed,
+            resumed: &done_before,
             progress: &progress,
             collect_excluded,
         },
@@ -394,17 +421,115 @@ fn run_with(
         dry_run: plan.dry_run,
         skipped: skipped.into_iter().map(|(_, p, e)| (p, e)).collect(),
         resumed: resumed.len(),
+        reuse,
     };
     summary.finished_at = now_rfc3339();
     if let Some(txn) = txn {
         if let Some(j) = journal {
+            let entries = j.entries();
             j.remove()?;
+            crate::reuse::write_state(txn.dir(), &header, entries, digests.as_deref())?;
         }
         let text = summary.to_file(policy).to_text();
         crate::io::write_file(&txn.dir().join("summary.json"), text.as_bytes())?;
         txn.commit()?;
     }
     Ok((summary, excluded))
+}
+
+/// `--reuse`: take from PREV_OUT the outputs of the files it vouches for (see [`crate::reuse`]).
+/// Returns every file done before the engine starts (resumed or reused) and the summary's record.
+#[allow(clippy::type_complexity)]
+fn reuse_previous(
+    previous: crate::reuse::Loaded,
+    plan: &FilterPlan,
+    pool: &rayon::ThreadPool,
+    txn: &OutputTxn,
+    journal: &Journal,
+    jobs: &[FileJob],
+    resumed: &HashMap<usize, Entry>,
+) -> Result<(HashMap<usize, Entry>, Option<crate::summary::ReuseRecord>)> {
+    let from = plan
+        .reuse
+        .as_ref()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let row_groups = |files: &mut dyn Iterator<Item = &FileJob>| -> u64 {
+        files.map(|j| j.num_row_groups() as u64).sum()
+    };
+    let previous = match previous {
+        crate::reuse::Loaded::Usable(p) => p,
+        crate::reuse::Loaded::Unusable(why) => {
+            eprintln!("corpusgate: --reuse: {why}; processing every file afresh");
+            let record = crate::summary::ReuseRecord {
+                from,
+                files_reused: 0,
+                row_groups_reused: 0,
+                row_groups_recomputed: row_groups(
+                    &mut jobs
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !resumed.contains_key(i))
+                        .map(|(_, j)| j),
+                ),
+                bytes_reused: 0,
+                changed_keys: None,
+                fallback: Some(why),
+            };
+            return Ok((resumed.clone(), Some(record)));
+        }
+    };
+    let column = plan.policy.columns.user_id.as_deref();
+    let adopted: Vec<(usize, Result<Option<Entry>>)> = pool.install(|| {
+        jobs.par_iter()
+            .enumerate()
+            .filter(|(i, _)| !resumed.contains_key(i))
+            .filter_map(|(i, j)| {
+                let e = previous.candidate(&j.input.file.rel, &j.input.parquet, column)?;
+                Some((i, previous.adopt(e, txn.dir())))
+            })
+            .collect()
+    });
+    let mut done = resumed.clone();
+    let mut bytes_reused = 0;
+    for (i, r) in adopted {
+        if let Some(e) = r? {
+            journal.append(&e)?;
+            bytes_reused += e.data.size + e.excluded.size;
+            done.insert(i, e);
+        }
+    }
+    let reused: Vec<usize> = (0..jobs.len())
+        .filter(|i| done.contains_key(i) && !resumed.contains_key(i))
+        .collect();
+    let record = crate::summary::ReuseRecord {
+        from,
+        files_reused: reused.len() as u64,
+        row_groups_reused: row_groups(&mut reused.iter().map(|&i| &jobs[i])),
+        row_groups_recomputed: row_groups(
+            &mut jobs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !done.contains_key(i))
+                .map(|(_, j)| j),
+        ),
+        bytes_reused,
+        changed_keys: Some(previous.changed_keys() as u64),
+        fallback: None,
+    };
+    Ok((done, Some(record)))
+}
+
+/// A tag of the `--pseudonymize-user-ids` key for comparing runs (outputs made under another
+/// key differ): HMAC-SHA-256 of a fixed text under the key, 64 bits, never the key itself.
+fn pseudonym_tag(key: Option<&Vec<u8>>) -> String {
+    use hmac::{Hmac, Mac};
+    let Some(key) = key else {
+        return "-".into();
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"corpusgate: which --pseudonymize-user-ids key");
+    crate::policy::hex(&mac.finalize().into_bytes())[..16].to_owned()
 }
 
 /// Content hashes of the snapshot and lists a run joined, in a stable order.

@@ -909,6 +909,7 @@ fn merge_summaries(p: &PlanFile, summaries: &[&SummaryFile]) -> Result<SummaryFi
         totals,
         skipped,
         resumed_files: None,
+        reuse: None,
         consent_table,
         user_lists: first.user_lists.clone(),
         shards: Some(p.shards.len() as u64),

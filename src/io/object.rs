@@ -121,6 +121,11 @@ impl ObjectLocation {
         Ok(ObjectLocation { service, root, key })
     }
 
+    /// In the same store as `other` (a server-side copy can go between them).
+    pub fn same_store(&self, other: &ObjectLocation) -> bool {
+        self.root == other.root
+    }
+
     pub fn service(&self) -> Service {
         self.service
     }

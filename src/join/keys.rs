@@ -53,7 +53,7 @@ pub enum KeyRef<'a> {
 }
 
 /// Call `f(row, key)` for every row of a key column (`None` for null).
-pub(super) fn for_each_key<'a>(
+pub(crate) fn for_each_key<'a>(
     array: &'a dyn Array,
     f: &mut dyn FnMut(usize, Option<KeyRef<'a>>),
 ) -> std::result::Result<(), String> {
@@ -169,6 +169,18 @@ impl Keys {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// The key at `i` (`i < len()`).
+    pub fn get(&self, i: usize) -> KeyRef<'_> {
+        match self {
+            Keys::Signed(v) => KeyRef::Int(v[i] as i128),
+            Keys::Unsigned(v) => KeyRef::Int(v[i] as i128),
+            Keys::Wide(v) => KeyRef::Int(v[i]),
+            Keys::Bytes { offsets, data } => {
+                KeyRef::Bytes(&data[offsets[i] as usize..offsets[i + 1] as usize])
+            }
         }
     }
 

@@ -8,7 +8,9 @@
 //! - [`keys`]: key kinds, key values and key tables.
 //! - [`snapshot`]: the consent snapshot, newest row per key.
 //! - [`lists`]: user lists, from text or Parquet.
+//! - [`digest`]: per-member digests of all of it, which `--reuse` compares between runs.
 
+pub mod digest;
 mod keys;
 mod lists;
 mod snapshot;

@@ -11,6 +11,7 @@ mod law;
 mod objects;
 mod readme;
 mod reliability;
+mod reuse;
 mod s3;
 mod scale;
 mod util;

@@ -210,6 +210,8 @@ fn overwrite_removes_the_old_success_first_and_the_old_runs_objects_before_the_n
         keys,
         vec![
             "_SUCCESS",
+            "_state/files.json",
+            "_state/keys.parquet",
             "data/part-00000.parquet",
             "excluded/part-00000.parquet",
             "summary.json"
@@ -1036,4 +1038,92 @@ fn plan_run_shard_and_commit_on_a_bucket_equal_a_single_filter_run() {
         err.contains("part-00003.parquet changed since the plan"),
         "{err}"
     );
+}
+
+#[test]
+fn reuse_on_a_bucket_copies_in_the_store_and_replaces_its_own_output() {
+    let bucket = server().bucket("reuse");
+    upload_sample(&bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    local_sample_run(&local);
+    let prev = format!("{bucket}/night-1");
+    let (code, _, err) = bucket_run(&bucket, &prev, &[]);
+    assert_eq!(code, 0, "{err}");
+    let state = s3::list(&prev);
+    assert!(
+        state.contains(&"_state/files.json".to_string()),
+        "{state:?}"
+    );
+    assert!(
+        state.contains(&"_state/keys.parquet".to_string()),
+        "{state:?}"
+    );
+
+    // Another OUT in the same store: every file is taken by a server-side copy.
+    let out = format!("{bucket}/night-2");
+    let (code, _, err) = bucket_run(&bucket, &out, &["--reuse", &prev]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("reuse: took the outputs of 6 of 6 files"),
+        "{err}"
+    );
+    assert!(same_as_local(&out, &local));
+    let (code, _, err) = verify_bucket(&bucket, &out);
+    assert_eq!(code, 0, "{err}");
+    // PREV_OUT is only read.
+    assert_eq!(s3::list(&prev), state);
+
+    // PREV_OUT replaced by its own reuse: nothing to copy, and a complete output after it.
+    let (code, _, err) = bucket_run(&bucket, &prev, &["--reuse", &prev, "--overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("reuse: took the outputs of 6 of 6 files"),
+        "{err}"
+    );
+    assert_eq!(summary_of(&prev)["reuse"]["files_reused"], 6);
+    assert!(same_as_local(&prev, &local));
+    let (code, _, err) = verify_bucket(&bucket, &prev);
+    assert_eq!(code, 0, "{err}");
+
+    // A changed snapshot: the files holding a changed member are processed again, and the
+    // output is what a fresh run of today's snapshot writes.
+    let changed = dir.path().join("members.parquet");
+    {
+        use arrow_array::{Array, StringArray};
+        let b = read_all(&root().join("sample-data/members.parquet"));
+        let i = b.schema().index_of("genai_consent").unwrap();
+        let c = b.column(i).as_any().downcast_ref::<StringArray>().unwrap();
+        let flipped: StringArray = (0..c.len())
+            .map(|r| match (r, c.is_valid(r).then(|| c.value(r))) {
+                (0, Some("opt_out")) => Some("opt_in"),
+                (0, _) => Some("opt_out"),
+                (_, v) => v,
+            })
+            .collect();
+        let mut cols = b.columns().to_vec();
+        cols[i] = std::sync::Arc::new(flipped);
+        let b2 = arrow_array::RecordBatch::try_new(b.schema(), cols).unwrap();
+        write_batch(&changed, &b2, None);
+    }
+    s3::put(
+        &format!("{bucket}/members.parquet"),
+        &std::fs::read(&changed).unwrap(),
+    );
+    let out3 = format!("{bucket}/night-3");
+    let (code, _, err) = bucket_run(&bucket, &out3, &["--reuse", &prev]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(1 changed member)"), "{err}");
+    let fresh = format!("{bucket}/fresh-3");
+    let (code, _, err) = bucket_run(&bucket, &fresh, &[]);
+    assert_eq!(code, 0, "{err}");
+    for sub in ["data/", "excluded/"] {
+        for k in s3::list(&fresh).iter().filter(|k| k.starts_with(sub)) {
+            assert_eq!(
+                s3::get(&format!("{out3}/{k}")),
+                s3::get(&format!("{fresh}/{k}")),
+                "{k}"
+            );
+        }
+    }
 }

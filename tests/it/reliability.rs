@@ -97,6 +97,7 @@ fn unreadable_inputs_are_quarantined_with_skip() {
         names,
         [
             "_SUCCESS",
+            "_state/files.json",
             "data/a.parquet",
             "data/d.parquet",
             "excluded/a.parquet",

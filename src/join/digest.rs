@@ -1,0 +1,247 @@
+//! Digests of what the join tells the decider about each member, for `--reuse`: a run records
+//! them, and the next run compares its own with them to find the members whose decision inputs
+//! changed (the *changed keys*) without keeping yesterday's snapshot.
+//!
+//! A member is named by a 64-bit hash of its key ([`key_hash`]) and described by a 64-bit digest
+//! of its snapshot row (region, consent, extras, after newest-wins) and of its list memberships.
+//! Several contributions under one hash (a member in the snapshot and in a list, or two keys
+//! whose hashes collide) are added up, so the record has one entry per hash and its order does
+//! not matter. Both halves are SHA-256 truncated: a change goes unseen only if two 64-bit values
+//! collide, and a colliding key hash only ever makes more rows look changed, never fewer.
+
+use arrow_array::Array;
+use arrow_schema::DataType;
+use sha2::{Digest, Sha256};
+
+use super::keys::{for_each_key, KeyRef};
+use super::JoinData;
+
+/// Recorded beside the digests: a run whose hashing differs cannot compare them.
+pub const HASH_NAME: &str = "sha256-64";
+
+fn key_bytes(h: &mut Sha256, k: KeyRef) {
+    match k {
+        KeyRef::Int(v) => {
+            h.update([0]);
+            h.update(v.to_le_bytes());
+        }
+        KeyRef::Bytes(b) => {
+            h.update([1]);
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
+    }
+}
+
+fn first_u64(h: Sha256) -> u64 {
+    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
+}
+
+/// The hash that names a member: equal for the same key whatever column type carried it
+/// (integers by value, strings and binaries by their bytes).
+pub fn key_hash(k: KeyRef) -> u64 {
+    let mut h = Sha256::new();
+    key_bytes(&mut h, k);
+    first_u64(h)
+}
+
+/// Call `f` with the hash of every non-null key of a corpus key column.
+pub fn for_each_key_hash(
+    array: &dyn Array,
+    f: &mut dyn FnMut(u64),
+) -> std::result::Result<(), String> {
+    for_each_key(array, &mut |_, k| {
+        if let Some(k) = k {
+            f(key_hash(k))
+        }
+    })
+}
+
+/// `(key hash, digest)` of every member of the snapshot and the lists, sorted by hash, one
+/// entry per hash.
+pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, String> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    if let Some(t) = &join.table {
+        // Values digested as text: exact for every type a snapshot holds. A timestamp's zone is
+        // the column's, not the value's, so its instants are digested as the integers they are
+        // (formatting them in a named zone would need the tz database).
+        let plain = t
+            .extras
+            .iter()
+            .map(|(name, a)| {
+                let a = match a.data_type() {
+                    // The same 64-bit instants, read as plain integers.
+                    DataType::Timestamp(_, Some(_)) => arrow_array::make_array(
+                        a.to_data()
+                            .into_builder()
+                            .data_type(DataType::Int64)
+                            .build()
+                            .map_err(|e| format!("consent_table extra column '{name}': {e}"))?,
+                    ),
+                    _ => a.clone(),
+                };
+                Ok((name, a))
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        let formatters = plain
+            .iter()
+            .map(|(name, a)| {
+                arrow_cast::display::ArrayFormatter::try_new(
+                    a.as_ref(),
+                    &arrow_cast::display::FormatOptions::default(),
+                )
+                .map(|f| (*name, a, f))
+                .map_err(|e| format!("consent_table extra column '{name}': {e}"))
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        out.reserve(t.keys.len());
+        for i in 0..t.keys.len() {
+            let k = t.keys.get(i);
+            let mut h = Sha256::new();
+            key_bytes(&mut h, k);
+            h.update(b"T");
+            if let Some(r) = &t.region {
+                h.update(r[i].label().as_bytes());
+            }
+            h.update([0xff]);
+            if let Some(c) = &t.consent {
+                h.update([c[i]]);
+            }
+            for (name, a, f) in &formatters {
+                h.update([0xfe]);
+                h.update(name.as_bytes());
+                if a.is_null(i) {
+                    h.update([0]);
+                } else {
+                    let v = f.value(i).to_string();
+                    h.update([1]);
+                    h.update((v.len() as u64).to_le_bytes());
+                    h.update(v.as_bytes());
+                }
+            }
+            out.push((key_hash(k), first_u64(h)));
+        }
+    }
+    for l in &join.lists {
+        out.reserve(l.keys.len());
+        for i in 0..l.keys.len() {
+            let k = l.keys.get(i);
+            let mut h = Sha256::new();
+            key_bytes(&mut h, k);
+            h.update(b"L");
+            h.update(l.name.as_bytes());
+            out.push((key_hash(k), first_u64(h)));
+        }
+    }
+    Ok(combine(out))
+}
+
+/// Sorted by hash, the digests under one hash added up.
+fn combine(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (h, d) in v {
+        match out.last_mut() {
+            Some(last) if last.0 == h => last.1 = last.1.wrapping_add(d),
+            _ => out.push((h, d)),
+        }
+    }
+    out
+}
+
+/// Members of `now` whose digest differs from `before`'s, or that only one of them has: the
+/// merge of two sorted streams (`before` must be strictly increasing by hash; an entry out of
+/// order is an error, as the record cannot then be trusted).
+pub struct ChangedKeys<'a> {
+    now: &'a [(u64, u64)],
+    at: usize,
+    last: Option<u64>,
+    pub changed: Vec<u64>,
+}
+
+impl<'a> ChangedKeys<'a> {
+    pub fn new(now: &'a [(u64, u64)]) -> ChangedKeys<'a> {
+        ChangedKeys {
+            now,
+            at: 0,
+            last: None,
+            changed: Vec::new(),
+        }
+    }
+
+    /// The next entry of the earlier record.
+    pub fn push(&mut self, hash: u64, digest: u64) -> std::result::Result<(), String> {
+        if self.last.is_some_and(|l| l >= hash) {
+            return Err("its key hashes are not strictly increasing".into());
+        }
+        self.last = Some(hash);
+        while self.at < self.now.len() && self.now[self.at].0 < hash {
+            self.changed.push(self.now[self.at].0);
+            self.at += 1;
+        }
+        match self.now.get(self.at) {
+            Some(&(h, d)) if h == hash => {
+                if d != digest {
+                    self.changed.push(hash);
+                }
+                self.at += 1;
+            }
+            _ => self.changed.push(hash),
+        }
+        Ok(())
+    }
+
+    /// The changed keys, sorted.
+    pub fn finish(mut self) -> Vec<u64> {
+        self.changed
+            .extend(self.now[self.at..].iter().map(|(h, _)| *h));
+        self.changed.sort_unstable();
+        self.changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(before: &[(u64, u64)], now: &[(u64, u64)]) -> Vec<u64> {
+        let mut c = ChangedKeys::new(now);
+        for &(h, d) in before {
+            c.push(h, d).unwrap();
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn changed_keys_are_the_added_removed_and_altered_ones() {
+        let before = [(1, 10), (3, 30), (5, 50), (7, 70)];
+        let now = [(2, 20), (3, 30), (5, 51), (8, 80)];
+        assert_eq!(changed(&before, &now), vec![1, 2, 5, 7, 8]);
+        assert_eq!(changed(&before, &before), Vec::<u64>::new());
+        assert_eq!(changed(&[], &now), vec![2, 3, 5, 8]);
+        assert_eq!(changed(&before, &[]), vec![1, 3, 5, 7]);
+    }
+
+    #[test]
+    fn an_earlier_record_out_of_order_is_refused() {
+        let mut c = ChangedKeys::new(&[]);
+        c.push(5, 1).unwrap();
+        assert!(c.push(5, 1).is_err());
+        assert!(c.push(4, 1).is_err());
+    }
+
+    #[test]
+    fn contributions_under_one_hash_add_up_in_any_order() {
+        let a = combine(vec![(2, 5), (1, 1), (2, 7)]);
+        let b = combine(vec![(2, 7), (2, 5), (1, 1)]);
+        assert_eq!(a, vec![(1, 1), (2, 12)]);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_key_hashes_alike_from_any_integer_type() {
+        assert_eq!(key_hash(KeyRef::Int(42)), key_hash(KeyRef::Int(42)));
+        assert_ne!(key_hash(KeyRef::Int(42)), key_hash(KeyRef::Int(43)));
+        assert_ne!(key_hash(KeyRef::Int(0)), key_hash(KeyRef::Bytes(b"")));
+    }
+}

@@ -1,0 +1,439 @@
+//! `--reuse PREV_OUT`: a run that takes over, from a previous complete output, the outputs of
+//! every input file whose decisions cannot have changed, and processes only the rest.
+//!
+//! What a run records for the next one, under `OUT/_state/` (beside `_SUCCESS`, named with `_`
+//! so no reader of `data/` takes it for data):
+//! - `files.json`: the job's [`Header`] (format, version, policy hash, join hashes, output
+//!   options) and one journal [`Entry`] per completed input: its identity, its two outputs'
+//!   sizes and SHA-256, its counts;
+//! - `keys.parquet`, when the run joined a snapshot or lists: `(key_hash, digest)` of every
+//!   member, sorted by hash (see [`crate::join::digest`]), its size and SHA-256 in `files.json`.
+//!
+//! A file's outputs are reused only when all of this holds, else it is processed afresh:
+//! PREV_OUT has `_SUCCESS` and a `_state/` this version reads; the policy, output options and
+//! corpusgate version are the same and the same snapshot and lists are named; the input has the
+//! identity recorded; its previous outputs have their recorded sizes (and checksums, when
+//! copied); and, when the snapshot or a list changed, none of its rows has a changed key (its
+//! user-id column is read to know). A `_state/` that cannot vouch for itself (absent, unparsable,
+//! of another job, digests truncated or altered) means nothing is reused: the run says so on
+//! stderr and in summary.json, and is a fresh run.
+//!
+//! The previous output is only read. Reused outputs are hard links where PREV_OUT and OUT share
+//! a filesystem, server-side copies within one object store (no copy at all when OUT is PREV_OUT
+//! itself), else copies checked against the recorded checksum.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt64Type;
+use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::io::{object, Location, OutputFile, ReadOptions, Written};
+use crate::join::digest::{self, ChangedKeys};
+use crate::journal::{Entry, Header};
+
+/// The state folder of an output.
+pub const STATE_DIR: &str = "_state";
+const FILES: &str = "files.json";
+const KEYS: &str = "keys.parquet";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    format: u32,
+    header: Header,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keys: Option<KeysRecord>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysRecord {
+    hash: String,
+    members: u64,
+    size: u64,
+    sha256: String,
+}
+
+/// Record the state of a run about to commit in `dir/_state/`.
+pub fn write_state(
+    dir: &Location,
+    header: &Header,
+    entries: Vec<Entry>,
+    digests: Option<&[(u64, u64)]>,
+) -> Result<()> {
+    let state = dir.join(STATE_DIR);
+    let keys = match digests {
+        Some(d) => Some(write_keys(&state.join(KEYS), d)?),
+        None => None,
+    };
+    let file = StateFile {
+        format: FORMAT,
+        header: header.clone(),
+        keys,
+        entries,
+    };
+    let text = serde_json::to_string(&file).expect("state serialises");
+    crate::io::write_file(&state.join(FILES), text.as_bytes())?;
+    Ok(())
+}
+
+fn keys_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("key_hash", DataType::UInt64, false),
+        Field::new("digest", DataType::UInt64, false),
+    ]))
+}
+
+fn write_keys(at: &Location, digests: &[(u64, u64)]) -> Result<KeysRecord> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, Encoding};
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    use parquet::schema::types::ColumnPath;
+    let err = |source: parquet::errors::ParquetError| Error::Write {
+        path: at.clone(),
+        source,
+    };
+    // Sorted hashes delta-encode to ~6 bytes at a million members; digests are random.
+    let props = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_encoding(ColumnPath::from("key_hash"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_encoding(ColumnPath::from("digest"), Encoding::PLAIN)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build();
+    let out = OutputFile::create(at)?;
+    let schema = keys_schema();
+    let mut w = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(err)?;
+    for chunk in digests.chunks(1 << 16) {
+        let h: ArrayRef = Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|p| p.0)));
+        let d: ArrayRef = Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|p| p.1)));
+        let batch = RecordBatch::try_new(schema.clone(), vec![h, d]).expect("schema matches");
+        w.write(&batch).map_err(err)?;
+    }
+    let out = w.into_inner().map_err(err)?;
+    let written = out.finish()?;
+    Ok(KeysRecord {
+        hash: digest::HASH_NAME.into(),
+        members: digests.len() as u64,
+        size: written.size,
+        sha256: written.sha256,
+    })
+}
+
+/// What a previous output offers this run.
+pub struct Previous {
+    pub from: Location,
+    entries: HashMap<String, Entry>,
+    /// Members whose decision inputs changed since PREV_OUT (empty: the snapshot and lists are
+    /// the same ones).
+    changed: HashSet<u64>,
+}
+
+/// The outcome of looking at PREV_OUT.
+pub enum Loaded {
+    Usable(Previous),
+    /// Nothing can be reused, and why (said on stderr and in summary.json).
+    Unusable(String),
+}
+
+/// Names of the joined sources in a header (`consent_table`, list names), without their hashes.
+fn source_names(h: &Header) -> Vec<&str> {
+    h.join_sha256
+        .iter()
+        .map(|s| s.rsplit_once(':').map_or(s.as_str(), |(n, _)| n))
+        .collect()
+}
+
+fn exists(loc: &Location) -> Result<bool> {
+    match loc {
+        Location::Local(p) => Ok(p.exists()),
+        Location::Object(o) => match object::head(o) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("reading", loc.clone(), e)),
+        },
+    }
+}
+
+/// Look at `prev` for a run with `header` (`rules`: the policy's rule count; `digests`: this
+/// run's member digests, when it joins anything).
+pub fn load(
+    prev: &Location,
+    header: &Header,
+    rules: usize,
+    digests: Option<&[(u64, u64)]>,
+    read: ReadOptions,
+) -> Result<Loaded> {
+    let unusable = |m: String| Ok(Loaded::Unusable(m));
+    if !exists(&prev.join("_SUCCESS"))? {
+        return unusable(format!("{prev} is not a complete output (no _SUCCESS)"));
+    }
+    let files_at = prev.join(STATE_DIR).join(FILES);
+    let text = match crate::io::read_to_vec(&files_at) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return unusable(format!(
+                "{prev} has no {STATE_DIR}/{FILES} (written by corpusgate 0.2 and later)"
+            ))
+        }
+        Err(e) => return Err(Error::io("reading", files_at, e)),
+    };
+    let state: StateFile = match serde_json::from_slice(&text) {
+        Ok(s) => s,
+        Err(e) => return unusable(format!("{files_at} does not parse: {e}")),
+    };
+    if state.format != FORMAT {
+        return unusable(format!(
+            "{files_at} is of format {}, this corpusgate reads {FORMAT}",
+            state.format
+        ));
+    }
+    let (was, now) = (&state.header, header);
+    let differs = if was.format != now.format || was.corpusgate_version != now.corpusgate_version {
+        Some("another corpusgate version")
+    } else if was.policy_sha256 != now.policy_sha256 {
+        Some("another policy")
+    } else if was.options != now.options {
+        Some("other output options")
+    } else if source_names(was) != source_names(now) {
+        Some("another set of consent snapshot and user lists")
+    } else {
+        None
+    };
+    if let Some(what) = differs {
+        return unusable(format!("{prev} was written with {what}"));
+    }
+    let mut entries = HashMap::with_capacity(state.entries.len());
+    for e in state.entries {
+        if let Err(m) = e.counts.check(rules) {
+            return unusable(format!("{files_at}: {}: counts: {m}", e.rel));
+        }
+        entries.insert(e.rel.clone(), e);
+    }
+    let changed = if was.join_sha256 == now.join_sha256 {
+        HashSet::new()
+    } else {
+        let (Some(record), Some(digests)) = (&state.keys, digests) else {
+            return unusable(format!("{files_at} records no member digests"));
+        };
+        match changed_keys(&prev.join(STATE_DIR).join(KEYS), record, digests, read)? {
+            Ok(c) => c.into_iter().collect(),
+            Err(m) => return unusable(m),
+        }
+    };
+    Ok(Loaded::Usable(Previous {
+        from: prev.clone(),
+        entries,
+        changed,
+    }))
+}
+
+/// The changed keys between the digests recorded at `at` and this run's; the inner error says
+/// why the record cannot be trusted.
+fn changed_keys(
+    at: &Location,
+    record: &KeysRecord,
+    digests: &[(u64, u64)],
+    read: ReadOptions,
+) -> Result<std::result::Result<Vec<u64>, String>> {
+    if record.hash != digest::HASH_NAME {
+        return Ok(Err(format!("{at} holds {} digests", record.hash)));
+    }
+    match crate::io::sha256_of(at) {
+        Ok((size, sha)) if size == record.size && sha == record.sha256 => {}
+        Ok(_) => {
+            return Ok(Err(format!(
+                "{at} is not as recorded (truncated or altered)"
+            )))
+        }
+        Err(e) => return Ok(Err(format!("{e}"))),
+    }
+    let pq = match crate::io::open_parquet(at, read) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let mut merge = ChangedKeys::new(digests);
+    let mut members = 0u64;
+    let mut bad: Option<String> = None;
+    let read_all = pq.read_all(None, 1 << 16, &mut |b| {
+        if bad.is_some() {
+            return Ok(());
+        }
+        if b.num_columns() != 2
+            || b.column(0).data_type() != &DataType::UInt64
+            || b.column(1).data_type() != &DataType::UInt64
+        {
+            bad = Some(format!("{at} is not a table of two UInt64 columns"));
+            return Ok(());
+        }
+        let (h, d) = (
+            b.column(0).as_primitive::<UInt64Type>(),
+            b.column(1).as_primitive::<UInt64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            if let Err(m) = merge.push(h.value(i), d.value(i)) {
+                bad = Some(format!("{at}: {m}"));
+                return Ok(());
+            }
+        }
+        members += b.num_rows() as u64;
+        Ok(())
+    });
+    if let Err(e) = read_all {
+        return Ok(Err(e.to_string()));
+    }
+    if let Some(m) = bad {
+        return Ok(Err(m));
+    }
+    if members != record.members {
+        return Ok(Err(format!(
+            "{at} holds {members} members, {} recorded",
+            record.members
+        )));
+    }
+    Ok(Ok(merge.finish()))
+}
+
+impl Previous {
+    pub fn changed_keys(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// The entry of a file whose outputs may be reused: recorded for the same input, with no
+    /// changed key among its user ids (read from `column` when any key changed).
+    pub fn candidate(
+        &self,
+        rel: &str,
+        input: &crate::io::ParquetFile,
+        column: Option<&str>,
+    ) -> Option<&Entry> {
+        let e = self.entries.get(rel)?;
+        if e.input != input.identity {
+            return None;
+        }
+        if self.changed.is_empty() {
+            return Some(e);
+        }
+        let column = column?;
+        let mut touched = false;
+        let read = input.read_all(Some(&[column]), 1 << 16, &mut |b| {
+            if !touched && b.num_columns() == 1 {
+                let r = digest::for_each_key_hash(b.column(0).as_ref(), &mut |h| {
+                    touched |= self.changed.contains(&h)
+                });
+                if r.is_err() {
+                    touched = true;
+                }
+            }
+            Ok(())
+        });
+        // A file whose ids cannot be read is processed afresh (which reports why).
+        (read.is_ok() && !touched).then_some(e)
+    }
+
+    /// Put `e`'s previous outputs into `out` under the same names; the entry as it now stands
+    /// (an object copy has a new ETag), or `None` when they are not as recorded.
+    pub fn adopt(&self, e: &Entry, out: &Location) -> Result<Option<Entry>> {
+        let mut now = e.clone();
+        for (sub, w) in [("data", &mut now.data), ("excluded", &mut now.excluded)] {
+            let from = self.from.join(sub).join(&e.rel);
+            let to = out.join(sub).join(&e.rel);
+            match adopt_file(&from, &to, w)? {
+                Some(written) => *w = written,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(now))
+    }
+}
+
+/// One output file from PREV_OUT into OUT: the new `Written`, or `None` when the previous file
+/// is not as recorded (then the input is processed afresh).
+fn adopt_file(from: &Location, to: &Location, w: &Written) -> Result<Option<Written>> {
+    match (from, to) {
+        (Location::Local(f), Location::Local(t)) => {
+            match std::fs::metadata(f) {
+                Ok(m) if m.len() == w.size => {}
+                _ => return Ok(None),
+            }
+            if let Some(parent) = t.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("creating", Location::local(parent), e))?;
+            }
+            let _ = std::fs::remove_file(t);
+            if std::fs::hard_link(f, t).is_ok() {
+                return Ok(Some(w.clone()));
+            }
+        }
+        (Location::Object(f), Location::Object(t)) if f.same_store(t) => {
+            let info = if f == t {
+                object::head(f)
+            } else {
+                object::copy(f, t)
+            };
+            return match info {
+                Ok(i) if i.size == w.size => {
+                    let written = Written {
+                        size: i.size,
+                        sha256: w.sha256.clone(),
+                        etag: i.e_tag,
+                    };
+                    crate::io::written_object_reused(t, written.clone());
+                    Ok(Some(written))
+                }
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io("copying", from.clone(), e)),
+            };
+        }
+        _ => {}
+    }
+    copy_checked(from, to, w)
+}
+
+/// A copy through [`OutputFile`], kept only if it hashes as recorded.
+fn copy_checked(from: &Location, to: &Location, w: &Written) -> Result<Option<Written>> {
+    use std::io::Write;
+    let mut out = OutputFile::create(to)?;
+    let mut failed: Option<std::io::Error> = None;
+    let read = crate::io::read_chunks(from, |b| {
+        if failed.is_none() {
+            if let Err(e) = out.write_all(b) {
+                failed = Some(e);
+            }
+        }
+    });
+    match read {
+        Ok(_) => {}
+        Err(_) => return Ok(None),
+    }
+    if let Some(e) = failed {
+        return Err(Error::io("writing", to.clone(), e));
+    }
+    let written = out.finish()?;
+    if written.size != w.size || written.sha256 != w.sha256 {
+        // Not what PREV_OUT recorded: this copy must not stand as a reused output.
+        remove(to);
+        return Ok(None);
+    }
+    Ok(Some(written))
+}
+
+fn remove(loc: &Location) {
+    match loc {
+        Location::Local(p) => {
+            let _ = std::fs::remove_file(p);
+        }
+        Location::Object(o) => {
+            let _ = object::delete(o);
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! `--reuse PREV_OUT`: over chains of nights with random changes (opt-outs, opt-ins, region
+//! moves, erasure requests added and withdrawn, members added and removed, input files added,
+//! removed and rewritten, a policy edit), a run that reuses the previous night's output writes
+//! the same bytes and counts as a fresh run; a previous output that cannot vouch for itself is
+//! not used.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::file::properties::WriterProperties;
+use proptest::prelude::{any, prop_assert_eq, proptest, ProptestConfig};
+use serde_json::Value;
+
+use crate::util::*;
+
+const POLICY: &str = "policy: reuse-test
+columns: {record_id: post_id, user_id: member_id}
+consent_table: {key: key, region: country, consent: consent, updated_at: updated_at, extra: [objected_at]}
+consent_values: {granted: [opt_in], denied: [opt_out]}
+user_lists: [erasure]
+rules:
+  - id: erased
+    if: {user_in: erasure}
+    then: exclude
+  - id: after-objection
+    if: {where: [{column: created_at, ge: {column: objected_at}}]}
+    then: exclude
+  - id: paused
+    if: {region: [GB, EEA, CH]}
+    then: exclude
+  - id: unknown-region
+    if: {region: unknown}
+    then: exclude
+  - id: opted-out
+    if: {consent: denied}
+    then: exclude
+  - id: allowed
+    then: include
+";
+
+const COUNTRIES: &[Option<&str>] = &[
+    Some("US"),
+    Some("DE"),
+    Some("GB"),
+    Some("BR"),
+    Some("fr"),
+    None,
+];
+const CONSENT: &[Option<&str>] = &[Some("opt_in"), Some("opt_in"), Some("opt_out"), None];
+
+/// One member's snapshot row: (country, consent, objected_at).
+type Member = (Option<&'static str>, Option<&'static str>, Option<i64>);
+
+/// The world of one night: corpus files (name -> rows), the snapshot, the erasure list.
+#[derive(Clone)]
+struct World {
+    /// (file name, seed of its rows, rows)
+    files: Vec<(String, u64, usize)>,
+    members: Vec<Option<Member>>,
+    erased: Vec<i64>,
+    policy: String,
+}
+
+fn member(rng: &mut Rng) -> Member {
+    (
+        COUNTRIES[rng.below(COUNTRIES.len())],
+        CONSENT[rng.below(CONSENT.len())],
+        (rng.below(5) == 0).then(|| 1_000 + rng.below(1_000) as i64),
+    )
+}
+
+impl World {
+    fn new(rng: &mut Rng, members: usize) -> World {
+        World {
+            files: (0..2 + rng.below(4))
+                .map(|i| {
+                    (
+                        format!("part-{i:03}.parquet"),
+                        rng.next(),
+                        20 + rng.below(300),
+                    )
+                })
+                .collect(),
+            members: (0..members)
+                .map(|_| (rng.below(10) != 0).then(|| member(rng)))
+                .collect(),
+            erased: (0..members as i64).filter(|_| rng.below(20) == 0).collect(),
+            policy: POLICY.to_string(),
+        }
+    }
+
+    /// A night's changes: a few of each kind, each kind not every night.
+    fn next_night(&self, rng: &mut Rng) -> World {
+        let mut w = self.clone();
+        let n = w.members.len();
+        if rng.below(3) == 0 {
+            // Nothing changes at all.
+            return w;
+        }
+        for _ in 0..rng.below(4) {
+            let m = rng.below(n);
+            match rng.below(5) {
+                0 => w.members[m] = None,
+                1 => w.members[m] = Some(member(rng)),
+                2 => {
+                    if let Some(x) = &mut w.members[m] {
+                        x.1 = Some(if x.1 == Some("opt_out") {
+                            "opt_in"
+                        } else {
+                            "opt_out"
+                        });
+                    }
+                }
+                3 => {
+                    if !w.erased.contains(&(m as i64)) {
+                        w.erased.push(m as i64);
+                    }
+                }
+                _ => {
+                    if !w.erased.is_empty() {
+                        let i = rng.below(w.erased.len());
+                        w.erased.remove(i);
+                    }
+                }
+            }
+        }
+        match rng.below(8) {
+            0 => {
+                let i = w.files.len();
+                w.files.push((
+                    format!("part-{i:03}.parquet"),
+                    rng.next(),
+                    20 + rng.below(200),
+                ))
+            }
+            1 if w.files.len() > 1 => {
+                let i = rng.below(w.files.len());
+                w.files.remove(i);
+            }
+            2 => {
+                let i = rng.below(w.files.len());
+                w.files[i].1 = rng.next();
+            }
+            3 => {
+                // A policy edit: one more region paused.
+                w.policy = if w.policy.contains("[GB, EEA, CH]") {
+                    POLICY.replace("[GB, EEA, CH]", "[GB, EEA, CH, BR]")
+                } else {
+                    POLICY.to_string()
+                };
+            }
+            _ => {}
+        }
+        w
+    }
+
+    /// Write the world under `dir` (the corpus in `dir/in`, rewritten only where it changed, as
+    /// a nightly export leaves unchanged files alone).
+    fn write(&self, dir: &Path) {
+        let input = dir.join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        for e in std::fs::read_dir(&input).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stamp = name.starts_with('.');
+            if !stamp && !self.files.iter().any(|(n, _, _)| *n == name) {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        for (name, seed, rows) in &self.files {
+            let path = input.join(name);
+            let stamp = input.join(format!(".{name}.seed"));
+            let want = format!("{seed} {rows}");
+            if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+                continue;
+            }
+            write_corpus_file(&path, *seed, *rows, self.members.len());
+            std::fs::write(&stamp, want).unwrap();
+        }
+        let mut keys = Vec::new();
+        let mut countries = Vec::new();
+        let mut consents = Vec::new();
+        let mut objected = Vec::new();
+        let mut updated = Vec::new();
+        for (m, x) in self.members.iter().enumerate() {
+            if let Some((c, s, o)) = x {
+                keys.push(m as i64);
+                countries.push(*c);
+                consents.push(*s);
+                objected.push(*o);
+                updated.push(Some(m as i64));
+            }
+        }
+        let snap = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("key", DataType::Int64, false),
+                Field::new("country", DataType::Utf8, true),
+                Field::new("consent", DataType::Utf8, true),
+                Field::new("updated_at", DataType::Int64, true),
+                Field::new("objected_at", DataType::Int64, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(keys)) as ArrayRef,
+                Arc::new(StringArray::from(countries)),
+                Arc::new(StringArray::from(consents)),
+                Arc::new(Int64Array::from(updated)),
+                Arc::new(Int64Array::from(objected)),
+            ],
+        )
+        .unwrap();
+        write_batch(&dir.join("snapshot.parquet"), &snap, None);
+        let list: String = self.erased.iter().map(|m| format!("{m}\n")).collect();
+        std::fs::write(dir.join("erasure.txt"), list).unwrap();
+        std::fs::write(dir.join("policy.yaml"), &self.policy).unwrap();
+    }
+}
+
+fn write_corpus_file(path: &Path, seed: u64, rows: usize, members: usize) {
+    let mut rng = Rng(seed);
+    let post: Vec<i64> = (0..rows as i64)
+        .map(|i| (seed as i64 & 0xffff) * 100_000 + i)
+        .collect();
+    let member: Vec<Option<i64>> = (0..rows)
+        .map(|_| (rng.below(30) != 0).then(|| rng.below(members + 3) as i64))
+        .collect();
+    let created: Vec<i64> = (0..rows).map(|_| 1_000 + rng.below(1_200) as i64).collect();
+    let text: Vec<String> = (0..rows)
+        .map(|i| {
+            format!(
+                "post {i} of {seed}: {}",
+                "lorem ipsum ".repeat(rng.below(20))
+            )
+        })
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("post_id", DataType::Int64, false),
+            Field::new("member_id", DataType::Int64, true),
+            Field::new("created_at", DataType::Int64, false),
+            Field::new("text", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(post)) as ArrayRef,
+            Arc::new(Int64Array::from(member)),
+            Arc::new(Int64Array::from(created)),
+            Arc::new(StringArray::from(text)),
+        ],
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(64))
+        .build();
+    write_batch(path, &batch, Some(props));
+}
+
+fn filter(dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+    let list = format!("erasure={}", dir.join("erasure.txt").display());
+    let (policy, snapshot, input) = (
+        dir.join("policy.yaml"),
+        dir.join("snapshot.parquet"),
+        dir.join("in"),
+    );
+    let mut args = vec![
+        "filter",
+        "--policy",
+        p(&policy),
+        "--consent-table",
+        p(&snapshot),
+        "--user-list",
+        &list,
+        "--output",
+        p(out),
+        "--progress",
+        "never",
+    ];
+    args.extend_from_slice(extra);
+    args.push(p(&input));
+    let (code, _, err) = run(&args);
+    (code, err)
+}
+
+fn summary(out: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The summary as a fresh run would write it: times, the options as given and `reuse` aside.
+fn comparable(out: &Path) -> Value {
+    let mut s = summary(out);
+    let o = s.as_object_mut().unwrap();
+    for k in [
+        "started_at",
+        "finished_at",
+        "options",
+        "reuse",
+        "resumed_files",
+    ] {
+        o.remove(k);
+    }
+    s
+}
+
+/// Every file of `data/` and of `excluded/`, with its bytes.
+type Outputs = (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>);
+
+fn outputs(out: &Path) -> Outputs {
+    (tree(&out.join("data")), tree(&out.join("excluded")))
+}
+
+fn assert_same_as_fresh(reused: &Path, fresh: &Path) {
+    assert!(
+        outputs(reused) == outputs(fresh),
+        "data/ or excluded/ differ from a fresh run"
+    );
+    assert_eq!(comparable(reused), comparable(fresh));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, .. ProptestConfig::default() })]
+    /// The law: a chain of nights, each reusing the night before, gives what fresh runs give.
+    #[test]
+    fn reuse_writes_what_a_fresh_run_writes(seed in any::<u64>(), members in 5usize..80) {
+        let mut rng = Rng(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let mut world = World::new(&mut rng, members);
+        let mut prev: Option<PathBuf> = None;
+        let mut yesterday: Option<World> = None;
+        for night in 0..4 {
+            world.write(dir.path());
+            let fresh = dir.path().join(format!("fresh-{night}"));
+            let (code, err) = filter(dir.path(), &fresh, &["--threads", "1"]);
+            prop_assert_eq!(code, 0, "{}", err);
+            let out = dir.path().join(format!("out-{night}"));
+            let threads = (1 + rng.below(3)).to_string();
+            let mut extra = vec!["--threads", threads.as_str()];
+            let prev_arg = prev.as_ref().map(|p| p.to_str().unwrap().to_owned());
+            if let Some(p) = &prev_arg {
+                extra.extend_from_slice(&["--reuse", p.as_str()]);
+            }
+            let (code, err) = filter(dir.path(), &out, &extra);
+            prop_assert_eq!(code, 0, "{}", err);
+            assert_same_as_fresh(&out, &fresh);
+            if let Some(before) = &yesterday {
+                // Exactly the files that are unchanged and hold no changed member are reused.
+                let r = &summary(&out)["reuse"];
+                let want = expected_reused(before, &world, dir.path());
+                prop_assert_eq!(r["files_reused"].as_u64().unwrap(), want, "{}", r);
+            }
+            prev = Some(out);
+            yesterday = Some(world.clone());
+            world = world.next_night(&mut rng);
+        }
+    }
+}
+
+/// How many of today's files a run reusing yesterday's output must take from it: those with
+/// the same rows as yesterday, under the same policy, holding no member whose snapshot row or
+/// erasure request changed.
+fn expected_reused(before: &World, now: &World, dir: &Path) -> u64 {
+    if before.policy != now.policy {
+        return 0;
+    }
+    let n = before.members.len();
+    let changed: Vec<i64> = (0..n as i64)
+        .filter(|&m| {
+            before.members[m as usize] != now.members[m as usize]
+                || before.erased.contains(&m) != now.erased.contains(&m)
+        })
+        .collect();
+    now.files
+        .iter()
+        .filter(|f| before.files.contains(f))
+        .filter(|(name, _, _)| {
+            let ids = i64s(&read_all(&dir.join("in").join(name)), "member_id");
+            !ids.iter().flatten().any(|m| changed.contains(m))
+        })
+        .count() as u64
+}
+
+/// A world written once, with a complete first output (`out-0`) to reuse.
+fn first_night(seed: u64) -> (tempfile::TempDir, World) {
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(&mut rng, 60);
+    world.write(dir.path());
+    let (code, err) = filter(dir.path(), &dir.path().join("out-0"), &[]);
+    assert_eq!(code, 0, "{err}");
+    (dir, world)
+}
+
+#[test]
+fn an_unchanged_night_reuses_every_file_and_says_so() {
+    let (dir, world) = first_night(7);
+    let prev = dir.path().join("out-0");
+    let out = dir.path().join("out-1");
+    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
+    assert_eq!(code, 0, "{err}");
+    let files = world.files.len() as u64;
+    assert!(
+        err.contains(&format!(
+            "reuse: took the outputs of {files} of {files} files from"
+        )),
+        "{err}"
+    );
+    let r = &summary(&out)["reuse"];
+    assert_eq!(r["files_reused"], files);
+    assert_eq!(r["row_groups_recomputed"], 0);
+    assert_eq!(r["changed_keys"], 0);
+    assert!(r["row_groups_reused"].as_u64().unwrap() >= files);
+    assert!(r["bytes_reused"].as_u64().unwrap() > 0);
+    assert_same_as_fresh(&out, &prev);
+    // The state is recorded again, so the night after can reuse this output in turn.
+    assert!(out.join("_state/files.json").is_file());
+    assert!(out.join("_state/keys.parquet").is_file());
+    // And it passes verify like any output.
+    let (code, _, err) = run(&[
+        "verify",
+        "--policy",
+        p(&dir.path().join("policy.yaml")),
+        "--consent-table",
+        p(&dir.path().join("snapshot.parquet")),
+        "--user-list",
+        &format!("erasure={}", dir.path().join("erasure.txt").display()),
+        p(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn one_opt_out_recomputes_only_the_files_holding_that_member() {
+    let (dir, mut world) = first_night(11);
+    let prev = dir.path().join("out-0");
+    // Member 3 opts out; which files hold them is read from the corpus itself.
+    world.members[3] = Some((Some("US"), Some("opt_out"), None));
+    world.write(dir.path());
+    let out = dir.path().join("out-1");
+    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
+    assert_eq!(code, 0, "{err}");
+    let fresh = dir.path().join("fresh");
+    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+    assert_same_as_fresh(&out, &fresh);
+    let holding: u64 = world
+        .files
+        .iter()
+        .filter(|(name, _, _)| {
+            i64s(&read_all(&dir.path().join("in").join(name)), "member_id").contains(&Some(3))
+        })
+        .count() as u64;
+    let r = &summary(&out)["reuse"];
+    assert_eq!(r["changed_keys"], 1, "{r}");
+    assert_eq!(r["files_reused"], world.files.len() as u64 - holding, "{r}");
+}
+
+#[test]
+fn a_previous_output_that_cannot_vouch_for_itself_is_not_used() {
+    let (dir, mut world) = first_night(5);
+    let prev = dir.path().join("out-0");
+    // The snapshot changes, so the member digests are needed.
+    world.members[1] = Some((Some("BR"), Some("opt_in"), None));
+    world.write(dir.path());
+    let fresh = dir.path().join("fresh");
+    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::process::Command::new("cp")
+            .args(["-a", p(&prev), p(&to)])
+            .status()
+            .unwrap();
+        to
+    };
+    type Spoil = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Spoil, &str)> = vec![
+        (
+            "truncated",
+            Box::new(|p: &Path| {
+                let k = p.join("_state/keys.parquet");
+                let b = std::fs::read(&k).unwrap();
+                std::fs::write(&k, &b[..b.len() / 2]).unwrap();
+            }),
+            "not as recorded",
+        ),
+        (
+            "garbled",
+            Box::new(|p: &Path| {
+                std::fs::write(p.join("_state/files.json"), "{not json").unwrap();
+            }),
+            "does not parse",
+        ),
+        (
+            "unfinished",
+            Box::new(|p: &Path| {
+                std::fs::remove_file(p.join("_SUCCESS")).unwrap();
+            }),
+            "no _SUCCESS",
+        ),
+        (
+            "stateless",
+            Box::new(|p: &Path| {
+                std::fs::remove_dir_all(p.join("_state")).unwrap();
+            }),
+            "has no _state/files.json",
+        ),
+        (
+            "other-policy",
+            Box::new(|p: &Path| {
+                let f = p.join("_state/files.json");
+                let mut v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+                v["header"]["policy_sha256"] = Value::from("0".repeat(64));
+                std::fs::write(&f, v.to_string()).unwrap();
+            }),
+            "another policy",
+        ),
+    ];
+    for (name, spoil, says) in cases {
+        let spoiled = copy(name);
+        spoil(&spoiled);
+        let out = dir.path().join(format!("out-{name}"));
+        let (code, err) = filter(dir.path(), &out, &["--reuse", p(&spoiled)]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(
+            err.contains("--reuse: ") && err.contains(says),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains("processing every file afresh"),
+            "{name}: {err}"
+        );
+        let r = &summary(&out)["reuse"];
+        assert_eq!(r["files_reused"], 0, "{name}");
+        assert!(
+            r["fallback"].as_str().unwrap().contains(says),
+            "{name}: {r}"
+        );
+        assert_same_as_fresh(&out, &fresh);
+    }
+    // A data file of PREV_OUT cut short is not taken either (that file is processed afresh).
+    let spoiled = copy("short-data");
+    let (name, _, _) = &world.files[0];
+    let f = spoiled.join("data").join(name);
+    let b = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &b[..b.len() - 1]).unwrap();
+    world.write(dir.path()); // unchanged
+    let out = dir.path().join("out-short-data");
+    assert_eq!(filter(dir.path(), &out, &["--reuse", p(&spoiled)]).0, 0);
+    assert_same_as_fresh(&out, &fresh);
+}
+
+#[test]
+fn reuse_replaces_its_own_previous_output_with_overwrite() {
+    let (dir, world) = first_night(3);
+    let out = dir.path().join("out-0");
+    let before = outputs(&out);
+    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&out), "--overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        summary(&out)["reuse"]["files_reused"],
+        world.files.len() as u64
+    );
+    assert!(outputs(&out) == before);
+    // Without --overwrite the output is refused before anything is read.
+    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&out)]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn a_first_night_without_a_previous_output_runs_afresh() {
+    let (dir, _) = first_night(9);
+    let out = dir.path().join("out-1");
+    let (code, err) = filter(
+        dir.path(),
+        &out,
+        &["--reuse", p(&dir.path().join("nothing-here"))],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("is not a complete output (no _SUCCESS)"),
+        "{err}"
+    );
+    assert_same_as_fresh(&out, &dir.path().join("out-0"));
+}
+
+#[test]
+fn another_pseudonymization_key_is_another_job() {
+    let (dir, _) = first_night(13);
+    let (k1, k2) = (dir.path().join("k1"), dir.path().join("k2"));
+    std::fs::write(&k1, [1u8; 32]).unwrap();
+    std::fs::write(&k2, [2u8; 32]).unwrap();
+    let a = dir.path().join("a");
+    assert_eq!(
+        filter(dir.path(), &a, &["--pseudonymize-user-ids", p(&k1)]).0,
+        0
+    );
+    let b = dir.path().join("b");
+    let (code, err) = filter(
+        dir.path(),
+        &b,
+        &["--pseudonymize-user-ids", p(&k2), "--reuse", p(&a)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("other output options"), "{err}");
+    let fresh = dir.path().join("fresh");
+    assert_eq!(
+        filter(dir.path(), &fresh, &["--pseudonymize-user-ids", p(&k2)]).0,
+        0
+    );
+    assert_same_as_fresh(&b, &fresh);
+    // The key itself is never recorded.
+    let state = std::fs::read_to_string(a.join("_state/files.json")).unwrap();
+    assert!(!state.contains("0101010101"), "{state}");
+}
