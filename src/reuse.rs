@@ -31,6 +31,7 @@ use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::PreviousRowGroups;
 use crate::error::{Error, Result};
 use crate::io::{object, Location, OutputFile, ReadOptions, Written};
 use crate::join::digest::{self, ChangedKeys};
@@ -135,6 +136,16 @@ pub struct Previous {
     /// Members whose decision inputs changed since PREV_OUT (empty: the snapshot and lists are
     /// the same ones).
     changed: HashSet<u64>,
+    read: ReadOptions,
+}
+
+/// What one input may take from PREV_OUT.
+pub enum Reusable<'a> {
+    Nothing,
+    /// Both outputs, whole.
+    Whole(&'a Entry),
+    /// The data of the row groups no changed member is in.
+    RowGroups(Arc<PreviousRowGroups>),
 }
 
 /// The outcome of looking at PREV_OUT.
@@ -233,6 +244,7 @@ pub fn load(
         from: prev.clone(),
         entries,
         changed,
+        read,
     }))
 }
 
@@ -307,36 +319,83 @@ impl Previous {
         self.changed.len()
     }
 
-    /// The entry of a file whose outputs may be reused: recorded for the same input, with no
-    /// changed key among its user ids (read from `column` when any key changed).
+    /// What of `rel`'s previous outputs this run may take: all of them (recorded for the same
+    /// input, no changed member among its user ids, read from `column` when any changed), the
+    /// data of its row groups that hold no changed member, or nothing.
     pub fn candidate(
         &self,
         rel: &str,
         input: &crate::io::ParquetFile,
         column: Option<&str>,
-    ) -> Option<&Entry> {
-        let e = self.entries.get(rel)?;
+    ) -> Reusable<'_> {
+        let Some(e) = self.entries.get(rel) else {
+            return Reusable::Nothing;
+        };
         if e.input != input.identity {
-            return None;
+            return Reusable::Nothing;
         }
         if self.changed.is_empty() {
-            return Some(e);
+            return Reusable::Whole(e);
         }
-        let column = column?;
-        let mut touched = false;
-        let read = input.read_all(Some(&[column]), 1 << 16, &mut |b| {
-            if !touched && b.num_columns() == 1 {
-                let r = digest::for_each_key_hash(b.column(0).as_ref(), &mut |h| {
-                    touched |= self.changed.contains(&h)
-                });
-                if r.is_err() {
-                    touched = true;
+        let Some(column) = column else {
+            return Reusable::Nothing;
+        };
+        let pq = input.parquet_meta().clone();
+        let mut touched = vec![false; input.num_row_groups()];
+        for (rg, t) in touched.iter_mut().enumerate() {
+            let read = input.read_row_group(&pq, rg, Some(&[column]), 1 << 16, None, &mut |b| {
+                if !*t && b.num_columns() == 1 {
+                    let r = digest::for_each_key_hash(b.column(0).as_ref(), &mut |h| {
+                        *t |= self.changed.contains(&h)
+                    });
+                    if r.is_err() {
+                        *t = true;
+                    }
                 }
+                Ok(())
+            });
+            // A file whose ids cannot be read is processed afresh (which reports why).
+            if read.is_err() {
+                return Reusable::Nothing;
             }
-            Ok(())
-        });
-        // A file whose ids cannot be read is processed afresh (which reports why).
-        (read.is_ok() && !touched).then_some(e)
+        }
+        if !touched.contains(&true) {
+            return Reusable::Whole(e);
+        }
+        self.row_groups(e, &touched)
+            .map_or(Reusable::Nothing, |p| Reusable::RowGroups(Arc::new(p)))
+    }
+
+    /// PREV_OUT's data file of `e`, for the row groups not `touched`; `None` when it is not as
+    /// recorded (then every row group is encoded afresh).
+    fn row_groups(&self, e: &Entry, touched: &[bool]) -> Option<PreviousRowGroups> {
+        let kept = &e.stats.kept_per_row_group;
+        if kept.len() != touched.len() {
+            return None;
+        }
+        let at = self.from.join("data").join(&e.rel);
+        let data = crate::io::open_parquet(&at, self.read).ok()?;
+        if data.identity.size != e.data.size
+            || data.num_row_groups() != kept.iter().filter(|k| **k > 0).count()
+        {
+            return None;
+        }
+        let mut next = 0;
+        let out_row_group = kept
+            .iter()
+            .zip(touched)
+            .map(|(k, t)| {
+                let here = (*k > 0).then_some(next);
+                next += (*k > 0) as usize;
+                here.filter(|_| !t)
+            })
+            .collect();
+        let meta = data.footer_for_copying().ok()?;
+        Some(PreviousRowGroups {
+            data,
+            meta,
+            out_row_group,
+        })
     }
 
     /// Put `e`'s previous outputs into `out` under the same names; the entry as it now stands

@@ -134,6 +134,16 @@ pub struct FileStats {
     pub row_groups: u64,
     /// Rows whose user id is null or absent from the consent snapshot.
     pub unmatched: u64,
+    /// Rows kept of each row group (what `--reuse` needs to find a row group's output).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_per_row_group: Vec<u64>,
+    /// Row groups whose output was copied from PREV_OUT (`--reuse`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub row_groups_from_previous: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone)]

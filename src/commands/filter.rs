@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::engine::{self, FileJob, FileOutcome, Input, JobOptions, RunContext};
+use crate::engine::{self, FileJob, FileOutcome, Input, JobOptions, PreviousRowGroups, RunContext};
 use crate::error::{Error, Result};
 use crate::io::{open_parquet, Location};
 use crate::join::{self, JoinData, KeyKind};
@@ -14,6 +14,7 @@ use crate::journal::{self, Earlier, Entry, Header, Journal};
 use crate::output::OutputTxn;
 use crate::plan::FilterPlan;
 use crate::progress::Progress;
+use crate::reuse::Reusable;
 use crate::summary::{now_rfc3339, RunSummary};
 
 /// Open every input (footers read and checked), in parallel on the current pool, in input order.
@@ -321,7 +322,7 @@ fn run_with(
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
     let mut skipped: Vec<Skipped> = Vec::new();
     let Prepared {
-        jobs,
+        mut jobs,
         job_index,
         join,
     } = prepare_all(plan, &pool, &mut skipped)?;
@@ -373,7 +374,7 @@ fn run_with(
         None => (HashMap::new(), None),
     };
     let (done_before, reuse) = match (previous, &txn, &journal) {
-        (Some(p), Some(t), Some(j)) => reuse_previous(p, plan, &pool, t, j, &jobs, &resumed)?,
+        (Some(p), Some(t), Some(j)) => reuse_previous(p, plan, &pool, t, j, &mut jobs, &resumed)?,
         _ => (resumed.clone(), None),
     };
 
@@ -407,6 +408,21 @@ fn run_with(
         Err(e) => return Err(e),
     };
 
+    let mut reuse = reuse;
+    if let Some(r) = reuse.as_mut() {
+        // Row groups of the files processed now whose data came from PREV_OUT.
+        let copied: u64 = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !done_before.contains_key(i))
+            .map(|(_, o)| match o {
+                FileOutcome::Done { stats, .. } => stats.row_groups_from_previous,
+                FileOutcome::Skipped { .. } => 0,
+            })
+            .sum();
+        r.row_groups_reused += copied;
+        r.row_groups_recomputed -= copied;
+    }
     let (files, counts, excluded) =
         collect_outcomes(policy, outcomes, &jobs, &job_index, &mut skipped)?;
     skipped.sort_by_key(|(i, _, _)| *i);
@@ -446,7 +462,7 @@ fn reuse_previous(
     pool: &rayon::ThreadPool,
     txn: &OutputTxn,
     journal: &Journal,
-    jobs: &[FileJob],
+    jobs: &mut [FileJob],
     resumed: &HashMap<usize, Entry>,
 ) -> Result<(HashMap<usize, Entry>, Option<crate::summary::ReuseRecord>)> {
     let from = plan
@@ -480,23 +496,29 @@ fn reuse_previous(
         }
     };
     let column = plan.policy.columns.user_id.as_deref();
-    let adopted: Vec<(usize, Result<Option<Entry>>)> = pool.install(|| {
-        jobs.par_iter()
-            .enumerate()
-            .filter(|(i, _)| !resumed.contains_key(i))
-            .filter_map(|(i, j)| {
-                let e = previous.candidate(&j.input.file.rel, &j.input.parquet, column)?;
-                Some((i, previous.adopt(e, txn.dir())))
-            })
-            .collect()
-    });
+    let adopted: Vec<(usize, Result<Option<Entry>>, Option<Arc<PreviousRowGroups>>)> = pool
+        .install(|| {
+            jobs.par_iter()
+                .enumerate()
+                .filter(|(i, _)| !resumed.contains_key(i))
+                .filter_map(|(i, j)| {
+                    match previous.candidate(&j.input.file.rel, &j.input.parquet, column) {
+                        Reusable::Nothing => None,
+                        Reusable::Whole(e) => Some((i, previous.adopt(e, txn.dir()), None)),
+                        Reusable::RowGroups(p) => Some((i, Ok(None), Some(p))),
+                    }
+                })
+                .collect()
+        });
     let mut done = resumed.clone();
     let mut bytes_reused = 0;
-    for (i, r) in adopted {
+    for (i, r, partly) in adopted {
         if let Some(e) = r? {
             journal.append(&e)?;
             bytes_reused += e.data.size + e.excluded.size;
             done.insert(i, e);
+        } else {
+            jobs[i].previous = partly;
         }
     }
     let reused: Vec<usize> = (0..jobs.len())

@@ -99,6 +99,21 @@ pub struct FileJob {
     pub(super) trust_input_pages: bool,
     pub(super) record_id: Option<String>,
     pub(super) user_id: Option<String>,
+    /// `--reuse`: the row groups whose kept rows PREV_OUT's data file holds already.
+    pub previous: Option<Arc<PreviousRowGroups>>,
+}
+
+/// `--reuse` below the file: an input that PREV_OUT processed, some of whose row groups hold a
+/// member whose decision inputs changed. The others' kept rows are PREV_OUT's, decided alike:
+/// their output row group is copied from PREV_OUT's data file byte for byte.
+pub struct PreviousRowGroups {
+    /// PREV_OUT's data file of this input, opened and checked like any input.
+    pub data: crate::io::ParquetFile,
+    /// Its footer with its page index (copied with the row groups).
+    pub meta: Arc<ParquetMetaData>,
+    /// Per input row group: the data file's row group holding its kept rows, when no changed
+    /// member is in it and it kept any.
+    pub out_row_group: Vec<Option<usize>>,
 }
 
 /// `schema` with the top-level fields `to` gives a type for read as that type instead.
@@ -216,6 +231,7 @@ impl FileJob {
             trust_input_pages: options.trust_input_pages,
             record_id: policy.columns.record_id.clone(),
             user_id: policy.columns.user_id.clone(),
+            previous: None,
         })
     }
 

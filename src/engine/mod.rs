@@ -16,5 +16,5 @@ mod sink;
 mod tests;
 
 pub use job::POLICY_SHA_KEY;
-pub use job::{FileJob, Input, JobOptions};
+pub use job::{FileJob, Input, JobOptions, PreviousRowGroups};
 pub use scheduler::{run, FileOutcome, RunContext};

@@ -44,6 +44,8 @@ pub(super) enum DataOut {
     Encoded(Vec<OutChunk>),
     /// Every row kept and codecs preserved: copy the input column chunks byte for byte.
     PassThrough(Arc<Readers>),
+    /// `--reuse`: copy row group `.1` of PREV_OUT's data file byte for byte.
+    Previous(Arc<super::job::PreviousRowGroups>, usize),
 }
 
 /// What one row group produced.
@@ -141,9 +143,17 @@ pub(super) fn process_row_group(
         }
     }
 
+    let previous = job.previous.as_ref().and_then(|p| {
+        let at = p.out_row_group.get(rg).copied().flatten()?;
+        // Decided alike, so the same rows: a count that differs means PREV_OUT is not what it
+        // recorded, and the row group is encoded afresh.
+        (p.meta.row_group(at).num_rows() as u64 == kept).then(|| (p.clone(), at))
+    });
     let data = if !write || kept == 0 {
         // Nothing of the payload is needed: it is never checked, read nor fetched.
         DataOut::Nothing
+    } else if let Some((p, at)) = previous {
+        DataOut::Previous(p, at)
     } else {
         let checked = job.input.parquet.check_row_group(&footer.pq, rg)?;
         let readers = match &checked.corrected {

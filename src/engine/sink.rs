@@ -72,8 +72,17 @@ impl ChunkFile {
         Ok(())
     }
 
-    /// Copy row group `rg` of `input` unchanged: same pages, statistics and page index.
-    fn append_raw(&mut self, input: &FileSource, meta: &ParquetMetaData, rg: usize) -> Result<()> {
+    /// Copy row group `rg` of `input` unchanged: same pages, statistics and page index. With
+    /// `as_written`, the statistics are written back as the writer writes them, legacy min/max
+    /// fields included where it writes them (a parse drops that flag): a row group of
+    /// corpusgate's own output then comes out byte for byte as it went in.
+    fn append_raw(
+        &mut self,
+        input: &FileSource,
+        meta: &ParquetMetaData,
+        rg: usize,
+        as_written: bool,
+    ) -> Result<()> {
         let rg_meta = meta.row_group(rg);
         let page_index = meta.page_index();
         let location = self.location.clone();
@@ -83,10 +92,15 @@ impl ChunkFile {
         };
         let mut w = self.writer.next_row_group().map_err(err)?;
         for (i, col) in rg_meta.columns().iter().enumerate() {
+            let metadata = if as_written {
+                as_writer_writes(col).map_err(err)?
+            } else {
+                col.clone()
+            };
             let close = ColumnCloseResult {
                 bytes_written: col.compressed_size().max(0) as u64,
                 rows_written: rg_meta.num_rows().max(0) as u64,
-                metadata: col.clone(),
+                metadata,
                 bloom_filter: None,
                 column_index: page_index.and_then(|p| p.column_index(rg, i)).cloned(),
                 offset_index: page_index.and_then(|p| p.offset_index(rg, i)).cloned(),
@@ -105,6 +119,31 @@ impl ChunkFile {
         })?;
         out.finish()
     }
+}
+
+/// `col` with its statistics flagged as the column writer flags them: legacy `min`/`max`
+/// written too where the column's sort order is signed.
+fn as_writer_writes(
+    col: &parquet::file::metadata::ColumnChunkMetaData,
+) -> parquet::errors::Result<parquet::file::metadata::ColumnChunkMetaData> {
+    use parquet::file::statistics::Statistics as S;
+    let Some(stats) = col.statistics() else {
+        return Ok(col.clone());
+    };
+    let legacy = col.column_descr().sort_order().is_signed();
+    let stats = match stats.clone() {
+        S::Boolean(v) => S::Boolean(v.with_backwards_compatible_min_max(legacy)),
+        S::Int32(v) => S::Int32(v.with_backwards_compatible_min_max(legacy)),
+        S::Int64(v) => S::Int64(v.with_backwards_compatible_min_max(legacy)),
+        S::Int96(v) => S::Int96(v.with_backwards_compatible_min_max(legacy)),
+        S::Float(v) => S::Float(v.with_backwards_compatible_min_max(legacy)),
+        S::Double(v) => S::Double(v.with_backwards_compatible_min_max(legacy)),
+        S::ByteArray(v) => S::ByteArray(v.with_backwards_compatible_min_max(legacy)),
+        S::FixedLenByteArray(v) => {
+            S::FixedLenByteArray(v.with_backwards_compatible_min_max(legacy))
+        }
+    };
+    col.clone().into_builder().set_statistics(stats).build()
 }
 
 /// The two outputs of one input file, as written.
@@ -177,11 +216,19 @@ impl FileSink {
         self.stats.kept += r.kept;
         self.stats.excluded += r.rows - r.kept;
         self.stats.unmatched += r.unmatched;
+        self.stats.kept_per_row_group.push(r.kept);
         if let Some(data) = self.data.as_mut() {
             match r.data {
                 DataOut::Nothing => {}
                 DataOut::Encoded(chunks) => data.append(chunks)?,
-                DataOut::PassThrough(readers) => data.append_raw(&self.input, &readers.pq, r.rg)?,
+                DataOut::PassThrough(readers) => {
+                    data.append_raw(&self.input, &readers.pq, r.rg, false)?
+                }
+                DataOut::Previous(p, at) => {
+                    let source = p.data.source().with_buffer(1 << 20);
+                    data.append_raw(&source, &p.meta, at, true)?;
+                    self.stats.row_groups_from_previous += 1;
+                }
             }
         }
         if let (Some(chunks), Some(m)) = (r.manifest, self.manifest.as_mut()) {

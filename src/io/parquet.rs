@@ -743,6 +743,26 @@ impl ParquetFile {
         }
     }
 
+    /// The footer parsed again with everything a writer copying its row groups needs to write
+    /// them back as they are: page encoding statistics as lists (the default parse keeps a
+    /// mask, which writes back shorter) and the page index. Checked at open like any footer.
+    pub fn footer_for_copying(&self) -> Result<Arc<ParquetMetaData>> {
+        let source = self.source.clone();
+        let parsed = guard::catch(|| {
+            let mut options = parquet::file::metadata::ParquetMetaDataOptions::new();
+            options.set_encoding_stats_as_mask(false);
+            ParquetMetaDataReader::new()
+                .with_metadata_options(Some(options))
+                .with_page_index_policy(PageIndexPolicy::Optional)
+                .parse_and_finish(&source)
+        });
+        match parsed {
+            Ok(Ok(pq)) => Ok(Arc::new(pq)),
+            Ok(Err(e)) => Err(self.err(None, e)),
+            Err(panic) => Err(self.err(None, ReadError::Panic(panic))),
+        }
+    }
+
     /// Walk and check every page header of row group `rg` in `pq` (this file's footer, with or
     /// without its page index); the memory decoding it needs must fit `--max-memory`.
     pub fn check_row_group(&self, pq: &Arc<ParquetMetaData>, rg: usize) -> Result<RowGroupPages> {

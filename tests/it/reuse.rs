@@ -450,6 +450,28 @@ fn one_opt_out_recomputes_only_the_files_holding_that_member() {
     let r = &summary(&out)["reuse"];
     assert_eq!(r["changed_keys"], 1, "{r}");
     assert_eq!(r["files_reused"], world.files.len() as u64 - holding, "{r}");
+    // Inside the files holding the member, the row groups without them are copied from
+    // PREV_OUT rather than encoded again (each file has row groups of 64 rows).
+    let rgs = |only_holding: bool| -> u64 {
+        world
+            .files
+            .iter()
+            .filter(|(name, _, _)| {
+                let ids = i64s(&read_all(&dir.path().join("in").join(name)), "member_id");
+                ids.contains(&Some(3)) == only_holding
+            })
+            .map(|(_, _, rows)| rows.div_ceil(64) as u64)
+            .sum()
+    };
+    let (reused, recomputed) = (
+        r["row_groups_reused"].as_u64().unwrap(),
+        r["row_groups_recomputed"].as_u64().unwrap(),
+    );
+    assert_eq!(reused + recomputed, rgs(true) + rgs(false), "{r}");
+    assert!(
+        reused > rgs(false),
+        "no row group copied inside a file: {r}"
+    );
 }
 
 #[test]
