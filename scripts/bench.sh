@@ -8,6 +8,7 @@
 #   ROWS=200000 scripts/bench.sh             # quick
 #   SCALING=1 [SCALING_DUCKDB=1] scripts/bench.sh
 #   BUCKET=1 scripts/bench.sh                # instead: corpusgate on S3 (scripts/bench/bucket.sh)
+#   NIGHTLY=1 scripts/bench.sh               # instead: --reuse after a night's change (scripts/bench/nightly.sh)
 #
 # Env (defaults): ROWS (4000000, per layout) FILES (8) ROW_GROUP (131072) TEXT_BYTES (400)
 #   SEED (42) REPEAT (1: runs per measurement, the fastest is kept; the corpusgate/DuckDB runs
@@ -27,6 +28,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # BUCKET=1: the object-store benchmark instead; it sources this file for its helpers.
 if [[ ${BUCKET:-0} == 1 && ${BASH_SOURCE[0]} == "$0" ]]; then exec scripts/bench/bucket.sh "$@"; fi
+# NIGHTLY=1: the --reuse benchmark instead (scripts/bench/nightly.sh).
+if [[ ${NIGHTLY:-0} == 1 && ${BASH_SOURCE[0]} == "$0" ]]; then exec scripts/bench/nightly.sh "$@"; fi
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in scripts/bench/
 
 ROWS=${ROWS:-4000000}

@@ -62,17 +62,46 @@ struct KeysRecord {
     sha256: String,
 }
 
-/// Record the state of a run about to commit in `dir/_state/`.
+/// This run's member digests, computed on first use (a run whose snapshot and lists are
+/// PREV_OUT's copies PREV_OUT's record instead).
+pub type Digests<'a> = &'a dyn Fn() -> Result<&'a [(u64, u64)]>;
+
+/// PREV_OUT's `keys.parquet`, which a run with the same snapshot and lists records as its own.
+pub struct KeysCopy {
+    from: Location,
+    record: KeysRecord,
+}
+
+/// Record the state of a run about to commit in `dir/_state/`; `digests` when it joins
+/// anything (`copy`: PREV_OUT's record of the same members, taken when it is as recorded).
 pub fn write_state(
     dir: &Location,
     header: &Header,
     entries: Vec<Entry>,
-    digests: Option<&[(u64, u64)]>,
+    digests: Option<Digests>,
+    copy: Option<&KeysCopy>,
 ) -> Result<()> {
     let state = dir.join(STATE_DIR);
+    let at = state.join(KEYS);
     let keys = match digests {
-        Some(d) => Some(write_keys(&state.join(KEYS), d)?),
         None => None,
+        Some(digests) => {
+            let copied = match copy {
+                Some(c) => {
+                    let w = Written {
+                        size: c.record.size,
+                        sha256: c.record.sha256.clone(),
+                        etag: None,
+                    };
+                    adopt_file(&c.from, &at, &w)?.map(|_| c.record.clone())
+                }
+                None => None,
+            };
+            match copied {
+                Some(r) => Some(r),
+                None => Some(write_keys(&at, digests()?)?),
+            }
+        }
     };
     let file = StateFile {
         format: FORMAT,
@@ -137,6 +166,8 @@ pub struct Previous {
     /// the same ones).
     changed: HashSet<u64>,
     read: ReadOptions,
+    /// Its member digests, when they are this run's too (the same snapshot and lists).
+    pub keys_copy: Option<KeysCopy>,
 }
 
 /// What one input may take from PREV_OUT.
@@ -150,7 +181,7 @@ pub enum Reusable<'a> {
 
 /// The outcome of looking at PREV_OUT.
 pub enum Loaded {
-    Usable(Previous),
+    Usable(Box<Previous>),
     /// Nothing can be reused, and why (said on stderr and in summary.json).
     Unusable(String),
 }
@@ -175,12 +206,13 @@ fn exists(loc: &Location) -> Result<bool> {
 }
 
 /// Look at `prev` for a run with `header` (`rules`: the policy's rule count; `digests`: this
-/// run's member digests, when it joins anything).
+/// run's member digests, when it joins anything, computed only if the snapshot or a list
+/// changed).
 pub fn load(
     prev: &Location,
     header: &Header,
     rules: usize,
-    digests: Option<&[(u64, u64)]>,
+    digests: Option<Digests>,
     read: ReadOptions,
 ) -> Result<Loaded> {
     let unusable = |m: String| Ok(Loaded::Unusable(m));
@@ -229,23 +261,29 @@ pub fn load(
         }
         entries.insert(e.rel.clone(), e);
     }
-    let changed = if was.join_sha256 == now.join_sha256 {
-        HashSet::new()
+    let keys_at = prev.join(STATE_DIR).join(KEYS);
+    let (changed, keys_copy) = if was.join_sha256 == now.join_sha256 {
+        let copy = state.keys.map(|record| KeysCopy {
+            from: keys_at,
+            record,
+        });
+        (HashSet::new(), copy)
     } else {
         let (Some(record), Some(digests)) = (&state.keys, digests) else {
             return unusable(format!("{files_at} records no member digests"));
         };
-        match changed_keys(&prev.join(STATE_DIR).join(KEYS), record, digests, read)? {
-            Ok(c) => c.into_iter().collect(),
+        match changed_keys(&keys_at, record, digests()?, read)? {
+            Ok(c) => (c.into_iter().collect(), None),
             Err(m) => return unusable(m),
         }
     };
-    Ok(Loaded::Usable(Previous {
+    Ok(Loaded::Usable(Box::new(Previous {
         from: prev.clone(),
         entries,
         changed,
         read,
-    }))
+        keys_copy,
+    })))
 }
 
 /// The changed keys between the digests recorded at `at` and this run's; the inner error says

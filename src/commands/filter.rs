@@ -342,24 +342,35 @@ fn run_with(
     );
     let writes = plan.output.is_some() && !plan.dry_run;
     // What the join says of each member, recorded for the next run's --reuse (and compared
-    // with PREV_OUT's record by this one's).
-    let digests = match (writes, join.as_deref()) {
-        (true, Some(j)) => Some(
-            pool.install(|| crate::join::digest::member_digests(j))
-                .map_err(|m| Error::Usage(format!("--consent-table: {m}")))?,
-        ),
-        _ => None,
+    // with PREV_OUT's record by this one's): computed when first needed, at most once.
+    let computed: std::cell::OnceCell<Vec<(u64, u64)>> = std::cell::OnceCell::new();
+    let compute = || -> Result<&[(u64, u64)]> {
+        if let Some(d) = computed.get() {
+            return Ok(d);
+        }
+        let j = join
+            .as_deref()
+            .expect("digests are asked for only when joining");
+        let d = pool
+            .install(|| crate::join::digest::member_digests(j))
+            .map_err(|m| Error::Usage(format!("--consent-table: {m}")))?;
+        Ok(computed.get_or_init(|| d))
     };
+    let digests: Option<crate::reuse::Digests> = (writes && join.is_some()).then_some(&compute);
     // Before the transaction begins: with --overwrite of an object-store OUT that is PREV_OUT
     // too, beginning removes its _SUCCESS.
-    let previous = match (&plan.reuse, writes) {
+    let mut previous = match (&plan.reuse, writes) {
         (Some(prev), true) => Some(crate::reuse::load(
             prev,
             &header,
             policy.rules.len(),
-            digests.as_deref(),
+            digests,
             plan.read,
         )?),
+        _ => None,
+    };
+    let keys_copy = match previous.as_mut() {
+        Some(crate::reuse::Loaded::Usable(p)) => p.keys_copy.take(),
         _ => None,
     };
     let txn = match (&plan.output, plan.dry_run) {
@@ -444,7 +455,7 @@ fn run_with(
         if let Some(j) = journal {
             let entries = j.entries();
             j.remove()?;
-            crate::reuse::write_state(txn.dir(), &header, entries, digests.as_deref())?;
+            crate::reuse::write_state(txn.dir(), &header, entries, digests, keys_copy.as_ref())?;
         }
         let text = summary.to_file(policy).to_text();
         crate::io::write_file(&txn.dir().join("summary.json"), text.as_bytes())?;

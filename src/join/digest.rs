@@ -11,10 +11,14 @@
 
 use arrow_array::Array;
 use arrow_schema::DataType;
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::keys::{for_each_key, KeyRef};
 use super::JoinData;
+
+/// Members digested per task.
+const CHUNK: usize = 1 << 16;
 
 /// Recorded beside the digests: a run whose hashing differs cannot compare them.
 pub const HASH_NAME: &str = "sha256-64";
@@ -83,60 +87,79 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                 Ok((name, a))
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
-        let formatters = plain
-            .iter()
-            .map(|(name, a)| {
-                arrow_cast::display::ArrayFormatter::try_new(
-                    a.as_ref(),
-                    &arrow_cast::display::FormatOptions::default(),
-                )
-                .map(|f| (*name, a, f))
-                .map_err(|e| format!("consent_table extra column '{name}': {e}"))
+        // In chunks on the pool (a formatter is per thread): two SHA-256 per member.
+        let chunks: Vec<std::ops::Range<usize>> = (0..t.keys.len())
+            .step_by(CHUNK)
+            .map(|s| s..(s + CHUNK).min(t.keys.len()))
+            .collect();
+        let parts = chunks
+            .into_par_iter()
+            .map(|range| -> std::result::Result<Vec<(u64, u64)>, String> {
+                let formatters = plain
+                    .iter()
+                    .map(|(name, a)| {
+                        arrow_cast::display::ArrayFormatter::try_new(
+                            a.as_ref(),
+                            &arrow_cast::display::FormatOptions::default(),
+                        )
+                        .map(|f| (*name, a, f))
+                        .map_err(|e| format!("consent_table extra column '{name}': {e}"))
+                    })
+                    .collect::<std::result::Result<Vec<_>, String>>()?;
+                let mut part = Vec::with_capacity(range.len());
+                for i in range {
+                    let k = t.keys.get(i);
+                    let mut h = Sha256::new();
+                    key_bytes(&mut h, k);
+                    h.update(b"T");
+                    if let Some(r) = &t.region {
+                        h.update(r[i].label().as_bytes());
+                    }
+                    h.update([0xff]);
+                    if let Some(c) = &t.consent {
+                        h.update([c[i]]);
+                    }
+                    for (name, a, f) in &formatters {
+                        h.update([0xfe]);
+                        h.update(name.as_bytes());
+                        if a.is_null(i) {
+                            h.update([0]);
+                        } else {
+                            let v = f.value(i).to_string();
+                            h.update([1]);
+                            h.update((v.len() as u64).to_le_bytes());
+                            h.update(v.as_bytes());
+                        }
+                    }
+                    part.push((key_hash(k), first_u64(h)));
+                }
+                Ok(part)
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
         out.reserve(t.keys.len());
-        for i in 0..t.keys.len() {
-            let k = t.keys.get(i);
-            let mut h = Sha256::new();
-            key_bytes(&mut h, k);
-            h.update(b"T");
-            if let Some(r) = &t.region {
-                h.update(r[i].label().as_bytes());
-            }
-            h.update([0xff]);
-            if let Some(c) = &t.consent {
-                h.update([c[i]]);
-            }
-            for (name, a, f) in &formatters {
-                h.update([0xfe]);
-                h.update(name.as_bytes());
-                if a.is_null(i) {
-                    h.update([0]);
-                } else {
-                    let v = f.value(i).to_string();
-                    h.update([1]);
-                    h.update((v.len() as u64).to_le_bytes());
-                    h.update(v.as_bytes());
-                }
-            }
-            out.push((key_hash(k), first_u64(h)));
+        for p in parts {
+            out.extend(p);
         }
     }
     for l in &join.lists {
-        out.reserve(l.keys.len());
-        for i in 0..l.keys.len() {
-            let k = l.keys.get(i);
-            let mut h = Sha256::new();
-            key_bytes(&mut h, k);
-            h.update(b"L");
-            h.update(l.name.as_bytes());
-            out.push((key_hash(k), first_u64(h)));
-        }
+        let part: Vec<(u64, u64)> = (0..l.keys.len())
+            .into_par_iter()
+            .map(|i| {
+                let k = l.keys.get(i);
+                let mut h = Sha256::new();
+                key_bytes(&mut h, k);
+                h.update(b"L");
+                h.update(l.name.as_bytes());
+                (key_hash(k), first_u64(h))
+            })
+            .collect();
+        out.extend(part);
     }
+    out.par_sort_unstable();
     Ok(combine(out))
 }
 
-/// Sorted by hash, the digests under one hash added up.
+/// Sorted by hash, the digests under one hash added up (`v` sorted already, or not).
 fn combine(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     v.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
