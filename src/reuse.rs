@@ -5,7 +5,7 @@
 //! so no reader of `data/` takes it for data):
 //! - `files.json`: the job's [`Header`] (format, version, policy hash, join hashes, output
 //!   options) and one journal [`Entry`] per completed input: its identity, its two outputs'
-//!   sizes and SHA-256, its counts;
+//!   sizes and SHA-256, its counts and the rows kept of each row group;
 //! - `keys.parquet`, when the run joined a snapshot or lists: `(key_hash, digest)` of every
 //!   member, sorted by hash (see [`crate::join::digest`]), its size and SHA-256 in `files.json`.
 //!
@@ -17,6 +17,10 @@
 //! user-id column is read to know). A `_state/` that cannot vouch for itself (absent, unparsable,
 //! of another job, digests truncated or altered) means nothing is reused: the run says so on
 //! stderr and in summary.json, and is a fresh run.
+//!
+//! Below the file: in an input that holds a changed key, each row group holding none takes its
+//! data row group from PREV_OUT's data file byte for byte ([`PreviousRowGroups`]: located by the
+//! recorded kept counts, and taken only when today's count agrees); the others are encoded anew.
 //!
 //! The previous output is only read. Reused outputs are hard links where PREV_OUT and OUT share
 //! a filesystem, server-side copies within one object store (no copy at all when OUT is PREV_OUT
