@@ -4,8 +4,9 @@
 //! What a run records for the next one, under `OUT/_state/` (beside `_SUCCESS`, named with `_`
 //! so no reader of `data/` takes it for data):
 //! - `files.json`: the job's [`Header`] (format, version, policy hash, join hashes, output
-//!   options) and one journal [`Entry`] per completed input: its identity, its two outputs'
-//!   sizes and SHA-256, its counts and the rows kept of each row group;
+//!   options), what summary.json says of each joined source, and one journal [`Entry`] per
+//!   completed input: its identity, its two outputs' sizes and SHA-256, its counts and the rows
+//!   kept of each row group;
 //! - `keys.parquet`, when the run joined a snapshot or lists: `(key_hash, digest)` of every
 //!   member, sorted by hash (see [`crate::join::digest`]), its size and SHA-256 in `files.json`.
 //!
@@ -17,6 +18,10 @@
 //! user-id column is read to know). A `_state/` that cannot vouch for itself (absent, unparsable,
 //! of another job, digests truncated or altered) means nothing is reused: the run says so on
 //! stderr and in summary.json, and is a fresh run.
+//!
+//! When nothing changed (every input as recorded, the snapshot and lists of the same content),
+//! `filter` takes every output from PREV_OUT without loading the snapshot or a list at all: their
+//! hashes and PREV_OUT's record of them are all the summary needs.
 //!
 //! Below the file: in an input that holds a changed key, each row group holding none takes its
 //! data row group from PREV_OUT's data file byte for byte ([`PreviousRowGroups`]: located by the
@@ -39,6 +44,7 @@ use crate::engine::PreviousRowGroups;
 use crate::error::{Error, Result};
 use crate::io::{object, Location, OutputFile, ReadOptions, Written};
 use crate::join::digest::{self, ChangedKeys};
+use crate::join::{JoinRecord, SourceInfo};
 use crate::journal::{Entry, Header};
 
 /// The state folder of an output.
@@ -54,7 +60,23 @@ struct StateFile {
     header: Header,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     keys: Option<KeysRecord>,
+    /// What summary.json says of each joined source, so that a run which reuses everything
+    /// need not load them to say it (absent: that run loads them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<SourceRecord>,
     entries: Vec<Entry>,
+}
+
+/// A joined snapshot or list, as summary.json describes it (its path aside).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceRecord {
+    /// `consent_table` or the list's name.
+    name: String,
+    files: u64,
+    rows: u64,
+    distinct: u64,
+    sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +104,7 @@ pub fn write_state(
     dir: &Location,
     header: &Header,
     entries: Vec<Entry>,
+    join: Option<&JoinRecord>,
     digests: Option<Digests>,
     copy: Option<&KeysCopy>,
 ) -> Result<()> {
@@ -107,10 +130,27 @@ pub fn write_state(
             }
         }
     };
+    let source = |name: &str, i: &SourceInfo| SourceRecord {
+        name: name.to_owned(),
+        files: i.files as u64,
+        rows: i.rows,
+        distinct: i.distinct,
+        sha256: i.sha256.clone(),
+    };
+    let sources = join
+        .map(|j| {
+            j.table
+                .iter()
+                .map(|t| source("consent_table", t))
+                .chain(j.lists.iter().map(|(n, l)| source(n, l)))
+                .collect()
+        })
+        .unwrap_or_default();
     let file = StateFile {
         format: FORMAT,
         header: header.clone(),
         keys,
+        sources,
         entries,
     };
     let text = serde_json::to_string(&file).expect("state serialises");
@@ -172,6 +212,7 @@ pub struct Previous {
     read: ReadOptions,
     /// Its member digests, when they are this run's too (the same snapshot and lists).
     pub keys_copy: Option<KeysCopy>,
+    sources: Vec<SourceRecord>,
 }
 
 /// What one input may take from PREV_OUT.
@@ -287,6 +328,7 @@ pub fn load(
         changed,
         read,
         keys_copy,
+        sources: state.sources,
     })))
 }
 
@@ -359,6 +401,36 @@ fn changed_keys(
 impl Previous {
     pub fn changed_keys(&self) -> usize {
         self.changed.len()
+    }
+
+    /// What summary.json says of this run's joined sources (`(name, location)`, `hashes` their
+    /// content hashes in the same order), from PREV_OUT's record of the same content; `None`
+    /// when it has none for one of them.
+    pub fn recorded_join(
+        &self,
+        named: &[(&str, &Location)],
+        hashes: &[(&str, String)],
+    ) -> Option<JoinRecord> {
+        let mut join = JoinRecord::default();
+        for ((name, at), (_, sha256)) in named.iter().zip(hashes) {
+            let r = self
+                .sources
+                .iter()
+                .find(|r| r.name == *name && r.sha256 == *sha256)?;
+            let info = SourceInfo {
+                path: (*at).clone(),
+                files: r.files as usize,
+                rows: r.rows,
+                distinct: r.distinct,
+                sha256: r.sha256.clone(),
+            };
+            if *name == "consent_table" {
+                join.table = Some(info);
+            } else {
+                join.lists.push((name.to_string(), info));
+            }
+        }
+        Some(join)
     }
 
     /// What of `rel`'s previous outputs this run may take: all of them (recorded for the same

@@ -149,7 +149,7 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Clone)]
 pub struct RunSummary {
     /// The consent snapshot and user lists, when the run joined them.
-    pub join: Option<std::sync::Arc<crate::join::JoinData>>,
+    pub join: Option<crate::join::JoinRecord>,
     pub started_at: String,
     pub finished_at: String,
     pub options: Value,
@@ -289,24 +289,24 @@ impl RunSummary {
             resumed_files: (self.resumed > 0).then_some(self.resumed as u64),
             reuse: self.reuse.clone(),
             consent_table: table.map(|t| ConsentRecord {
-                path: t.info.path.to_string(),
-                files: t.info.files as u64,
-                rows: t.info.rows,
-                distinct_keys: t.info.distinct,
-                sha256: t.info.sha256.clone(),
+                path: t.path.to_string(),
+                files: t.files as u64,
+                rows: t.rows,
+                distinct_keys: t.distinct,
+                sha256: t.sha256.clone(),
                 unmatched_rows: self.files.iter().map(|f| f.unmatched).sum(),
             }),
             user_lists: lists.map(|lists| {
                 lists
                     .iter()
-                    .map(|l| {
+                    .map(|(name, l)| {
                         (
-                            l.name.clone(),
+                            name.clone(),
                             ListRecord {
-                                path: l.info.path.to_string(),
-                                rows: l.info.rows,
-                                distinct: l.info.distinct,
-                                sha256: l.info.sha256.clone(),
+                                path: l.path.to_string(),
+                                rows: l.rows,
+                                distinct: l.distinct,
+                                sha256: l.sha256.clone(),
                             },
                         )
                     })

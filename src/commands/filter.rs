@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::engine::{self, FileJob, FileOutcome, Input, JobOptions, PreviousRowGroups, RunContext};
 use crate::error::{Error, Result};
 use crate::io::{open_parquet, Location};
-use crate::join::{self, JoinData, KeyKind};
+use crate::join::{self, JoinData, JoinRecord, KeyKind};
 use crate::journal::{self, Earlier, Entry, Header, Journal};
 use crate::output::OutputTxn;
 use crate::plan::FilterPlan;
@@ -320,6 +320,9 @@ fn run_with(
         .num_threads(plan.threads)
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
+    if let Some(summary) = reuse_unchanged(plan, &pool, &started_at)? {
+        return Ok((summary, Vec::new()));
+    }
     let mut skipped: Vec<Skipped> = Vec::new();
     let Prepared {
         mut jobs,
@@ -329,17 +332,8 @@ fn run_with(
 
     let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
-    // What the outputs depend on besides each input; a resumed or reused run must match it.
-    let header = Header::new(
-        &policy.sha256,
-        join_hashes(join.as_deref()),
-        format!(
-            "{} trust_input_pages={} pseudonymize={}",
-            plan.compression.describe(),
-            plan.trust_input_pages,
-            pseudonym_tag(plan.pseudonymize.as_deref()),
-        ),
-    );
+    let joined = join.as_deref().map(JoinRecord::of);
+    let header = header_of(plan, joined.as_ref().map(JoinRecord::hashes));
     let writes = plan.output.is_some() && !plan.dry_run;
     // What the join says of each member, recorded for the next run's --reuse (and compared
     // with PREV_OUT's record by this one's): computed when first needed, at most once.
@@ -439,7 +433,7 @@ fn run_with(
     skipped.sort_by_key(|(i, _, _)| *i);
 
     let mut summary = RunSummary {
-        join: join.clone(),
+        join: joined.clone(),
         started_at,
         finished_at: String::new(),
         options: plan.options_json(),
@@ -452,16 +446,196 @@ fn run_with(
     };
     summary.finished_at = now_rfc3339();
     if let Some(txn) = txn {
-        if let Some(j) = journal {
-            let entries = j.entries();
-            j.remove()?;
-            crate::reuse::write_state(txn.dir(), &header, entries, digests, keys_copy.as_ref())?;
-        }
-        let text = summary.to_file(policy).to_text();
-        crate::io::write_file(&txn.dir().join("summary.json"), text.as_bytes())?;
-        txn.commit()?;
+        let entries = match journal {
+            Some(j) => {
+                let entries = j.entries();
+                j.remove()?;
+                Some(entries)
+            }
+            None => None,
+        };
+        let state = entries.map(|entries| State {
+            header: &header,
+            entries,
+            join: joined.as_ref(),
+            digests,
+            keys_copy: keys_copy.as_ref(),
+        });
+        commit(txn, state, &summary, policy)?;
     }
     Ok((summary, excluded))
+}
+
+/// What `OUT/_state/` records (see [`crate::reuse::write_state`]).
+struct State<'a> {
+    header: &'a Header,
+    entries: Vec<Entry>,
+    join: Option<&'a JoinRecord>,
+    digests: Option<crate::reuse::Digests<'a>>,
+    keys_copy: Option<&'a crate::reuse::KeysCopy>,
+}
+
+/// `_state/`, then summary.json, then the commit (`_SUCCESS` last).
+fn commit(
+    txn: OutputTxn,
+    state: Option<State>,
+    summary: &RunSummary,
+    policy: &crate::policy::Policy,
+) -> Result<()> {
+    if let Some(s) = state {
+        crate::reuse::write_state(
+            txn.dir(),
+            s.header,
+            s.entries,
+            s.join,
+            s.digests,
+            s.keys_copy,
+        )?;
+    }
+    let text = summary.to_file(policy).to_text();
+    crate::io::write_file(&txn.dir().join("summary.json"), text.as_bytes())?;
+    txn.commit()
+}
+
+/// What the outputs depend on besides each input (`join`: the snapshot's and lists' hashes); a
+/// resumed or reused run must match it.
+fn header_of(plan: &FilterPlan, join: Option<Vec<String>>) -> Header {
+    Header::new(
+        &plan.policy.sha256,
+        join.unwrap_or_default(),
+        format!(
+            "{} trust_input_pages={} pseudonymize={}",
+            plan.compression.describe(),
+            plan.trust_input_pages,
+            pseudonym_tag(plan.pseudonymize.as_deref()),
+        ),
+    )
+}
+
+/// `--reuse` when nothing changed since PREV_OUT: every input as recorded there, the same
+/// policy and options, and a snapshot and lists of the same content. PREV_OUT's outputs are
+/// then this run's, and neither the snapshot nor a list is loaded (the dearest part of such a
+/// night). `None` when anything differs: the run then goes the usual way, which also says why
+/// what it cannot reuse is processed afresh.
+fn reuse_unchanged(
+    plan: &FilterPlan,
+    pool: &rayon::ThreadPool,
+    started_at: &str,
+) -> Result<Option<RunSummary>> {
+    let (Some(prev), Some(out)) = (&plan.reuse, &plan.output) else {
+        return Ok(None);
+    };
+    if plan.dry_run || plan.resume {
+        return Ok(None);
+    }
+    let policy = plan.policy.as_ref();
+    let Ok(inputs) = pool
+        .install(|| open_inputs(plan))
+        .into_iter()
+        .collect::<Result<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    // The sources `load_join` would load, hashed as it hashes them.
+    let sources = &plan.join;
+    let named: Vec<(&str, &Location)> = sources
+        .consent_table
+        .iter()
+        .filter(|_| policy.consent_table.is_some())
+        .map(|l| ("consent_table", l))
+        .chain(sources.user_lists.iter().map(|(n, l)| (n.as_str(), l)))
+        .collect();
+    let hashes = pool.install(|| {
+        named
+            .par_iter()
+            .map(|(n, l)| join::path_sha256(l).map(|h| (*n, h)))
+            .collect::<Result<Vec<_>>>()
+    });
+    let Ok(hashes) = hashes else { return Ok(None) };
+    let header = header_of(
+        plan,
+        Some(hashes.iter().map(|(n, h)| format!("{n}:{h}")).collect()),
+    );
+    let mut previous = match crate::reuse::load(prev, &header, policy.rules.len(), None, plan.read)?
+    {
+        crate::reuse::Loaded::Usable(p) => p,
+        crate::reuse::Loaded::Unusable(_) => return Ok(None),
+    };
+    let joined = if named.is_empty() {
+        None
+    } else {
+        match previous.recorded_join(&named, &hashes) {
+            Some(j) => Some(j),
+            None => return Ok(None),
+        }
+    };
+    let keys_copy = previous.keys_copy.take();
+    if joined.is_some() && keys_copy.is_none() {
+        return Ok(None);
+    }
+    let column = policy.columns.user_id.as_deref();
+    let mut recorded = Vec::with_capacity(inputs.len());
+    for f in &inputs {
+        match previous.candidate(&f.file.rel, &f.parquet, column) {
+            Reusable::Whole(e) => recorded.push(e),
+            _ => return Ok(None),
+        }
+    }
+
+    let txn = OutputTxn::begin(out, false, plan.overwrite)?;
+    let adopted = pool.install(|| {
+        recorded
+            .par_iter()
+            .map(|e| previous.adopt(e, txn.dir()))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    // A previous output not as recorded: the usual way processes it afresh.
+    let Some(entries) = adopted.into_iter().collect::<Option<Vec<Entry>>>() else {
+        return Ok(None);
+    };
+    let mut counts = crate::summary::Counts::new(policy.rules.len());
+    for e in &entries {
+        counts.add(&e.counts);
+    }
+    let summary = RunSummary {
+        join: joined.clone(),
+        started_at: started_at.to_owned(),
+        finished_at: now_rfc3339(),
+        options: plan.options_json(),
+        files: entries.iter().map(|e| e.stats.clone()).collect(),
+        counts,
+        dry_run: false,
+        skipped: Vec::new(),
+        resumed: 0,
+        reuse: Some(crate::summary::ReuseRecord {
+            from: prev.to_string(),
+            files_reused: entries.len() as u64,
+            row_groups_reused: inputs
+                .iter()
+                .map(|f| f.parquet.num_row_groups() as u64)
+                .sum(),
+            row_groups_recomputed: 0,
+            bytes_reused: entries.iter().map(|e| e.data.size + e.excluded.size).sum(),
+            changed_keys: Some(0),
+            fallback: None,
+        }),
+    };
+    // The copy of PREV_OUT's digests is checked as it is taken; these are never computed.
+    let none = || -> Result<&[(u64, u64)]> {
+        Err(Error::Usage(format!(
+            "{prev}: {}/keys.parquet changed while it was being reused; run again",
+            crate::reuse::STATE_DIR
+        )))
+    };
+    let state = State {
+        header: &header,
+        entries,
+        join: joined.as_ref(),
+        digests: joined.is_some().then_some(&none),
+        keys_copy: keys_copy.as_ref(),
+    };
+    commit(txn, Some(state), &summary, policy)?;
+    Ok(Some(summary))
 }
 
 /// `--reuse`: take from PREV_OUT the outputs of the files it vouches for (see [`crate::reuse`]).
@@ -563,20 +737,6 @@ fn pseudonym_tag(key: Option<&Vec<u8>>) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(b"corpusgate: which --pseudonymize-user-ids key");
     crate::policy::hex(&mac.finalize().into_bytes())[..16].to_owned()
-}
-
-/// Content hashes of the snapshot and lists a run joined, in a stable order.
-fn join_hashes(join: Option<&JoinData>) -> Vec<String> {
-    let Some(j) = join else { return Vec::new() };
-    j.table
-        .iter()
-        .map(|t| format!("consent_table:{}", t.info.sha256))
-        .chain(
-            j.lists
-                .iter()
-                .map(|l| format!("{}:{}", l.name, l.info.sha256)),
-        )
-        .collect()
 }
 
 /// `corpusgate filter`.

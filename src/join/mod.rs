@@ -41,6 +41,36 @@ pub struct SourceInfo {
     pub sha256: String,
 }
 
+/// What a run joined, as summary.json records it: the snapshot's and each list's [`SourceInfo`]
+/// (of a loaded join, or of PREV_OUT's record when `--reuse` needed no join loaded).
+#[derive(Debug, Clone, Default)]
+pub struct JoinRecord {
+    pub table: Option<SourceInfo>,
+    pub lists: Vec<(String, SourceInfo)>,
+}
+
+impl JoinRecord {
+    pub fn of(join: &JoinData) -> JoinRecord {
+        JoinRecord {
+            table: join.table.as_ref().map(|t| t.info.clone()),
+            lists: join
+                .lists
+                .iter()
+                .map(|l| (l.name.clone(), l.info.clone()))
+                .collect(),
+        }
+    }
+
+    /// Content hashes, in a stable order: what a resumed or reused run must have joined too.
+    pub fn hashes(&self) -> Vec<String> {
+        self.table
+            .iter()
+            .map(|t| format!("consent_table:{}", t.sha256))
+            .chain(self.lists.iter().map(|(n, l)| format!("{n}:{}", l.sha256)))
+            .collect()
+    }
+}
+
 /// Everything joined by user id.
 pub struct JoinData {
     pub table: Option<ConsentTable>,
