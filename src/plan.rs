@@ -358,6 +358,28 @@ impl FilterPlan {
         let join = JoinSources::resolve(&policy, &args.policy, &args.join)?;
         let inputs = io::discover(&locations(&args.inputs)?)?;
         check_inputs_outside(&inputs, &join, &out)?;
+        let reuse = args
+            .reuse
+            .as_ref()
+            .map(|p| Location::from_arg("--reuse", p))
+            .transpose()?;
+        if let Some(prev) = &reuse {
+            // The shards write into OUT while they read PREV_OUT (and --overwrite empties OUT
+            // before any of them runs).
+            let same = match (prev, &out) {
+                (Location::Local(a), Location::Local(b)) => {
+                    std::path::absolute(a).ok() == std::path::absolute(b).ok()
+                }
+                _ => {
+                    prev.to_string().trim_end_matches('/') == out.to_string().trim_end_matches('/')
+                }
+            };
+            if same {
+                return Err(Error::Usage(format!(
+                    "--reuse {prev} is the plan's OUT_DIR; plan into another directory (e.g. one per night) and reuse this one"
+                )));
+            }
+        }
         Ok(FilterPlan {
             policy: Arc::new(policy),
             inputs,
@@ -370,7 +392,7 @@ impl FilterPlan {
             join,
             skip_unreadable: args.on_error == OnError::Skip,
             resume: false,
-            reuse: None,
+            reuse,
             pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
             read: args.read.options(),
             trust_input_pages: args.trust_input_pages,
@@ -390,6 +412,7 @@ impl FilterPlan {
         threads: Option<u16>,
         read: ReadOptions,
         trust_input_pages: bool,
+        reuse: Option<Location>,
     ) -> FilterPlan {
         FilterPlan {
             policy: Arc::new(policy),
@@ -403,7 +426,7 @@ impl FilterPlan {
             join,
             skip_unreadable,
             resume: false,
-            reuse: None,
+            reuse,
             pseudonymize,
             read,
             trust_input_pages,

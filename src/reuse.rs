@@ -53,9 +53,10 @@ const FILES: &str = "files.json";
 const KEYS: &str = "keys.parquet";
 const FORMAT: u32 = 1;
 
+/// `_state/files.json`; a shard's travels in its marker to `commit`, which merges them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StateFile {
+pub struct StateFile {
     format: u32,
     header: Header,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +69,7 @@ struct StateFile {
 }
 
 /// A joined snapshot or list, as summary.json describes it (its path aside).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SourceRecord {
     /// `consent_table` or the list's name.
@@ -79,7 +80,7 @@ struct SourceRecord {
     sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysRecord {
     hash: String,
@@ -156,6 +157,80 @@ pub fn write_state(
     let text = serde_json::to_string(&file).expect("state serialises");
     crate::io::write_file(&state.join(FILES), text.as_bytes())?;
     Ok(())
+}
+
+impl StateFile {
+    /// `dir/_state/files.json` as a run wrote it.
+    pub fn read(dir: &Location) -> Result<StateFile> {
+        let at = dir.join(STATE_DIR).join(FILES);
+        let text = crate::io::read_to_vec(&at).map_err(|e| Error::io("reading", at.clone(), e))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::Usage(format!("{at}: does not parse ({e}); run the shard again")))
+    }
+
+    /// Where a shard's run put its member digests, when it recorded any.
+    pub fn keys_at(&self, dir: &Location) -> Option<Location> {
+        self.keys.as_ref().map(|_| dir.join(STATE_DIR).join(KEYS))
+    }
+
+    /// The outputs of `rel` are now `data` and `excluded` (a promoted object has a new ETag).
+    pub fn promoted(&mut self, rel: &str, data: &Written, excluded: &Written) {
+        for e in self.entries.iter_mut().filter(|e| e.rel == rel) {
+            e.data = data.clone();
+            e.excluded = excluded.clone();
+        }
+    }
+}
+
+/// `commit` of a plan: `out/_state/` from the shards' states, each a run of the same job over
+/// its files (`keys`: where the shards left their member digests, which are the same for
+/// every shard). Returns what it wrote, for `_SUCCESS`; `None` (nothing written) when the
+/// shards' states disagree, so that no later run reuses what this output cannot vouch for.
+pub fn commit_shards(
+    out: &Location,
+    states: &[&StateFile],
+    keys: &Location,
+) -> Result<Option<Vec<(String, Written)>>> {
+    let Some(first) = states.first() else {
+        return Ok(None);
+    };
+    let agree = states.iter().all(|s| {
+        s.format == first.format
+            && s.header == first.header
+            && s.keys == first.keys
+            && s.sources == first.sources
+    });
+    if !agree {
+        return Ok(None);
+    }
+    let mut entries: Vec<Entry> = states.iter().flat_map(|s| s.entries.clone()).collect();
+    entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let state = out.join(STATE_DIR);
+    let mut written = Vec::new();
+    if let Some(k) = &first.keys {
+        let w = Written {
+            size: k.size,
+            sha256: k.sha256.clone(),
+            etag: None,
+        };
+        let at = state.join(KEYS);
+        // A commit run again finds it in place already.
+        let in_place = matches!(crate::io::sha256_of(&at), Ok((size, sha)) if size == w.size && sha == w.sha256);
+        if !in_place && adopt_file(keys, &at, &w)?.is_none() {
+            return Err(Error::Usage(format!(
+                "{keys}: not the member digests the shards recorded; run any shard again (after removing its marker) and commit"
+            )));
+        }
+        written.push((format!("{STATE_DIR}/{KEYS}"), w));
+    }
+    let file = StateFile {
+        entries,
+        ..(*first).clone()
+    };
+    let text = serde_json::to_string(&file).expect("state serialises");
+    let w = crate::io::write_file(&state.join(FILES), text.as_bytes())?;
+    written.push((format!("{STATE_DIR}/{FILES}"), w));
+    Ok(Some(written))
 }
 
 fn keys_schema() -> Arc<Schema> {

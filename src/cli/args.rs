@@ -120,6 +120,11 @@ pub struct PlanArgs {
     #[arg(long)]
     pub trust_input_pages: bool,
 
+    /// As for filter: every shard takes from this previous complete output (a `filter` run's or
+    /// a committed plan's) what cannot have changed. Not OUT_DIR itself.
+    #[arg(long, value_name = "PREV_OUT")]
+    pub reuse: Option<PathBuf>,
+
     #[command(flatten)]
     pub read: ReadArgs,
 

@@ -7,7 +7,11 @@
 //! policy copy every shard uses), `_shards/shard-NNNNN.json` ([`Marker`]: a done shard, the sizes
 //! and checksums of what it wrote, its summary), `_attempts/` (attempt-unique work directories),
 //! and the usual `data/` and `excluded/`. Data and manifest files are byte-identical to a single
-//! `filter` run's.
+//! `filter` run's. Each marker also carries its shard's `--reuse` record, and the shards leave
+//! their member digests (the same for all) in `_shards/keys.parquet`; `commit` merges them into
+//! `_state/` as `filter` writes it, so a later `filter --reuse` or `plan --reuse` can take from
+//! a committed plan. `plan --reuse PREV_OUT` is recorded in the plan; each shard then reuses
+//! from PREV_OUT what `filter --reuse` would.
 //!
 //! OUT and the inputs may be in an object store. There an input is known by what the store says
 //! of its version (ETag, version id, last-modified) instead of being hashed at plan time, a
@@ -31,11 +35,14 @@ use crate::io::object;
 use crate::io::{self, sha256_of, Identity, InputFile, Location, ReadOptions, Written};
 use crate::plan::{read_key, CompressionChoice, FilterPlan, JoinSources};
 use crate::policy::Policy;
+use crate::reuse::StateFile;
 use crate::summary::{
     now_rfc3339, FileRecord, RegionRecord, RuleRecord, SkippedRecord, SummaryFile, Totals,
 };
 
 const PLAN: &str = "_plan.json";
+/// The member digests the shards record, until `commit` moves them to `_state/`.
+const SHARD_KEYS: &str = "_shards/keys.parquet";
 const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +122,9 @@ pub struct PlanFile {
     pub options: PlanOptions,
     pub inputs: Vec<PlanInput>,
     pub shards: Vec<PlanShard>,
+    /// `plan --reuse PREV_OUT`: what every shard may take outputs from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<String>,
 }
 
 /// One file a shard wrote.
@@ -135,6 +145,10 @@ pub struct Marker {
     pub files: Vec<MarkerFile>,
     /// The shard's summary.json (none for a shard without files).
     pub summary: Option<SummaryFile>,
+    /// What the shard's run recorded for a later `--reuse` (its `_state/files.json`, with
+    /// the promoted outputs); `commit` merges them into `OUT/_state/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateFile>,
     pub finished_at: String,
 }
 
@@ -251,7 +265,14 @@ pub fn plan(args: &PlanArgs) -> Result<PlanFile> {
         Location::Local(dir) => {
             fs::create_dir_all(dir).map_err(|e| Error::io("creating", out.clone(), e))?;
             if args.overwrite {
-                for sub in ["data", "excluded", "_shards", "_attempts", "_plan"] {
+                for sub in [
+                    "data",
+                    "excluded",
+                    "_shards",
+                    "_attempts",
+                    "_plan",
+                    "_state",
+                ] {
                     let _ = fs::remove_dir_all(dir.join(sub));
                 }
                 for f in ["summary.json", "_SUCCESS", PLAN] {
@@ -322,6 +343,7 @@ pub fn plan(args: &PlanArgs) -> Result<PlanFile> {
             })
             .collect(),
         inputs,
+        reuse: plan.reuse.as_ref().map(absolute),
     };
     write_json(&out.join(PLAN), &doc)?;
     Ok(doc)
@@ -563,6 +585,10 @@ fn shard_plan(
         threads,
         read,
         o.trust_input_pages,
+        p.reuse
+            .as_deref()
+            .map(|r| recorded("--reuse", r))
+            .transpose()?,
     ))
 }
 
@@ -607,6 +633,7 @@ pub fn run_shard(
             index,
             files: Vec::new(),
             summary: None,
+            state: None,
             finished_at: now_rfc3339(),
         };
         write_json(&marker_location(out, index), &marker)?;
@@ -642,11 +669,21 @@ pub fn run_shard(
             excluded,
         });
     }
+    // The shard's record for a later --reuse; its member digests are every shard's, so they
+    // go to one place all shards share (the same bytes, so a race between two is harmless).
+    let mut state = StateFile::read(&attempt)?;
+    for f in &listed {
+        state.promoted(&f.rel, &f.data, &f.excluded);
+    }
+    if let Some(keys) = state.keys_at(&attempt) {
+        promote(&keys, &out.join(SHARD_KEYS))?;
+    }
     let marker = Marker {
         format: FORMAT,
         index,
         files: listed,
         summary: Some(summary_file),
+        state: Some(state),
         finished_at: now_rfc3339(),
     };
     write_json(&marker_location(out, index), &marker)?;
@@ -734,14 +771,29 @@ pub fn commit(out: &Location) -> Result<ExitStatus> {
         .filter_map(|m| m.summary.as_ref())
         .collect();
     let summary = merge_summaries(&p, &summaries)?;
+    // `_state/` only when every shard that ran recorded one (a marker of an older corpusgate
+    // did not): a later --reuse must never take what this output cannot vouch for.
+    let states: Option<Vec<&StateFile>> = markers
+        .iter()
+        .flatten()
+        .filter(|m| m.summary.is_some())
+        .map(|m| m.state.as_ref())
+        .collect();
+    let state_written = match states {
+        Some(s) => crate::reuse::commit_shards(out, &s, &out.join(SHARD_KEYS))?,
+        None => None,
+    };
     let summary_written = io::write_file(&out.join("summary.json"), summary.to_text().as_bytes())?;
     match out {
         Location::Local(dir) => {
             let _ = fs::remove_dir_all(dir.join("_attempts"));
+            let _ = fs::remove_file(dir.join(SHARD_KEYS));
             io::write_file(&out.join("_SUCCESS"), b"")?;
         }
         Location::Object(o) => {
-            commit_object(out, o, &p, &markers, summary_written)?;
+            let mut written = state_written.unwrap_or_default();
+            written.push(("summary.json".into(), summary_written));
+            commit_object(out, o, &p, &markers, written)?;
         }
     }
     eprintln!(
@@ -766,7 +818,7 @@ fn commit_object(
     o: &object::ObjectLocation,
     p: &PlanFile,
     markers: &[Option<Marker>],
-    summary: Written,
+    written: Vec<(String, Written)>,
 ) -> Result<()> {
     let mut listed: BTreeMap<String, Written> = BTreeMap::new();
     for m in markers.iter().flatten() {
@@ -775,7 +827,7 @@ fn commit_object(
             listed.insert(format!("excluded/{}", f.rel), f.excluded.clone());
         }
     }
-    listed.insert("summary.json".into(), summary);
+    listed.extend(written);
     // The plan's own small files, hashed as they are now.
     let mut small = vec![PLAN.to_owned(), p.policy.copy.clone()];
     small.extend((0..p.shards.len()).map(|i| format!("_shards/shard-{i:05}.json")));
@@ -909,12 +961,30 @@ fn merge_summaries(p: &PlanFile, summaries: &[&SummaryFile]) -> Result<SummaryFi
         totals,
         skipped,
         resumed_files: None,
-        reuse: None,
+        reuse: merge_reuse(summaries),
         consent_table,
         user_lists: first.user_lists.clone(),
         shards: Some(p.shards.len() as u64),
         plan_created_at: Some(p.created_at.clone()),
         bytes_fetched: None,
+    })
+}
+
+/// `plan --reuse`: what all shards took from PREV_OUT (each compared the same snapshots, so
+/// their changed-member counts agree; a shard that could not use it says why).
+fn merge_reuse(summaries: &[&SummaryFile]) -> Option<crate::summary::ReuseRecord> {
+    let records: Vec<&crate::summary::ReuseRecord> =
+        summaries.iter().filter_map(|s| s.reuse.as_ref()).collect();
+    let first = (*records.first()?).clone();
+    let sum = |f: fn(&crate::summary::ReuseRecord) -> u64| records.iter().map(|r| f(r)).sum();
+    Some(crate::summary::ReuseRecord {
+        files_reused: sum(|r| r.files_reused),
+        row_groups_reused: sum(|r| r.row_groups_reused),
+        row_groups_recomputed: sum(|r| r.row_groups_recomputed),
+        bytes_reused: sum(|r| r.bytes_reused),
+        changed_keys: records.iter().filter_map(|r| r.changed_keys).max(),
+        fallback: records.iter().find_map(|r| r.fallback.clone()),
+        ..first
     })
 }
 
@@ -996,6 +1066,7 @@ mod tests {
                     bytes: 0,
                 })
                 .collect(),
+            reuse: None,
         }
     }
 

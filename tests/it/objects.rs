@@ -1126,4 +1126,75 @@ fn reuse_on_a_bucket_copies_in_the_store_and_replaces_its_own_output() {
             );
         }
     }
+
+    // The same night again as a plan on the bucket, reusing night 3: every shard takes its
+    // files by server-side copies, and the commit records the state (listed in _SUCCESS) that
+    // a later `filter --reuse` takes everything from.
+    let out4 = format!("{bucket}/night-4");
+    let list = format!("erasure={bucket}/erasure.txt");
+    let (policy, table, input) = (
+        format!("{bucket}/policy.yaml"),
+        format!("{bucket}/members.parquet"),
+        format!("{bucket}/corpus"),
+    );
+    let (code, _, err) = server().run(
+        &[
+            "plan",
+            "--policy",
+            &policy,
+            "--consent-table",
+            &table,
+            "--user-list",
+            &list,
+            "--shards",
+            "2",
+            "--reuse",
+            &out3,
+            "-o",
+            &out4,
+            &input,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    for i in ["0", "1"] {
+        let (code, _, err) = server().run(&["run-shard", &out4, "--index", i], &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains("reuse: took the outputs of 3 of 3 files"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = server().run(&["commit", &out4], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_of(&out4)["reuse"]["files_reused"], 6);
+    let success: serde_json::Value =
+        serde_json::from_slice(&s3::get(&format!("{out4}/_SUCCESS")).unwrap()).unwrap();
+    let listed: Vec<&str> = success["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    for k in ["_state/files.json", "_state/keys.parquet"] {
+        assert!(listed.contains(&k), "{listed:?}");
+    }
+    assert!(!s3::list(&out4).contains(&"_shards/keys.parquet".to_string()));
+    for k in s3::list(&fresh)
+        .iter()
+        .filter(|k| k.starts_with("data/") || k.starts_with("excluded/"))
+    {
+        assert_eq!(
+            s3::get(&format!("{out4}/{k}")),
+            s3::get(&format!("{fresh}/{k}")),
+            "{k}"
+        );
+    }
+    let out5 = format!("{bucket}/night-5");
+    let (code, _, err) = bucket_run(&bucket, &out5, &["--reuse", &out4]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("reuse: took the outputs of 6 of 6 files"),
+        "{err}"
+    );
 }

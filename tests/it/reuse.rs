@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::file::properties::WriterProperties;
-use proptest::prelude::{any, prop_assert_eq, proptest, ProptestConfig};
+use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest, ProptestConfig};
 use serde_json::Value;
 
 use crate::util::*;
@@ -287,6 +287,47 @@ fn filter(dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
     (code, err)
 }
 
+/// The same job as [`filter`] run as `plan` (with `shards` shards), every `run-shard`, `commit`.
+fn sharded(dir: &Path, out: &Path, shards: usize, extra: &[&str]) -> (i32, String) {
+    let list = format!("erasure={}", dir.join("erasure.txt").display());
+    let (policy, snapshot, input) = (
+        dir.join("policy.yaml"),
+        dir.join("snapshot.parquet"),
+        dir.join("in"),
+    );
+    let n = shards.to_string();
+    let mut args = vec![
+        "plan",
+        "--policy",
+        p(&policy),
+        "--consent-table",
+        p(&snapshot),
+        "--user-list",
+        &list,
+        "--output",
+        p(out),
+        "--shards",
+        &n,
+    ];
+    args.extend_from_slice(extra);
+    args.push(p(&input));
+    let (code, _, err) = run(&args);
+    if code != 0 {
+        return (code, err);
+    }
+    let mut said = err;
+    for i in 0..shards {
+        let (code, _, err) = run(&["run-shard", p(out), "--index", &i.to_string()]);
+        said.push_str(&err);
+        if code != 0 {
+            return (code, said);
+        }
+    }
+    let (code, _, err) = run(&["commit", p(out)]);
+    said.push_str(&err);
+    (code, said)
+}
+
 fn summary(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
 }
@@ -371,6 +412,90 @@ fn night_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner::T
         }
     }
     Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, .. ProptestConfig::default() })]
+    /// The law for sharded nights: `plan --reuse` (shards, then commit) and `filter --reuse`,
+    /// each reusing whichever ran the night before, write what a fresh run writes, and a
+    /// committed plan records the state a fresh `filter` records.
+    #[test]
+    fn sharded_nights_reuse_like_filter(seed in any::<u64>(), members in 5usize..60) {
+        sharded_chain(seed, members)?;
+    }
+}
+
+fn sharded_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner::TestCaseError> {
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(&mut rng, members);
+    let mut prev: Option<PathBuf> = None;
+    let mut yesterday: Option<World> = None;
+    for night in 0..4 {
+        world.write(dir.path());
+        let fresh = dir.path().join(format!("fresh-{night}"));
+        let (code, err) = filter(dir.path(), &fresh, &[]);
+        prop_assert_eq!(code, 0, "{}", err);
+        let out = dir.path().join(format!("out-{night}"));
+        let prev_arg = prev.as_ref().map(|p| p.to_str().unwrap().to_owned());
+        let mut extra = Vec::new();
+        if let Some(p) = &prev_arg {
+            extra.extend_from_slice(&["--reuse", p.as_str()]);
+        }
+        let plan = night % 2 == 0 || rng.below(2) == 0;
+        let (code, err) = if plan {
+            sharded(dir.path(), &out, 1 + rng.below(3), &extra)
+        } else {
+            filter(dir.path(), &out, &extra)
+        };
+        prop_assert_eq!(code, 0, "{}", err);
+        prop_assert!(
+            outputs(&out) == outputs(&fresh),
+            "night {}: outputs differ",
+            night
+        );
+        let file = |o: &Path, f: &str| std::fs::read(o.join("_state").join(f)).unwrap();
+        prop_assert!(file(&out, "keys.parquet") == file(&fresh, "keys.parquet"));
+        let state = |o: &Path| -> Value {
+            let mut v: Value = serde_json::from_slice(&file(o, "files.json")).unwrap();
+            let entries = v["entries"].as_array_mut().unwrap();
+            entries.sort_by_key(|e| e["rel"].as_str().unwrap().to_owned());
+            // How a file's row groups were made (copied from PREV_OUT or encoded) aside.
+            for e in entries {
+                e["stats"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("row_groups_from_previous");
+            }
+            v
+        };
+        prop_assert_eq!(
+            state(&out),
+            state(&fresh),
+            "night {}: _state/files.json",
+            night
+        );
+        if let Some(before) = &yesterday {
+            let r = &summary(&out)["reuse"];
+            let want = expected_reused(before, &world, dir.path());
+            prop_assert_eq!(r["files_reused"].as_u64().unwrap(), want, "{}", r);
+        }
+        prev = Some(out);
+        yesterday = Some(world.clone());
+        world = world.next_night(&mut rng);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_plan_cannot_reuse_its_own_output_directory() {
+    let (dir, _) = first_night(17);
+    let out = dir.path().join("out-0");
+    let (code, err) = sharded(dir.path(), &out, 2, &["--reuse", p(&out), "--overwrite"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is the plan's OUT_DIR"), "{err}");
+    // Refused before anything was touched: the output is still complete.
+    assert!(out.join("_SUCCESS").is_file() && out.join("_state/files.json").is_file());
 }
 
 /// How many of today's files a run reusing yesterday's output must take from it: those with
