@@ -1,7 +1,8 @@
 //! How column values become what the policy talks about: regions and consent states.
 //!
 //! Every function here accepts any string type (utf8, large, view) and dictionaries of them, and
-//! evaluates a dictionary once per distinct value, then spreads the result over the keys.
+//! evaluates a dictionary once per distinct value, then spreads the result over the keys; a plain
+//! string column's short values are remembered as they recur ([`strings`]).
 
 use std::collections::HashMap;
 
@@ -114,6 +115,8 @@ pub fn per_row<T: Copy>(
     leaf(array)
 }
 
+/// `f` of every row (`null` for null). `f` must depend on its argument only: a short value is
+/// evaluated once and its result reused for the rows that repeat it.
 pub fn strings<T: Copy>(
     array: &dyn Array,
     null: T,
@@ -124,7 +127,9 @@ pub fn strings<T: Copy>(
         null: T,
         f: impl Fn(&str) -> T,
     ) -> Vec<T> {
-        it.map(|v| v.map(&f).unwrap_or(null)).collect()
+        let mut memo = Memo::new();
+        it.map(|v| v.map(|s| memo.get(s, &f)).unwrap_or(null))
+            .collect()
     }
     Ok(match array.data_type() {
         DataType::Utf8 => go(array.as_string::<i32>().iter(), null, f),
@@ -132,6 +137,74 @@ pub fn strings<T: Copy>(
         DataType::Utf8View => go(array.as_string_view().iter(), null, f),
         other => return Err(format!("expected a string column, found {other}")),
     })
+}
+
+/// A direct-mapped cache of `f` by value, for short values. Region and consent columns that are
+/// not dictionaries still hold a few distinct values (`GB`, ` uk `, `opt_in`) over millions of
+/// rows; normalising one is a trim, a fold and a search (or an allocation and a hash), recalling
+/// it is a hash of two words and three compares.
+struct Memo<T> {
+    slots: Vec<Option<(Packed, T)>>,
+}
+
+/// Up to 16 bytes in two words, exactly (with the length, no two values pack alike).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Packed(usize, u64, u64);
+
+impl Packed {
+    fn of(b: &[u8]) -> Option<Packed> {
+        let n = b.len();
+        let w32 = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes")) as u64;
+        let w64 = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        // Overlapping loads cover every byte; the length says where they overlap.
+        Some(match n {
+            0 => Packed(0, 0, 0),
+            1..=3 => Packed(
+                n,
+                b[0] as u64 | (b[n / 2] as u64) << 8 | (b[n - 1] as u64) << 16,
+                0,
+            ),
+            4..=8 => Packed(n, w32(0) | w32(n - 4) << 32, 0),
+            9..=16 => Packed(n, w64(0), w64(n - 8)),
+            _ => return None,
+        })
+    }
+
+    fn slot(self) -> usize {
+        let h =
+            (self.1 ^ self.2.rotate_left(29) ^ self.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - MEMO_BITS)) as usize
+    }
+}
+
+const MEMO_BITS: u32 = 9;
+
+impl<T: Copy> Memo<T> {
+    fn new() -> Self {
+        Memo {
+            slots: vec![None; 1 << MEMO_BITS],
+        }
+    }
+
+    fn get(&mut self, s: &str, f: impl Fn(&str) -> T) -> T {
+        let Some(p) = Packed::of(s.as_bytes()) else {
+            return f(s);
+        };
+        // Two candidate slots, so that two common values whose hashes collide do not keep
+        // evicting each other.
+        let i = p.slot();
+        for j in [i, i ^ 1] {
+            if let Some((q, v)) = self.slots[j] {
+                if q == p {
+                    return v;
+                }
+            }
+        }
+        let value = f(s);
+        let j = if self.slots[i].is_none() { i } else { i ^ 1 };
+        self.slots[j] = Some((p, value));
+        value
+    }
 }
 
 pub fn regions(array: &dyn Array) -> std::result::Result<Vec<Region>, String> {
@@ -187,4 +260,43 @@ pub fn consents(array: &dyn Array, m: &ConsentMatcher) -> std::result::Result<Ve
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::StringArray;
+
+    use super::*;
+
+    #[test]
+    fn memoised_strings_give_what_f_gives_for_every_row() {
+        // More distinct values than the memo has slots, of every length around the packed
+        // widths, repeated: evictions and collisions must never return another value's result.
+        let mut values: Vec<Option<String>> = Vec::new();
+        let mut x: u64 = 7;
+        for i in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (x >> 59) as usize % 20;
+            let s: String = (0..len)
+                .map(|j| [b'a', b'A', b' ', b'\0', b'z'][((x >> (j * 3)) % 5) as usize] as char)
+                .collect();
+            values.push((i % 97 != 0).then_some(s));
+        }
+        let array = StringArray::from(values.clone());
+        // FNV-1a: values that differ anywhere give different results.
+        let f = |s: &str| {
+            s.bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64 ^ s.len() as u64, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+                })
+        };
+        let got = strings(&array, u64::MAX, f).unwrap();
+        let want: Vec<u64> = values
+            .iter()
+            .map(|v| v.as_deref().map_or(u64::MAX, f))
+            .collect();
+        assert_eq!(got, want);
+    }
 }

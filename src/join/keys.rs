@@ -7,6 +7,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::Array;
 use arrow_schema::DataType;
+use rayon::prelude::*;
 
 use crate::policy::hex;
 use crate::values::{per_row, value_type};
@@ -195,6 +196,36 @@ impl Keys {
     }
 }
 
+/// Rows in the order [`KeyBuf::sorted_rows`] gives.
+pub(super) struct SortedRows {
+    pub rows: Vec<u32>,
+    /// Where each key's rows start in `rows`, then `rows.len()`.
+    pub starts: Vec<u32>,
+}
+
+impl SortedRows {
+    fn of<E>(e: &[E], row: impl Fn(&E) -> u32, same_key: impl Fn(&E, &E) -> bool) -> SortedRows {
+        let mut starts: Vec<u32> = (0..e.len())
+            .filter(|i| *i == 0 || !same_key(&e[i - 1], &e[*i]))
+            .map(|i| i as u32)
+            .collect();
+        starts.push(e.len() as u32);
+        SortedRows {
+            rows: e.iter().map(row).collect(),
+            starts,
+        }
+    }
+}
+
+/// A byte key's sort entry: the 8 bytes after the keys' common prefix (big-endian, zero-padded)
+/// decide unless equal.
+struct ByteEntry {
+    prefix: u64,
+    newest: i64,
+    row: u32,
+    len: u32,
+}
+
 /// Keys gathered while loading, before sorting.
 pub(super) enum KeyBuf {
     Int {
@@ -265,6 +296,96 @@ impl KeyBuf {
                 valid,
             } => {
                 valid[i].then(|| KeyRef::Bytes(&data[offsets[i] as usize..offsets[i + 1] as usize]))
+            }
+        }
+    }
+
+    /// The rows with a key, ordered by key, then newest first (`updated`), then by position, and
+    /// where each key's run of them starts: what the snapshot's newest-wins scan walks.
+    pub(super) fn sorted_rows(&self, updated: &[i64]) -> SortedRows {
+        // Each comparison through `get` costs an enum match, a validity check and, for byte
+        // keys, two offset loads and a memcmp; a sort makes tens of millions of them. So sort
+        // compact entries that carry what decides most comparisons: the key (or its leading
+        // bytes), the time inverted (`!t` orders newest first), and the row last, so that no two
+        // entries are equal and any sort gives the one order.
+        match self {
+            KeyBuf::Int { vals, valid } => {
+                let rows = || (0..vals.len()).filter(|i| valid[*i]);
+                // Stable, for the merge sort finds the runs that snapshots exported in key order
+                // are made of; the row index breaks every tie anyway.
+                if rows().all(|i| i64::try_from(vals[i]).is_ok()) {
+                    let mut e: Vec<(i64, i64, u32)> = Vec::with_capacity(vals.len());
+                    e.extend(rows().map(|i| (vals[i] as i64, !updated[i], i as u32)));
+                    e.par_sort();
+                    SortedRows::of(&e, |e| e.2, |a, b| a.0 == b.0)
+                } else {
+                    let mut e: Vec<(i128, i64, u32)> = Vec::with_capacity(vals.len());
+                    e.extend(rows().map(|i| (vals[i], !updated[i], i as u32)));
+                    e.par_sort();
+                    SortedRows::of(&e, |e| e.2, |a, b| a.0 == b.0)
+                }
+            }
+            KeyBuf::Bytes {
+                offsets,
+                data,
+                valid,
+            } => {
+                let key =
+                    |i: u32| &data[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+                let rows = || (0..valid.len() as u32).filter(|i| valid[*i as usize]);
+                // Ids often share a leading run ("user-…"): the bytes after it decide.
+                let mut common: Option<&[u8]> = None;
+                for i in rows() {
+                    let k = key(i);
+                    common = Some(match common {
+                        None => k,
+                        Some(c) => &c[..c.iter().zip(k).take_while(|(a, b)| a == b).count()],
+                    });
+                }
+                let lcp = common.map_or(0, |c| c.len());
+                let mut e: Vec<ByteEntry> = Vec::with_capacity(valid.len());
+                e.extend(rows().map(|i| {
+                    let k = key(i);
+                    let mut p = [0u8; 8];
+                    let tail = &k[lcp..k.len().min(lcp + 8)];
+                    p[..tail.len()].copy_from_slice(tail);
+                    ByteEntry {
+                        prefix: u64::from_be_bytes(p),
+                        newest: !updated[i as usize],
+                        row: i,
+                        len: u32::try_from(k.len()).unwrap_or(u32::MAX),
+                    }
+                }));
+                // Keys at most this long are wholly in their entry (a clamped length never is).
+                let short = u32::try_from(lcp + 8)
+                    .ok()
+                    .filter(|s| *s < u32::MAX)
+                    .unwrap_or(0);
+                let whole = |a: &ByteEntry, b: &ByteEntry| a.len <= short && b.len <= short;
+                e.par_sort_unstable_by(|a, b| {
+                    a.prefix
+                        .cmp(&b.prefix)
+                        .then_with(|| {
+                            if whole(a, b) {
+                                // Equal zero-padded prefixes: one key is the other plus zero
+                                // bytes, so the shorter sorts first.
+                                a.len.cmp(&b.len)
+                            } else {
+                                key(a.row).cmp(key(b.row))
+                            }
+                        })
+                        .then_with(|| a.newest.cmp(&b.newest))
+                        .then_with(|| a.row.cmp(&b.row))
+                });
+                SortedRows::of(
+                    &e,
+                    |e| e.row,
+                    |a, b| {
+                        a.prefix == b.prefix
+                            && a.len == b.len
+                            && (whole(a, b) || key(a.row) == key(b.row))
+                    },
+                )
             }
         }
     }
@@ -380,5 +501,86 @@ mod tests {
         assert_eq!(describe_key(KeyRef::Bytes(&[0xff, 0x00])), "0xff00");
         assert_eq!(KeyKind::of(&DataType::Utf8View), Some(KeyKind::Str));
         assert_eq!(KeyKind::of(&DataType::Float64), None);
+    }
+
+    /// The order the plain comparison of keys gives, with each key's run of rows.
+    fn reference(b: &KeyBuf, updated: &[i64]) -> (Vec<u32>, Vec<u32>) {
+        let mut order: Vec<u32> = (0..b.len() as u32)
+            .filter(|i| b.get(*i as usize).is_some())
+            .collect();
+        order.sort_by(|x, y| {
+            let (x, y) = (*x as usize, *y as usize);
+            b.get(x)
+                .cmp(&b.get(y))
+                .then_with(|| updated[y].cmp(&updated[x]))
+                .then_with(|| x.cmp(&y))
+        });
+        let mut starts: Vec<u32> = (0..order.len())
+            .filter(|i| *i == 0 || b.get(order[i - 1] as usize) != b.get(order[*i] as usize))
+            .map(|i| i as u32)
+            .collect();
+        starts.push(order.len() as u32);
+        (order, starts)
+    }
+
+    #[test]
+    fn sorted_rows_order_as_comparing_whole_keys_would() {
+        let mut x: u64 = 11;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        // Byte keys: a shared lead, then few distinct bytes (zeros included) over lengths that
+        // straddle the 8 bytes an entry holds, so prefixes tie often; repeated keys with tied
+        // and differing times; nulls.
+        for lead in ["", "user-"] {
+            let mut keys: Vec<Option<Vec<u8>>> = Vec::new();
+            let mut updated = Vec::new();
+            for _ in 0..3000 {
+                let len = lead.len() + (next() % 14) as usize;
+                let mut k = lead.as_bytes().to_vec();
+                while k.len() < len {
+                    k.push([0u8, 1, b'a'][(next() % 3) as usize]);
+                }
+                keys.push((next() % 50 != 0).then_some(k));
+                updated.push([i64::MIN, 0, 1, -1, i64::MAX][(next() % 5) as usize]);
+            }
+            let array = arrow_array::BinaryArray::from_iter(keys.iter().map(|k| k.as_deref()));
+            let mut b = KeyBuf::new(KeyKind::Bin);
+            b.push_array(&array).unwrap();
+            let got = b.sorted_rows(&updated);
+            assert_eq!((got.rows, got.starts), reference(&b, &updated), "{lead:?}");
+        }
+        // Integer keys, within i64 and beyond it.
+        for wide in [false, true] {
+            let mut keys = Vec::new();
+            let mut updated = Vec::new();
+            for _ in 0..3000 {
+                let k = (next() % 200) as i64 - 100;
+                keys.push(if wide && k > 90 {
+                    u64::MAX - k as u64
+                } else {
+                    k as u64
+                });
+                updated.push((next() % 3) as i64);
+            }
+            let array: ArrayRef = if wide {
+                Arc::new(UInt64Array::from(keys))
+            } else {
+                Arc::new(arrow_array::Int64Array::from_iter_values(
+                    keys.iter().map(|k| *k as i64),
+                ))
+            };
+            let mut b = KeyBuf::new(KeyKind::Int);
+            b.push_array(array.as_ref()).unwrap();
+            let got = b.sorted_rows(&updated);
+            assert_eq!(
+                (got.rows, got.starts),
+                reference(&b, &updated),
+                "wide {wide}"
+            );
+        }
     }
 }

@@ -286,26 +286,12 @@ fn concat(
 /// tied for newest must agree, else it is an error naming the key.
 fn newest_rows(rows: &Rows, path: &Location, spec: &ConsentTableSpec) -> Result<Vec<u32>> {
     let (keys, updated) = (&rows.keys, &rows.updated);
-    // Sort rows by key, newest first, then by position.
-    let mut order: Vec<u32> = (0..keys.len() as u32)
-        .filter(|i| keys.get(*i as usize).is_some())
-        .collect();
-    order.par_sort_unstable_by(|a, b| {
-        let (a, b) = (*a as usize, *b as usize);
-        keys.get(a)
-            .cmp(&keys.get(b))
-            .then_with(|| updated[b].cmp(&updated[a]))
-            .then_with(|| a.cmp(&b))
-    });
-    let mut winners: Vec<u32> = Vec::new();
-    let mut i = 0;
-    while i < order.len() {
-        let first = order[i] as usize;
-        let mut j = i + 1;
-        while j < order.len() && keys.get(order[j] as usize) == keys.get(first) {
-            j += 1;
-        }
-        for &other in &order[i + 1..j] {
+    let sorted = keys.sorted_rows(updated);
+    let mut winners: Vec<u32> = Vec::with_capacity(sorted.starts.len().saturating_sub(1));
+    for run in sorted.starts.windows(2) {
+        let run = &sorted.rows[run[0] as usize..run[1] as usize];
+        let first = run[0] as usize;
+        for &other in &run[1..] {
             let other = other as usize;
             let tie = spec.updated_at.is_none() || updated[other] == updated[first];
             if !tie {
@@ -335,7 +321,6 @@ fn newest_rows(rows: &Rows, path: &Location, spec: &ConsentTableSpec) -> Result<
             }
         }
         winners.push(first as u32);
-        i = j;
     }
     Ok(winners)
 }
