@@ -89,6 +89,7 @@ fn main() {
             spec,
             policy.consent_values.as_ref(),
             ReadOptions::default(),
+            None,
         )
         .unwrap();
         let secs = t.elapsed().as_secs_f64();

@@ -62,7 +62,7 @@ fn prepare(
 /// file against the policy — without deciding a row (`plan`).
 pub fn preflight(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
     let inputs = open_inputs(plan).into_iter().collect::<Result<Vec<_>>>()?;
-    let join = load_join(plan, &inputs)?;
+    let join = load_join(plan, &inputs, None)?;
     let options = job_options(plan);
     inputs
         .into_par_iter()
@@ -74,11 +74,17 @@ pub fn preflight(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
 /// The consent snapshot and lists of `plan`, for a caller that reads rows itself (`explain`).
 pub fn join_for(plan: &FilterPlan) -> Result<Option<Arc<JoinData>>> {
     let inputs = open_inputs(plan).into_iter().collect::<Result<Vec<_>>>()?;
-    load_join(plan, &inputs)
+    load_join(plan, &inputs, None)
 }
 
 /// Load the consent snapshot and user lists the plan names, once, before the corpus is read.
-fn load_join(plan: &FilterPlan, inputs: &[Input]) -> Result<Option<Arc<JoinData>>> {
+/// `only`: the only members the run will look up (then the snapshot is known
+/// to be of content a run has loaded whole before, see `reuse_unchanged`).
+fn load_join(
+    plan: &FilterPlan,
+    inputs: &[Input],
+    only: Option<&join::KeySet>,
+) -> Result<Option<Arc<JoinData>>> {
     let policy = plan.policy.as_ref();
     let sources = &plan.join;
     if sources.consent_table.is_none() && sources.user_lists.is_empty() {
@@ -90,6 +96,7 @@ fn load_join(plan: &FilterPlan, inputs: &[Input]) -> Result<Option<Arc<JoinData>
             spec,
             policy.consent_values.as_ref(),
             plan.read,
+            only,
         )?),
         _ => None,
     };
@@ -157,6 +164,7 @@ fn prepare_all(
     plan: &FilterPlan,
     pool: &rayon::ThreadPool,
     skipped: &mut Vec<Skipped>,
+    only: Option<&join::KeySet>,
 ) -> Result<Prepared> {
     let mut readable = Vec::with_capacity(plan.inputs.len());
     for (i, f) in pool.install(|| open_inputs(plan)).into_iter().enumerate() {
@@ -176,7 +184,7 @@ fn prepare_all(
         ));
     }
     let opened: Vec<Input> = readable.iter().map(|(_, f)| f.clone()).collect();
-    let join = pool.install(|| load_join(plan, &opened))?;
+    let join = pool.install(|| load_join(plan, &opened, only))?;
     let options = job_options(plan);
     let prepared: Vec<Result<FileJob>> = pool.install(|| {
         readable
@@ -320,19 +328,36 @@ fn run_with(
         .num_threads(plan.threads)
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
-    if let Some(summary) = reuse_unchanged(plan, &pool, &started_at)? {
-        return Ok((summary, Vec::new()));
-    }
+    let narrow = match reuse_unchanged(plan, &pool, &started_at)? {
+        SameSources::AllReused(summary) => return Ok((*summary, Vec::new())),
+        SameSources::Narrow(n) => Some(*n),
+        SameSources::No => None,
+    };
     let mut skipped: Vec<Skipped> = Vec::new();
     let Prepared {
         mut jobs,
         job_index,
         join,
-    } = prepare_all(plan, &pool, &mut skipped)?;
+    } = prepare_all(plan, &pool, &mut skipped, narrow.as_ref().map(|n| &n.keys))?;
 
     let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
-    let joined = join.as_deref().map(JoinRecord::of);
+    // A snapshot loaded for some members only is described by PREV_OUT's record of it.
+    let narrowed = narrow.is_some();
+    let joined =
+        match narrow {
+            Some(n) => {
+                let loaded = join.as_deref().map(JoinRecord::of).unwrap_or_default();
+                if loaded.hashes() != n.joined.hashes() {
+                    return Err(Error::Busy(format!(
+                    "{}: the consent snapshot or a list changed while this run read it; run again",
+                    plan.reuse.as_ref().map(|p| p.to_string()).unwrap_or_default()
+                )));
+                }
+                Some(n.joined)
+            }
+            None => join.as_deref().map(JoinRecord::of),
+        };
     let header = header_of(plan, joined.as_ref().map(JoinRecord::hashes));
     let writes = plan.output.is_some() && !plan.dry_run;
     // What the join says of each member, recorded for the next run's --reuse (and compared
@@ -341,6 +366,18 @@ fn run_with(
     let compute = || -> Result<&[(u64, u64)]> {
         if let Some(d) = computed.get() {
             return Ok(d);
+        }
+        if narrowed {
+            // Never digests of a snapshot loaded for some members only: PREV_OUT's record
+            // (of the same content) is copied instead, and it was not as recorded.
+            return Err(Error::Usage(format!(
+                "{}: {}/keys.parquet changed while it was being reused; run again",
+                plan.reuse
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                crate::reuse::STATE_DIR
+            )));
         }
         let j = join
             .as_deref()
@@ -512,21 +549,56 @@ fn header_of(plan: &FilterPlan, join: Option<Vec<String>>) -> Header {
     )
 }
 
-/// `--reuse` when nothing changed since PREV_OUT: every input as recorded there, the same
-/// policy and options, and a snapshot and lists of the same content. PREV_OUT's outputs are
-/// then this run's, and neither the snapshot nor a list is loaded (the dearest part of such a
-/// night). `None` when anything differs: the run then goes the usual way, which also says why
-/// what it cannot reuse is processed afresh.
+/// `input`'s user ids; `None` when they cannot be read (the run then reports it as it processes
+/// the file).
+fn member_keys(input: &Input, column: &str) -> Option<join::KeySet> {
+    let pq = input.parquet.parquet_meta().clone();
+    let mut keys = join::KeySet::default();
+    let mut ok = true;
+    for rg in 0..input.parquet.num_row_groups() {
+        let r = input
+            .parquet
+            .read_row_group(&pq, rg, Some(&[column]), 1 << 16, None, &mut |b| {
+                ok &= b.num_columns() == 1 && keys.add_column(b.column(0).as_ref()).is_ok();
+                Ok(())
+            });
+        if r.is_err() || !ok {
+            return None;
+        }
+    }
+    Some(keys)
+}
+
+/// What `--reuse` can settle before the snapshot is loaded, when its content and the lists'
+/// are PREV_OUT's (then no member changed).
+enum SameSources {
+    /// Every input as recorded too: PREV_OUT's outputs are this run's, and neither the
+    /// snapshot nor a list was loaded (the dearest part of such a night).
+    AllReused(Box<RunSummary>),
+    /// Some inputs are new or changed: only their members need loading from the snapshot.
+    Narrow(Box<Narrow>),
+    /// Anything else: the usual way, which also says why what it cannot reuse is processed.
+    No,
+}
+
+struct Narrow {
+    /// The members the inputs to process hold.
+    keys: join::KeySet,
+    /// What summary.json says of the snapshot and lists (PREV_OUT's record, today's paths).
+    joined: JoinRecord,
+}
+
 fn reuse_unchanged(
     plan: &FilterPlan,
     pool: &rayon::ThreadPool,
     started_at: &str,
-) -> Result<Option<RunSummary>> {
+) -> Result<SameSources> {
+    let no = Ok(SameSources::No);
     let (Some(prev), Some(out)) = (&plan.reuse, &plan.output) else {
-        return Ok(None);
+        return no;
     };
     if plan.dry_run || plan.resume {
-        return Ok(None);
+        return no;
     }
     let policy = plan.policy.as_ref();
     let Ok(inputs) = pool
@@ -534,7 +606,7 @@ fn reuse_unchanged(
         .into_iter()
         .collect::<Result<Vec<_>>>()
     else {
-        return Ok(None);
+        return no;
     };
     // The sources `load_join` would load, hashed as it hashes them.
     let sources = &plan.join;
@@ -551,7 +623,7 @@ fn reuse_unchanged(
             .map(|(n, l)| join::path_sha256(l).map(|h| (*n, h)))
             .collect::<Result<Vec<_>>>()
     });
-    let Ok(hashes) = hashes else { return Ok(None) };
+    let Ok(hashes) = hashes else { return no };
     let header = header_of(
         plan,
         Some(hashes.iter().map(|(n, h)| format!("{n}:{h}")).collect()),
@@ -559,27 +631,49 @@ fn reuse_unchanged(
     let mut previous = match crate::reuse::load(prev, &header, policy.rules.len(), None, plan.read)?
     {
         crate::reuse::Loaded::Usable(p) => p,
-        crate::reuse::Loaded::Unusable(_) => return Ok(None),
+        crate::reuse::Loaded::Unusable(_) => return no,
     };
     let joined = if named.is_empty() {
         None
     } else {
         match previous.recorded_join(&named, &hashes) {
             Some(j) => Some(j),
-            None => return Ok(None),
+            None => return no,
         }
     };
     let keys_copy = previous.keys_copy.take();
     if joined.is_some() && keys_copy.is_none() {
-        return Ok(None);
+        return no;
     }
     let column = policy.columns.user_id.as_deref();
     let mut recorded = Vec::with_capacity(inputs.len());
+    let mut fresh = Vec::new();
     for f in &inputs {
         match previous.candidate(&f.file.rel, &f.parquet, column) {
             Reusable::Whole(e) => recorded.push(e),
-            _ => return Ok(None),
+            _ => fresh.push(f),
         }
+    }
+    if !fresh.is_empty() {
+        let (Some(joined), Some(column)) = (joined, column) else {
+            return no;
+        };
+        if plan.join.consent_table.is_none() || policy.consent_table.is_none() {
+            return no;
+        }
+        // The members of the inputs to process: all the snapshot must answer for.
+        let keys = pool.install(|| {
+            fresh
+                .par_iter()
+                .map(|f| member_keys(f, column))
+                .collect::<Option<Vec<_>>>()
+        });
+        let Some(keys) = keys else { return no };
+        let mut all = join::KeySet::default();
+        for k in keys {
+            all.extend(k);
+        }
+        return Ok(SameSources::Narrow(Box::new(Narrow { keys: all, joined })));
     }
 
     let txn = OutputTxn::begin(out, false, plan.overwrite)?;
@@ -591,7 +685,7 @@ fn reuse_unchanged(
     })?;
     // A previous output not as recorded: the usual way processes it afresh.
     let Some(entries) = adopted.into_iter().collect::<Option<Vec<Entry>>>() else {
-        return Ok(None);
+        return no;
     };
     let mut counts = crate::summary::Counts::new(policy.rules.len());
     for e in &entries {
@@ -635,7 +729,7 @@ fn reuse_unchanged(
         keys_copy: keys_copy.as_ref(),
     };
     commit(txn, Some(state), &summary, policy)?;
-    Ok(Some(summary))
+    Ok(SameSources::AllReused(Box::new(summary)))
 }
 
 /// `--reuse`: take from PREV_OUT the outputs of the files it vouches for (see [`crate::reuse`]).

@@ -2,6 +2,7 @@
 //! key column ([`KeyRef`]), and the sorted, distinct key tables ([`Keys`]) lookups binary-search.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
@@ -51,6 +52,35 @@ impl KeyKind {
 pub enum KeyRef<'a> {
     Int(i128),
     Bytes(&'a [u8]),
+}
+
+/// A set of member keys, of any kind. `filter --reuse` loads from a snapshot PREV_OUT loaded
+/// whole before only the rows of the members the inputs it must process hold.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    ints: HashSet<i128>,
+    bytes: HashSet<Box<[u8]>>,
+}
+
+impl KeySet {
+    /// Add every non-null key of a key column.
+    pub fn add_column(&mut self, array: &dyn Array) -> std::result::Result<(), String> {
+        for_each_key(array, &mut |_, k| match k {
+            Some(KeyRef::Int(i)) => {
+                self.ints.insert(i);
+            }
+            Some(KeyRef::Bytes(b)) if !self.bytes.contains(b) => {
+                self.bytes.insert(b.into());
+            }
+            Some(KeyRef::Bytes(_)) => {}
+            None => {}
+        })
+    }
+
+    pub fn extend(&mut self, other: KeySet) {
+        self.ints.extend(other.ints);
+        self.bytes.extend(other.bytes);
+    }
 }
 
 /// Call `f(row, key)` for every row of a key column (`None` for null).
@@ -302,7 +332,8 @@ impl KeyBuf {
 
     /// The rows with a key, ordered by key, then newest first (`updated`), then by position, and
     /// where each key's run of them starts: what the snapshot's newest-wins scan walks.
-    pub(super) fn sorted_rows(&self, updated: &[i64]) -> SortedRows {
+    /// `only`: the rows of these keys alone (the others are left out as null keys are).
+    pub(super) fn sorted_rows(&self, updated: &[i64], only: Option<&KeySet>) -> SortedRows {
         // Each comparison through `get` costs an enum match, a validity check and, for byte
         // keys, two offset loads and a memcmp; a sort makes tens of millions of them. So sort
         // compact entries that carry what decides most comparisons: the key (or its leading
@@ -310,7 +341,10 @@ impl KeyBuf {
         // entries are equal and any sort gives the one order.
         match self {
             KeyBuf::Int { vals, valid } => {
-                let rows = || (0..vals.len()).filter(|i| valid[*i]);
+                let rows = || {
+                    (0..vals.len())
+                        .filter(|i| valid[*i] && only.is_none_or(|o| o.ints.contains(&vals[*i])))
+                };
                 // Stable, for the merge sort finds the runs that snapshots exported in key order
                 // are made of; the row index breaks every tie anyway.
                 if rows().all(|i| i64::try_from(vals[i]).is_ok()) {
@@ -332,7 +366,11 @@ impl KeyBuf {
             } => {
                 let key =
                     |i: u32| &data[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
-                let rows = || (0..valid.len() as u32).filter(|i| valid[*i as usize]);
+                let rows = || {
+                    (0..valid.len() as u32).filter(|i| {
+                        valid[*i as usize] && only.is_none_or(|o| o.bytes.contains(key(*i)))
+                    })
+                };
                 // Ids often share a leading run ("user-…"): the bytes after it decide.
                 let mut common: Option<&[u8]> = None;
                 for i in rows() {
@@ -550,7 +588,7 @@ mod tests {
             let array = arrow_array::BinaryArray::from_iter(keys.iter().map(|k| k.as_deref()));
             let mut b = KeyBuf::new(KeyKind::Bin);
             b.push_array(&array).unwrap();
-            let got = b.sorted_rows(&updated);
+            let got = b.sorted_rows(&updated, None);
             assert_eq!((got.rows, got.starts), reference(&b, &updated), "{lead:?}");
         }
         // Integer keys, within i64 and beyond it.
@@ -575,7 +613,7 @@ mod tests {
             };
             let mut b = KeyBuf::new(KeyKind::Int);
             b.push_array(array.as_ref()).unwrap();
-            let got = b.sorted_rows(&updated);
+            let got = b.sorted_rows(&updated, None);
             assert_eq!(
                 (got.rows, got.starts),
                 reference(&b, &updated),

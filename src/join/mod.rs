@@ -15,8 +15,8 @@ mod keys;
 mod lists;
 mod snapshot;
 
-pub use keys::Keys;
 pub(crate) use keys::{lookup, KeyKind, KeyRef};
+pub use keys::{KeySet, Keys};
 pub(crate) use lists::{load_user_list, UserList};
 pub use snapshot::{load_consent_table, ConsentTable};
 

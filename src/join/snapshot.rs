@@ -9,7 +9,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::DataType;
 use rayon::prelude::*;
 
-use super::keys::{describe_key, KeyBuf, KeyKind, Keys};
+use super::keys::{describe_key, KeyBuf, KeyKind, KeySet, Keys};
 use super::{source_sha256, SourceInfo};
 use crate::error::{Error, ReadError, Result};
 use crate::io::{open_parquet, InputFile, Location, ReadOptions};
@@ -284,9 +284,14 @@ fn concat(
 
 /// The row of each key that wins: the newest (null `updated_at` is oldest). Rows of one key
 /// tied for newest must agree, else it is an error naming the key.
-fn newest_rows(rows: &Rows, path: &Location, spec: &ConsentTableSpec) -> Result<Vec<u32>> {
+fn newest_rows(
+    rows: &Rows,
+    path: &Location,
+    spec: &ConsentTableSpec,
+    only: Option<&KeySet>,
+) -> Result<Vec<u32>> {
     let (keys, updated) = (&rows.keys, &rows.updated);
-    let sorted = keys.sorted_rows(updated);
+    let sorted = keys.sorted_rows(updated, only);
     let mut winners: Vec<u32> = Vec::with_capacity(sorted.starts.len().saturating_sub(1));
     for run in sorted.starts.windows(2) {
         let run = &sorted.rows[run[0] as usize..run[1] as usize];
@@ -326,11 +331,14 @@ fn newest_rows(rows: &Rows, path: &Location, spec: &ConsentTableSpec) -> Result<
 }
 
 /// Load and index the consent snapshot at `path` (a Parquet file or a directory of them).
+/// `only`: index these members alone (when the caller knows no other will be looked up); the
+/// table then answers for them exactly as a whole one would, and its `info` counts only them.
 pub fn load_consent_table(
     path: &Location,
     spec: &ConsentTableSpec,
     consent_values: Option<&ConsentValues>,
     read: ReadOptions,
+    only: Option<&KeySet>,
 ) -> Result<ConsentTable> {
     let files = crate::io::discover(std::slice::from_ref(path)).map_err(|e| match e {
         Error::Usage(m) => Error::Usage(format!("--consent-table: {m}")),
@@ -338,7 +346,7 @@ pub fn load_consent_table(
     })?;
     let (parts, kind) = read_parts(&files, spec, consent_values, read)?;
     let rows = concat(parts, kind, path, spec)?;
-    let winners = newest_rows(&rows, path, spec)?;
+    let winners = newest_rows(&rows, path, spec, only)?;
     let take_idx = UInt32Array::from(winners.clone());
     let extras = rows
         .extras
@@ -449,6 +457,7 @@ mod tests {
             spec,
             p.consent_values.as_ref(),
             ReadOptions::default(),
+            None,
         )
         .unwrap();
         assert_eq!((t.info.rows, t.info.distinct), (3, 2));
@@ -457,6 +466,26 @@ mod tests {
             t.region.as_ref().unwrap()[i],
             crate::region::normalize("DE")
         );
+        // Loaded for member 1 only: member 1 answered as by the whole table, member 2 absent.
+        let mut only = KeySet::default();
+        only.add_column(&Int64Array::from(vec![Some(1), None, Some(7)]))
+            .unwrap();
+        let o = load_consent_table(
+            &loc,
+            spec,
+            p.consent_values.as_ref(),
+            ReadOptions::default(),
+            Some(&only),
+        )
+        .unwrap();
+        assert_eq!(o.info.distinct, 1);
+        let j = o.keys.find(KeyRef::Int(1)).unwrap() as usize;
+        assert_eq!(o.region.as_ref().unwrap()[j], t.region.as_ref().unwrap()[i]);
+        assert_eq!(
+            o.consent.as_ref().unwrap()[j],
+            t.consent.as_ref().unwrap()[i]
+        );
+        assert!(o.keys.find(KeyRef::Int(2)).is_none());
 
         let loc = snapshot(
             dir.path(),
@@ -467,6 +496,7 @@ mod tests {
             spec,
             p.consent_values.as_ref(),
             ReadOptions::default(),
+            None,
         )
         .err()
         .unwrap()
@@ -485,6 +515,7 @@ mod tests {
             spec,
             p.consent_values.as_ref(),
             ReadOptions::default(),
+            None,
         )
         .unwrap();
         assert_eq!(t.info.distinct, 1);

@@ -572,6 +572,33 @@ fn an_unchanged_night_reuses_every_file_and_says_so() {
 }
 
 #[test]
+fn a_new_file_beside_an_unchanged_snapshot_is_processed_like_a_fresh_run() {
+    // The snapshot and list are yesterday's, so the run loads from the snapshot only the
+    // members of the new file; everything it writes is still what a fresh run writes,
+    // summary.json's description of the whole snapshot and _state/keys.parquet included.
+    let (dir, mut world) = first_night(19);
+    let prev = dir.path().join("out-0");
+    let before = world.files.len() as u64;
+    world.files.push(("part-new.parquet".into(), 4242, 150));
+    world.write(dir.path());
+    let out = dir.path().join("out-1");
+    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
+    assert_eq!(code, 0, "{err}");
+    let fresh = dir.path().join("fresh");
+    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+    assert_same_as_fresh(&out, &fresh);
+    let r = &summary(&out)["reuse"];
+    assert_eq!(r["files_reused"], before, "{r}");
+    assert_eq!(r["changed_keys"], 0, "{r}");
+    // And the night after reuses this output in turn, every file of it.
+    let next = dir.path().join("out-2");
+    let (code, err) = filter(dir.path(), &next, &["--reuse", p(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&next)["reuse"]["files_reused"], before + 1);
+    assert_same_as_fresh(&next, &fresh);
+}
+
+#[test]
 fn one_opt_out_recomputes_only_the_files_holding_that_member() {
     let (dir, mut world) = first_night(11);
     let prev = dir.path().join("out-0");
