@@ -6,8 +6,9 @@
 //! of its snapshot row (region, consent, extras, after newest-wins) and of its list memberships.
 //! Several contributions under one hash (a member in the snapshot and in a list, or two keys
 //! whose hashes collide) are added up, so the record has one entry per hash and its order does
-//! not matter. Both halves are SHA-256 truncated: a change goes unseen only if two 64-bit values
-//! collide, and a colliding key hash only ever makes more rows look changed, never fewer.
+//! not matter. The digest is SHA-256 truncated: a change goes unseen only if two 64-bit digests
+//! collide. The key hash is a fast mix ([`key_hash`]): a colliding key hash only ever makes more
+//! rows look changed, never fewer.
 
 use arrow_array::Array;
 use arrow_schema::DataType;
@@ -21,7 +22,7 @@ use super::JoinData;
 const CHUNK: usize = 1 << 16;
 
 /// Recorded beside the digests: a run whose hashing differs cannot compare them.
-pub const HASH_NAME: &str = "sha256-64";
+pub const HASH_NAME: &str = "splitmix-64+sha256-64";
 
 fn key_bytes(h: &mut Sha256, k: KeyRef) {
     match k {
@@ -41,12 +42,37 @@ fn first_u64(h: Sha256) -> u64 {
     u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
 }
 
+/// splitmix64's finaliser: every input bit moves every output bit.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// The hash that names a member: equal for the same key whatever column type carried it
-/// (integers by value, strings and binaries by their bytes).
+/// (integers by value, strings and binaries by their bytes). Not cryptographic, for it is
+/// computed for every row of every file a changed snapshot may touch (SHA-256 was a tenth of
+/// such a run): keys that collide only make more rows look changed, and the digests that say
+/// whether a member changed stay SHA-256.
 pub fn key_hash(k: KeyRef) -> u64 {
-    let mut h = Sha256::new();
-    key_bytes(&mut h, k);
-    first_u64(h)
+    const STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+    match k {
+        KeyRef::Int(v) => {
+            let v = v as u128;
+            mix(mix(v as u64 ^ 0x2545_F491_4F6C_DD1D).wrapping_add(STEP) ^ (v >> 64) as u64)
+        }
+        KeyRef::Bytes(b) => {
+            let mut h = mix(b.len() as u64 ^ 0xD6E8_FEB8_6659_FD93);
+            for chunk in b.chunks(8) {
+                let mut w = [0u8; 8];
+                w[..chunk.len()].copy_from_slice(chunk);
+                h = mix(h ^ u64::from_le_bytes(w)).wrapping_add(STEP);
+            }
+            h
+        }
+    }
 }
 
 /// Call `f` with the hash of every non-null key of a corpus key column.
@@ -227,6 +253,9 @@ impl<'a> ChangedKeys<'a> {
 mod tests {
     use super::*;
 
+    const PINNED_INT: u64 = 2_155_874_496_232_077_831;
+    const PINNED_BYTES: u64 = 3_211_041_958_896_201_038;
+
     fn changed(before: &[(u64, u64)], now: &[(u64, u64)]) -> Vec<u64> {
         let mut c = ChangedKeys::new(now);
         for &(h, d) in before {
@@ -259,6 +288,34 @@ mod tests {
         let b = combine(vec![(2, 7), (2, 5), (1, 1)]);
         assert_eq!(a, vec![(1, 1), (2, 12)]);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn key_hashes_spread_and_never_change() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1_000_000i128 {
+            assert!(seen.insert(key_hash(KeyRef::Int(i))), "{i}");
+        }
+        for i in 0..200_000 {
+            let k = format!("user-{i:x}");
+            assert!(seen.insert(key_hash(KeyRef::Bytes(k.as_bytes()))), "{k}");
+        }
+        // Trailing zero bytes, the empty key and wide integers are keys of their own.
+        for k in [
+            &b""[..],
+            b"\0",
+            b"a",
+            b"a\0",
+            b"a\0\0\0\0\0\0\0",
+            b"a\0\0\0\0\0\0\0\0",
+        ] {
+            assert!(seen.insert(key_hash(KeyRef::Bytes(k))), "{k:?}");
+        }
+        assert!(seen.insert(key_hash(KeyRef::Int(1 << 64))));
+        assert!(seen.insert(key_hash(KeyRef::Int(-1))));
+        // Recorded in every _state/keys.parquet: a change here must change HASH_NAME.
+        assert_eq!(key_hash(KeyRef::Int(1)), PINNED_INT);
+        assert_eq!(key_hash(KeyRef::Bytes(b"user-1")), PINNED_BYTES);
     }
 
     #[test]
