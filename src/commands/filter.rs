@@ -836,6 +836,11 @@ fn pseudonym_tag(key: Option<&Vec<u8>>) -> String {
 /// `corpusgate filter`.
 pub fn command(args: &crate::cli::FilterArgs) -> Result<crate::error::ExitStatus> {
     let plan = FilterPlan::for_filter(args)?;
+    if plan.dry_run && args.reuse.is_some() {
+        // A dry run writes nothing, so it has nothing to take from PREV_OUT; its decisions are
+        // the ones --reuse would lead to anyway.
+        eprintln!("corpusgate: --reuse is not used by a dry run (it writes no output)");
+    }
     let summary = run(&plan)?;
     eprint!("{}", summary.human(&plan.policy, plan.output.as_ref()));
     if plan.dry_run {

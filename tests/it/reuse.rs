@@ -757,6 +757,20 @@ fn reuse_replaces_its_own_previous_output_with_overwrite() {
 }
 
 #[test]
+fn a_dry_run_says_it_does_not_reuse() {
+    let (dir, _) = first_night(23);
+    let prev = dir.path().join("out-0");
+    let (code, err) = filter(
+        dir.path(),
+        &dir.path().join("never-written"),
+        &["--dry-run", "--reuse", p(&prev)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("--reuse is not used by a dry run"), "{err}");
+    assert!(!dir.path().join("never-written").exists());
+}
+
+#[test]
 fn a_first_night_without_a_previous_output_runs_afresh() {
     let (dir, _) = first_night(9);
     let out = dir.path().join("out-1");
