@@ -58,12 +58,17 @@ pub(crate) fn upload_sample_with(bucket: &str, put: &dyn Fn(&str, &[u8])) {
 }
 
 fn bucket_run(bucket: &str, out: &str, extra: &[&str]) -> (i32, String, String) {
+    bucket_job("filter", bucket, out, extra)
+}
+
+/// `command` (`filter` or `plan`) of the sample job with everything in `bucket`.
+fn bucket_job(command: &str, bucket: &str, out: &str, extra: &[&str]) -> (i32, String, String) {
     let list = format!("erasure={bucket}/erasure.txt");
     let policy = format!("{bucket}/policy.yaml");
     let table = format!("{bucket}/members.parquet");
     let input = format!("{bucket}/corpus");
     let mut args = vec![
-        "filter",
+        command,
         "--policy",
         &policy,
         "--consent-table",
@@ -76,6 +81,16 @@ fn bucket_run(bucket: &str, out: &str, extra: &[&str]) -> (i32, String, String) 
     args.extend_from_slice(extra);
     args.push(&input);
     server().run(&args, &[])
+}
+
+/// A [`bucket_run`] that takes every one of the sample's six files from its PREV_OUT.
+fn reuses_all(bucket: &str, out: &str, extra: &[&str]) {
+    let (code, _, err) = bucket_run(bucket, out, extra);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("reuse: took the outputs of 6 of 6 files"),
+        "{err}"
+    );
 }
 
 /// `verify` of a bucket OUT of [`bucket_run`], with the same policy, snapshot and list.
@@ -1062,12 +1077,7 @@ fn reuse_on_a_bucket_copies_in_the_store_and_replaces_its_own_output() {
 
     // Another OUT in the same store: every file is taken by a server-side copy.
     let out = format!("{bucket}/night-2");
-    let (code, _, err) = bucket_run(&bucket, &out, &["--reuse", &prev]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        err.contains("reuse: took the outputs of 6 of 6 files"),
-        "{err}"
-    );
+    reuses_all(&bucket, &out, &["--reuse", &prev]);
     assert!(same_as_local(&out, &local));
     let (code, _, err) = verify_bucket(&bucket, &out);
     assert_eq!(code, 0, "{err}");
@@ -1075,12 +1085,7 @@ fn reuse_on_a_bucket_copies_in_the_store_and_replaces_its_own_output() {
     assert_eq!(s3::list(&prev), state);
 
     // PREV_OUT replaced by its own reuse: nothing to copy, and a complete output after it.
-    let (code, _, err) = bucket_run(&bucket, &prev, &["--reuse", &prev, "--overwrite"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        err.contains("reuse: took the outputs of 6 of 6 files"),
-        "{err}"
-    );
+    reuses_all(&bucket, &prev, &["--reuse", &prev, "--overwrite"]);
     assert_eq!(summary_of(&prev)["reuse"]["files_reused"], 6);
     assert!(same_as_local(&prev, &local));
     let (code, _, err) = verify_bucket(&bucket, &prev);
@@ -1131,31 +1136,7 @@ fn reuse_on_a_bucket_copies_in_the_store_and_replaces_its_own_output() {
     // files by server-side copies, and the commit records the state (listed in _SUCCESS) that
     // a later `filter --reuse` takes everything from.
     let out4 = format!("{bucket}/night-4");
-    let list = format!("erasure={bucket}/erasure.txt");
-    let (policy, table, input) = (
-        format!("{bucket}/policy.yaml"),
-        format!("{bucket}/members.parquet"),
-        format!("{bucket}/corpus"),
-    );
-    let (code, _, err) = server().run(
-        &[
-            "plan",
-            "--policy",
-            &policy,
-            "--consent-table",
-            &table,
-            "--user-list",
-            &list,
-            "--shards",
-            "2",
-            "--reuse",
-            &out3,
-            "-o",
-            &out4,
-            &input,
-        ],
-        &[],
-    );
+    let (code, _, err) = bucket_job("plan", &bucket, &out4, &["--shards", "2", "--reuse", &out3]);
     assert_eq!(code, 0, "{err}");
     for i in ["0", "1"] {
         let (code, _, err) = server().run(&["run-shard", &out4, "--index", i], &[]);
@@ -1191,10 +1172,5 @@ fn reuse_on_a_bucket_copies_in_the_store_and_replaces_its_own_output() {
         );
     }
     let out5 = format!("{bucket}/night-5");
-    let (code, _, err) = bucket_run(&bucket, &out5, &["--reuse", &out4]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        err.contains("reuse: took the outputs of 6 of 6 files"),
-        "{err}"
-    );
+    reuses_all(&bucket, &out5, &["--reuse", &out4]);
 }

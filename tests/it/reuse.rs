@@ -261,7 +261,8 @@ fn write_corpus_file(path: &Path, seed: u64, rows: usize, members: usize) {
     write_batch(path, &batch, Some(props));
 }
 
-fn filter(dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+/// `command` (`filter` or `plan`) of the test job over the world in `dir`, into `out`.
+fn job(command: &str, dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
     let list = format!("erasure={}", dir.join("erasure.txt").display());
     let (policy, snapshot, input) = (
         dir.join("policy.yaml"),
@@ -269,7 +270,7 @@ fn filter(dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
         dir.join("in"),
     );
     let mut args = vec![
-        "filter",
+        command,
         "--policy",
         p(&policy),
         "--consent-table",
@@ -278,8 +279,6 @@ fn filter(dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
         &list,
         "--output",
         p(out),
-        "--progress",
-        "never",
     ];
     args.extend_from_slice(extra);
     args.push(p(&input));
@@ -287,36 +286,21 @@ fn filter(dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
     (code, err)
 }
 
-/// The same job as [`filter`] run as `plan` (with `shards` shards), every `run-shard`, `commit`.
-fn sharded(dir: &Path, out: &Path, shards: usize, extra: &[&str]) -> (i32, String) {
-    let list = format!("erasure={}", dir.join("erasure.txt").display());
-    let (policy, snapshot, input) = (
-        dir.join("policy.yaml"),
-        dir.join("snapshot.parquet"),
-        dir.join("in"),
-    );
-    let n = shards.to_string();
-    let mut args = vec![
-        "plan",
-        "--policy",
-        p(&policy),
-        "--consent-table",
-        p(&snapshot),
-        "--user-list",
-        &list,
-        "--output",
-        p(out),
-        "--shards",
-        &n,
-    ];
+fn filter(dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["--progress", "never"];
     args.extend_from_slice(extra);
-    args.push(p(&input));
-    let (code, _, err) = run(&args);
+    job("filter", dir, out, &args)
+}
+
+/// The same job as [`filter`] run as `plan` (with `shards` shards), every `run-shard`, `commit`.
+fn sharded_run(dir: &Path, out: &Path, shards: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["--shards", shards];
+    args.extend_from_slice(extra);
+    let (code, mut said) = job("plan", dir, out, &args);
     if code != 0 {
-        return (code, err);
+        return (code, said);
     }
-    let mut said = err;
-    for i in 0..shards {
+    for i in 0..shards.parse::<usize>().unwrap() {
         let (code, _, err) = run(&["run-shard", p(out), "--index", &i.to_string()]);
         said.push_str(&err);
         if code != 0 {
@@ -379,39 +363,7 @@ proptest! {
 }
 
 fn night_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner::TestCaseError> {
-    {
-        let mut rng = Rng(seed);
-        let dir = tempfile::tempdir().unwrap();
-        let mut world = World::new(&mut rng, members);
-        let mut prev: Option<PathBuf> = None;
-        let mut yesterday: Option<World> = None;
-        for night in 0..4 {
-            world.write(dir.path());
-            let fresh = dir.path().join(format!("fresh-{night}"));
-            let (code, err) = filter(dir.path(), &fresh, &["--threads", "1"]);
-            prop_assert_eq!(code, 0, "{}", err);
-            let out = dir.path().join(format!("out-{night}"));
-            let threads = (1 + rng.below(3)).to_string();
-            let mut extra = vec!["--threads", threads.as_str()];
-            let prev_arg = prev.as_ref().map(|p| p.to_str().unwrap().to_owned());
-            if let Some(p) = &prev_arg {
-                extra.extend_from_slice(&["--reuse", p.as_str()]);
-            }
-            let (code, err) = filter(dir.path(), &out, &extra);
-            prop_assert_eq!(code, 0, "{}", err);
-            assert_same_as_fresh(&out, &fresh);
-            if let Some(before) = &yesterday {
-                // Exactly the files that are unchanged and hold no changed member are reused.
-                let r = &summary(&out)["reuse"];
-                let want = expected_reused(before, &world, dir.path());
-                prop_assert_eq!(r["files_reused"].as_u64().unwrap(), want, "{}", r);
-            }
-            prev = Some(out);
-            yesterday = Some(world.clone());
-            world = world.next_night(&mut rng);
-        }
-    }
-    Ok(())
+    chain(seed, members, false)
 }
 
 proptest! {
@@ -421,11 +373,18 @@ proptest! {
     /// committed plan records the state a fresh `filter` records.
     #[test]
     fn sharded_nights_reuse_like_filter(seed in any::<u64>(), members in 5usize..60) {
-        sharded_chain(seed, members)?;
+        chain(seed, members, true)?;
     }
 }
 
-fn sharded_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner::TestCaseError> {
+/// Four nights of a random world, each run reusing the night before and compared with a fresh
+/// run: `filter --reuse` with 1 to 3 threads, or (`sharded`) on even nights and at random
+/// `plan --reuse` with 1 to 3 shards.
+fn chain(
+    seed: u64,
+    members: usize,
+    sharded: bool,
+) -> Result<(), proptest::test_runner::TestCaseError> {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut world = World::new(&mut rng, members);
@@ -434,7 +393,7 @@ fn sharded_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner:
     for night in 0..4 {
         world.write(dir.path());
         let fresh = dir.path().join(format!("fresh-{night}"));
-        let (code, err) = filter(dir.path(), &fresh, &[]);
+        let (code, err) = filter(dir.path(), &fresh, &["--threads", "1"]);
         prop_assert_eq!(code, 0, "{}", err);
         let out = dir.path().join(format!("out-{night}"));
         let prev_arg = prev.as_ref().map(|p| p.to_str().unwrap().to_owned());
@@ -442,10 +401,12 @@ fn sharded_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner:
         if let Some(p) = &prev_arg {
             extra.extend_from_slice(&["--reuse", p.as_str()]);
         }
-        let plan = night % 2 == 0 || rng.below(2) == 0;
+        let plan = sharded && (night % 2 == 0 || rng.below(2) == 0);
+        let n = (1 + rng.below(3)).to_string();
         let (code, err) = if plan {
-            sharded(dir.path(), &out, 1 + rng.below(3), &extra)
+            sharded_run(dir.path(), &out, &n, &extra)
         } else {
+            extra.extend_from_slice(&["--threads", n.as_str()]);
             filter(dir.path(), &out, &extra)
         };
         prop_assert_eq!(code, 0, "{}", err);
@@ -454,8 +415,18 @@ fn sharded_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner:
             "night {}: outputs differ",
             night
         );
+        if !plan {
+            // A committed plan's summary names its shards; the counts are checked by scale.rs.
+            prop_assert_eq!(comparable(&out), comparable(&fresh));
+        }
+        // What it records for the next night: the member digests (copied or computed) and
+        // every file's entry, as a fresh run records them.
         let file = |o: &Path, f: &str| std::fs::read(o.join("_state").join(f)).unwrap();
-        prop_assert!(file(&out, "keys.parquet") == file(&fresh, "keys.parquet"));
+        prop_assert!(
+            file(&out, "keys.parquet") == file(&fresh, "keys.parquet"),
+            "night {}: _state/keys.parquet differs",
+            night
+        );
         let state = |o: &Path| -> Value {
             let mut v: Value = serde_json::from_slice(&file(o, "files.json")).unwrap();
             let entries = v["entries"].as_array_mut().unwrap();
@@ -476,6 +447,7 @@ fn sharded_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner:
             night
         );
         if let Some(before) = &yesterday {
+            // Exactly the files that are unchanged and hold no changed member are reused.
             let r = &summary(&out)["reuse"];
             let want = expected_reused(before, &world, dir.path());
             prop_assert_eq!(r["files_reused"].as_u64().unwrap(), want, "{}", r);
@@ -491,7 +463,7 @@ fn sharded_chain(seed: u64, members: usize) -> Result<(), proptest::test_runner:
 fn a_plan_cannot_reuse_its_own_output_directory() {
     let (dir, _) = first_night(17);
     let out = dir.path().join("out-0");
-    let (code, err) = sharded(dir.path(), &out, 2, &["--reuse", p(&out), "--overwrite"]);
+    let (code, err) = sharded_run(dir.path(), &out, "2", &["--reuse", p(&out), "--overwrite"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is the plan's OUT_DIR"), "{err}");
     // Refused before anything was touched: the output is still complete.
@@ -520,6 +492,17 @@ fn expected_reused(before: &World, now: &World, dir: &Path) -> u64 {
             !ids.iter().flatten().any(|m| changed.contains(m))
         })
         .count() as u64
+}
+
+/// Tonight's run reusing `prev` (`out-1`) and a fresh one (`fresh`), checked to be the same.
+fn reused_and_fresh(dir: &Path, prev: &Path) -> (PathBuf, PathBuf) {
+    let out = dir.join("out-1");
+    let (code, err) = filter(dir, &out, &["--reuse", p(prev)]);
+    assert_eq!(code, 0, "{err}");
+    let fresh = dir.join("fresh");
+    assert_eq!(filter(dir, &fresh, &[]).0, 0);
+    assert_same_as_fresh(&out, &fresh);
+    (out, fresh)
 }
 
 /// A world written once, with a complete first output (`out-0`) to reuse.
@@ -581,12 +564,7 @@ fn a_new_file_beside_an_unchanged_snapshot_is_processed_like_a_fresh_run() {
     let before = world.files.len() as u64;
     world.files.push(("part-new.parquet".into(), 4242, 150));
     world.write(dir.path());
-    let out = dir.path().join("out-1");
-    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
-    assert_eq!(code, 0, "{err}");
-    let fresh = dir.path().join("fresh");
-    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
-    assert_same_as_fresh(&out, &fresh);
+    let (out, fresh) = reused_and_fresh(dir.path(), &prev);
     let r = &summary(&out)["reuse"];
     assert_eq!(r["files_reused"], before, "{r}");
     assert_eq!(r["changed_keys"], 0, "{r}");
@@ -605,12 +583,7 @@ fn one_opt_out_recomputes_only_the_files_holding_that_member() {
     // Member 3 opts out; which files hold them is read from the corpus itself.
     world.members[3] = Some((Some("US"), Some("opt_out"), None));
     world.write(dir.path());
-    let out = dir.path().join("out-1");
-    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
-    assert_eq!(code, 0, "{err}");
-    let fresh = dir.path().join("fresh");
-    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
-    assert_same_as_fresh(&out, &fresh);
+    let (out, _) = reused_and_fresh(dir.path(), &prev);
     let holding: u64 = world
         .files
         .iter()
