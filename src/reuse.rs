@@ -80,9 +80,10 @@ struct SourceRecord {
     sha256: String,
 }
 
+/// What `files.json` says of `keys.parquet`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeysRecord {
+pub struct KeysRecord {
     hash: String,
     members: u64,
     size: u64,
@@ -99,21 +100,35 @@ pub struct KeysCopy {
     record: KeysRecord,
 }
 
+/// Write `dir/_state/keys.parquet` of these digests ahead of [`write_state`], which then takes
+/// the record returned (a run makes it while its inputs are processed).
+pub fn write_keys_early(dir: &Location, digests: &[(u64, u64)]) -> Result<KeysRecord> {
+    write_keys(&dir.join(STATE_DIR).join(KEYS), digests)
+}
+
+/// Remove what [`write_keys_early`] wrote in `dir`.
+pub fn discard_keys(dir: &Location) {
+    remove(&dir.join(STATE_DIR).join(KEYS));
+}
+
 /// Record the state of a run about to commit in `dir/_state/`; `digests` when it joins
-/// anything (`copy`: PREV_OUT's record of the same members, taken when it is as recorded).
+/// anything (`written`: keys.parquet is in place already; `copy`: PREV_OUT's record of the same
+/// members, taken when it is as recorded).
 pub fn write_state(
     dir: &Location,
     header: &Header,
     entries: Vec<Entry>,
     join: Option<&JoinRecord>,
     digests: Option<Digests>,
+    written: Option<KeysRecord>,
     copy: Option<&KeysCopy>,
 ) -> Result<()> {
     let state = dir.join(STATE_DIR);
     let at = state.join(KEYS);
-    let keys = match digests {
-        None => None,
-        Some(digests) => {
+    let keys = match (written, digests) {
+        (Some(record), _) => Some(record),
+        (None, None) => None,
+        (None, Some(digests)) => {
             let copied = match copy {
                 Some(c) => {
                     let w = Written {

@@ -362,7 +362,7 @@ fn run_with(
     let writes = plan.output.is_some() && !plan.dry_run;
     // What the join says of each member, recorded for the next run's --reuse (and compared
     // with PREV_OUT's record by this one's): computed when first needed, at most once.
-    let computed: std::cell::OnceCell<Vec<(u64, u64)>> = std::cell::OnceCell::new();
+    let computed: std::sync::OnceLock<Vec<(u64, u64)>> = std::sync::OnceLock::new();
     let compute = || -> Result<&[(u64, u64)]> {
         if let Some(d) = computed.get() {
             return Ok(d);
@@ -420,18 +420,37 @@ fn run_with(
         _ => (resumed.clone(), None),
     };
 
-    let outcome = engine::run(
-        plan,
-        &jobs,
-        &RunContext {
-            out: txn.as_ref().map(|t| t.dir()),
-            skip_unreadable: plan.skip_unreadable,
-            journal: journal.as_ref(),
-            resumed: &done_before,
-            progress: &progress,
-            collect_excluded,
-        },
-    );
+    // The member digests and keys.parquet need only the join: they are made while the engine
+    // runs (on the preparing pool, idle by then), not after the last input.
+    let early = digests.is_some() && keys_copy.is_none() && !narrowed;
+    let (outcome, early_keys) = std::thread::scope(|s| {
+        let background = match (&txn, early) {
+            (Some(t), true) => {
+                Some(s.spawn(|| compute().and_then(|d| crate::reuse::write_keys_early(t.dir(), d))))
+            }
+            _ => None,
+        };
+        let outcome = engine::run(
+            plan,
+            &jobs,
+            &RunContext {
+                out: txn.as_ref().map(|t| t.dir()),
+                skip_unreadable: plan.skip_unreadable,
+                journal: journal.as_ref(),
+                resumed: &done_before,
+                progress: &progress,
+                collect_excluded,
+            },
+        );
+        let keys = background.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(Error::Usage(
+                    "recording the member digests failed unexpectedly".into(),
+                ))
+            })
+        });
+        (outcome, keys)
+    });
     progress.finish();
     let outcomes = match outcome {
         Ok(o) => o,
@@ -440,6 +459,11 @@ fn run_with(
             // or in an object-store OUT (which has no _SUCCESS, so no reader takes them).
             let kept = match txn {
                 Some(t) => {
+                    if early_keys.is_some() {
+                        // Not what a resumed run takes over (it records its own): an output
+                        // kept for --resume holds only finished files and the journal.
+                        crate::reuse::discard_keys(t.dir());
+                    }
                     t.keep();
                     true
                 }
@@ -450,6 +474,7 @@ fn run_with(
         Err(e) => return Err(e),
     };
 
+    let early_keys = early_keys.transpose()?;
     let mut reuse = reuse;
     if let Some(r) = reuse.as_mut() {
         // Row groups of the files processed now whose data came from PREV_OUT.
@@ -496,6 +521,7 @@ fn run_with(
             entries,
             join: joined.as_ref(),
             digests,
+            written: early_keys,
             keys_copy: keys_copy.as_ref(),
         });
         commit(txn, state, &summary, policy)?;
@@ -509,6 +535,8 @@ struct State<'a> {
     entries: Vec<Entry>,
     join: Option<&'a JoinRecord>,
     digests: Option<crate::reuse::Digests<'a>>,
+    /// keys.parquet, written while the engine ran.
+    written: Option<crate::reuse::KeysRecord>,
     keys_copy: Option<&'a crate::reuse::KeysCopy>,
 }
 
@@ -526,6 +554,7 @@ fn commit(
             s.entries,
             s.join,
             s.digests,
+            s.written,
             s.keys_copy,
         )?;
     }
@@ -726,6 +755,7 @@ fn reuse_unchanged(
         entries,
         join: joined.as_ref(),
         digests: joined.is_some().then_some(&none),
+        written: None,
         keys_copy: keys_copy.as_ref(),
     };
     commit(txn, Some(state), &summary, policy)?;
