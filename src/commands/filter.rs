@@ -163,11 +163,12 @@ struct Prepared {
 fn prepare_all(
     plan: &FilterPlan,
     pool: &rayon::ThreadPool,
+    opened: Vec<Result<Input>>,
     skipped: &mut Vec<Skipped>,
     only: Option<&join::KeySet>,
 ) -> Result<Prepared> {
     let mut readable = Vec::with_capacity(plan.inputs.len());
-    for (i, f) in pool.install(|| open_inputs(plan)).into_iter().enumerate() {
+    for (i, f) in opened.into_iter().enumerate() {
         match f {
             Ok(f) => readable.push((i, f)),
             Err(e) if plan.skip_unreadable && e.is_input_error() => {
@@ -328,7 +329,9 @@ fn run_with(
         .num_threads(plan.threads)
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
-    let narrow = match reuse_unchanged(plan, &pool, &started_at)? {
+    // Footers once, for what --reuse settles first and for the run.
+    let opened = pool.install(|| open_inputs(plan));
+    let narrow = match reuse_unchanged(plan, &pool, &opened, &started_at)? {
         SameSources::AllReused(summary) => return Ok((*summary, Vec::new())),
         SameSources::Narrow(n) => Some(*n),
         SameSources::No => None,
@@ -338,7 +341,13 @@ fn run_with(
         mut jobs,
         job_index,
         join,
-    } = prepare_all(plan, &pool, &mut skipped, narrow.as_ref().map(|n| &n.keys))?;
+    } = prepare_all(
+        plan,
+        &pool,
+        opened,
+        &mut skipped,
+        narrow.as_ref().map(|n| &n.keys),
+    )?;
 
     let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
@@ -617,9 +626,12 @@ struct Narrow {
     joined: JoinRecord,
 }
 
+/// What `--reuse` settles before anything is loaded (see [`SameSources`]); `opened`: every
+/// input, opened.
 fn reuse_unchanged(
     plan: &FilterPlan,
     pool: &rayon::ThreadPool,
+    opened: &[Result<Input>],
     started_at: &str,
 ) -> Result<SameSources> {
     let no = Ok(SameSources::No);
@@ -630,10 +642,10 @@ fn reuse_unchanged(
         return no;
     }
     let policy = plan.policy.as_ref();
-    let Ok(inputs) = pool
-        .install(|| open_inputs(plan))
-        .into_iter()
-        .collect::<Result<Vec<_>>>()
+    let Some(inputs) = opened
+        .iter()
+        .map(|f| f.as_ref().ok())
+        .collect::<Option<Vec<&Input>>>()
     else {
         return no;
     };
