@@ -51,7 +51,8 @@ use crate::journal::{Entry, Header};
 pub const STATE_DIR: &str = "_state";
 const FILES: &str = "files.json";
 const KEYS: &str = "keys.parquet";
-const FORMAT: u32 = 1;
+// 2: entries record the row groups passed through (read back by `--reuse`).
+const FORMAT: u32 = 2;
 
 /// `_state/files.json`; a shard's travels in its marker to `commit`, which merges them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -599,6 +600,7 @@ impl Previous {
             data,
             meta,
             out_row_group,
+            passed_through: e.stats.passed_through_row_groups.clone(),
         })
     }
 

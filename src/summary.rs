@@ -137,6 +137,11 @@ pub struct FileStats {
     /// Rows kept of each row group (what `--reuse` needs to find a row group's output).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_per_row_group: Vec<u64>,
+    /// Row groups copied from the input as they are (every row kept, pages and statistics
+    /// unchanged). `--reuse` must know: such a row group's statistics are written back as they
+    /// were read, an encoded one's as the writer writes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed_through_row_groups: Vec<u64>,
     /// Row groups whose output was copied from PREV_OUT (`--reuse`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub row_groups_from_previous: u64,

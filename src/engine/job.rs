@@ -114,6 +114,8 @@ pub struct PreviousRowGroups {
     /// Per input row group: the data file's row group holding its kept rows, when no changed
     /// member is in it and it kept any.
     pub out_row_group: Vec<Option<usize>>,
+    /// The input row groups PREV_OUT passed through as they were (sorted).
+    pub passed_through: Vec<u64>,
 }
 
 /// `schema` with the top-level fields `to` gives a type for read as that type instead.

@@ -222,11 +222,19 @@ impl FileSink {
                 DataOut::Nothing => {}
                 DataOut::Encoded(chunks) => data.append(chunks)?,
                 DataOut::PassThrough(readers) => {
-                    data.append_raw(&self.input, &readers.pq, r.rg, false)?
+                    data.append_raw(&self.input, &readers.pq, r.rg, false)?;
+                    self.stats.passed_through_row_groups.push(r.rg as u64);
                 }
                 DataOut::Previous(p, at) => {
+                    // PREV_OUT made this row group as a fresh run does today: it passed the
+                    // input's through, statistics as read, or it encoded it, statistics as
+                    // the writer writes them. Copied back the same way, the bytes are alike.
+                    let passed = p.passed_through.binary_search(&(r.rg as u64)).is_ok();
                     let source = p.data.source().with_buffer(1 << 20);
-                    data.append_raw(&source, &p.meta, at, true)?;
+                    data.append_raw(&source, &p.meta, at, !passed)?;
+                    if passed {
+                        self.stats.passed_through_row_groups.push(r.rg as u64);
+                    }
                     self.stats.row_groups_from_previous += 1;
                 }
             }
