@@ -129,7 +129,16 @@ fn read_header(src: &dyn ReadAt, pos: u64, end: u64) -> Result<(thrift::Node, u6
         buf.truncate(got);
         match thrift::read_struct(&buf) {
             Ok((node, used)) => return Ok((node, used as u64)),
-            Err(e) if e.kind == ThriftErrorKind::Eof && got == want && want < room => {
+            // A header cut short by the buffer ends early, or claims a string (a statistic:
+            // pyarrow writes min/max of long strings in page headers) longer than what is
+            // left of it; read more and parse again.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ThriftErrorKind::Eof | ThriftErrorKind::Claims { .. }
+                ) && got == want
+                    && want < room =>
+            {
                 want = (want * 4).min(room);
             }
             Err(e) => {
