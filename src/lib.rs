@@ -5,8 +5,10 @@
 //! parallel) → [`output`] (the output directory committed atomically) and [`summary`]. Every
 //! file is read and written through [`io`]. [`cli`] holds the raw command line, [`plan`] the
 //! validated one, and [`commands`] one module per subcommand. [`reuse`] carries a previous
-//! output's work into a run (`--reuse`), [`journal`] an interrupted one's (`--resume`).
+//! output's work into a run (`--reuse`), [`journal`] an interrupted one's (`--resume`). [`batch`]
+//! decides Arrow batches in memory (the Python module).
 
+pub mod batch;
 pub mod cli;
 pub(crate) mod commands;
 pub(crate) mod decide;

@@ -12,6 +12,19 @@ struct Flags {
 
 static FLAGS: OnceLock<Flags> = OnceLock::new();
 
+/// Inside another program (the Python module): a second signal does not end the process, which
+/// is the host's, and each run starts with no stop requested.
+static EMBEDDED: AtomicBool = AtomicBool::new(false);
+
+/// Run inside a host process from now on (see [`EMBEDDED`]); clears any earlier request.
+pub fn embed() {
+    EMBEDDED.store(true, Ordering::Relaxed);
+    if let Some(f) = FLAGS.get() {
+        f.int.store(false, Ordering::Relaxed);
+        f.term.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Install the handlers (idempotent).
 pub fn install() {
     FLAGS.get_or_init(|| {
@@ -21,8 +34,12 @@ pub fn install() {
             (signal_hook::consts::SIGINT, &int),
             (signal_hook::consts::SIGTERM, &term),
         ] {
-            // The second signal of a kind exits immediately with 128 + signal.
-            let _ = signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, flag.clone());
+            // The second signal of a kind exits immediately with 128 + signal. (signal-hook
+            // calls a host's own handler too: Python still sees its KeyboardInterrupt.)
+            if !EMBEDDED.load(Ordering::Relaxed) {
+                let _ =
+                    signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, flag.clone());
+            }
             let _ = signal_hook::flag::register(sig, flag.clone());
         }
         Flags { int, term }

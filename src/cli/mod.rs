@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::error::ExitStatus;
+pub use crate::error::ExitStatus;
 
 /// glibc's malloc adapts its mmap threshold to the largest block freed so far and returns
 /// memory above 128 KiB at the top of each heap to the kernel. With multi-megabyte decode and
@@ -31,29 +31,59 @@ fn tune_allocator() {
 pub fn main() -> ExitCode {
     crate::guard::install_quiet_hook();
     tune_allocator();
-    let status = match Cli::try_parse() {
+    ExitCode::from(run_command_line(std::env::args_os()).code())
+}
+
+/// Run one command line (`args[0]` is the program name), reporting its one error on stderr:
+/// the binary's `main`, and the Python module's `corpusgate` command.
+pub fn run_command_line<I, T>(args: I) -> ExitStatus
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match run_args(args) {
+        Ok(status) => status,
+        Err((status, message)) => {
+            eprint!("{message}");
+            status
+        }
+    }
+}
+
+/// [`run_args`] inside a host process (the Python module): SIGINT and SIGTERM stop the run
+/// cleanly (exit 130/143) but never end the host, and no earlier signal carries over.
+pub fn run_args_embedded<I, T>(args: I) -> std::result::Result<ExitStatus, (ExitStatus, String)>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    crate::signals::embed();
+    run_args(args)
+}
+
+/// [`run_command_line`] with the error kept: its exit status and the lines it would print
+/// (`corpusgate: error: ...`, newline-terminated). `--help` and `--version` print and succeed.
+pub fn run_args<I, T>(args: I) -> std::result::Result<ExitStatus, (ExitStatus, String)>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
         Ok(cli) => match crate::guard::catch(|| crate::commands::run(cli)) {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => {
-                eprintln!("corpusgate: error: {e}");
-                e.exit_status()
-            }
-            Err(panic) => {
-                eprintln!("corpusgate: error: internal error ({panic}); please report this");
-                ExitStatus::Failure
-            }
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err((e.exit_status(), format!("corpusgate: error: {e}\n"))),
+            Err(panic) => Err((
+                ExitStatus::Failure,
+                format!("corpusgate: error: internal error ({panic}); please report this\n"),
+            )),
         },
         Err(e) if !e.use_stderr() => {
             // --help, --version.
             let _ = e.print();
-            ExitStatus::Success
+            Ok(ExitStatus::Success)
         }
-        Err(e) => {
-            eprint!("{}", one_voice(&e));
-            ExitStatus::Usage
-        }
-    };
-    ExitCode::from(status.code())
+        Err(e) => Err((ExitStatus::Usage, one_voice(&e))),
+    }
 }
 
 /// A command-line error as every other error reads: one `corpusgate: error:` line, and clap's

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow_buffer::BooleanBuffer;
-use arrow_schema::Schema;
+use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 
@@ -298,24 +298,74 @@ fn build_manifest(
     keep: &BooleanBuffer,
     policy: &Policy,
 ) -> std::result::Result<RecordBatch, String> {
+    manifest_rows(
+        &ManifestOf {
+            schema: &job.manifest_schema,
+            source_file: Some(job.input.file.rel.as_str()),
+            first_row: job.rg_first_row[rg] as i64,
+            record_id: job.record_id.as_deref(),
+            user_id: job.user_id.as_deref(),
+            pseudonymize: job.pseudonymize.as_deref().map(Vec::as_slice),
+            policy,
+        },
+        batch,
+        rules,
+        regions,
+        keep,
+    )
+}
+
+/// Where excluded rows come from, for [`manifest_rows`].
+pub(crate) struct ManifestOf<'a> {
+    pub schema: &'a SchemaRef,
+    /// `None` for rows that come from no file (batches decided in memory): a null column.
+    pub source_file: Option<&'a str>,
+    /// The row number of the batch's first row.
+    pub first_row: i64,
+    pub record_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub pseudonymize: Option<&'a [u8]>,
+    pub policy: &'a Policy,
+}
+
+/// The manifest rows of `batch`'s rows that `keep` excludes: where each came from, its ids,
+/// the rule that excluded it and its region.
+pub(crate) fn manifest_rows(
+    of: &ManifestOf<'_>,
+    batch: &RecordBatch,
+    rules: &[RuleId],
+    regions: &[crate::region::Region],
+    keep: &BooleanBuffer,
+) -> std::result::Result<RecordBatch, String> {
     let excluded: Vec<u32> = (!keep).set_indices().map(|i| i as u32).collect();
     let n = excluded.len();
-    let first = job.rg_first_row[rg] as i64;
     let idx = UInt32Array::from(excluded.clone());
+    let source: ArrayRef = match of.source_file {
+        Some(f) => Arc::new(StringArray::from(vec![f; n])),
+        None => arrow_array::new_null_array(&DataType::Utf8, n),
+    };
     let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![job.input.file.rel.as_str(); n])),
+        source,
         Arc::new(Int64Array::from_iter_values(
-            excluded.iter().map(|i| first + *i as i64),
+            excluded.iter().map(|i| of.first_row + *i as i64),
         )),
     ];
-    for (c, is_user) in [(&job.record_id, false), (&job.user_id, true)] {
+    for (c, is_user) in [(of.record_id, false), (of.user_id, true)] {
         let Some(c) = c else { continue };
+        // A column the schema lacks has no manifest column either (see `manifest_schema`).
+        if of
+            .schema
+            .field_with_name(if is_user { "user_id" } else { "record_id" })
+            .is_err()
+        {
+            continue;
+        }
         let col = batch
             .column_by_name(c)
             .ok_or_else(|| format!("column '{c}' missing from the decision batch"))?;
         let taken =
             arrow_select::take::take(col.as_ref(), &idx, None).map_err(|e| e.to_string())?;
-        match (&job.pseudonymize, is_user) {
+        match (of.pseudonymize, is_user) {
             (Some(key), true) => {
                 cols.push(Arc::new(crate::join::pseudonymize(key, taken.as_ref())?))
             }
@@ -325,12 +375,12 @@ fn build_manifest(
     cols.push(Arc::new(StringArray::from_iter_values(
         excluded
             .iter()
-            .map(|i| policy.rule_name(rules[*i as usize])),
+            .map(|i| of.policy.rule_name(rules[*i as usize])),
     )));
     cols.push(Arc::new(StringArray::from_iter(
         excluded.iter().map(|i| regions[*i as usize].code()),
     )));
-    RecordBatch::try_new(job.manifest_schema.clone(), cols).map_err(|e| e.to_string())
+    RecordBatch::try_new(of.schema.clone(), cols).map_err(|e| e.to_string())
 }
 
 /// Encode batches of `schema` into one row group's column chunks with `factory`'s settings.
