@@ -2,7 +2,8 @@
 # Run the example Ray driver against ray.init(num_cpus=2) on the sample data and check the
 # committed output equals a single `filter` run: once with OUT on local disk, once with the
 # inputs and OUT in a bucket of a real S3 server (moto_server on 127.0.0.1, as the tests use), so
-# the workers share no volume. Fails, saying why, when Ray can't be installed.
+# the workers share no volume. Then the Ray Data example (examples/ray/data_filter.py) with the
+# Python wheel, against the command line. Fails, saying why, when Ray can't be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/ray-venv
@@ -63,3 +64,31 @@ for kind in ("data", "excluded"):
         assert body == (work / "single" / kind / name).read_bytes(), f"{kind}/{name} differs"
 PY
 echo "ray: with inputs and OUT in a bucket, the committed output matches a single filter run too"
+
+# Ray Data with the Python wheel (built by scripts/python-ci.sh): the policy inside
+# map_batches keeps the rows `filter` keeps, and excludes the others by the same rule and region.
+wheel=$(ls target/wheels/corpusgate-*.whl 2>/dev/null || true)
+if [ -z "$wheel" ]; then
+  echo "ray: no wheel in target/wheels; run scripts/python-ci.sh first" >&2
+  exit 1
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+"$venv/bin/python" -c "import pandas, pyarrow" 2>/dev/null ||
+  "$venv/bin/pip" install -q --disable-pip-version-check pandas pyarrow==26.0.1
+join=(--consent-table sample-data/members.parquet --user-list erasure=sample-data/erasure-requests.txt)
+RAY_ENABLE_UV_RUN_RUNTIME_ENV=0 timeout 600 "$venv/bin/python" examples/ray/data_filter.py \
+  --policy configs/consent-snapshot.yaml "${join[@]}" --output "$work/ray-data" sample-data/corpus >"$work/ray-data.log" 2>&1 ||
+  { tail -n 30 "$work/ray-data.log"; exit 1; }
+"$cg" filter --policy configs/consent-snapshot.yaml "${join[@]}" --output "$work/ray-data-cli" --progress never sample-data/corpus 2>/dev/null
+WORK="$work" "$venv/bin/python" - <<'PY'
+import os, pathlib
+import pyarrow.parquet as pq
+work = pathlib.Path(os.environ["WORK"])
+def rows(d, cols):
+    return sorted(tuple(r.values()) for f in sorted(d.glob("*.parquet")) for r in pq.read_table(f, columns=cols).to_pylist())
+kept = rows(work / "ray-data" / "data", ["post_id"])
+assert kept == rows(work / "ray-data-cli" / "data", ["post_id"]), "kept rows differ"
+got = rows(work / "ray-data" / "manifest", ["record_id", "rule", "region"])
+assert got == rows(work / "ray-data-cli" / "excluded", ["record_id", "rule", "region"]), "exclusions differ"
+print(f"ray: Ray Data kept the {len(kept)} rows filter kept and excluded {len(got)} by the same rules and regions")
+PY
