@@ -67,6 +67,21 @@ impl BatchFilter {
         &self.policy
     }
 
+    /// The columns a batch needs: those the decision reads, then the record and user ids the
+    /// policy maps (checked present, and copied into the manifest).
+    pub fn columns(policy: &Policy) -> Vec<String> {
+        let mut out = policy.decision_columns();
+        for c in [&policy.columns.record_id, &policy.columns.user_id]
+            .into_iter()
+            .flatten()
+        {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
     /// The snapshot and lists, loaded by the first batch that needs them.
     fn join_for(&self, schema: &Schema) -> Result<Option<Arc<JoinData>>> {
         let sources = &self.sources;

@@ -142,17 +142,7 @@ impl Policy {
     /// names), in a stable order.
     #[getter]
     fn columns(&self) -> Vec<String> {
-        let p = &self.policy;
-        let mut out = p.decision_columns();
-        for c in [&p.columns.record_id, &p.columns.user_id]
-            .into_iter()
-            .flatten()
-        {
-            if !out.contains(c) {
-                out.push(c.clone());
-            }
-        }
-        out
+        BatchFilter::columns(&self.policy)
     }
 
     /// Run the policy's own tests; raises `PolicyError` naming every failing test, else
