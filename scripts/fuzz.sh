@@ -13,7 +13,9 @@ export RUSTC_BOOTSTRAP=1
 # Seeds for the Parquet reader: every integer field of a footer and its page headers set to
 # 0, -1, 2^31-1 and 2^63-1 (examples/mutation_seeds.rs).
 mkdir -p target/fuzz-corpus/parquet_read
-cargo run --quiet --example mutation_seeds -- target/fuzz-corpus/parquet_read
+# --release: the build `cargo test --release` made (the dev profile would compile every
+# dependency once more, at opt-level 2: minutes on a fresh machine).
+cargo run --release --quiet --example mutation_seeds -- target/fuzz-corpus/parquet_read
 for target in policy_parser parquet_read; do
   mkdir -p "target/fuzz-corpus/$target"
   cp -n fuzz/corpus/$target/* "target/fuzz-corpus/$target/" 2>/dev/null || true
