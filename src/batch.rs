@@ -21,7 +21,7 @@ use crate::decide::FileDecider;
 use crate::engine::{manifest_rows, manifest_schema, ManifestOf};
 use crate::error::{Error, Result};
 use crate::io::{Location, ReadOptions};
-use crate::join::{self, JoinData, KeyKind};
+use crate::join::{self, JoinData};
 use crate::plan::JoinSources;
 use crate::policy::{Action, Policy};
 
@@ -92,29 +92,16 @@ impl BatchFilter {
         if let Some(j) = held.as_ref() {
             return Ok(Some(j.clone()));
         }
-        let policy = self.policy.as_ref();
-        let table = match (&sources.consent_table, &policy.consent_table) {
-            (Some(loc), Some(spec)) => Some(join::load_consent_table(
-                loc,
-                spec,
-                policy.consent_values.as_ref(),
-                self.read,
-                None,
-            )?),
-            _ => None,
-        };
-        let kind = match &table {
-            Some(t) => t.kind,
-            None => user_id_kind(policy, schema)?,
-        };
-        let lists = sources
-            .user_lists
-            .iter()
-            .map(|(name, loc)| join::load_user_list(name, loc, kind, self.read))
-            .collect::<Result<Vec<_>>>()?;
-        let j = Arc::new(JoinData { table, lists });
-        *held = Some(j.clone());
-        Ok(Some(j))
+        let loaded = join::load(
+            &self.policy,
+            sources.consent_table.as_ref(),
+            &sources.user_lists,
+            self.read,
+            None,
+            || join::user_id_kind(&self.policy, schema, &batch_location()),
+        )?;
+        held.clone_from(&loaded);
+        Ok(loaded)
     }
 
     fn decide_inner(
@@ -232,27 +219,6 @@ fn batch_manifest_schema(policy: &Policy, schema: &Schema) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, s.metadata().clone()))
-}
-
-/// The join key kind of the batch's user ids (lists without a snapshot are parsed to it).
-fn user_id_kind(policy: &Policy, schema: &Schema) -> Result<KeyKind> {
-    let col = policy.columns.user_id.as_deref().ok_or_else(|| {
-        Error::Usage("the policy joins user lists but maps no columns.user_id".into())
-    })?;
-    let schema_error = |message: String| Error::Schema {
-        file: batch_location(),
-        column: col.to_owned(),
-        message,
-    };
-    let field = schema
-        .field_with_name(col)
-        .map_err(|_| schema_error("missing; the policy maps it as columns.user_id".into()))?;
-    KeyKind::of(field.data_type()).ok_or_else(|| {
-        schema_error(format!(
-            "has type {}; a user id must be an integer, string or binary",
-            field.data_type()
-        ))
-    })
 }
 
 /// Run the policy's own tests (`tests:`): how many passed, and one error per failure naming

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::engine::{self, FileJob, FileOutcome, Input, JobOptions, PreviousRowGroups, RunContext};
 use crate::error::{Error, Result};
 use crate::io::{open_parquet, Location};
-use crate::join::{self, JoinData, JoinRecord, KeyKind};
+use crate::join::{self, JoinData, JoinRecord};
 use crate::journal::{self, Earlier, Entry, Header, Journal};
 use crate::output::OutputTxn;
 use crate::plan::FilterPlan;
@@ -85,52 +85,21 @@ fn load_join(
     inputs: &[Input],
     only: Option<&join::KeySet>,
 ) -> Result<Option<Arc<JoinData>>> {
-    let policy = plan.policy.as_ref();
     let sources = &plan.join;
-    if sources.consent_table.is_none() && sources.user_lists.is_empty() {
-        return Ok(None);
-    }
-    let table = match (&sources.consent_table, &policy.consent_table) {
-        (Some(loc), Some(spec)) => Some(join::load_consent_table(
-            loc,
-            spec,
-            policy.consent_values.as_ref(),
-            plan.read,
-            only,
-        )?),
-        _ => None,
-    };
-    // Text lists are parsed to the kind of the join key: the snapshot's, else the corpus ids'.
-    let kind = match &table {
-        Some(t) => t.kind,
-        None => {
-            let col = policy.columns.user_id.as_deref().expect("validated policy");
-            let f = &inputs[0];
-            let field = f
-                .parquet
-                .schema()
-                .field_with_name(col)
-                .map_err(|_| Error::Schema {
-                    file: f.location().clone(),
-                    column: col.to_owned(),
-                    message: "missing; the policy maps it as columns.user_id".into(),
-                })?;
-            KeyKind::of(field.data_type()).ok_or_else(|| Error::Schema {
-                file: f.location().clone(),
-                column: col.to_owned(),
-                message: format!(
-                    "has type {}; a user id must be an integer, string or binary",
-                    field.data_type()
-                ),
-            })?
-        }
-    };
-    let lists = sources
-        .user_lists
-        .par_iter()
-        .map(|(name, loc)| join::load_user_list(name, loc, kind, plan.read))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Arc::new(JoinData { table, lists })))
+    join::load(
+        &plan.policy,
+        sources.consent_table.as_ref(),
+        &sources.user_lists,
+        plan.read,
+        only,
+        || {
+            join::user_id_kind(
+                &plan.policy,
+                inputs[0].parquet.schema(),
+                inputs[0].location(),
+            )
+        },
+    )
 }
 
 pub fn run(plan: &FilterPlan) -> Result<RunSummary> {

@@ -87,6 +87,67 @@ impl JoinData {
     }
 }
 
+/// Load a policy's consent snapshot and user lists, once, before any row is decided (`None`
+/// when it joins neither). `only`: the only members that will be looked up. A list's ids are
+/// parsed to the snapshot's key kind, else to `corpus_kind()`, the kind of the corpus user ids.
+pub(crate) fn load(
+    policy: &crate::policy::Policy,
+    consent_table: Option<&Location>,
+    user_lists: &[(String, Location)],
+    read: crate::io::ReadOptions,
+    only: Option<&KeySet>,
+    corpus_kind: impl FnOnce() -> Result<KeyKind>,
+) -> Result<Option<std::sync::Arc<JoinData>>> {
+    use rayon::prelude::*;
+    if consent_table.is_none() && user_lists.is_empty() {
+        return Ok(None);
+    }
+    let table = match (consent_table, &policy.consent_table) {
+        (Some(loc), Some(spec)) => Some(load_consent_table(
+            loc,
+            spec,
+            policy.consent_values.as_ref(),
+            read,
+            only,
+        )?),
+        _ => None,
+    };
+    let kind = match &table {
+        Some(t) => t.kind,
+        None => corpus_kind()?,
+    };
+    let lists = user_lists
+        .par_iter()
+        .map(|(name, loc)| load_user_list(name, loc, kind, read))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(std::sync::Arc::new(JoinData { table, lists })))
+}
+
+/// The key kind of the user id column `policy` maps, in a file (or batch) of `schema`.
+pub(crate) fn user_id_kind(
+    policy: &crate::policy::Policy,
+    schema: &arrow_schema::Schema,
+    file: &Location,
+) -> Result<KeyKind> {
+    let col = policy.columns.user_id.as_deref().ok_or_else(|| {
+        crate::error::Error::Usage("the policy joins user lists but maps no columns.user_id".into())
+    })?;
+    let schema_error = |message: String| crate::error::Error::Schema {
+        file: file.clone(),
+        column: col.to_owned(),
+        message,
+    };
+    let field = schema
+        .field_with_name(col)
+        .map_err(|_| schema_error("missing; the policy maps it as columns.user_id".into()))?;
+    KeyKind::of(field.data_type()).ok_or_else(|| {
+        schema_error(format!(
+            "has type {}; a user id must be an integer, string or binary",
+            field.data_type()
+        ))
+    })
+}
+
 /// The content hash recorded for a snapshot or list at `location` (file or directory).
 pub fn path_sha256(location: &Location) -> Result<String> {
     if crate::io::is_dir(location) {
