@@ -21,17 +21,29 @@ use crate::decide::FileDecider;
 use crate::engine::{manifest_rows, manifest_schema, ManifestOf};
 use crate::error::{Error, Result};
 use crate::io::{Location, ReadOptions};
-use crate::join::{self, JoinData};
+use crate::join::{self, InMemory, JoinData, JoinSource};
 use crate::plan::JoinSources;
 use crate::policy::{Action, Policy};
 
 /// What a batch is named in errors.
 const BATCH: &str = "<batch>";
 
+/// A consent snapshot or user list given to a [`BatchFilter`]: files, or Arrow batches in
+/// memory (each of `schema`).
+pub enum BatchSource {
+    Path(PathBuf),
+    Arrow {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+}
+
 /// A policy with its snapshot and lists, deciding batches.
 pub struct BatchFilter {
     policy: Arc<Policy>,
-    sources: JoinSources,
+    consent_table: Option<JoinSource>,
+    /// In the policy's `user_lists` order.
+    user_lists: Vec<(String, JoinSource)>,
     read: ReadOptions,
     /// Loaded on the first batch, with the key kind the lists were parsed to.
     join: Mutex<Option<Arc<JoinData>>>,
@@ -39,25 +51,59 @@ pub struct BatchFilter {
 
 impl BatchFilter {
     /// `consent_table`: the snapshot, required exactly when the policy joins one;
-    /// `user_lists`: (name, path) of each list the policy names. `policy_path` names the policy
-    /// in errors.
+    /// `user_lists`: (name, source) of each list the policy names. `policy_path` names the
+    /// policy in errors; a snapshot in memory is named `<consent_table>` in errors, a list
+    /// `<user list NAME>`.
     pub fn new(
         policy: Arc<Policy>,
         policy_path: &Path,
-        consent_table: Option<PathBuf>,
-        user_lists: Vec<(String, PathBuf)>,
+        consent_table: Option<BatchSource>,
+        user_lists: Vec<(String, BatchSource)>,
     ) -> Result<BatchFilter> {
+        let shown = |source: &BatchSource, memory_name: String| match source {
+            BatchSource::Path(p) => p.display().to_string(),
+            BatchSource::Arrow { .. } => memory_name,
+        };
+        // The command line's checks, on what names each source.
         let args = JoinArgs {
-            consent_table,
+            consent_table: consent_table
+                .as_ref()
+                .map(|s| PathBuf::from(shown(s, "<consent_table>".into()))),
             user_lists: user_lists
-                .into_iter()
-                .map(|(n, p)| format!("{n}={}", p.display()))
+                .iter()
+                .map(|(n, s)| format!("{n}={}", shown(s, format!("<user list {n}>"))))
                 .collect(),
         };
-        let sources = JoinSources::resolve(&policy, policy_path, &args)?;
+        let resolved = JoinSources::resolve(&policy, policy_path, &args)?;
+        let source = |name: Location, given: BatchSource| match given {
+            BatchSource::Path(_) => JoinSource::Stored(name),
+            BatchSource::Arrow { schema, batches } => JoinSource::InMemory(InMemory {
+                name,
+                schema,
+                batches,
+            }),
+        };
+        let consent_table = resolved
+            .consent_table
+            .zip(consent_table)
+            .map(|(name, given)| source(name, given));
+        let mut given = user_lists;
+        let user_lists = resolved
+            .user_lists
+            .into_iter()
+            .map(|(name, loc)| {
+                let at = given
+                    .iter()
+                    .position(|(n, _)| *n == name)
+                    .expect("resolve matched every list by name");
+                let (_, s) = given.swap_remove(at);
+                (name, source(loc, s))
+            })
+            .collect();
         Ok(BatchFilter {
             policy,
-            sources,
+            consent_table,
+            user_lists,
             read: ReadOptions::default(),
             join: Mutex::new(None),
         })
@@ -84,18 +130,17 @@ impl BatchFilter {
 
     /// The snapshot and lists, loaded by the first batch that needs them.
     fn join_for(&self, schema: &Schema) -> Result<Option<Arc<JoinData>>> {
-        let sources = &self.sources;
-        if sources.consent_table.is_none() && sources.user_lists.is_empty() {
+        if self.consent_table.is_none() && self.user_lists.is_empty() {
             return Ok(None);
         }
         let mut held = self.join.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(j) = held.as_ref() {
             return Ok(Some(j.clone()));
         }
-        let loaded = join::load(
+        let loaded = join::load_sources(
             &self.policy,
-            sources.consent_table.as_ref(),
-            &sources.user_lists,
+            self.consent_table.as_ref(),
+            &self.user_lists,
             self.read,
             None,
             || join::user_id_kind(&self.policy, schema, &batch_location()),

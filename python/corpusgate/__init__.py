@@ -61,22 +61,40 @@ def _as_table(data: Any) -> pa.Table:
     )
 
 
-def _lists(user_lists: Optional[Mapping[str, PathLike]]):
-    if user_lists is None:
-        return None
-    return [(str(name), os.fspath(path)) for name, path in user_lists.items()]
+JoinData = Any
+"""A consent snapshot or user list: a path (a Parquet file or directory; a list may also be a
+text file of ids), or Arrow data in memory (a pyarrow Table or RecordBatch, or anything exporting
+the Arrow PyCapsule interface). A list in memory has one column of ids; a pyarrow Array, or a
+Python sequence of ids, is taken as that column."""
 
 
-def _path(p: Optional[PathLike]) -> Optional[str]:
-    if p is None:
-        return None
-    if isinstance(p, (pa.Table, pa.RecordBatch)):
+def _is_path(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike))
+
+
+def _join_arg(source: Any, what: str) -> Any:
+    if _is_path(source):
+        return os.fspath(source)
+    if isinstance(source, (pa.Array, pa.ChunkedArray)):
+        return pa.table({"id": source})
+    if isinstance(source, (list, tuple)):
+        return pa.table({"id": pa.array(source)})
+    try:
+        return _as_table(source)
+    except TypeError:
         raise TypeError(
-            "consent_table must be a path to a Parquet snapshot (file or directory); "
-            "write an in-memory table with pyarrow.parquet.write_table first"
-        )
-    return os.fspath(p)
+            f"{what} must be a path or Arrow data (a pyarrow Table or RecordBatch, or an object "
+            f"exporting the Arrow PyCapsule interface), not {type(source).__name__}"
+        ) from None
 
+
+def _join_key(source: Any) -> Any:
+    # A path by its text; Arrow data by identity (the object is kept in the cache with its
+    # loaded form, so its id is not reused while the entry lives).
+    return ("path", os.fspath(source)) if _is_path(source) else ("object", id(source))
+
+
+_JOINS_KEPT = 8
 
 _VIEWS = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
 
@@ -100,15 +118,39 @@ def _take(data, indices):
 class Policy:
     """A validated policy. Load it with :meth:`from_file` or :meth:`from_text`.
 
-    A consent snapshot and user lists passed to :meth:`decide` or :meth:`filter` are loaded
-    once, into the structures the command line uses, and reused by every later call naming the
-    same paths.
+    A consent snapshot and user lists passed to :meth:`decide` or :meth:`filter` (paths, or
+    Arrow data in memory: see :data:`JoinData`) are loaded once, into the structures the
+    command line uses, and reused by every later call naming the same paths or passing the same
+    objects (the last 8 such sets are kept). A file changed after its first use is not read
+    again: load the policy anew to see it.
     """
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "_joins")
 
     def __init__(self, inner: "_corpusgate.Policy") -> None:
         self._inner = inner
+        # (snapshot key, list keys) -> (the objects given, the loaded join), newest last.
+        self._joins: dict = {}
+
+    def _join(
+        self, consent_table: Optional[JoinData], user_lists: Optional[Mapping[str, JoinData]]
+    ) -> "_corpusgate.Join":
+        lists = dict(user_lists or {})
+        key = (
+            None if consent_table is None else _join_key(consent_table),
+            tuple((str(n), _join_key(s)) for n, s in lists.items()),
+        )
+        held = self._joins.pop(key, None)
+        if held is None:
+            join = self._inner._join(
+                None if consent_table is None else _join_arg(consent_table, "consent_table"),
+                [(str(n), _join_arg(s, f"user list {n!r}")) for n, s in lists.items()],
+            )
+            held = ((consent_table, lists), join)
+            while len(self._joins) >= _JOINS_KEPT:
+                self._joins.pop(next(iter(self._joins)))
+        self._joins[key] = held
+        return held[1]
 
     @classmethod
     def from_file(cls, path: PathLike) -> "Policy":
@@ -151,29 +193,27 @@ class Policy:
         self,
         data: Any,
         *,
-        consent_table: Optional[PathLike] = None,
-        user_lists: Optional[Mapping[str, PathLike]] = None,
+        consent_table: Optional[JoinData] = None,
+        user_lists: Optional[Mapping[str, JoinData]] = None,
     ) -> pa.RecordBatch:
         """Decide every row: a ``pyarrow.RecordBatch`` with ``keep`` (bool), ``rule`` (the
         deciding rule's id, or ``default``) and ``region`` (ISO 3166 alpha-2, null when
         unknown), one row per row of ``data``, in order."""
-        return self._inner._decide(
-            self._select(data), _path(consent_table), _lists(user_lists)
-        )
+        return self._inner._decide(self._select(data), self._join(consent_table, user_lists))
 
     def filter(
         self,
         data: Any,
         *,
-        consent_table: Optional[PathLike] = None,
-        user_lists: Optional[Mapping[str, PathLike]] = None,
+        consent_table: Optional[JoinData] = None,
+        user_lists: Optional[Mapping[str, JoinData]] = None,
     ) -> Tuple[Any, pa.RecordBatch]:
         """The kept rows (every column, schema unchanged: a RecordBatch for a RecordBatch, else
         a Table) and the exclusion manifest's rows as the command line writes them
         (``source_file`` null, ``row`` the row's index in ``data``)."""
         table = _as_table(data)
         keep, manifest = self._inner._filter(
-            self._select(table), _path(consent_table), _lists(user_lists)
+            self._select(table), self._join(consent_table, user_lists)
         )
         out = data if isinstance(data, pa.RecordBatch) else table
         if keep.true_count == len(keep):

@@ -1,6 +1,6 @@
 """Type stubs of the compiled module (see corpusgate/__init__.py for the public API)."""
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pyarrow as pa
 
@@ -26,18 +26,17 @@ class Policy:
     @property
     def columns(self) -> List[str]: ...
     def check(self) -> int: ...
-    def _decide(
+    def _join(
         self,
-        data: pa.Table,
-        consent_table: Optional[str] = None,
-        user_lists: Optional[List[Tuple[str, str]]] = None,
-    ) -> pa.RecordBatch: ...
+        consent_table: Optional[Any] = None,
+        user_lists: Optional[List[Tuple[str, Any]]] = None,
+    ) -> Join: ...
+    def _decide(self, data: pa.Table, join: Join) -> pa.RecordBatch: ...
     def _filter(
-        self,
-        data: pa.Table,
-        consent_table: Optional[str] = None,
-        user_lists: Optional[List[Tuple[str, str]]] = None,
+        self, data: pa.Table, join: Join
     ) -> Tuple[pa.BooleanArray, pa.RecordBatch]: ...
+
+class Join: ...
 
 def run(argv: List[str]) -> Tuple[int, str]: ...
 def main(argv: List[str]) -> int: ...

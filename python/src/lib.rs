@@ -5,13 +5,12 @@
 //! The Python package (`python/corpusgate/__init__.py`) wraps this module: it selects the
 //! columns a policy reads before they cross, and applies the keep mask with pyarrow.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_pyarrow::{PyArrowType, Table, ToPyArrow};
-use corpusgate::batch::{check_policy, BatchFilter};
+use corpusgate::batch::{check_policy, BatchFilter, BatchSource};
 use corpusgate::cli::ExitStatus;
 use corpusgate::error::Error;
 use pyo3::exceptions::PyException;
@@ -62,16 +61,11 @@ fn py_err(py: Python<'_>, e: &Error) -> PyErr {
     err
 }
 
-/// What a filter is loaded from: the snapshot and the (name, path) of each list.
-type JoinKey = (Option<PathBuf>, Vec<(String, PathBuf)>);
-
-/// A validated policy. Snapshots and lists are loaded once per distinct set and reused.
+/// A validated policy.
 #[pyclass(frozen, module = "corpusgate._corpusgate")]
 struct Policy {
     policy: Arc<corpusgate::policy::Policy>,
     path: PathBuf,
-    /// (snapshot, lists) → the loaded filter.
-    filters: Mutex<HashMap<JoinKey, Arc<BatchFilter>>>,
 }
 
 impl Policy {
@@ -79,29 +73,26 @@ impl Policy {
         Policy {
             policy: Arc::new(policy),
             path,
-            filters: Mutex::new(HashMap::new()),
         }
     }
+}
 
-    fn filter_for(
-        &self,
-        consent_table: Option<PathBuf>,
-        user_lists: Vec<(String, PathBuf)>,
-    ) -> corpusgate::error::Result<Arc<BatchFilter>> {
-        let key = (consent_table.clone(), user_lists.clone());
-        let mut held = self.filters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = held.get(&key) {
-            return Ok(f.clone());
-        }
-        let f = Arc::new(BatchFilter::new(
-            self.policy.clone(),
-            &self.path,
-            consent_table,
-            user_lists,
-        )?);
-        held.insert(key, f.clone());
-        Ok(f)
+/// A policy bound to its consent snapshot and user lists, which it loads on first use and
+/// keeps: what `Policy` decides with. The Python package holds one per distinct snapshot and
+/// lists, so they are loaded once.
+#[pyclass(frozen, module = "corpusgate._corpusgate")]
+struct Join {
+    filter: Arc<BatchFilter>,
+}
+
+/// A snapshot or list given from Python: a path (str or os.PathLike), else Arrow data.
+fn batch_source(given: &Bound<'_, PyAny>) -> PyResult<BatchSource> {
+    if let Ok(path) = given.extract::<PathBuf>() {
+        return Ok(BatchSource::Path(path));
     }
+    let PyArrowType(table) = given.extract::<PyArrowType<Table>>()?;
+    let (batches, schema) = table.into_inner();
+    Ok(BatchSource::Arrow { schema, batches })
 }
 
 #[pymethods]
@@ -164,19 +155,39 @@ impl Policy {
         Err(err)
     }
 
+    /// This policy with a snapshot (a path or Arrow data) and (name, path or Arrow data) of
+    /// each list: checked against what the policy joins now, loaded on first use.
+    #[pyo3(signature = (consent_table = None, user_lists = None))]
+    fn _join(
+        &self,
+        py: Python<'_>,
+        consent_table: Option<Bound<'_, PyAny>>,
+        user_lists: Option<Vec<(String, Bound<'_, PyAny>)>>,
+    ) -> PyResult<Join> {
+        let consent_table = consent_table.as_ref().map(batch_source).transpose()?;
+        let user_lists = user_lists
+            .unwrap_or_default()
+            .iter()
+            .map(|(n, s)| Ok((n.clone(), batch_source(s)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let filter = BatchFilter::new(self.policy.clone(), &self.path, consent_table, user_lists)
+            .map_err(|e| py_err(py, &e))?;
+        Ok(Join {
+            filter: Arc::new(filter),
+        })
+    }
+
     /// Decide every row: a `pyarrow.RecordBatch` of `keep`, `rule`, `region`.
-    #[pyo3(signature = (data, consent_table = None, user_lists = None))]
     fn _decide(
         &self,
         py: Python<'_>,
         data: PyArrowType<Table>,
-        consent_table: Option<PathBuf>,
-        user_lists: Option<Vec<(String, PathBuf)>>,
+        join: &Join,
     ) -> PyResult<Py<PyAny>> {
         let (batches, _) = data.0.into_inner();
+        let f = &join.filter;
         let out = py
             .detach(|| -> corpusgate::error::Result<RecordBatch> {
-                let f = self.filter_for(consent_table, user_lists.unwrap_or_default())?;
                 let decided = batches
                     .iter()
                     .map(|b| f.decide_batch(b))
@@ -188,18 +199,16 @@ impl Policy {
     }
 
     /// The keep mask (a `pyarrow.BooleanArray`) and the manifest rows (a `pyarrow.RecordBatch`).
-    #[pyo3(signature = (data, consent_table = None, user_lists = None))]
     fn _filter(
         &self,
         py: Python<'_>,
         data: PyArrowType<Table>,
-        consent_table: Option<PathBuf>,
-        user_lists: Option<Vec<(String, PathBuf)>>,
+        join: &Join,
     ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         let (batches, data_schema) = data.0.into_inner();
+        let f = &join.filter;
         let (keep, manifest) = py
             .detach(|| -> corpusgate::error::Result<(ArrayRef, RecordBatch)> {
-                let f = self.filter_for(consent_table, user_lists.unwrap_or_default())?;
                 let mut keeps = Vec::new();
                 let mut manifests = Vec::new();
                 let mut schema = None;
@@ -269,6 +278,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> u8 {
 fn _corpusgate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Policy>()?;
+    m.add_class::<Join>()?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add("CorpusgateError", py.get_type::<CorpusgateError>())?;

@@ -231,3 +231,69 @@ def test_filter_in_process_writes_what_the_command_writes(tmp_path):
         )
     assert e.value.exit_code in (1, 2)
     assert corpusgate.run(["check", "--policy", str(policy_path)]) == 0
+
+
+def test_a_snapshot_and_lists_in_memory_decide_as_their_files(tmp_path):
+    """consent_table and user_lists as Arrow data (a pyarrow Table, a Polars frame, an Array, a
+    Python list): the same decisions as the files, loaded once per object, and checked as the
+    command line checks files."""
+    import polars as pl
+
+    policy = corpusgate.Policy.from_file(REPO / "configs" / "consent-snapshot.yaml")
+    members = pq.read_table(JOIN["consent_table"])
+    ids = [
+        int(line)
+        for line in JOIN["user_lists"]["erasure"].read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert ids and members.num_rows > 0
+    user_type = members.schema.field(0).type
+    want = pa.Table.from_batches([policy.decide(pq.read_table(f), **JOIN) for f in CORPUS])
+    assert not all(want.column("keep").to_pylist()), "the sample must exclude some rows"
+    for snapshot, erasure in [
+        (members, pa.array(ids, user_type)),
+        (pl.from_arrow(members), ids),
+        (
+            members.combine_chunks().to_batches()[0],
+            pa.table({"id": pa.array(ids, user_type)}),
+        ),
+    ]:
+        got = pa.Table.from_batches(
+            [
+                policy.decide(
+                    pq.read_table(f), consent_table=snapshot, user_lists={"erasure": erasure}
+                )
+                for f in CORPUS
+            ]
+        )
+        assert got.equals(want)
+    # Loaded once per object: the same objects give the same join handle.
+    lists = {"erasure": ids}
+    policy.decide(pq.read_table(CORPUS[0]), consent_table=members, user_lists=lists)
+    n = len(policy._joins)
+    policy.decide(pq.read_table(CORPUS[1]), consent_table=members, user_lists=lists)
+    assert len(policy._joins) == n
+    # Checked like files: a snapshot missing a column the policy maps is a schema error naming
+    # it and <consent_table>; a list of two columns, or of the wrong type, likewise.
+    with pytest.raises(corpusgate.SchemaError) as e:
+        policy.decide(
+            pq.read_table(CORPUS[0]),
+            consent_table=members.drop_columns([members.schema.names[1]]),
+            user_lists=lists,
+        )
+    assert "<consent_table>" in str(e.value) and members.schema.names[1] in str(e.value)
+    with pytest.raises(corpusgate.SchemaError) as e:
+        policy.decide(
+            pq.read_table(CORPUS[0]),
+            consent_table=members,
+            user_lists={"erasure": pa.table({"a": ids, "b": ids})},
+        )
+    assert "<user list erasure>" in str(e.value) and "exactly one column" in str(e.value)
+    with pytest.raises(corpusgate.SchemaError):
+        policy.decide(
+            pq.read_table(CORPUS[0]),
+            consent_table=members,
+            user_lists={"erasure": [str(i) for i in ids]},
+        )
+    with pytest.raises(TypeError):
+        policy.decide(pq.read_table(CORPUS[0]), consent_table=42, user_lists=lists)

@@ -28,37 +28,47 @@ fn read_parquet(
     let found = crate::io::discover(std::slice::from_ref(path))?;
     for f in &found {
         let pq = open_parquet(&f.location, read)?;
-        let schema = pq.schema().clone();
-        if schema.fields().len() != 1 {
-            return Err(Error::Schema {
-                file: f.location.clone(),
-                column: schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                message: format!("user list '{name}' must have exactly one column"),
-            });
-        }
-        let field = schema.field(0);
-        if KeyKind::of(field.data_type()) != Some(kind) {
-            return Err(Error::Schema {
-                file: f.location.clone(),
-                column: field.name().clone(),
-                message: format!(
-                    "has type {}, but the user ids are {} keys",
-                    field.data_type(),
-                    kind.as_str()
-                ),
-            });
-        }
+        check_list_schema(name, &f.location, pq.schema(), kind)?;
         pq.read_all(None, 64 * 1024, &mut |b| {
             keys.push_array(b.column(0).as_ref())
                 .map_err(|m| Error::invalid(f.location.clone(), None, m))
         })?;
     }
     Ok(found.len())
+}
+
+/// A list's schema: one column of the ids' kind.
+fn check_list_schema(
+    name: &str,
+    path: &Location,
+    schema: &arrow_schema::Schema,
+    kind: KeyKind,
+) -> Result<()> {
+    if schema.fields().len() != 1 {
+        return Err(Error::Schema {
+            file: path.clone(),
+            column: schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            message: format!("user list '{name}' must have exactly one column"),
+        });
+    }
+    let field = schema.field(0);
+    if KeyKind::of(field.data_type()) != Some(kind) {
+        return Err(Error::Schema {
+            file: path.clone(),
+            column: field.name().clone(),
+            message: format!(
+                "has type {}, but the user ids are {} keys",
+                field.data_type(),
+                kind.as_str()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The ids of a text list: one per line, blank lines and `#` comments skipped; integers in
@@ -129,6 +139,35 @@ pub fn load_user_list(
     } else {
         (read_text(name, path, kind)?, 1)
     };
+    let sha256 = if is_parquet {
+        source_sha256(path, &parquet_files_under(path)?)?
+    } else {
+        sha256_of(path)?.1
+    };
+    Ok(distinct(name, kind, &keys, path, files, sha256))
+}
+
+/// A user list held in memory: batches of one column of the ids' kind. Its `info` counts no
+/// files, and its hash is of no file (empty).
+pub fn user_list_in_memory(name: &str, list: &super::InMemory, kind: KeyKind) -> Result<UserList> {
+    check_list_schema(name, &list.name, &list.schema, kind)?;
+    let mut keys = KeyBuf::new(kind);
+    for b in &list.batches {
+        keys.push_array(b.column(0).as_ref())
+            .map_err(|m| Error::invalid(list.name.clone(), None, m))?;
+    }
+    Ok(distinct(name, kind, &keys, &list.name, 0, String::new()))
+}
+
+/// The distinct non-null ids of `keys`, sorted.
+fn distinct(
+    name: &str,
+    kind: KeyKind,
+    keys: &KeyBuf,
+    path: &Location,
+    files: usize,
+    sha256: String,
+) -> UserList {
     let rows = keys.len();
     let mut order: Vec<u32> = (0..rows as u32)
         .filter(|i| keys.get(*i as usize).is_some())
@@ -136,12 +175,7 @@ pub fn load_user_list(
     order.sort_unstable_by(|a, b| keys.get(*a as usize).cmp(&keys.get(*b as usize)));
     order.dedup_by(|a, b| keys.get(*a as usize) == keys.get(*b as usize));
     let built = keys.build(&order);
-    let sha256 = if is_parquet {
-        source_sha256(path, &parquet_files_under(path)?)?
-    } else {
-        sha256_of(path)?.1
-    };
-    Ok(UserList {
+    UserList {
         name: name.to_owned(),
         kind,
         info: SourceInfo {
@@ -152,7 +186,7 @@ pub fn load_user_list(
             sha256,
         },
         keys: built,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ mod snapshot;
 
 pub(crate) use keys::{lookup, KeyKind, KeyRef};
 pub use keys::{KeySet, Keys};
-pub(crate) use lists::{load_user_list, UserList};
-pub use snapshot::{load_consent_table, ConsentTable};
+pub(crate) use lists::{load_user_list, user_list_in_memory, UserList};
+pub use snapshot::{consent_table_in_memory, load_consent_table, ConsentTable};
 
 use arrow_array::Array;
 use arrow_schema::DataType;
@@ -87,6 +87,20 @@ impl JoinData {
     }
 }
 
+/// A snapshot or list held in memory as Arrow batches (every batch of `schema`), as the Python
+/// module receives one; `name` stands for its file in errors.
+pub struct InMemory {
+    pub name: Location,
+    pub schema: arrow_schema::SchemaRef,
+    pub batches: Vec<arrow_array::RecordBatch>,
+}
+
+/// Where a snapshot or list is read from.
+pub enum JoinSource {
+    Stored(Location),
+    InMemory(InMemory),
+}
+
 /// Load a policy's consent snapshot and user lists, once, before any row is decided (`None`
 /// when it joins neither). `only`: the only members that will be looked up. A list's ids are
 /// parsed to the snapshot's key kind, else to `corpus_kind()`, the kind of the corpus user ids.
@@ -98,18 +112,35 @@ pub(crate) fn load(
     only: Option<&KeySet>,
     corpus_kind: impl FnOnce() -> Result<KeyKind>,
 ) -> Result<Option<std::sync::Arc<JoinData>>> {
+    let table = consent_table.map(|l| JoinSource::Stored(l.clone()));
+    let lists: Vec<(String, JoinSource)> = user_lists
+        .iter()
+        .map(|(n, l)| (n.clone(), JoinSource::Stored(l.clone())))
+        .collect();
+    load_sources(policy, table.as_ref(), &lists, read, only, corpus_kind)
+}
+
+/// [`load`], each snapshot or list stored or in memory.
+pub(crate) fn load_sources(
+    policy: &crate::policy::Policy,
+    consent_table: Option<&JoinSource>,
+    user_lists: &[(String, JoinSource)],
+    read: crate::io::ReadOptions,
+    only: Option<&KeySet>,
+    corpus_kind: impl FnOnce() -> Result<KeyKind>,
+) -> Result<Option<std::sync::Arc<JoinData>>> {
     use rayon::prelude::*;
     if consent_table.is_none() && user_lists.is_empty() {
         return Ok(None);
     }
+    let values = policy.consent_values.as_ref();
     let table = match (consent_table, &policy.consent_table) {
-        (Some(loc), Some(spec)) => Some(load_consent_table(
-            loc,
-            spec,
-            policy.consent_values.as_ref(),
-            read,
-            only,
-        )?),
+        (Some(JoinSource::Stored(loc)), Some(spec)) => {
+            Some(load_consent_table(loc, spec, values, read, only)?)
+        }
+        (Some(JoinSource::InMemory(m)), Some(spec)) => {
+            Some(consent_table_in_memory(m, spec, values, only)?)
+        }
         _ => None,
     };
     let kind = match &table {
@@ -118,7 +149,10 @@ pub(crate) fn load(
     };
     let lists = user_lists
         .par_iter()
-        .map(|(name, loc)| load_user_list(name, loc, kind, read))
+        .map(|(name, source)| match source {
+            JoinSource::Stored(loc) => load_user_list(name, loc, kind, read),
+            JoinSource::InMemory(m) => user_list_in_memory(name, m, kind),
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Some(std::sync::Arc::new(JoinData { table, lists })))
 }

@@ -102,7 +102,25 @@ fn read_part(
 ) -> Result<(Part, KeyKind)> {
     let pq = open_parquet(&file.location, read)?;
     let schema = pq.schema().clone();
-    let path = &file.location;
+    part_of(&file.location, &schema, spec, values, &mut |names, each| {
+        pq.read_all(Some(names), 64 * 1024, each)
+    })
+}
+
+/// The batches of one snapshot part: `read(columns, f)` calls `f` on each batch, holding at
+/// least `columns`.
+type ReadBatches<'a> =
+    dyn FnMut(&[&str], &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> + 'a;
+
+/// The rows of one snapshot part of `schema` (a file, or batches in memory), checked against
+/// the policy's `consent_table` section; `path` names it in errors.
+fn part_of(
+    path: &Location,
+    schema: &arrow_schema::Schema,
+    spec: &ConsentTableSpec,
+    values: Option<&ConsentValues>,
+    read: &mut ReadBatches<'_>,
+) -> Result<(Part, KeyKind)> {
     for c in spec.columns() {
         if schema.field_with_name(c).is_err() {
             return Err(snapshot_err(path, c, "missing from the consent snapshot"));
@@ -151,7 +169,7 @@ fn read_part(
         updated: Vec::new(),
         extras: vec![Vec::new(); spec.extra.len()],
     };
-    pq.read_all(Some(&names), 64 * 1024, &mut |batch: RecordBatch| {
+    read(&names, &mut |batch: RecordBatch| {
         let col = |c: &str| batch.column_by_name(c).expect("projected").clone();
         let n = batch.num_rows();
         part.keys.push(col(&spec.key));
@@ -345,6 +363,38 @@ pub fn load_consent_table(
         other => other,
     })?;
     let (parts, kind) = read_parts(&files, spec, consent_values, read)?;
+    let sha256 = source_sha256(path, &files)?;
+    index(parts, kind, path, files.len(), sha256, spec, only)
+}
+
+/// Index a consent snapshot held in memory, as [`load_consent_table`] indexes one in files.
+/// Its `info` counts no files, and its hash is of no file (empty).
+pub fn consent_table_in_memory(
+    table: &super::InMemory,
+    spec: &ConsentTableSpec,
+    consent_values: Option<&ConsentValues>,
+    only: Option<&KeySet>,
+) -> Result<ConsentTable> {
+    let (part, kind) = part_of(
+        &table.name,
+        &table.schema,
+        spec,
+        consent_values,
+        &mut |_, each| table.batches.iter().try_for_each(|b| each(b.clone())),
+    )?;
+    index(vec![part], kind, &table.name, 0, String::new(), spec, only)
+}
+
+/// The newest row of each member of `parts`, indexed.
+fn index(
+    parts: Vec<Part>,
+    kind: KeyKind,
+    path: &Location,
+    files: usize,
+    sha256: String,
+    spec: &ConsentTableSpec,
+    only: Option<&KeySet>,
+) -> Result<ConsentTable> {
     let rows = concat(parts, kind, path, spec)?;
     let winners = newest_rows(&rows, path, spec, only)?;
     let take_idx = UInt32Array::from(winners.clone());
@@ -369,10 +419,10 @@ pub fn load_consent_table(
         extras,
         info: SourceInfo {
             path: path.clone(),
-            files: files.len(),
+            files,
             rows: rows.keys.len() as u64,
             distinct: winners.len() as u64,
-            sha256: source_sha256(path, &files)?,
+            sha256,
         },
     })
 }
