@@ -20,7 +20,7 @@ venv=target/py-test-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/pip" "${pip_quiet[@]}" install "$wheel" pyarrow==26.0.1 pytest==9.2.0 \
-  duckdb==2.0.1 numpy==2.4.6 polars==2.1.0
+  duckdb==2.0.1 numpy==2.4.6 polars==2.1.0 datasets==5.2.0
 # From outside the repository, so that `import corpusgate` is the installed wheel.
 repo=$PWD
 (cd "$venv" && PATH="$repo/$venv/bin:$PATH" CORPUSGATE_REPO="$repo" \

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod io;
 pub mod join;
 pub(crate) mod journal;
+pub(crate) mod layout;
 pub(crate) mod output;
 pub(crate) mod plan;
 pub mod policy;

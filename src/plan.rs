@@ -213,6 +213,8 @@ pub struct FilterPlan {
     pub read: ReadOptions,
     /// `--trust-input-pages`.
     pub trust_input_pages: bool,
+    /// `--target-file-size`, `--row-group-size`: the kept rows laid out after filtering.
+    pub layout: Option<crate::layout::Layout>,
 }
 
 /// `--threads`, or every core.
@@ -264,6 +266,36 @@ fn check_inputs_outside(inputs: &[InputFile], join: &JoinSources, out: &Location
     Ok(())
 }
 
+/// `--target-file-size` and `--row-group-size`, checked against the options they cannot go with.
+fn layout_of(args: &FilterArgs) -> Result<Option<crate::layout::Layout>> {
+    use crate::layout::{Layout, DEFAULT_ROW_GROUP_ROWS};
+    if args.target_file_size.is_none() && args.row_group_size.is_none() {
+        return Ok(None);
+    }
+    let flag = if args.target_file_size.is_some() {
+        "--target-file-size"
+    } else {
+        "--row-group-size"
+    };
+    if args.reuse.is_some() {
+        // --reuse copies each input's output from PREV_OUT by its name and row groups.
+        return Err(Error::Usage(format!(
+            "{flag} cannot be combined with --reuse: a laid-out output keeps no per-input files to reuse"
+        )));
+    }
+    if args.target_file_size.is_some_and(|s| s.0 == 0) {
+        return Err(Error::Usage(
+            "--target-file-size must be more than 0 bytes".into(),
+        ));
+    }
+    Ok(Some(Layout {
+        target_bytes: args.target_file_size.map(|s| s.0),
+        row_group_rows: args
+            .row_group_size
+            .map_or(DEFAULT_ROW_GROUP_ROWS, |n| n as usize),
+    }))
+}
+
 fn locations(paths: &[std::path::PathBuf]) -> Result<Vec<Location>> {
     paths
         .iter()
@@ -294,6 +326,7 @@ impl FilterPlan {
         if let Some(out) = &output {
             check_inputs_outside(&inputs, &join, out)?;
         }
+        let layout = layout_of(args)?;
         Ok(FilterPlan {
             policy: Arc::new(policy),
             inputs,
@@ -313,6 +346,7 @@ impl FilterPlan {
             pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
             read: args.read.options(),
             trust_input_pages: args.trust_input_pages,
+            layout,
         })
     }
 
@@ -343,6 +377,7 @@ impl FilterPlan {
             pseudonymize: read_key(pseudonymize_user_ids)?,
             read,
             trust_input_pages: false,
+            layout: None,
         })
     }
 
@@ -396,6 +431,7 @@ impl FilterPlan {
             pseudonymize: read_key(args.pseudonymize_user_ids.as_deref())?,
             read: args.read.options(),
             trust_input_pages: args.trust_input_pages,
+            layout: None,
         })
     }
 
@@ -430,12 +466,13 @@ impl FilterPlan {
             pseudonymize,
             read,
             trust_input_pages,
+            layout: None,
         }
     }
 
     /// The options recorded in summary.json.
     pub fn options_json(&self) -> Value {
-        json!({
+        let mut options = json!({
             "threads": self.threads,
             "compression": self.compression.describe(),
             "dry_run": self.dry_run,
@@ -446,7 +483,12 @@ impl FilterPlan {
             "max_memory": self.read.max_memory,
             "trust_input_pages": self.trust_input_pages,
             "output": self.output.as_ref().map(|p| p.to_string()),
-        })
+        });
+        if let (Some(l), Some(o)) = (self.layout, options.as_object_mut()) {
+            o.insert("target_file_size".into(), json!(l.target_bytes));
+            o.insert("row_group_size".into(), json!(l.row_group_rows));
+        }
+        options
     }
 }
 

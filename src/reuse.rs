@@ -359,9 +359,13 @@ pub fn load(
     let text = match crate::io::read_to_vec(&files_at) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return unusable(format!(
-                "{prev} has no {STATE_DIR}/{FILES} (written by corpusgate 0.2 and later)"
-            ))
+            let laid_out =
+                crate::summary::SummaryFile::load(prev).is_ok_and(|s| s.data_files.is_some());
+            return unusable(if laid_out {
+                format!("{prev} was written with --target-file-size or --row-group-size: it keeps no per-input data files to reuse")
+            } else {
+                format!("{prev} has no {STATE_DIR}/{FILES} (written by corpusgate 0.2 and later)")
+            });
         }
         Err(e) => return Err(Error::io("reading", files_at, e)),
     };
@@ -692,13 +696,7 @@ fn copy_checked(from: &Location, to: &Location, w: &Written) -> Result<Option<Wr
     Ok(Some(written))
 }
 
+/// Remove a file of this run's, if there (an object leaves what `_SUCCESS` will list too).
 fn remove(loc: &Location) {
-    match loc {
-        Location::Local(p) => {
-            let _ = std::fs::remove_file(p);
-        }
-        Location::Object(o) => {
-            let _ = object::delete(o);
-        }
-    }
+    let _ = crate::io::remove_written(loc);
 }

@@ -167,6 +167,8 @@ pub struct RunSummary {
     pub resumed: usize,
     /// `--reuse PREV_OUT`: what was taken from it.
     pub reuse: Option<ReuseRecord>,
+    /// `--target-file-size`/`--row-group-size`: the data files written, when laid out.
+    pub parts: Option<Vec<crate::layout::PartRecord>>,
 }
 
 /// `--reuse`: what the run took from a previous output (`summary.json`'s `reuse`).
@@ -293,6 +295,7 @@ impl RunSummary {
                 .collect(),
             resumed_files: (self.resumed > 0).then_some(self.resumed as u64),
             reuse: self.reuse.clone(),
+            data_files: self.parts.clone(),
             consent_table: table.map(|t| ConsentRecord {
                 path: t.path.to_string(),
                 files: t.files as u64,
@@ -395,7 +398,19 @@ impl RunSummary {
         }
         match output {
             Some(o) if !self.dry_run => {
-                s.push_str(&format!("  output: {o} (data/, excluded/, summary.json)\n"))
+                s.push_str(&format!("  output: {o} (data/, excluded/, summary.json)\n"));
+                if let Some(parts) = &self.parts {
+                    let bytes: u64 = parts.iter().map(|p| p.bytes).sum();
+                    let row_groups: u64 = parts.iter().map(|p| p.row_groups).sum();
+                    s.push_str(&format!(
+                        "  data laid out: {} file{} ({}), {} row group{}\n",
+                        parts.len(),
+                        if parts.len() == 1 { "" } else { "s" },
+                        crate::error::Bytes(bytes),
+                        group(row_groups),
+                        if row_groups == 1 { "" } else { "s" },
+                    ));
+                }
             }
             _ => s.push_str("  dry run: nothing written\n"),
         }
@@ -476,6 +491,10 @@ pub struct SummaryFile {
     /// Bytes received from object stores, when the run read any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_fetched: Option<u64>,
+    /// A laid-out run (`--target-file-size`, `--row-group-size`): every file under `data/`,
+    /// with the inputs whose kept rows it holds. Absent: `data/` holds one file per input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_files: Option<Vec<crate::layout::PartRecord>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -622,6 +641,7 @@ mod tests {
             shards: None,
             plan_created_at: None,
             bytes_fetched: None,
+            data_files: None,
         }
     }
 
@@ -663,6 +683,7 @@ mod tests {
             skipped: vec![],
             resumed: 0,
             reuse: None,
+            parts: None,
         };
         assert!(s.human(&policy, None).contains("(abc)"));
         policy.sha256 = format!("a{}", "é".repeat(20));

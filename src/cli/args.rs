@@ -308,6 +308,17 @@ pub struct FilterArgs {
     #[arg(long)]
     pub trust_input_pages: bool,
 
+    /// Write the kept rows of all inputs, in input order, as data/part-NNNNN.parquet files of
+    /// about SIZE each (e.g. 512MiB), for trainers' readers; summary.json lists which inputs'
+    /// rows each part holds. Manifests stay one per input.
+    #[arg(long, value_name = "SIZE")]
+    pub target_file_size: Option<ByteSize>,
+
+    /// Row groups of about ROWS rows in the data files (small filtered row groups merged)
+    /// [default with --target-file-size: 131072].
+    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..=(1 << 31)))]
+    pub row_group_size: Option<u64>,
+
     #[command(flatten)]
     pub read: ReadArgs,
 

@@ -483,7 +483,16 @@ fn run_with(
         skipped: skipped.into_iter().map(|(_, p, e)| (p, e)).collect(),
         resumed: resumed.len(),
         reuse,
+        parts: None,
     };
+    if let (Some(layout), Some(t)) = (plan.layout, &txn) {
+        summary.parts = Some(crate::layout::lay_out(
+            t.dir(),
+            &summary.files,
+            layout,
+            plan.read,
+        )?);
+    }
     summary.finished_at = now_rfc3339();
     if let Some(txn) = txn {
         let entries = match journal {
@@ -494,6 +503,11 @@ fn run_with(
             }
             None => None,
         };
+        // A laid-out output keeps no per-input data files: nothing a later --reuse could take.
+        let entries = entries.filter(|_| plan.layout.is_none());
+        if plan.layout.is_some() && early_keys.is_some() {
+            crate::reuse::discard_keys(txn.dir());
+        }
         let state = entries.map(|entries| State {
             header: &header,
             entries,
@@ -711,6 +725,7 @@ fn reuse_unchanged(
         dry_run: false,
         skipped: Vec::new(),
         resumed: 0,
+        parts: None,
         reuse: Some(crate::summary::ReuseRecord {
             from: prev.to_string(),
             files_reused: entries.len() as u64,

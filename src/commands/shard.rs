@@ -967,6 +967,7 @@ fn merge_summaries(p: &PlanFile, summaries: &[&SummaryFile]) -> Result<SummaryFi
         shards: Some(p.shards.len() as u64),
         plan_created_at: Some(p.created_at.clone()),
         bytes_fetched: None,
+        data_files: None,
     })
 }
 

@@ -66,6 +66,10 @@ fn check_out_dir(dir: &Location, policy_sha256: &str, read: ReadOptions) -> Vec<
             return problems;
         }
     };
+    if let Some(parts) = &summary.data_files {
+        problems.extend(check_parts(dir, &summary, parts, policy_sha256, read));
+        return problems;
+    }
     for f in &summary.files {
         let rel = f.path.as_str();
         let (rows, kept, excluded) = (f.rows, f.kept, f.excluded);
@@ -91,6 +95,65 @@ fn check_out_dir(dir: &Location, policy_sha256: &str, read: ReadOptions) -> Vec<
                 }
             }
         }
+    }
+    problems
+}
+
+/// A laid-out OUT (`--target-file-size`, `--row-group-size`): each data file holds the rows
+/// summary.json says and is stamped with this policy; the rows it attributes to each input add
+/// up to what that input kept; each input's manifest holds what it excluded.
+fn check_parts(
+    dir: &Location,
+    summary: &crate::summary::SummaryFile,
+    parts: &[crate::layout::PartRecord],
+    policy_sha256: &str,
+    read: ReadOptions,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut kept_in_parts: std::collections::HashMap<&str, u64> = Default::default();
+    for p in parts {
+        match footer_rows(&dir.join("data").join(&p.path), read) {
+            Ok((rows, sha)) => {
+                if sha.as_deref() != Some(policy_sha256) {
+                    problems.push(format!(
+                        "data/{}: {POLICY_SHA_KEY} is {}, not this policy's {policy_sha256}",
+                        p.path,
+                        sha.as_deref().unwrap_or("absent")
+                    ));
+                }
+                let attributed: u64 = p.inputs.iter().map(|i| i.rows).sum();
+                if rows != p.rows || attributed != p.rows {
+                    problems.push(format!(
+                        "data/{}: holds {rows} rows, but summary.json says {} (from its inputs: {attributed})",
+                        p.path, p.rows
+                    ));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+        for i in &p.inputs {
+            *kept_in_parts.entry(i.path.as_str()).or_default() += i.rows;
+        }
+    }
+    for f in &summary.files {
+        let rel = f.path.as_str();
+        let in_parts = kept_in_parts.remove(rel).unwrap_or(0);
+        match footer_rows(&dir.join("excluded").join(rel), read) {
+            Ok((m, _)) => {
+                if in_parts != f.kept || m != f.excluded || in_parts + m != f.rows {
+                    problems.push(format!(
+                        "{rel}: the data files hold {in_parts} of its rows and the manifest {m}, but summary.json says kept {} + excluded {} = {}",
+                        f.kept, f.excluded, f.rows
+                    ));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    for (rel, n) in kept_in_parts {
+        problems.push(format!(
+            "data files hold {n} rows of {rel}, which summary.json does not list as an input"
+        ));
     }
     problems
 }

@@ -438,7 +438,7 @@ fn check_writable(descr: &SchemaDescriptor, file: &Location) -> Result<()> {
 /// Whether a dictionary is worth trying for a column, judged from its input chunk: only when the
 /// input was dictionary-encoded throughout. Free text and near-unique ids or timestamps fall back
 /// to plain after filling a dictionary page, so the attempt only costs time and bytes.
-fn wants_dictionary(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
+pub(crate) fn wants_dictionary(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
     use parquet::file::statistics::Statistics;
     if c.dictionary_page_offset().is_none() {
         return false;
@@ -468,7 +468,9 @@ fn wants_dictionary(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
     c.uncompressed_size() / n <= 64
 }
 
-fn base_props(kv: Option<Vec<KeyValue>>) -> parquet::file::properties::WriterPropertiesBuilder {
+pub(crate) fn base_props(
+    kv: Option<Vec<KeyValue>>,
+) -> parquet::file::properties::WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_created_by(format!(

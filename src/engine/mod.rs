@@ -15,8 +15,8 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use job::manifest_schema;
 pub use job::POLICY_SHA_KEY;
+pub(crate) use job::{base_props, manifest_schema, wants_dictionary};
 pub use job::{FileJob, Input, JobOptions, PreviousRowGroups};
 pub(crate) use row_group::{manifest_rows, ManifestOf};
 pub use scheduler::{run, FileOutcome, RunContext};

@@ -208,6 +208,57 @@ pub fn written_objects_reset(prefix: &ObjectLocation) {
     }
 }
 
+/// Remove a file this run wrote and no longer needs (an intermediate): an object leaves the
+/// listing `_SUCCESS` will hold too.
+pub fn remove_written(location: &Location) -> Result<()> {
+    match location {
+        Location::Local(p) => {
+            std::fs::remove_file(p).map_err(|e| Error::io("removing", location.clone(), e))
+        }
+        Location::Object(o) => {
+            super::object::delete(o).map_err(|e| Error::io("removing", location.clone(), e))?;
+            objects_written()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(o);
+            Ok(())
+        }
+    }
+}
+
+/// Move a finished file this run wrote (`written`: what it holds) to `to`, within the same
+/// output: a rename for a local file, a server-side copy then a delete for an object.
+pub fn move_written(from: &Location, to: &Location, written: &Written) -> Result<Written> {
+    match (from, to) {
+        (Location::Local(a), Location::Local(b)) => {
+            if let Some(parent) = b.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("creating", Location::local(parent), e))?;
+            }
+            std::fs::rename(a, b).map_err(|e| Error::io("renaming into place", to.clone(), e))?;
+            Ok(written.clone())
+        }
+        (Location::Object(a), Location::Object(b)) => {
+            let info =
+                super::object::copy(a, b).map_err(|e| Error::io("copying to", to.clone(), e))?;
+            let moved = Written {
+                size: info.size,
+                sha256: written.sha256.clone(),
+                etag: info.e_tag,
+            };
+            objects_written()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(b.clone(), moved.clone());
+            remove_written(from)?;
+            Ok(moved)
+        }
+        _ => Err(Error::Usage(format!(
+            "cannot move {from} to {to}: not in the same kind of store"
+        ))),
+    }
+}
+
 /// Write a whole small file (JSON, a policy copy) through [`OutputFile`].
 pub fn write_file(location: &Location, bytes: &[u8]) -> Result<Written> {
     let mut f = OutputFile::create(location)?;

@@ -8,6 +8,7 @@ mod filter;
 mod hostile;
 mod join;
 mod law;
+mod layout;
 mod objects;
 mod readme;
 mod reliability;

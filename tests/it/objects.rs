@@ -1174,3 +1174,25 @@ fn reuse_on_a_bucket_copies_in_the_store_and_replaces_its_own_output() {
     let out5 = format!("{bucket}/night-5");
     reuses_all(&bucket, &out5, &["--reuse", &out4]);
 }
+
+/// A laid-out run into a bucket: the per-input data objects it wrote first are gone, and the
+/// `_SUCCESS` listing holds exactly the parts and manifests there (what `verify` checks).
+#[test]
+fn a_laid_out_bucket_run_lists_only_its_parts() {
+    let bucket = server().bucket("laid-out");
+    upload_sample(&bucket);
+    let out = format!("{bucket}/out");
+    let (code, _, err) = bucket_run(&bucket, &out, &["--target-file-size", "64KiB"]);
+    assert_eq!(code, 0, "{err}");
+    let data = s3::list(&format!("{out}/data"));
+    assert!(!data.is_empty());
+    assert!(
+        data.iter().all(|k| k.starts_with("part-")),
+        "only parts under data/: {data:?}"
+    );
+    let (code, text, err) = verify_bucket(&bucket, &out);
+    assert_eq!(code, 0, "{text}{err}");
+    let dir = tempfile::tempdir().unwrap();
+    s3::download(&out, &dir.path().join("downloaded"));
+    crate::writers::keep_for_crosscheck(&dir.path().join("downloaded"), "objects-laid-out");
+}

@@ -22,7 +22,7 @@ pub fn writers_dir() -> PathBuf {
 }
 
 /// The corpus files (not the snapshot and user lists).
-fn corpus_files() -> Vec<PathBuf> {
+pub fn corpus_files() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(writers_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
