@@ -39,6 +39,10 @@ fn corpus(dir: &Path) -> PathBuf {
 }
 
 fn filter(input: &Path, out: &Path, extra: &[&str]) {
+    filter_all(&[input.to_path_buf()], out, extra);
+}
+
+fn filter_all(inputs: &[PathBuf], out: &Path, extra: &[&str]) {
     let policy = config(POLICY);
     let mut args = vec![
         "filter",
@@ -50,7 +54,7 @@ fn filter(input: &Path, out: &Path, extra: &[&str]) {
         p(out),
     ];
     args.extend_from_slice(extra);
-    args.push(p(input));
+    args.extend(inputs.iter().map(|i| p(i)));
     let (code, _, err) = run(&args);
     assert_eq!(code, 0, "{args:?}: {err}");
 }
@@ -205,22 +209,11 @@ fn a_row_group_size_alone_merges_each_inputs_small_row_groups_under_its_own_name
 fn every_writers_files_laid_out_together_read_back_whole() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let inputs = crate::writers::corpus_files();
-    let policy = config(POLICY);
-    let mut args = vec![
-        "filter",
-        "--policy",
-        p(&policy),
-        "--progress",
-        "never",
-        "--target-file-size",
-        "256KiB",
-        "-o",
-        p(&out),
-    ];
-    args.extend(inputs.iter().map(|i| p(i)));
-    let (code, _, err) = run(&args);
-    assert_eq!(code, 0, "{err}");
+    filter_all(
+        &crate::writers::corpus_files(),
+        &out,
+        &["--target-file-size", "256KiB"],
+    );
     keep_for_crosscheck(&out, "layout-writers");
     let s = summary(&out);
     let kept = s["totals"]["kept"].as_u64().unwrap();
