@@ -19,7 +19,10 @@ echo "python: built $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB)"
 venv=target/py-test-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/pip" "${pip_quiet[@]}" install "$wheel" pyarrow==26.0.1 pytest==9.2.0 \
+# Packages scripts/ci-prefetch.sh downloaded are taken from there, the rest from PyPI.
+links=()
+[ -d target/pip-prefetch ] && links=(--find-links target/pip-prefetch)
+"$venv/bin/pip" "${pip_quiet[@]}" install "${links[@]}" "$wheel" pyarrow==26.0.1 pytest==9.2.0 \
   duckdb==2.0.1 numpy==2.4.6 polars==2.1.0 datasets==5.2.0
 # From outside the repository, so that `import corpusgate` is the installed wheel.
 repo=$PWD
