@@ -76,10 +76,13 @@ fi
 "$venv/bin/python" -c "import pandas, pyarrow" 2>/dev/null ||
   "$venv/bin/pip" install -q --disable-pip-version-check pandas pyarrow==26.0.1
 join=(--consent-table sample-data/members.parquet --user-list erasure=sample-data/erasure-requests.txt)
+# The sample corpus and a generated one (every region and consent spelling, odd ones too).
+"$venv/bin/python" python/tests/corpus_gen.py "$work/generated"
+corpora=(sample-data/corpus "$work/generated")
 RAY_ENABLE_UV_RUN_RUNTIME_ENV=0 timeout 600 "$venv/bin/python" examples/ray/data_filter.py \
-  --policy configs/consent-snapshot.yaml "${join[@]}" --output "$work/ray-data" sample-data/corpus >"$work/ray-data.log" 2>&1 ||
+  --policy configs/consent-snapshot.yaml "${join[@]}" --output "$work/ray-data" "${corpora[@]}" >"$work/ray-data.log" 2>&1 ||
   { tail -n 30 "$work/ray-data.log"; exit 1; }
-"$cg" filter --policy configs/consent-snapshot.yaml "${join[@]}" --output "$work/ray-data-cli" --progress never sample-data/corpus 2>/dev/null
+"$cg" filter --policy configs/consent-snapshot.yaml "${join[@]}" --output "$work/ray-data-cli" --progress never "${corpora[@]}" 2>/dev/null
 WORK="$work" "$venv/bin/python" - <<'PY'
 import os, pathlib
 import pyarrow.parquet as pq

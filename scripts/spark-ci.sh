@@ -33,11 +33,14 @@ cg="$(pwd)/target/release/corpusgate"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 join=(--consent-table sample-data/members.parquet --user-list erasure=sample-data/erasure-requests.txt)
+# The sample corpus and a generated one (every region and consent spelling, odd ones too).
+"$venv/bin/python" python/tests/corpus_gen.py "$work/generated"
+corpora=(sample-data/corpus "$work/generated")
 timeout 600 "$venv/bin/python" examples/spark/filter_arrow.py --policy configs/consent-snapshot.yaml \
-  "${join[@]}" --output "$work/spark" sample-data/corpus >"$work/spark.log" 2>&1 ||
+  "${join[@]}" --output "$work/spark" "${corpora[@]}" >"$work/spark.log" 2>&1 ||
   { tail -n 40 "$work/spark.log"; exit 1; }
 "$cg" filter --policy configs/consent-snapshot.yaml "${join[@]}" --output "$work/cli" \
-  --progress never sample-data/corpus 2>/dev/null
+  --progress never "${corpora[@]}" 2>/dev/null
 WORK="$work" "$venv/bin/python" - <<'PY'
 import os, pathlib
 import pyarrow.parquet as pq

@@ -1,5 +1,6 @@
 """The engine examples (examples/): rows each engine keeps, and each excluded row's rule and
-region, equal the command line's output on the same files."""
+region, equal the command line's output on the same files: the sample corpus and a generated
+one (corpus_gen.py)."""
 
 import importlib.util
 import pathlib
@@ -7,7 +8,15 @@ import pathlib
 import pyarrow.parquet as pq
 import pytest
 
+import corpus_gen
 from test_api import JOIN, POLICIES, REPO, SAMPLE, cli_filter, join_of
+
+
+@pytest.fixture(scope="module", params=["sample", "generated"])
+def corpus(request, tmp_path_factory):
+    if request.param == "sample":
+        return SAMPLE / "corpus"
+    return corpus_gen.generate(tmp_path_factory.mktemp("generated"))
 
 
 def load_example(rel):
@@ -32,18 +41,18 @@ def cli_outcome(out):
 
 
 @pytest.mark.parametrize("policy_path", POLICIES, ids=lambda p: p.stem)
-def test_duckdb_udfs_decide_as_the_command_line(policy_path, tmp_path):
+def test_duckdb_udfs_decide_as_the_command_line(policy_path, corpus, tmp_path):
     import duckdb  # installed by scripts/python-ci.sh: a missing one fails, never skips
 
     import corpusgate
 
     example = load_example("duckdb/policy_udf.py")
     join = join_of(policy_path)
-    cli_filter(policy_path, tmp_path / "out", [SAMPLE / "corpus"], **join)
+    cli_filter(policy_path, tmp_path / "out", [corpus], **join)
     want = cli_outcome(tmp_path / "out")
     con = duckdb.connect()
     policy = corpusgate.Policy.from_file(policy_path)
-    source = f"read_parquet('{SAMPLE / 'corpus'}/*.parquet')"
+    source = f"read_parquet('{corpus}/*.parquet', union_by_name = true)"
     cols = example.register(con, policy, source, **join)
     rows = con.sql(
         f"SELECT post_id, corpusgate_keep({cols}), corpusgate_rule({cols}), "
