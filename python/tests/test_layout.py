@@ -7,9 +7,10 @@ import os
 import pathlib
 import subprocess
 
-import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from corpus_gen import plain
 
 REPO = pathlib.Path(os.environ.get("CORPUSGATE_REPO", pathlib.Path(__file__).parents[2]))
 SAMPLE = REPO / "sample-data"
@@ -21,19 +22,8 @@ def uniform_corpus(dir):
     readers want one schema across files), several row groups each."""
     dir.mkdir()
     for f in sorted((SAMPLE / "corpus").glob("*.parquet")):
-        pq.write_table(normalise(pq.read_table(f)), dir / f.name, row_group_size=97)
+        pq.write_table(plain(pq.read_table(f)), dir / f.name, row_group_size=97)
     return dir
-
-
-def normalise(table):
-    columns = []
-    for field, col in zip(table.schema, table.columns):
-        if pa.types.is_dictionary(field.type):
-            col = col.cast(field.type.value_type)
-        if pa.types.is_string_view(col.type) or pa.types.is_large_string(col.type):
-            col = col.cast(pa.string())
-        columns.append(col)
-    return pa.table(columns, names=table.column_names)
 
 
 def filter_to(corpus, out, *extra):
