@@ -59,13 +59,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Start `cmd` as a child that dies with the test process, and wait until `port` listens.
+/// Start `cmd` as a child that dies with the test process, and wait until `port` listens. Its
+/// output goes to `target/emulator-WHAT.log`, so that a server that stops mid-run says why.
 pub fn start(mut cmd: Command, port: u16, what: &'static str) {
+    let log = super::util::root().join(format!("target/emulator-{what}.log"));
+    let log = std::fs::File::create(&log)
+        .unwrap_or_else(|e| panic!("{what}: creating {}: {e}", log.display()));
+    let err = log.try_clone().unwrap();
     // The server is started by a thread that waits for it: PR_SET_PDEATHSIG then stops it when
     // the test process ends (it fires when the forking thread exits).
     std::thread::spawn(move || {
         use std::os::unix::process::CommandExt;
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdout(log).stderr(err);
         // SAFETY: prctl only sets this child's parent-death signal.
         unsafe {
             cmd.pre_exec(|| {
@@ -73,11 +78,15 @@ pub fn start(mut cmd: Command, port: u16, what: &'static str) {
                 Ok(())
             });
         }
-        // Waiting keeps this thread (and so the server) alive for the whole test run.
-        let _ = cmd
+        // Waiting keeps this thread (and so the server) alive for the whole test run; a server
+        // that ends before the tests do says so on stderr (the tests then fail naming it).
+        let status = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{what} starts: {e}"))
             .wait();
+        eprintln!(
+            "{what} on port {port} exited ({status:?}); its output: target/emulator-{what}.log"
+        );
     });
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
