@@ -32,7 +32,7 @@ use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::io::{open_parquet, Location, OutputFile, ReadOptions, Written};
+use crate::io::{open_parquet, Location, OutputFile, ParquetFile, ReadOptions, Written};
 use crate::summary::FileStats;
 
 /// Row groups of this many rows when only a target size is given (DuckDB writes 122,880;
@@ -82,10 +82,12 @@ struct Segment {
     rows: u64,
 }
 
-/// One per-input data file, by its footer.
+/// One per-input data file, opened once (its footer read and checked) for planning and for
+/// every part that reads it.
 struct Source {
     rel: String,
     location: Location,
+    pq: ParquetFile,
     meta: Arc<ParquetMetaData>,
     schema: SchemaRef,
 }
@@ -114,6 +116,7 @@ pub fn lay_out(
                 rel: f.rel.clone(),
                 meta: pq.parquet_meta().clone(),
                 schema: pq.schema().clone(),
+                pq,
                 location,
             })
         })
@@ -139,15 +142,7 @@ pub fn lay_out(
     let written = plans
         .par_iter()
         .enumerate()
-        .map(|(n, p)| {
-            write_part(
-                &staging.join(&format!("{n}.parquet")),
-                &sources,
-                p,
-                layout,
-                read,
-            )
-        })
+        .map(|(n, p)| write_part(&staging.join(&format!("{n}.parquet")), &sources, p, layout))
         .collect::<Result<Vec<_>>>()?;
     for s in &sources {
         crate::io::remove_written(&s.location)?;
@@ -334,7 +329,6 @@ fn write_part(
     sources: &[Source],
     plan: &PartPlan,
     layout: Layout,
-    read: ReadOptions,
 ) -> Result<(PartRecord, Written)> {
     let location = location.clone();
     // The schema of the part's first input (an empty part: of the first input).
@@ -355,7 +349,6 @@ fn write_part(
         .map_err(|e| write_err(&location, e))?;
     let mut inputs: Vec<PartInput> = Vec::new();
     let mut rows = 0u64;
-    let mut open: Option<(usize, crate::io::ParquetFile)> = None;
     for seg in &plan.segments {
         if let Some(signal) = crate::signals::requested() {
             return Err(Error::Interrupted {
@@ -364,10 +357,6 @@ fn write_part(
             });
         }
         let source = &sources[seg.file];
-        if open.as_ref().map(|(i, _)| *i) != Some(seg.file) {
-            open = Some((seg.file, open_parquet(&source.location, read)?));
-        }
-        let (_, pq) = open.as_ref().expect("opened above");
         let in_group = source.meta.row_group(seg.rg).num_rows().max(0) as u64;
         let mut select = Vec::new();
         if seg.first > 0 {
@@ -379,7 +368,7 @@ fn write_part(
             select.push(RowSelector::skip(rest as usize));
         }
         let mut got = 0u64;
-        pq.read_row_group(
+        source.pq.read_row_group(
             &source.meta,
             seg.rg,
             None,

@@ -82,7 +82,7 @@ impl Policy {
 /// lists, so they are loaded once.
 #[pyclass(frozen, module = "corpusgate._corpusgate")]
 struct Join {
-    filter: Arc<BatchFilter>,
+    filter: BatchFilter,
 }
 
 /// A snapshot or list given from Python: a path (str or os.PathLike), else Arrow data.
@@ -172,9 +172,7 @@ impl Policy {
             .collect::<PyResult<Vec<_>>>()?;
         let filter = BatchFilter::new(self.policy.clone(), &self.path, consent_table, user_lists)
             .map_err(|e| py_err(py, &e))?;
-        Ok(Join {
-            filter: Arc::new(filter),
-        })
+        Ok(Join { filter })
     }
 
     /// Decide every row: a `pyarrow.RecordBatch` of `keep`, `rule`, `region`.
