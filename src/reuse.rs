@@ -599,12 +599,28 @@ impl Previous {
                 here.filter(|_| !t)
             })
             .collect();
+        let mut next = 0;
+        let touched_row_group = kept
+            .iter()
+            .zip(touched)
+            .map(|(k, t)| {
+                let here = (*k > 0).then_some(next);
+                next += (*k > 0) as usize;
+                here.filter(|_| *t)
+            })
+            .collect();
         let meta = data.footer_for_copying().ok()?;
         Some(PreviousRowGroups {
             data,
             meta,
             out_row_group,
+            touched_row_group,
             passed_through: e.stats.passed_through_row_groups.clone(),
+            excluded: crate::engine::PreviousExcluded::new(
+                self.from.join("excluded").join(&e.rel),
+                e.excluded.clone(),
+                self.read,
+            ),
         })
     }
 

@@ -145,6 +145,11 @@ pub struct FileStats {
     /// Row groups whose output was copied from PREV_OUT (`--reuse`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub row_groups_from_previous: u64,
+    /// Row groups spliced from PREV_OUT's pages and new ones, and the pages copied (`--reuse`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub row_groups_spliced: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pages_from_previous: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -180,6 +185,12 @@ pub struct ReuseRecord {
     pub row_groups_recomputed: u64,
     /// Bytes of the reused outputs (data and manifests).
     pub bytes_reused: u64,
+    /// Of the row groups recomputed, those whose large columns were spliced from PREV_OUT's
+    /// pages, and the pages copied so.
+    #[serde(default)]
+    pub row_groups_spliced: u64,
+    #[serde(default)]
+    pub pages_reused: u64,
     /// Members whose snapshot row or list membership changed since PREV_OUT (`None` when
     /// PREV_OUT could not be used).
     pub changed_keys: Option<u64>,

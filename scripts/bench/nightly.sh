@@ -2,7 +2,8 @@
 # Nightly mode of the benchmark (`NIGHTLY=1 scripts/bench.sh`, or this script): a job with a
 # consent snapshot run fresh, then run again with `--reuse` of that output after a night's
 # change, each against a fresh run of the same night in the same invocation. Every `--reuse`
-# output is compared byte for byte (data/, excluded/) with the fresh run's: a difference exits 1.
+# output is compared with the fresh run's (scripts/bench/same_output.py: byte for byte, but data
+# files spliced from PREV_OUT's pages, compared row by row): a difference exits 1.
 # The report (markdown) goes to stdout and target/bench-results-nightly.md.
 #
 #   NIGHTLY=1 scripts/bench.sh                    # 4M rows in 100 files, 1M members
@@ -70,16 +71,18 @@ timed() {
   log "  $key: ${w}s wall, $((m / 1024)) MiB RSS"
 }
 
-# same NIGHT REUSED FRESH: the reuse run wrote what the fresh run wrote, byte for byte.
+# same NIGHT REUSED FRESH: the reuse run wrote what the fresh run wrote: byte for byte, but for
+# data files spliced from PREV_OUT's pages, which hold the same rows (same_output.py).
 same() {
-  if diff -r "$2/data" "$3/data" >/dev/null && diff -r "$2/excluded" "$3/excluded" >/dev/null; then
-    log "  $1: --reuse output identical to the fresh run's"
+  local said
+  if said=$("$PY" "$BENCH_PY/same_output.py" "$2" "$3" 2>&1); then
+    log "  $1: --reuse output as the fresh run's: $said"
   else
-    fail "$1: the --reuse output differs from the fresh run's ($2 vs $3)"
+    fail "$1: the --reuse output differs from the fresh run's ($2 vs $3): $said"
   fi
 }
 
-reuse_of() { "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))["reuse"]; print(r["files_reused"], r["row_groups_reused"], r["row_groups_recomputed"], r["changed_keys"])' "$1/summary.json"; }
+reuse_of() { "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))["reuse"]; print("%s, %s (%s, %s), %s, %s" % (r["files_reused"], r["row_groups_reused"], r["row_groups_recomputed"], r["row_groups_spliced"], r["pages_reused"], r["changed_keys"]))' "$1/summary.json"; }
 
 main() {
   setup
@@ -130,9 +133,9 @@ main() {
 ## corpusgate --reuse (bench nightly mode): $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - Machine: nproc $(nproc), $(uname -sr); corpusgate: $("$CG" --version) (bench tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'))
-- Job: \`$JOIN_POLICY\` with \`--consent-table\`; $ROWS rows in $FILES files (row groups of $ROW_GROUP rows, zstd, text ~$TEXT_BYTES B/row), $MEMBERS members scattered through the corpus (gen_corpus, seed $SEED); $REPEAT round(s), fastest run of each kept; every --reuse output byte-identical to the fresh run of the same night (else FAILED below).
+- Job: \`$JOIN_POLICY\` with \`--consent-table\`; $ROWS rows in $FILES files (row groups of $ROW_GROUP rows, zstd, text ~$TEXT_BYTES B/row), $MEMBERS members scattered through the corpus (gen_corpus, seed $SEED); $REPEAT round(s), fastest run of each kept; every --reuse output the same as the fresh run of the same night, byte for byte but for data files spliced from PREV_OUT's pages, compared row by row (else FAILED below).
 
-| night | fresh s | --reuse s | ratio | target | result | reused: files, row groups (recomputed), changed members |
+| night | fresh s | --reuse s | ratio | target | result | reused: files, row groups (recomputed, spliced), pages, changed members |
 | --- | ---: | ---: | ---: | --- | --- | --- |
 | nothing changed | ${W[fresh]} | ${W[unchanged]} | $(ratio "${W[unchanged]}" "${W[fresh]}") | <= 0.03 | $(verdict "$(ratio "${W[unchanged]}" "${W[fresh]}")" 0.03) | $(reuse_of "$O/unchanged") |
 | $k10 members flip consent (10 per million) | ${W[fresh-10]} | ${W[churn-10]} | $(ratio "${W[churn-10]}" "${W[fresh-10]}") | <= 0.10 | $(verdict "$(ratio "${W[churn-10]}" "${W[fresh-10]}")" 0.10) | $(reuse_of "$O/churn-10") |

@@ -455,18 +455,23 @@ fn run_with(
     let early_keys = early_keys.transpose()?;
     let mut reuse = reuse;
     if let Some(r) = reuse.as_mut() {
-        // Row groups of the files processed now whose data came from PREV_OUT.
-        let copied: u64 = outcomes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !done_before.contains_key(i))
-            .map(|(_, o)| match o {
-                FileOutcome::Done { stats, .. } => stats.row_groups_from_previous,
-                FileOutcome::Skipped { .. } => 0,
-            })
-            .sum();
+        // Row groups of the files processed now whose data came from PREV_OUT, whole or
+        // spliced.
+        let now = || {
+            outcomes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !done_before.contains_key(i))
+                .filter_map(|(_, o)| match o {
+                    FileOutcome::Done { stats, .. } => Some(stats),
+                    FileOutcome::Skipped { .. } => None,
+                })
+        };
+        let copied: u64 = now().map(|s| s.row_groups_from_previous).sum();
         r.row_groups_reused += copied;
         r.row_groups_recomputed -= copied;
+        r.row_groups_spliced += now().map(|s| s.row_groups_spliced).sum::<u64>();
+        r.pages_reused += now().map(|s| s.pages_from_previous).sum::<u64>();
     }
     let (files, counts, excluded) =
         collect_outcomes(policy, outcomes, &jobs, &job_index, &mut skipped)?;
@@ -737,6 +742,8 @@ fn reuse_unchanged(
             bytes_reused: entries.iter().map(|e| e.data.size + e.excluded.size).sum(),
             changed_keys: Some(0),
             fallback: None,
+            row_groups_spliced: 0,
+            pages_reused: 0,
         }),
     };
     // The copy of PREV_OUT's digests is checked as it is taken; these are never computed.
@@ -796,6 +803,8 @@ fn reuse_previous(
                 bytes_reused: 0,
                 changed_keys: None,
                 fallback: Some(why),
+                row_groups_spliced: 0,
+                pages_reused: 0,
             };
             return Ok((resumed.clone(), Some(record)));
         }
@@ -843,6 +852,8 @@ fn reuse_previous(
         bytes_reused,
         changed_keys: Some(previous.changed_keys() as u64),
         fallback: None,
+        row_groups_spliced: 0,
+        pages_reused: 0,
     };
     Ok((done, Some(record)))
 }

@@ -983,6 +983,8 @@ fn merge_reuse(summaries: &[&SummaryFile]) -> Option<crate::summary::ReuseRecord
         row_groups_reused: sum(|r| r.row_groups_reused),
         row_groups_recomputed: sum(|r| r.row_groups_recomputed),
         bytes_reused: sum(|r| r.bytes_reused),
+        row_groups_spliced: sum(|r| r.row_groups_spliced),
+        pages_reused: sum(|r| r.pages_reused),
         changed_keys: records.iter().filter_map(|r| r.changed_keys).max(),
         fallback: records.iter().find_map(|r| r.fallback.clone()),
         ..first

@@ -114,8 +114,68 @@ pub struct PreviousRowGroups {
     /// Per input row group: the data file's row group holding its kept rows, when no changed
     /// member is in it and it kept any.
     pub out_row_group: Vec<Option<usize>>,
+    /// Per input row group holding a changed member: the data file's row group of its kept rows
+    /// as PREV_OUT decided them, when it kept any (copied whole when today's decisions are the
+    /// same, else spliced page by page: see `splice`).
+    pub touched_row_group: Vec<Option<usize>>,
     /// The input row groups PREV_OUT passed through as they were (sorted).
     pub passed_through: Vec<u64>,
+    /// PREV_OUT's manifest of this input: which rows PREV_OUT kept.
+    pub excluded: PreviousExcluded,
+}
+
+/// PREV_OUT's manifest of one input, read on first use by the first row group that needs to
+/// know which rows PREV_OUT kept.
+pub struct PreviousExcluded {
+    pub at: Location,
+    /// As `_state/` recorded it: a file that is not is not read.
+    pub written: crate::io::Written,
+    pub read: crate::io::ReadOptions,
+    rows: std::sync::OnceLock<Option<Arc<Vec<i64>>>>,
+}
+
+impl PreviousExcluded {
+    pub fn new(at: Location, written: crate::io::Written, read: crate::io::ReadOptions) -> Self {
+        PreviousExcluded {
+            at,
+            written,
+            read,
+            rows: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The file rows PREV_OUT excluded, ascending; `None` when its manifest is not as recorded
+    /// or does not read (then nothing is spliced from PREV_OUT, and every row group holding a
+    /// changed member is encoded afresh).
+    pub fn rows(&self) -> Option<Arc<Vec<i64>>> {
+        self.rows.get_or_init(|| self.load()).clone()
+    }
+
+    fn load(&self) -> Option<Arc<Vec<i64>>> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::Array;
+        let (size, sha) = crate::io::sha256_of(&self.at).ok()?;
+        if size != self.written.size || sha != self.written.sha256 {
+            return None;
+        }
+        let file = crate::io::open_parquet(&self.at, self.read).ok()?;
+        let mut rows: Vec<i64> = Vec::new();
+        let mut ok = true;
+        file.read_all(Some(&["row"]), 1 << 16, &mut |b| {
+            match b
+                .columns()
+                .first()
+                .and_then(|c| c.as_primitive_opt::<arrow_array::types::Int64Type>())
+            {
+                Some(c) if c.null_count() == 0 => rows.extend(c.values().iter()),
+                _ => ok = false,
+            }
+            Ok(())
+        })
+        .ok()?;
+        let ascending = rows.windows(2).all(|w| w[0] < w[1]);
+        (ok && ascending).then(|| Arc::new(rows))
+    }
 }
 
 /// `schema` with the top-level fields `to` gives a type for read as that type instead.

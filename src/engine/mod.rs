@@ -4,6 +4,7 @@
 //! - [`job`]: one input file bound to the policy, with its readers and writer settings.
 //! - [`row_group`]: one row group checked, decided and encoded (a task).
 //! - [`raw_leaf`]: INT96 columns, which the Arrow writer cannot encode, copied value by value.
+//! - [`splice`]: `--reuse` of PREV_OUT's pages in a row group holding a changed member.
 //! - [`sink`]: one file's data and manifest outputs.
 //! - [`scheduler`]: tasks on a thread pool, results appended in input order, memory bounded.
 
@@ -12,11 +13,12 @@ mod raw_leaf;
 mod row_group;
 mod scheduler;
 mod sink;
+mod splice;
 #[cfg(test)]
 mod tests;
 
 pub use job::POLICY_SHA_KEY;
 pub(crate) use job::{base_props, manifest_schema, wants_dictionary};
-pub use job::{FileJob, Input, JobOptions, PreviousRowGroups};
+pub use job::{FileJob, Input, JobOptions, PreviousExcluded, PreviousRowGroups};
 pub(crate) use row_group::{manifest_rows, ManifestOf};
 pub use scheduler::{run, FileOutcome, RunContext};

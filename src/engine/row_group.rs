@@ -61,6 +61,8 @@ pub(super) struct RowGroupResult {
     pub manifest: Option<Vec<OutChunk>>,
     pub data: DataOut,
     pub bytes: u64,
+    /// `--reuse`: pages copied from PREV_OUT into a spliced chunk.
+    pub pages_reused: u64,
 }
 
 pub(super) fn process_row_group(
@@ -93,6 +95,7 @@ pub(super) fn process_row_group(
             manifest: None,
             data: DataOut::Nothing,
             bytes,
+            pages_reused: 0,
         });
     }
     let footer = job.readers()?;
@@ -136,6 +139,7 @@ pub(super) fn process_row_group(
                 &job.manifest_factory,
                 &job.manifest_schema,
                 &[],
+                &[],
                 std::iter::once(Ok(batch)),
             )
             .map_err(|m| err(m.into()))?;
@@ -149,11 +153,23 @@ pub(super) fn process_row_group(
         // recorded, and the row group is encoded afresh.
         (p.meta.row_group(at).num_rows() as u64 == kept).then(|| (p.clone(), at))
     });
+    // A row group holding a changed member: what PREV_OUT kept of it, and which rows flipped.
+    let touched = match (&previous, write && kept > 0) {
+        (None, true) => job
+            .previous
+            .as_ref()
+            .and_then(|p| Touched::of(p, job.rg_first_row[rg], &keep, rg)),
+        _ => None,
+    };
+    let mut pages_reused = 0u64;
     let data = if !write || kept == 0 {
         // Nothing of the payload is needed: it is never checked, read nor fetched.
         DataOut::Nothing
     } else if let Some((p, at)) = previous {
         DataOut::Previous(p, at)
+    } else if let Some(t) = touched.as_ref().filter(|t| t.flips.is_empty()) {
+        // No decision flipped: PREV_OUT's row group holds today's rows.
+        DataOut::Previous(t.previous.clone(), t.at)
     } else {
         let checked = job.input.parquet.check_row_group(&footer.pq, rg)?;
         let readers = match &checked.corrected {
@@ -164,8 +180,14 @@ pub(super) fn process_row_group(
             verify_copy(job, rg, &checked, &readers, &source).map_err(err)?;
             DataOut::PassThrough(readers)
         } else {
+            let spliced = match &touched {
+                Some(t) => splice_columns(job, rg, &readers, &source, &keep, t),
+                None => Vec::new(),
+            };
+            pages_reused = spliced.iter().map(|s| s.pages_copied).sum();
             DataOut::Encoded(
-                encode_kept(job, rg, &readers, &source, &batch, &keep, kept).map_err(err)?,
+                encode_kept(job, rg, &readers, &source, &batch, &keep, kept, spliced)
+                    .map_err(err)?,
             )
         }
     };
@@ -180,7 +202,119 @@ pub(super) fn process_row_group(
         manifest,
         data,
         bytes,
+        pages_reused,
     })
+}
+
+/// `--reuse`: an input row group holding a changed member, whose kept rows PREV_OUT wrote.
+struct Touched {
+    previous: Arc<super::job::PreviousRowGroups>,
+    /// PREV_OUT's row group of them.
+    at: usize,
+    /// The rows PREV_OUT kept (within the row group), ascending.
+    prev_rows: Vec<u32>,
+    /// The rows kept by one run and not the other, ascending.
+    flips: Vec<u32>,
+}
+
+impl Touched {
+    fn of(
+        p: &Arc<super::job::PreviousRowGroups>,
+        first: u64,
+        keep: &BooleanBuffer,
+        rg: usize,
+    ) -> Option<Touched> {
+        let at = p.touched_row_group.get(rg).copied().flatten()?;
+        let excluded = p.excluded.rows()?;
+        let (first, rows) = (first as i64, keep.len() as i64);
+        let lo = excluded.partition_point(|r| *r < first);
+        let hi = excluded.partition_point(|r| *r < first + rows);
+        let mut gone = excluded[lo..hi].iter().map(|r| r - first).peekable();
+        let mut prev_rows = Vec::with_capacity((rows as usize).saturating_sub(hi - lo));
+        let mut flips = Vec::new();
+        for i in 0..rows {
+            let was = if gone.peek() == Some(&i) {
+                gone.next();
+                false
+            } else {
+                prev_rows.push(i as u32);
+                true
+            };
+            if was != keep.value(i as usize) {
+                flips.push(i as u32);
+            }
+        }
+        // PREV_OUT's manifest and data file must agree on what it kept.
+        (prev_rows.len() as i64 == p.meta.row_group(at).num_rows()).then(|| Touched {
+            previous: p.clone(),
+            at,
+            prev_rows,
+            flips,
+        })
+    }
+}
+
+/// The large columns of a touched row group spliced from PREV_OUT's pages (see `splice`); a
+/// column that cannot be (PREV_OUT's pages not as its index says, or none clean) is left to be
+/// encoded afresh, which reports any problem with the input.
+fn splice_columns(
+    job: &FileJob,
+    rg: usize,
+    readers: &Readers,
+    source: &FileSource,
+    keep: &BooleanBuffer,
+    t: &Touched,
+) -> Vec<SplicedColumn> {
+    let props = &job.factories[job.rg_factory[rg]].1;
+    let descr = readers.pq.file_metadata().schema_descr();
+    let prev_source = t.previous.data.source();
+    let prev = super::splice::PrevGroup {
+        source: &prev_source,
+        pq: &t.previous.meta,
+        at: t.at,
+        rows: &t.prev_rows,
+    };
+    let mut skip_roots: Vec<usize> = job.reused.iter().map(|(root, _)| *root).collect();
+    skip_roots.extend(job.raw_leaves.iter().map(|l| descr.get_column_root_idx(*l)));
+    let removed = t.flips.iter().any(|f| !keep.value(*f as usize));
+    let mut out = Vec::new();
+    for (root, leaf) in super::splice::candidates(descr, &prev, props, &skip_roots) {
+        // New pages are plain: the copied ones may refer to PREV_OUT's dictionary page.
+        let plain = Arc::new(
+            (**props)
+                .clone()
+                .into_builder()
+                .set_column_dictionary_enabled(descr.column(leaf).path().clone(), false)
+                .build(),
+        );
+        if let Ok(Some(s)) = super::splice::splice_column(
+            source,
+            &readers.pq,
+            rg,
+            leaf,
+            &prev,
+            keep,
+            &t.flips,
+            removed,
+            &plain,
+        ) {
+            out.push(SplicedColumn {
+                root,
+                leaf,
+                chunk: s.chunk,
+                pages_copied: s.pages_copied,
+            });
+        }
+    }
+    out
+}
+
+/// A column chunk spliced from PREV_OUT's pages.
+pub(super) struct SplicedColumn {
+    root: usize,
+    leaf: usize,
+    chunk: RawChunk,
+    pages_copied: u64,
 }
 
 /// Pass 1: read the policy columns of the row group and decide every row.
@@ -384,11 +518,13 @@ pub(crate) fn manifest_rows(
 }
 
 /// Encode batches of `schema` into one row group's column chunks with `factory`'s settings.
-/// Leaves listed in `skip` are not written (the caller encodes them itself).
+/// Leaves listed in `skip` are not written (the caller encodes them itself); the batches lack
+/// the root columns listed in `skip_roots` (flat, one leaf each), whose writers write nothing.
 fn encode_batches(
     factory: &ArrowRowGroupWriterFactory,
     schema: &Schema,
     skip: &[usize],
+    skip_roots: &[usize],
     batches: impl Iterator<Item = std::result::Result<RecordBatch, String>>,
 ) -> std::result::Result<(Vec<ArrowColumnChunk>, u64), String> {
     let mut writers = factory
@@ -399,7 +535,15 @@ fn encode_batches(
         let batch = batch?;
         rows += batch.num_rows() as u64;
         let mut leaf = 0usize;
-        for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        let mut arrays = batch.columns().iter();
+        for (root, field) in schema.fields().iter().enumerate() {
+            if skip_roots.contains(&root) {
+                leaf += 1;
+                continue;
+            }
+            let array = arrays
+                .next()
+                .ok_or("the batch has fewer columns than the schema")?;
             for column in compute_leaves(field, array).map_err(|e| format!("encoding: {e}"))? {
                 let w = writers
                     .get_mut(leaf)
@@ -455,7 +599,9 @@ fn payload_batch_rows(rg: &parquet::file::metadata::RowGroupMetaData) -> usize {
 
 /// Pass 2: decode the kept rows of the columns pass 1 did not read, and encode them with the
 /// kept rows of those it did (`decided`, filtered and cast back from the dictionaries pass 1
-/// asked for) as output column chunks. INT96 leaves are copied value by value.
+/// asked for) as output column chunks. INT96 leaves are copied value by value; the `spliced`
+/// columns are neither read nor encoded, their chunks are taken as they are.
+#[allow(clippy::too_many_arguments)]
 fn encode_kept(
     job: &FileJob,
     rg: usize,
@@ -464,13 +610,40 @@ fn encode_kept(
     decided: &RecordBatch,
     keep: &BooleanBuffer,
     kept: u64,
+    spliced: Vec<SplicedColumn>,
 ) -> std::result::Result<Vec<OutChunk>, ReadError> {
-    let schema = job.input.parquet.schema();
+    let full = job.input.parquet.schema();
+    let skip_roots: Vec<usize> = spliced.iter().map(|s| s.root).collect();
+    // The batches encoded: the schema without the spliced columns.
+    let schema: SchemaRef = if skip_roots.is_empty() {
+        full.clone()
+    } else {
+        Arc::new(Schema::new_with_metadata(
+            full.fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !skip_roots.contains(i))
+                .map(|(_, f)| f.clone())
+                .collect::<Vec<_>>(),
+            full.metadata().clone(),
+        ))
+    };
+    let payload_mask = match &job.payload_mask {
+        Some(_) if !skip_roots.is_empty() => {
+            let reused: Vec<usize> = job.reused.iter().map(|(root, _)| *root).collect();
+            let roots: Vec<usize> = (0..full.fields().len())
+                .filter(|i| !reused.contains(i) && !skip_roots.contains(i))
+                .collect();
+            let descr = readers.pq.file_metadata().schema_descr();
+            (!roots.is_empty()).then(|| parquet::arrow::ProjectionMask::roots(descr, roots))
+        }
+        m => m.clone(),
+    };
     let all_kept = kept as usize == keep.len();
     let keep_mask = BooleanArray::new(keep.clone(), None);
     let reused = reused_kept(job, decided, &keep_mask, all_kept)?;
-    // Reassemble full-schema batches: payload columns from the reader, the others sliced from
-    // the re-used columns at the same kept-row offset.
+    // Reassemble batches: payload columns from the reader, the others sliced from the re-used
+    // columns at the same kept-row offset.
     let mut out_offset = 0usize;
     let mut assemble = |payload: Option<RecordBatch>, n: usize| {
         if out_offset + n > kept as usize {
@@ -479,7 +652,10 @@ fn encode_kept(
         let mut payload_cols = payload.iter().flat_map(|b| b.columns().iter().cloned());
         let cols: Vec<ArrayRef> = reused
             .iter()
-            .zip(schema.fields())
+            .zip(full.fields())
+            .enumerate()
+            .filter(|(i, _)| !skip_roots.contains(i))
+            .map(|(_, f)| f)
             .map(|(r, field)| match r {
                 Some(c) => Ok(c.slice(out_offset, n)),
                 None => {
@@ -505,15 +681,28 @@ fn encode_kept(
 
     let (factory, props) = &job.factories[job.rg_factory[rg]];
     let batch_rows = payload_batch_rows(readers.pq.row_group(rg));
-    let chunks = match &job.payload_mask {
+    let skip_leaves: Vec<usize> = job
+        .raw_leaves
+        .iter()
+        .copied()
+        .chain(spliced.iter().map(|s| s.leaf))
+        .collect();
+    let chunks = match &payload_mask {
         None => {
-            // Every column was read in pass 1.
+            // Every column was read in pass 1 (or is spliced).
             let kept = kept as usize;
             let batches = (0..kept)
                 .step_by(batch_rows)
                 .map(|start| assemble(None, batch_rows.min(kept - start)))
                 .collect::<Vec<_>>();
-            encode_batches(factory, schema, &job.raw_leaves, batches.into_iter())?.0
+            encode_batches(
+                factory,
+                full,
+                &skip_leaves,
+                &skip_roots,
+                batches.into_iter(),
+            )?
+            .0
         }
         Some(mask) => {
             let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
@@ -547,7 +736,8 @@ fn encode_kept(
                 let n = b.num_rows();
                 assemble(Some(b), n)
             });
-            let (chunks, seen) = encode_batches(factory, schema, &job.raw_leaves, filtered)?;
+            let (chunks, seen) =
+                encode_batches(factory, full, &skip_leaves, &skip_roots, filtered)?;
             if seen != kept {
                 return Err(ReadError::Invalid(format!(
                     "decoded {seen} kept rows where {kept} were selected"
@@ -557,8 +747,11 @@ fn encode_kept(
         }
     };
     let mut out = Vec::with_capacity(chunks.len());
+    let mut spliced = spliced.into_iter().peekable();
     for (leaf, chunk) in chunks.into_iter().enumerate() {
-        out.push(if job.raw_leaves.contains(&leaf) {
+        out.push(if spliced.peek().is_some_and(|s| s.leaf == leaf) {
+            OutChunk::Raw(spliced.next().expect("peeked").chunk)
+        } else if job.raw_leaves.contains(&leaf) {
             OutChunk::Raw(copy_kept_int96(source, &readers.pq, rg, leaf, keep, props)?)
         } else {
             OutChunk::Arrow(chunk)

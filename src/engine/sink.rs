@@ -217,6 +217,10 @@ impl FileSink {
         self.stats.excluded += r.rows - r.kept;
         self.stats.unmatched += r.unmatched;
         self.stats.kept_per_row_group.push(r.kept);
+        if r.pages_reused > 0 {
+            self.stats.row_groups_spliced += 1;
+            self.stats.pages_from_previous += r.pages_reused;
+        }
         if let Some(data) = self.data.as_mut() {
             match r.data {
                 DataOut::Nothing => {}

@@ -1,0 +1,44 @@
+"""Whether a --reuse output holds what a fresh run's holds: the same files; manifests byte for
+byte; data files byte for byte or, where --reuse spliced PREV_OUT's pages (other page
+boundaries, so other bytes), the same rows, values, order, schema, metadata and row groups.
+
+    python same_output.py REUSED FRESH     # exit 0 and a one-line summary, or exit 1 and why
+"""
+import filecmp
+import os
+import sys
+
+import pyarrow.parquet as pq
+
+
+def main(reused, fresh):
+    identical = spliced = 0
+    for sub in ("data", "excluded"):
+        a, b = (sorted(os.listdir(os.path.join(d, sub))) for d in (reused, fresh))
+        if a != b:
+            return f"{sub}/ holds other files: {sorted(set(a) ^ set(b))}"
+        for name in a:
+            x, y = os.path.join(reused, sub, name), os.path.join(fresh, sub, name)
+            if filecmp.cmp(x, y, shallow=False):
+                identical += 1
+                continue
+            if sub != "data":
+                return f"{sub}/{name} differs"
+            px, py = pq.ParquetFile(x), pq.ParquetFile(y)
+            if px.schema_arrow != py.schema_arrow or px.metadata.metadata != py.metadata.metadata:
+                return f"data/{name}: schema or metadata differ"
+            rows = lambda p: [p.metadata.row_group(i).num_rows for i in range(p.metadata.num_row_groups)]
+            if rows(px) != rows(py):
+                return f"data/{name}: row groups differ"
+            if not px.read().equals(py.read()):
+                return f"data/{name}: rows or values differ"
+            spliced += 1
+    print(f"{identical} files byte-identical, {spliced} spliced with the same rows")
+    return None
+
+
+if __name__ == "__main__":
+    why = main(sys.argv[1], sys.argv[2])
+    if why:
+        print(why, file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,564 @@
+//! `--reuse` inside a row group that holds a changed member, for its large columns: the output
+//! chunk is PREV_OUT's, with only the pages around a row whose decision flipped encoded again.
+//!
+//! PREV_OUT's keep mask of the row group is known (its manifest names every row it excluded), and
+//! so is today's. A page of PREV_OUT's chunk whose input rows — from its first to its last, the
+//! excluded ones between included — kept their decision today holds exactly the rows a fresh run
+//! writes there: it is copied as it is (header and compressed bytes). The kept rows between two
+//! copied pages (a flipped row, and the rows of PREV_OUT's pages around it) are read from the
+//! input and encoded as plain pages with the output's codec and statistics settings. A chunk
+//! with a dictionary page keeps it: its copied pages refer to it, the new pages do not.
+//!
+//! The chunk's metadata is rebuilt from both: sizes and encodings summed, each page's entry of the
+//! offset and column index taken from PREV_OUT's index or from the new pages', and statistics
+//! merged. The merged min and max are bounds of the rows written — PREV_OUT's bounds still hold
+//! after rows leave — and are marked inexact when a row left (its value may have been the min).
+//!
+//! Only flat byte-array columns ordered as bytes (strings and binaries: the text) are spliced, the
+//! ones that are large; the others are encoded afresh. The output holds the rows, values and
+//! order a fresh run writes; its page boundaries are PREV_OUT's, so its bytes differ.
+
+use std::sync::Arc;
+
+use arrow_buffer::BooleanBuffer;
+use bytes::Bytes;
+use parquet::basic::{BoundaryOrder, ConvertedType, LogicalType, SortOrder, Type as PhysicalType};
+use parquet::column::reader::{get_column_reader, ColumnReader};
+use parquet::column::writer::{get_column_writer, ColumnCloseResult, ColumnWriter};
+use parquet::data_type::ByteArray;
+use parquet::file::metadata::{
+    ColumnChunkMetaData, ColumnIndexBuilder, LevelHistogram, OffsetIndexBuilder, ParquetMetaData,
+};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::ChunkReader;
+use parquet::file::serialized_reader::SerializedPageReader;
+use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
+
+use super::raw_leaf::RawChunk;
+use crate::io::parquet::FileSource;
+
+/// PREV_OUT's output row group of one input row group.
+pub(super) struct PrevGroup<'a> {
+    pub source: &'a FileSource,
+    /// PREV_OUT's data file footer, with its page index.
+    pub pq: &'a ParquetMetaData,
+    pub at: usize,
+    /// The input row (within the row group) of each of its rows, ascending.
+    pub rows: &'a [u32],
+}
+
+/// A chunk spliced from PREV_OUT's pages and new ones.
+pub(super) struct Spliced {
+    pub chunk: RawChunk,
+    pub pages_copied: u64,
+}
+
+/// The `(root, leaf)` columns of `descr` worth splicing from `prev`: top-level byte arrays ordered
+/// as bytes, not among `skip_roots`, whose PREV_OUT chunk has two data pages or more, an offset and
+/// a column index with null counts, and the codec `props` writes today.
+pub(super) fn candidates(
+    descr: &SchemaDescriptor,
+    prev: &PrevGroup<'_>,
+    props: &WriterProperties,
+    skip_roots: &[usize],
+) -> Vec<(usize, usize)> {
+    let Some(index) = prev.pq.page_index() else {
+        return Vec::new();
+    };
+    let fields = descr.root_schema().get_fields();
+    let group = prev.pq.row_group(prev.at);
+    (0..descr.num_columns())
+        .filter_map(|leaf| {
+            let col = descr.column(leaf);
+            let root = descr.get_column_root_idx(leaf);
+            let flat = fields.get(root).is_some_and(|f| f.is_primitive());
+            let wanted = flat
+                && !skip_roots.contains(&root)
+                && col.physical_type() == PhysicalType::BYTE_ARRAY
+                && col.sort_order() == SortOrder::UNSIGNED
+                && col.max_rep_level() == 0;
+            if !wanted || leaf >= group.num_columns() {
+                return None;
+            }
+            let chunk = group.column(leaf);
+            let pages = index
+                .offset_index(prev.at, leaf)
+                .map_or(0, |o| o.page_locations().len());
+            let indexed = matches!(
+                index.column_index(prev.at, leaf),
+                Some(ColumnIndexMetaData::BYTE_ARRAY(ci)) if ci.null_count(0).is_some()
+            );
+            (pages >= 2 && indexed && chunk.compression() == props.compression(col.path()))
+                .then_some((root, leaf))
+        })
+        .collect()
+}
+
+/// One piece of the new chunk.
+enum Piece {
+    /// PREV_OUT's page `.0`.
+    Copy(usize),
+    /// The kept input rows in `.0..​.1`, encoded.
+    Encode(usize, usize),
+}
+
+/// A page of the new chunk, for its offset and column index.
+struct PageEntry {
+    offset: i64,
+    size: i32,
+    rows: i64,
+    null_page: bool,
+    min: Vec<u8>,
+    max: Vec<u8>,
+    nulls: i64,
+    def_histogram: Option<Vec<i64>>,
+    unencoded: Option<i64>,
+}
+
+/// Splice column `leaf` of input row group `rg` (`keep`: today's kept rows; `flips`: the rows
+/// whose decision differs from PREV_OUT's, ascending; `removed`: whether any of them left).
+/// `None` when no page of PREV_OUT's chunk can be copied (the caller encodes it afresh).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn splice_column(
+    input: &FileSource,
+    in_pq: &ParquetMetaData,
+    rg: usize,
+    leaf: usize,
+    prev: &PrevGroup<'_>,
+    keep: &BooleanBuffer,
+    flips: &[u32],
+    removed: bool,
+    props: &Arc<WriterProperties>,
+) -> Result<Option<Spliced>, String> {
+    let descr = in_pq.file_metadata().schema_descr().column(leaf);
+    let name = descr.path().string();
+    let bad = |m: String| format!("PREV_OUT's column '{name}' (row group {}): {m}", prev.at);
+    let index = prev
+        .pq
+        .page_index()
+        .ok_or_else(|| bad("no page index".into()))?;
+    let (Some(oi), Some(ColumnIndexMetaData::BYTE_ARRAY(ci))) = (
+        index.offset_index(prev.at, leaf),
+        index.column_index(prev.at, leaf),
+    ) else {
+        return Ok(None);
+    };
+    let pchunk = prev.pq.row_group(prev.at).column(leaf);
+    let locs = oi.page_locations();
+    let total = prev.rows.len();
+    let start = pchunk
+        .dictionary_page_offset()
+        .unwrap_or(pchunk.data_page_offset());
+    let len = pchunk.compressed_size();
+    if start < 0 || len <= 0 || pchunk.num_values() as usize != total {
+        return Err(bad(format!(
+            "{} values at bytes {start}+{len} for {total} rows",
+            pchunk.num_values()
+        )));
+    }
+    // Each page: its input rows' range in PREV_OUT's rows, checked before anything is read.
+    let mut spans = Vec::with_capacity(locs.len());
+    for (i, l) in locs.iter().enumerate() {
+        let a = l.first_row_index;
+        let b = locs.get(i + 1).map_or(total as i64, |n| n.first_row_index);
+        let within = l.offset >= start && l.offset + l.compressed_page_size as i64 <= start + len;
+        if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total || !within {
+            return Err(bad(format!(
+                "its offset index does not describe it (page {i})"
+            )));
+        }
+        spans.push((a as usize, b as usize));
+    }
+
+    // Which pages are copied, and the input rows encoded between them.
+    let kept_in = |lo: usize, hi: usize| keep.slice(lo, hi - lo).count_set_bits();
+    let rows = keep.len();
+    let mut pieces = Vec::new();
+    let mut next = 0usize;
+    for (i, &(a, b)) in spans.iter().enumerate() {
+        let (lo, hi) = (prev.rows[a] as usize, prev.rows[b - 1] as usize);
+        let f = flips.partition_point(|x| (*x as usize) < lo);
+        let clean = flips.get(f).is_none_or(|x| *x as usize > hi);
+        if !clean || lo < next || hi >= rows {
+            continue;
+        }
+        if kept_in(next, lo) > 0 {
+            pieces.push(Piece::Encode(next, lo));
+        }
+        pieces.push(Piece::Copy(i));
+        next = hi + 1;
+    }
+    let pages_copied = pieces
+        .iter()
+        .filter(|p| matches!(p, Piece::Copy(_)))
+        .count() as u64;
+    if pages_copied == 0 {
+        return Ok(None);
+    }
+    if kept_in(next, rows) > 0 {
+        pieces.push(Piece::Encode(next, rows));
+    }
+
+    let prev_bytes = prev
+        .source
+        .get_bytes(start as u64, len as usize)
+        .map_err(|e| bad(e.to_string()))?;
+    let at = |offset: i64| (offset - start) as usize;
+
+    let mut segments = encode_segments(input, in_pq, rg, &descr, &pieces, keep, props)?;
+    segments.reverse();
+
+    let mut out: Vec<u8> = Vec::with_capacity(len as usize);
+    let mut uncompressed = 0i64;
+    let first_data = at(locs[0].offset);
+    if pchunk.dictionary_page_offset().is_some() {
+        let dict = &prev_bytes[..first_data];
+        let u = page_sizes(dict).map_err(|m| bad(format!("its dictionary page: {m}")))?;
+        if u.0 + u.1 != dict.len() {
+            return Err(bad("its dictionary page is not where its index says".into()));
+        }
+        uncompressed += u.2;
+        out.extend_from_slice(dict);
+    }
+    let data_start = out.len();
+    let mut entries: Vec<PageEntry> = Vec::new();
+    let mut seg_meta: Vec<ColumnCloseResult> = Vec::new();
+    for piece in &pieces {
+        match piece {
+            Piece::Copy(i) => {
+                let l = &locs[*i];
+                let page =
+                    &prev_bytes[at(l.offset)..at(l.offset) + l.compressed_page_size as usize];
+                let u = page_sizes(page).map_err(|m| bad(format!("page {i}: {m}")))?;
+                if u.0 + u.1 != page.len() {
+                    return Err(bad(format!("page {i} is not the size its index says")));
+                }
+                uncompressed += u.2;
+                let (a, b) = spans[*i];
+                entries.push(PageEntry {
+                    offset: out.len() as i64,
+                    size: l.compressed_page_size,
+                    rows: (b - a) as i64,
+                    null_page: ci.is_null_page(*i),
+                    min: ci.min_value(*i).unwrap_or_default().to_vec(),
+                    max: ci.max_value(*i).unwrap_or_default().to_vec(),
+                    nulls: ci
+                        .null_count(*i)
+                        .ok_or_else(|| bad("no null counts".into()))?,
+                    def_histogram: ci.definition_level_histogram(*i).map(<[i64]>::to_vec),
+                    unencoded: oi
+                        .unencoded_byte_array_data_bytes()
+                        .and_then(|v| v.get(*i).copied()),
+                });
+                out.extend_from_slice(page);
+            }
+            Piece::Encode(..) => {
+                let (bytes, close) = segments.pop().ok_or("a segment went missing")?;
+                let (Some(soi), Some(ColumnIndexMetaData::BYTE_ARRAY(sci))) =
+                    (&close.offset_index, &close.column_index)
+                else {
+                    // Today's settings index no pages of this column: neither did PREV_OUT's,
+                    // which `candidates` excludes. Encode it afresh.
+                    return Ok(None);
+                };
+                let base = out.len() as i64;
+                let slocs = soi.page_locations();
+                for (j, l) in slocs.iter().enumerate() {
+                    let next_row = slocs
+                        .get(j + 1)
+                        .map_or(close.rows_written as i64, |n| n.first_row_index);
+                    entries.push(PageEntry {
+                        offset: base + l.offset,
+                        size: l.compressed_page_size,
+                        rows: next_row - l.first_row_index,
+                        null_page: sci.is_null_page(j),
+                        min: sci.min_value(j).unwrap_or_default().to_vec(),
+                        max: sci.max_value(j).unwrap_or_default().to_vec(),
+                        nulls: sci.null_count(j).unwrap_or(0),
+                        def_histogram: sci.definition_level_histogram(j).map(<[i64]>::to_vec),
+                        unencoded: soi
+                            .unencoded_byte_array_data_bytes()
+                            .and_then(|v| v.get(j).copied()),
+                    });
+                }
+                uncompressed += close.metadata.uncompressed_size();
+                out.extend_from_slice(&bytes);
+                seg_meta.push(close);
+            }
+        }
+    }
+    let kept = keep.count_set_bits();
+    let written: i64 = entries.iter().map(|e| e.rows).sum();
+    if written as usize != kept {
+        return Err(bad(format!("{written} rows spliced where {kept} are kept")));
+    }
+
+    let close = ColumnCloseResult {
+        bytes_written: out.len() as u64,
+        rows_written: kept as u64,
+        metadata: chunk_metadata(
+            &descr,
+            pchunk,
+            &seg_meta,
+            &entries,
+            removed,
+            out.len(),
+            uncompressed,
+            data_start,
+        )
+        .map_err(|e| bad(e.to_string()))?,
+        bloom_filter: None,
+        column_index: Some(column_index(&entries).map_err(|e| bad(e.to_string()))?),
+        offset_index: Some(offset_index(&entries)),
+    };
+    Ok(Some(Spliced {
+        chunk: RawChunk {
+            bytes: Bytes::from(out),
+            close,
+        },
+        pages_copied,
+    }))
+}
+
+/// A page's header length, compressed and (with its header) uncompressed size.
+fn page_sizes(page: &[u8]) -> Result<(usize, usize, i64), String> {
+    let (header, header_len) =
+        crate::io::thrift::read_struct(page).map_err(|e| format!("its header: {e:?}"))?;
+    let size = |id| {
+        header
+            .field(id)
+            .and_then(|n| n.int())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| format!("its header has no size {id}"))
+    };
+    let (uncompressed, compressed) = (size(2)?, size(3)?);
+    Ok((
+        header_len,
+        compressed as usize,
+        header_len as i64 + uncompressed,
+    ))
+}
+
+/// Read the kept input rows of each `Encode` piece and encode each as plain pages.
+fn encode_segments(
+    input: &FileSource,
+    in_pq: &ParquetMetaData,
+    rg: usize,
+    descr: &Arc<ColumnDescriptor>,
+    pieces: &[Piece],
+    keep: &BooleanBuffer,
+    props: &Arc<WriterProperties>,
+) -> Result<Vec<(Bytes, ColumnCloseResult)>, String> {
+    let name = descr.path().string();
+    let rows = keep.len();
+    let locations = in_pq
+        .page_index()
+        .and_then(|i| i.offset_index(rg, descr_leaf(in_pq, descr)?))
+        .map(|o| o.page_locations().clone());
+    let pages = SerializedPageReader::new(
+        Arc::new(input.clone()),
+        in_pq
+            .row_group(rg)
+            .column(descr_leaf(in_pq, descr).ok_or("no such leaf")?),
+        rows,
+        locations,
+    )
+    .map_err(|e| e.to_string())?;
+    let ColumnReader::ByteArrayColumnReader(mut reader) =
+        get_column_reader(descr.clone(), Box::new(pages))
+    else {
+        return Err(format!("column '{name}' is not a byte array"));
+    };
+    let optional = descr.max_def_level() > 0;
+    let text = matches!(
+        descr.logical_type_ref(),
+        Some(LogicalType::String | LogicalType::Json | LogicalType::Enum)
+    ) || matches!(
+        descr.converted_type(),
+        ConvertedType::UTF8 | ConvertedType::JSON | ConvertedType::ENUM
+    );
+    let mut pos = 0usize;
+    let mut out = Vec::new();
+    for piece in pieces {
+        let Piece::Encode(s, e) = *piece else {
+            continue;
+        };
+        let mut values: Vec<ByteArray> = Vec::new();
+        let mut defs: Vec<i16> = Vec::new();
+        for (a, b) in keep.slice(s, e - s).set_slices() {
+            let (a, b) = (s + a, s + b);
+            if a > pos {
+                let skipped = reader.skip_records(a - pos).map_err(|e| e.to_string())?;
+                if skipped != a - pos {
+                    return Err(format!("column '{name}' ends before row {a}"));
+                }
+                pos = a;
+            }
+            while pos < b {
+                let (records, _, _) = reader
+                    .read_records(b - pos, optional.then_some(&mut defs), None, &mut values)
+                    .map_err(|e| e.to_string())?;
+                if records == 0 {
+                    return Err(format!("column '{name}' ends before row {pos}"));
+                }
+                pos += records;
+            }
+        }
+        if text {
+            if let Some(v) = values
+                .iter()
+                .find(|v| std::str::from_utf8(v.data()).is_err())
+            {
+                return Err(format!(
+                    "column '{name}' holds a value that is not UTF-8 ({} bytes)",
+                    v.len()
+                ));
+            }
+        }
+        let mut sink = TrackedWrite::new(Vec::new());
+        let close = {
+            let page_writer = SerializedPageWriter::new(&mut sink);
+            let ColumnWriter::ByteArrayColumnWriter(mut w) =
+                get_column_writer(descr.clone(), props.clone(), Box::new(page_writer))
+            else {
+                return Err(format!("column '{name}' is not a byte array"));
+            };
+            w.write_batch(&values, optional.then_some(defs.as_slice()), None)
+                .map_err(|e| format!("encoding column '{name}': {e}"))?;
+            w.close()
+                .map_err(|e| format!("encoding column '{name}': {e}"))?
+        };
+        let bytes = sink.into_inner().map_err(|e| e.to_string())?;
+        out.push((Bytes::from(bytes), close));
+    }
+    Ok(out)
+}
+
+/// The leaf index of `descr` in `pq`'s schema.
+fn descr_leaf(pq: &ParquetMetaData, descr: &ColumnDescriptor) -> Option<usize> {
+    let schema = pq.file_metadata().schema_descr();
+    (0..schema.num_columns()).find(|i| schema.column(*i).path() == descr.path())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chunk_metadata(
+    descr: &Arc<ColumnDescriptor>,
+    prev: &ColumnChunkMetaData,
+    segments: &[ColumnCloseResult],
+    entries: &[PageEntry],
+    removed: bool,
+    len: usize,
+    uncompressed: i64,
+    data_start: usize,
+) -> parquet::errors::Result<ColumnChunkMetaData> {
+    let mut encodings = *prev.encodings_mask();
+    for s in segments {
+        for e in s.metadata.encodings() {
+            encodings.insert(e);
+        }
+    }
+    let rows: i64 = entries.iter().map(|e| e.rows).sum();
+    let mut b = ColumnChunkMetaData::builder(descr.clone())
+        .set_compression_codec(prev.compression_codec())
+        .set_encodings_mask(encodings)
+        .set_total_compressed_size(len as i64)
+        .set_total_uncompressed_size(uncompressed)
+        .set_num_values(rows)
+        .set_data_page_offset(data_start as i64)
+        .set_dictionary_page_offset(prev.dictionary_page_offset().map(|_| 0));
+    if let Some(unencoded) = entries
+        .iter()
+        .map(|e| e.unencoded)
+        .collect::<Option<Vec<i64>>>()
+    {
+        if prev.unencoded_byte_array_data_bytes().is_some() {
+            b = b.set_unencoded_byte_array_data_bytes(Some(unencoded.iter().sum()));
+        }
+    }
+    if prev.definition_level_histogram().is_some() {
+        if let Some(h) = entries
+            .iter()
+            .map(|e| e.def_histogram.clone())
+            .collect::<Option<Vec<Vec<i64>>>>()
+        {
+            let mut sum = vec![0i64; h.first().map_or(0, Vec::len)];
+            for page in &h {
+                for (s, v) in sum.iter_mut().zip(page) {
+                    *s += v;
+                }
+            }
+            b = b.set_definition_level_histogram(Some(LevelHistogram::from(sum)));
+        }
+    }
+    if let Some(Statistics::ByteArray(p)) = prev.statistics() {
+        let mut bounds: Vec<&ValueStatistics<ByteArray>> = vec![p];
+        for s in segments {
+            if let Some(Statistics::ByteArray(s)) = s.metadata.statistics() {
+                bounds.push(s);
+            }
+        }
+        let min = bounds
+            .iter()
+            .filter_map(|s| s.min_opt().map(|v| (v, s.min_is_exact())))
+            .min_by(|x, y| x.0.data().cmp(y.0.data()));
+        let max = bounds
+            .iter()
+            .filter_map(|s| s.max_opt().map(|v| (v, s.max_is_exact())))
+            .max_by(|x, y| x.0.data().cmp(y.0.data()));
+        let nulls: i64 = entries.iter().map(|e| e.nulls).sum();
+        let stats = ValueStatistics::new(
+            min.map(|m| m.0.clone()),
+            max.map(|m| m.0.clone()),
+            None,
+            Some(nulls as u64),
+            false,
+        )
+        .with_min_is_exact(min.is_some_and(|m| m.1 && !removed))
+        .with_max_is_exact(max.is_some_and(|m| m.1 && !removed))
+        .with_backwards_compatible_min_max(p.is_min_max_backwards_compatible());
+        b = b.set_statistics(Statistics::ByteArray(stats));
+    }
+    b.build()
+}
+
+fn offset_index(
+    entries: &[PageEntry],
+) -> parquet::file::page_index::offset_index::OffsetIndexMetaData {
+    let mut b = OffsetIndexBuilder::new();
+    let unencoded = entries.iter().all(|e| e.unencoded.is_some());
+    for e in entries {
+        b.append_offset_and_size(e.offset, e.size);
+        b.append_row_count(e.rows);
+        if unencoded {
+            b.append_unencoded_byte_array_data_bytes(e.unencoded);
+        }
+    }
+    b.build()
+}
+
+fn column_index(entries: &[PageEntry]) -> parquet::errors::Result<ColumnIndexMetaData> {
+    let mut b = ColumnIndexBuilder::new(PhysicalType::BYTE_ARRAY);
+    let histograms = entries.iter().all(|e| e.def_histogram.is_some());
+    for e in entries {
+        b.append(e.null_page, e.min.clone(), e.max.clone(), e.nulls, None);
+        if histograms {
+            let h = e.def_histogram.clone().map(LevelHistogram::from);
+            b.append_histograms(&None, &h);
+        }
+    }
+    let pages: Vec<&PageEntry> = entries.iter().filter(|e| !e.null_page).collect();
+    let pairs = || pages.windows(2).map(|w| (w[0], w[1]));
+    let ascending = pairs().all(|(a, b)| a.min <= b.min && a.max <= b.max);
+    let descending = pairs().all(|(a, b)| a.min >= b.min && a.max >= b.max);
+    b.set_boundary_order(if ascending {
+        BoundaryOrder::ASCENDING
+    } else if descending {
+        BoundaryOrder::DESCENDING
+    } else {
+        BoundaryOrder::UNORDERED
+    });
+    b.build()
+}
