@@ -208,7 +208,15 @@ pub(super) fn splice_column(
         .map_err(|e| bad(e.to_string()))?;
     let at = |offset: i64| (offset - start) as usize;
 
-    let mut segments = encode_segments(input, in_pq, rg, &descr, &pieces, keep, props)?;
+    let sources = Sources {
+        input,
+        in_pq,
+        rg,
+        prev,
+        prev_chunk: pchunk,
+        prev_locations: locs,
+    };
+    let mut segments = encode_segments(&sources, &descr, &pieces, keep, props)?;
     segments.reverse();
 
     let mut out: Vec<u8> = Vec::with_capacity(len as usize);
@@ -342,11 +350,78 @@ fn page_sizes(page: &[u8]) -> Result<(usize, usize, i64), String> {
     ))
 }
 
-/// Read the kept input rows of each `Encode` piece and encode each as plain pages.
-fn encode_segments(
-    input: &FileSource,
-    in_pq: &ParquetMetaData,
+/// Where a spliced column's new pages take their values from.
+struct Sources<'a> {
+    input: &'a FileSource,
+    in_pq: &'a ParquetMetaData,
     rg: usize,
+    prev: &'a PrevGroup<'a>,
+    prev_chunk: &'a ColumnChunkMetaData,
+    prev_locations: &'a [parquet::file::page_index::offset_index::PageLocation],
+}
+
+/// A column reader of byte arrays that moves forward only, and where it is.
+struct Cursor {
+    reader: parquet::column::reader::ColumnReaderImpl<parquet::data_type::ByteArrayType>,
+    at: usize,
+}
+
+impl Cursor {
+    fn open(
+        source: &FileSource,
+        chunk: &ColumnChunkMetaData,
+        rows: usize,
+        locations: Option<Vec<parquet::file::page_index::offset_index::PageLocation>>,
+        descr: &Arc<ColumnDescriptor>,
+    ) -> Result<Cursor, String> {
+        let pages = SerializedPageReader::new(Arc::new(source.clone()), chunk, rows, locations)
+            .map_err(|e| e.to_string())?;
+        match get_column_reader(descr.clone(), Box::new(pages)) {
+            ColumnReader::ByteArrayColumnReader(reader) => Ok(Cursor { reader, at: 0 }),
+            _ => Err("not a byte array column".into()),
+        }
+    }
+
+    /// Append rows `from..from + n` (at or after where it is) to `values` and `defs`.
+    fn read(
+        &mut self,
+        from: usize,
+        n: usize,
+        values: &mut Vec<ByteArray>,
+        defs: Option<&mut Vec<i16>>,
+    ) -> Result<(), String> {
+        if from < self.at {
+            return Err(format!("row {from} asked for after row {}", self.at));
+        }
+        if from > self.at {
+            let want = from - self.at;
+            let skipped = self.reader.skip_records(want).map_err(|e| e.to_string())?;
+            if skipped != want {
+                return Err(format!("it ends before row {from}"));
+            }
+            self.at = from;
+        }
+        let end = from + n;
+        let mut defs = defs;
+        while self.at < end {
+            let (records, _, _) = self
+                .reader
+                .read_records(end - self.at, defs.as_deref_mut(), None, values)
+                .map_err(|e| e.to_string())?;
+            if records == 0 {
+                return Err(format!("it ends before row {}", self.at));
+            }
+            self.at += records;
+        }
+        Ok(())
+    }
+}
+
+/// The values of the kept rows of each `Encode` piece, encoded as plain pages. A row PREV_OUT
+/// kept too is read from PREV_OUT's chunk (a page or two around the flipped rows, already
+/// filtered); only the rows kept today and not by PREV_OUT are read from the input.
+fn encode_segments(
+    src: &Sources<'_>,
     descr: &Arc<ColumnDescriptor>,
     pieces: &[Piece],
     keep: &BooleanBuffer,
@@ -354,24 +429,17 @@ fn encode_segments(
 ) -> Result<Vec<(Bytes, ColumnCloseResult)>, String> {
     let name = descr.path().string();
     let rows = keep.len();
-    let locations = in_pq
-        .page_index()
-        .and_then(|i| i.offset_index(rg, descr_leaf(in_pq, descr)?))
-        .map(|o| o.page_locations().clone());
-    let pages = SerializedPageReader::new(
-        Arc::new(input.clone()),
-        in_pq
-            .row_group(rg)
-            .column(descr_leaf(in_pq, descr).ok_or("no such leaf")?),
-        rows,
-        locations,
+    let prev_rows = src.prev.rows;
+    let leaf = descr_leaf(src.in_pq, descr).ok_or("no such leaf")?;
+    let mut input: Option<Cursor> = None;
+    let mut prev = Cursor::open(
+        src.prev.source,
+        src.prev_chunk,
+        prev_rows.len(),
+        Some(src.prev_locations.to_vec()),
+        descr,
     )
-    .map_err(|e| e.to_string())?;
-    let ColumnReader::ByteArrayColumnReader(mut reader) =
-        get_column_reader(descr.clone(), Box::new(pages))
-    else {
-        return Err(format!("column '{name}' is not a byte array"));
-    };
+    .map_err(|m| format!("PREV_OUT's column '{name}': {m}"))?;
     let optional = descr.max_def_level() > 0;
     let text = matches!(
         descr.logical_type_ref(),
@@ -380,7 +448,6 @@ fn encode_segments(
         descr.converted_type(),
         ConvertedType::UTF8 | ConvertedType::JSON | ConvertedType::ENUM
     );
-    let mut pos = 0usize;
     let mut out = Vec::new();
     for piece in pieces {
         let Piece::Encode(s, e) = *piece else {
@@ -388,25 +455,60 @@ fn encode_segments(
         };
         let mut values: Vec<ByteArray> = Vec::new();
         let mut defs: Vec<i16> = Vec::new();
-        for (a, b) in keep.slice(s, e - s).set_slices() {
-            let (a, b) = (s + a, s + b);
-            if a > pos {
-                let skipped = reader.skip_records(a - pos).map_err(|e| e.to_string())?;
-                if skipped != a - pos {
-                    return Err(format!("column '{name}' ends before row {a}"));
+        // PREV_OUT's row of input row `i`, if it kept it.
+        let prev_row = |i: usize| prev_rows.binary_search(&(i as u32)).ok();
+        // Runs of rows kept today that come from one source at consecutive rows of it.
+        let mut run: Option<(bool, usize, usize)> = None; // (from PREV_OUT, first row, rows)
+        let mut flush = |run: Option<(bool, usize, usize)>,
+                         values: &mut Vec<ByteArray>,
+                         defs: &mut Vec<i16>|
+         -> Result<(), String> {
+            let Some((from_prev, first, n)) = run else {
+                return Ok(());
+            };
+            let d = optional.then_some(defs);
+            if from_prev {
+                prev.read(first, n, values, d)
+                    .map_err(|m| format!("PREV_OUT's column '{name}': {m}"))
+            } else {
+                if input.is_none() {
+                    let locations = src
+                        .in_pq
+                        .page_index()
+                        .and_then(|i| i.offset_index(src.rg, leaf))
+                        .map(|o| o.page_locations().clone());
+                    input = Some(Cursor::open(
+                        src.input,
+                        src.in_pq.row_group(src.rg).column(leaf),
+                        rows,
+                        locations,
+                        descr,
+                    )?);
                 }
-                pos = a;
+                let cursor = input.as_mut().expect("opened");
+                cursor
+                    .read(first, n, values, d)
+                    .map_err(|m| format!("column '{name}': {m}"))
             }
-            while pos < b {
-                let (records, _, _) = reader
-                    .read_records(b - pos, optional.then_some(&mut defs), None, &mut values)
-                    .map_err(|e| e.to_string())?;
-                if records == 0 {
-                    return Err(format!("column '{name}' ends before row {pos}"));
-                }
-                pos += records;
+        };
+        for (a, b) in keep.slice(s, e - s).set_slices() {
+            for i in s + a..s + b {
+                let (from_prev, at) = match prev_row(i) {
+                    Some(j) => (true, j),
+                    None => (false, i),
+                };
+                run = match run {
+                    Some((p, first, n)) if p == from_prev && first + n == at => {
+                        Some((p, first, n + 1))
+                    }
+                    other => {
+                        flush(other, &mut values, &mut defs)?;
+                        Some((from_prev, at, 1))
+                    }
+                };
             }
         }
+        flush(run.take(), &mut values, &mut defs)?;
         if text {
             if let Some(v) = values
                 .iter()

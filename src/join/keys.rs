@@ -501,11 +501,19 @@ fn guided_search<T: Ord + Copy>(v: &[T], k: T, at: impl Fn(T) -> i128) -> Option
 pub fn lookup(keys: &Keys, array: &dyn Array) -> std::result::Result<Vec<u32>, String> {
     per_row(array, u32::MAX, &|a| {
         let mut out = vec![u32::MAX; a.len()];
-        for_each_key(a, &mut |i, k| {
-            if let Some(k) = k {
-                out[i] = keys.find(k).unwrap_or(u32::MAX);
-            }
+        // Integer keys are looked up in key order: a snapshot's keys (8 bytes a member) outgrow
+        // the caches, and probes in order walk them forwards instead of missing at random,
+        // which costs more than the sort.
+        let mut ints: Vec<(i128, u32)> = Vec::new();
+        for_each_key(a, &mut |i, k| match k {
+            Some(KeyRef::Int(v)) => ints.push((v, i as u32)),
+            Some(k) => out[i] = keys.find(k).unwrap_or(u32::MAX),
+            None => {}
         })?;
+        ints.sort_unstable();
+        for (v, i) in ints {
+            out[i as usize] = keys.find(KeyRef::Int(v)).unwrap_or(u32::MAX);
+        }
         Ok(out)
     })
 }
