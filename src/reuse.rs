@@ -25,7 +25,10 @@
 //!
 //! Below the file: in an input that holds a changed key, each row group holding none takes its
 //! data row group from PREV_OUT's data file byte for byte ([`PreviousRowGroups`]: located by the
-//! recorded kept counts, and taken only when today's count agrees); the others are encoded anew.
+//! recorded kept counts, and taken only when today's count agrees). A row group holding one is
+//! decided again and compared with PREV_OUT's keep mask (from its manifest, read only when its
+//! size and SHA-256 are as recorded): taken whole when no decision flipped, else spliced page
+//! by page (`engine::splice`).
 //!
 //! The previous output is only read. Reused outputs are hard links where PREV_OUT and OUT share
 //! a filesystem, server-side copies within one object store (no copy at all when OUT is PREV_OUT
