@@ -940,3 +940,72 @@ fn a_flipped_decision_splices_the_pages_around_it() {
         prev = out;
     }
 }
+
+/// The same splice with PREV_OUT in a bucket (a real S3 server): PREV_OUT's manifest and the
+/// pages copied are read from its objects.
+#[test]
+fn a_previous_output_in_a_bucket_is_spliced_from_its_objects() {
+    let s3 = crate::s3::server();
+    let bucket = s3.bucket("splice");
+    let mut rng = Rng(29);
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(&mut rng, 20_000);
+    world.files = vec![("big.parquet".into(), 77, BIG_FILE_ROWS)];
+    world.erased.clear();
+    for m in world.members.iter_mut() {
+        *m = Some((Some("BR"), Some("opt_in"), None));
+    }
+    world.write(dir.path());
+    let (policy, snapshot, input) = (
+        dir.path().join("policy.yaml"),
+        dir.path().join("snapshot.parquet"),
+        dir.path().join("in"),
+    );
+    let list = format!("erasure={}", dir.path().join("erasure.txt").display());
+    let in_bucket = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "filter",
+            "--progress",
+            "never",
+            "--policy",
+            p(&policy),
+            "--consent-table",
+            p(&snapshot),
+            "--user-list",
+            &list,
+            "--output",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        args.push(p(&input));
+        s3.run(&args, &[])
+    };
+    let prev = format!("{bucket}/night-0");
+    let (code, _, err) = in_bucket(&prev, &[]);
+    assert_eq!(code, 0, "{err}");
+    // A member the file holds opts out.
+    let m = i64s(&read_all(&input.join("big.parquet")), "member_id")
+        .into_iter()
+        .flatten()
+        .find(|m| (*m as usize) < world.members.len())
+        .unwrap();
+    world.members[m as usize] = Some((Some("BR"), Some("opt_out"), None));
+    world.write(dir.path());
+    let out = dir.path().join("out-1");
+    let (code, _, err) = in_bucket(p(&out), &["--reuse", &prev]);
+    assert_eq!(code, 0, "{err}");
+    let fresh = dir.path().join("fresh-1");
+    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+    let r = &summary(&out)["reuse"];
+    assert_eq!(r["row_groups_spliced"], 1, "{r}");
+    // The text's pages but the two or three holding the member's rows, and topic's.
+    assert!(r["pages_reused"].as_u64().unwrap() >= 5, "{r}");
+    assert_eq!(
+        same_outputs(&out, &fresh).unwrap(),
+        vec!["big.parquet".to_string()]
+    );
+    // What it fetched from the bucket aside, the summary a fresh run writes.
+    let mut s = comparable(&out);
+    s.as_object_mut().unwrap().remove("bytes_fetched");
+    assert_eq!(s, comparable(&fresh));
+}
