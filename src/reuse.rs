@@ -629,26 +629,18 @@ impl Previous {
         {
             return None;
         }
+        // Each input row group's output row group (when it kept any), split by whether it
+        // holds a changed member.
         let mut next = 0;
-        let out_row_group = kept
+        let (out_row_group, touched_row_group) = kept
             .iter()
             .zip(touched)
             .map(|(k, t)| {
                 let here = (*k > 0).then_some(next);
                 next += (*k > 0) as usize;
-                here.filter(|_| !t)
+                (here.filter(|_| !t), here.filter(|_| *t))
             })
-            .collect();
-        let mut next = 0;
-        let touched_row_group = kept
-            .iter()
-            .zip(touched)
-            .map(|(k, t)| {
-                let here = (*k > 0).then_some(next);
-                next += (*k > 0) as usize;
-                here.filter(|_| *t)
-            })
-            .collect();
+            .unzip();
         let meta = data.footer_for_copying().ok()?;
         Some(PreviousRowGroups {
             data,

