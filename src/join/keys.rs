@@ -81,6 +81,35 @@ impl KeySet {
         self.ints.extend(other.ints);
         self.bytes.extend(other.bytes);
     }
+
+    /// Whether each row of a key column holds one of these keys (null: no).
+    pub(super) fn matcher(&self) -> KeyMatcher<'_> {
+        KeyMatcher {
+            ints: IntFilter::new(&self.ints),
+            bytes: &self.bytes,
+        }
+    }
+}
+
+/// [`KeySet::matcher`].
+pub(super) struct KeyMatcher<'a> {
+    ints: IntFilter,
+    bytes: &'a HashSet<Box<[u8]>>,
+}
+
+impl KeyMatcher<'_> {
+    /// One flag per row of `array`.
+    pub(super) fn rows(&self, array: &dyn Array) -> std::result::Result<Vec<bool>, String> {
+        let mut out = vec![false; array.len()];
+        for_each_key(array, &mut |i, k| {
+            out[i] = match k {
+                Some(KeyRef::Int(v)) => self.ints.contains(v),
+                Some(KeyRef::Bytes(b)) => self.bytes.contains(b),
+                None => false,
+            }
+        })?;
+        Ok(out)
+    }
 }
 
 /// A set of integer keys asked about once per snapshot row (a million times, mostly "no"): a

@@ -93,17 +93,50 @@ fn updated_values(file: &Location, col: &str, a: &dyn Array) -> Result<Vec<i64>>
         .collect())
 }
 
-/// Read one snapshot file; returns its rows and its key kind.
+/// Read one snapshot file; returns its rows and its key kind. With `only`, the key column is
+/// read first and the other columns of the rows holding those keys alone: a night that indexes
+/// the members of one new file need not build the rest of a million members' values.
 fn read_part(
     file: &InputFile,
     spec: &ConsentTableSpec,
     values: Option<&ConsentValues>,
     read: ReadOptions,
+    only: Option<&KeySet>,
 ) -> Result<(Part, KeyKind)> {
     let pq = open_parquet(&file.location, read)?;
     let schema = pq.schema().clone();
+    let matcher = only.map(KeySet::matcher);
     part_of(&file.location, &schema, spec, values, &mut |names, each| {
-        pq.read_all(Some(names), 64 * 1024, each)
+        let Some(m) = &matcher else {
+            return pq.read_all(Some(names), 64 * 1024, each);
+        };
+        let meta = pq.parquet_meta().clone();
+        for rg in 0..pq.num_row_groups() {
+            let mut wanted: Vec<bool> = Vec::new();
+            pq.read_row_group(
+                &meta,
+                rg,
+                Some(&[spec.key.as_str()]),
+                64 * 1024,
+                None,
+                &mut |b| {
+                    let keys = b.column_by_name(&spec.key).expect("projected");
+                    wanted.extend(
+                        m.rows(keys.as_ref())
+                            .map_err(|e| snapshot_err(&file.location, &spec.key, e))?,
+                    );
+                    Ok(())
+                },
+            )?;
+            if !wanted.contains(&true) {
+                continue;
+            }
+            let select = parquet::arrow::arrow_reader::RowSelection::from_filters(&[
+                arrow_array::BooleanArray::from(wanted),
+            ]);
+            pq.read_row_group(&meta, rg, Some(names), 64 * 1024, Some(select), each)?;
+        }
+        Ok(())
     })
 }
 
@@ -205,11 +238,12 @@ fn read_parts(
     spec: &ConsentTableSpec,
     values: Option<&ConsentValues>,
     read: ReadOptions,
+    only: Option<&KeySet>,
 ) -> Result<(Vec<Part>, KeyKind)> {
     let results: Vec<Result<(Part, KeyKind)>> = files
         .par_iter()
         .map(|f| {
-            crate::guard::catch(|| read_part(f, spec, values, read)).unwrap_or_else(|panic| {
+            crate::guard::catch(|| read_part(f, spec, values, read, only)).unwrap_or_else(|panic| {
                 Err(Error::read(
                     f.location.clone(),
                     None,
@@ -365,7 +399,7 @@ pub fn load_consent_table(
         Error::Usage(m) => Error::Usage(format!("--consent-table: {m}")),
         other => other,
     })?;
-    let (parts, kind) = read_parts(&files, spec, consent_values, read)?;
+    let (parts, kind) = read_parts(&files, spec, consent_values, read, only)?;
     let sha256 = source_sha256(path, &files)?;
     index(parts, kind, path, files.len(), sha256, spec, only)
 }
@@ -484,9 +518,16 @@ mod tests {
             ),
         ])
         .unwrap();
-        let mut w =
-            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
-                .unwrap();
+        // A row group a row: a member's rows in several, some holding no member asked for.
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1))
+            .build();
+        let mut w = ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            Some(props),
+        )
+        .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         Location::local(path)
