@@ -945,8 +945,16 @@ fn a_flipped_decision_splices_the_pages_around_it() {
         world.write(dir.path());
         let out = dir.path().join(format!("out-{night}"));
         let fresh = dir.path().join(format!("fresh-{night}"));
-        let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
+        let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev), "--threads", "2"]);
         assert_eq!(code, 0, "{err}");
+        // The same PREV_OUT gives the same bytes whatever the thread count.
+        let one = dir.path().join(format!("one-thread-{night}"));
+        let (code, err) = filter(dir.path(), &one, &["--reuse", p(&prev), "--threads", "1"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            outputs(&one) == outputs(&out),
+            "night {night}: --threads 1 and 2 differ"
+        );
         assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
         let r = &summary(&out)["reuse"];
         assert_eq!(r["row_groups_spliced"], 1, "night {night}: {r}");
