@@ -287,12 +287,24 @@ fn splice_columns(
                 .set_column_dictionary_enabled(descr.column(leaf).path().clone(), false)
                 .build(),
         );
+        // PREV_OUT's chunk walked and checked as any chunk read or copied is; one whose pages
+        // are not as its footer and index say is not spliced.
+        let mask = parquet::arrow::ProjectionMask::leaves(descr, [leaf]);
+        let walked = match t
+            .previous
+            .data
+            .check_columns(&t.previous.meta, t.at, Some(&mask))
+        {
+            Ok(w) if w.corrected.is_none() && w.chunks[leaf].exact() => w,
+            _ => continue,
+        };
         if let Ok(Some(s)) = super::splice::splice_column(
             source,
             &readers.pq,
             rg,
             leaf,
             &prev,
+            &walked.chunks[leaf],
             keep,
             &t.flips,
             removed,

@@ -38,6 +38,7 @@ use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
 
 use super::raw_leaf::RawChunk;
+use crate::io::pages::{ChunkPages, Page, PageKind};
 use crate::io::parquet::FileSource;
 
 /// PREV_OUT's output row group of one input row group.
@@ -120,7 +121,9 @@ struct PageEntry {
 
 /// Splice column `leaf` of input row group `rg` (`keep`: today's kept rows; `flips`: the rows
 /// whose decision differs from PREV_OUT's, ascending; `removed`: whether any of them left).
-/// `None` when no page of PREV_OUT's chunk can be copied (the caller encodes it afresh).
+/// `walked`: PREV_OUT's chunk of it, its pages walked and checked against its offset index
+/// (`ParquetFile::check_columns`, as any chunk read or copied is). `None` when no page of it
+/// can be copied (the caller encodes it afresh).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn splice_column(
     input: &FileSource,
@@ -128,6 +131,7 @@ pub(super) fn splice_column(
     rg: usize,
     leaf: usize,
     prev: &PrevGroup<'_>,
+    walked: &ChunkPages,
     keep: &BooleanBuffer,
     flips: &[u32],
     removed: bool,
@@ -159,15 +163,23 @@ pub(super) fn splice_column(
             pchunk.num_values()
         )));
     }
-    // Each page: its input rows' range in PREV_OUT's rows, checked before anything is read.
+    // The walk found the index's pages where it says, with these sizes.
+    let data_pages: Vec<&Page> = walked
+        .pages
+        .iter()
+        .filter(|p| matches!(p.kind, PageKind::Data | PageKind::DataV2))
+        .collect();
+    if data_pages.len() != locs.len() {
+        return Err(bad("its offset index does not describe its pages".into()));
+    }
+    // Each page: its rows' range in PREV_OUT's rows, checked before anything is read.
     let mut spans = Vec::with_capacity(locs.len());
     for (i, l) in locs.iter().enumerate() {
         let a = l.first_row_index;
         let b = locs.get(i + 1).map_or(total as i64, |n| n.first_row_index);
-        let within = l.offset >= start && l.offset + l.compressed_page_size as i64 <= start + len;
-        if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total || !within {
+        if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total {
             return Err(bad(format!(
-                "its offset index does not describe it (page {i})"
+                "its offset index does not describe its rows (page {i})"
             )));
         }
         spans.push((a as usize, b as usize));
@@ -223,13 +235,16 @@ pub(super) fn splice_column(
     let mut uncompressed = 0i64;
     let first_data = at(locs[0].offset);
     if pchunk.dictionary_page_offset().is_some() {
-        let dict = &prev_bytes[..first_data];
-        let u = page_sizes(dict).map_err(|m| bad(format!("its dictionary page: {m}")))?;
-        if u.0 + u.1 != dict.len() {
-            return Err(bad("its dictionary page is not where its index says".into()));
-        }
-        uncompressed += u.2;
-        out.extend_from_slice(dict);
+        // The chunk's first page, up to its first data page.
+        let dict = walked
+            .pages
+            .first()
+            .filter(|p| p.kind == PageKind::Dictionary)
+            .filter(|p| at(p.offset as i64) == 0)
+            .filter(|p| (p.header_len + p.compressed) as usize == first_data)
+            .ok_or_else(|| bad("its dictionary page is not its first".into()))?;
+        uncompressed += (dict.header_len + dict.uncompressed) as i64;
+        out.extend_from_slice(&prev_bytes[..first_data]);
     }
     let data_start = out.len();
     let mut entries: Vec<PageEntry> = Vec::new();
@@ -240,11 +255,7 @@ pub(super) fn splice_column(
                 let l = &locs[*i];
                 let page =
                     &prev_bytes[at(l.offset)..at(l.offset) + l.compressed_page_size as usize];
-                let u = page_sizes(page).map_err(|m| bad(format!("page {i}: {m}")))?;
-                if u.0 + u.1 != page.len() {
-                    return Err(bad(format!("page {i} is not the size its index says")));
-                }
-                uncompressed += u.2;
+                uncompressed += (data_pages[*i].header_len + data_pages[*i].uncompressed) as i64;
                 let (a, b) = spans[*i];
                 entries.push(PageEntry {
                     offset: out.len() as i64,
@@ -329,25 +340,6 @@ pub(super) fn splice_column(
         },
         pages_copied,
     }))
-}
-
-/// A page's header length, compressed and (with its header) uncompressed size.
-fn page_sizes(page: &[u8]) -> Result<(usize, usize, i64), String> {
-    let (header, header_len) =
-        crate::io::thrift::read_struct(page).map_err(|e| format!("its header: {e:?}"))?;
-    let size = |id| {
-        header
-            .field(id)
-            .and_then(|n| n.int())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| format!("its header has no size {id}"))
-    };
-    let (uncompressed, compressed) = (size(2)?, size(3)?);
-    Ok((
-        header_len,
-        compressed as usize,
-        header_len as i64 + uncompressed,
-    ))
 }
 
 /// Where a spliced column's new pages take their values from.
