@@ -345,40 +345,11 @@ fn exists(loc: &Location) -> Result<bool> {
 }
 
 /// The key hashes of the changed members, asked about for every row of every input whose
-/// outputs PREV_OUT holds: most answers are "no", found in a bitmap of their low 16 bits
-/// without hashing the hash again (a SipHash set cost a twentieth of a nightly run).
-struct ChangedSet {
-    sorted: Vec<u64>,
-    low_bits: Vec<u64>,
-}
+/// outputs PREV_OUT holds; hashes already, so they are their own slots.
+type ChangedSet = crate::join::SparseSet<u64>;
 
-impl ChangedSet {
-    fn new(mut hashes: Vec<u64>) -> ChangedSet {
-        hashes.sort_unstable();
-        hashes.dedup();
-        let mut low_bits = vec![0u64; 1 << 10];
-        for h in &hashes {
-            let b = (*h & 0xFFFF) as usize;
-            low_bits[b >> 6] |= 1 << (b & 63);
-        }
-        ChangedSet {
-            sorted: hashes,
-            low_bits,
-        }
-    }
-
-    fn contains(&self, h: u64) -> bool {
-        let b = (h & 0xFFFF) as usize;
-        self.low_bits[b >> 6] & (1 << (b & 63)) != 0 && self.sorted.binary_search(&h).is_ok()
-    }
-
-    fn len(&self) -> usize {
-        self.sorted.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.sorted.is_empty()
-    }
+fn changed_set(hashes: Vec<u64>) -> ChangedSet {
+    ChangedSet::new(hashes, |h| h)
 }
 
 /// Look at `prev` for a run with `header` (`rules`: the policy's rule count; `digests`: this
@@ -447,13 +418,13 @@ pub fn load(
             from: keys_at,
             record,
         });
-        (ChangedSet::new(Vec::new()), copy)
+        (changed_set(Vec::new()), copy)
     } else {
         let (Some(record), Some(digests)) = (&state.keys, digests) else {
             return unusable(format!("{files_at} records no member digests"));
         };
         match changed_keys(&keys_at, record, digests()?, read)? {
-            Ok(c) => (ChangedSet::new(c), None),
+            Ok(c) => (changed_set(c), None),
             Err(m) => return unusable(m),
         }
     };
@@ -751,7 +722,7 @@ fn remove(loc: &Location) {
 
 #[cfg(test)]
 mod tests {
-    use super::ChangedSet;
+    use super::changed_set;
 
     #[test]
     fn the_changed_set_finds_exactly_its_hashes() {
@@ -765,12 +736,12 @@ mod tests {
         let hashes: Vec<u64> = (0..2000).map(|_| next()).collect();
         // Hashes sharing their low 16 bits with a member, and not members.
         let near: Vec<u64> = hashes.iter().map(|h| h ^ (1 << 40)).collect();
-        let set = ChangedSet::new(hashes.iter().chain(&hashes[..10]).copied().collect());
+        let set = changed_set(hashes.iter().chain(&hashes[..10]).copied().collect());
         assert_eq!(set.len(), 2000);
         assert!(hashes.iter().all(|h| set.contains(*h)));
         assert!(!near.iter().any(|h| set.contains(*h)));
         assert!((0..10_000).all(|_| !set.contains(next())));
-        let empty = ChangedSet::new(Vec::new());
+        let empty = changed_set(Vec::new());
         assert!(empty.is_empty() && !empty.contains(0));
     }
 }

@@ -85,7 +85,7 @@ impl KeySet {
     /// Whether each row of a key column holds one of these keys (null: no).
     pub(super) fn matcher(&self) -> KeyMatcher<'_> {
         KeyMatcher {
-            ints: IntFilter::new(&self.ints),
+            ints: int_set(&self.ints),
             bytes: &self.bytes,
         }
     }
@@ -93,7 +93,7 @@ impl KeySet {
 
 /// [`KeySet::matcher`].
 pub(super) struct KeyMatcher<'a> {
-    ints: IntFilter,
+    ints: SparseSet<i128>,
     bytes: &'a HashSet<Box<[u8]>>,
 }
 
@@ -112,37 +112,57 @@ impl KeyMatcher<'_> {
     }
 }
 
-/// A set of integer keys asked about once per snapshot row (a million times, mostly "no"): a
-/// bitmap of a mix of each key, 32 bits per key, answers most of them at once; the rest are
-/// found in the sorted keys. A SipHash set took a sixth of a run that indexes a few members.
-struct IntFilter {
-    sorted: Vec<i128>,
+/// A set of values asked about far more often than it holds them, mostly to be told "no" (the
+/// keys of a few members, once per snapshot row; the changed members' hashes, once per corpus
+/// row): a bitmap of `slot(value)`, 32 bits per value and at least 64 Kibit, answers most
+/// questions at once, and the rest are found in the sorted values. A SipHash set took a sixth
+/// of such runs.
+pub(crate) struct SparseSet<T> {
+    sorted: Vec<T>,
     bits: Vec<u64>,
     mask: u64,
+    slot: fn(T) -> u64,
 }
 
-impl IntFilter {
-    fn new(keys: &HashSet<i128>) -> IntFilter {
-        let mut sorted: Vec<i128> = keys.iter().copied().collect();
-        sorted.sort_unstable();
-        let nbits = (sorted.len() * 32).next_power_of_two().max(1 << 16) as u64;
+impl<T: Ord + Copy> SparseSet<T> {
+    /// `slot` must spread the values over its bits (a hash, or the value if it is one).
+    pub(crate) fn new(mut values: Vec<T>, slot: fn(T) -> u64) -> SparseSet<T> {
+        values.sort_unstable();
+        values.dedup();
+        let nbits = (values.len() * 32).next_power_of_two().max(1 << 16) as u64;
         let mut bits = vec![0u64; (nbits / 64) as usize];
         let mask = nbits - 1;
-        for k in &sorted {
-            let b = Self::slot(*k) & mask;
+        for v in &values {
+            let b = slot(*v) & mask;
             bits[(b >> 6) as usize] |= 1 << (b & 63);
         }
-        IntFilter { sorted, bits, mask }
+        SparseSet {
+            sorted: values,
+            bits,
+            mask,
+            slot,
+        }
     }
 
-    fn slot(k: i128) -> u64 {
+    pub(crate) fn contains(&self, v: T) -> bool {
+        let b = (self.slot)(v) & self.mask;
+        self.bits[(b >> 6) as usize] & (1 << (b & 63)) != 0 && self.sorted.binary_search(&v).is_ok()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+}
+
+/// Integer keys as a [`SparseSet`], slotted by their key hash.
+fn int_set(keys: &HashSet<i128>) -> SparseSet<i128> {
+    SparseSet::new(keys.iter().copied().collect(), |k| {
         super::digest::key_hash(KeyRef::Int(k))
-    }
-
-    fn contains(&self, k: i128) -> bool {
-        let b = Self::slot(k) & self.mask;
-        self.bits[(b >> 6) as usize] & (1 << (b & 63)) != 0 && self.sorted.binary_search(&k).is_ok()
-    }
+    })
 }
 
 /// Call `f(row, key)` for every row of a key column (`None` for null).
@@ -412,7 +432,7 @@ impl KeyBuf {
         // entries are equal and any sort gives the one order.
         match self {
             KeyBuf::Int { vals, valid } => {
-                let only = only.map(|o| IntFilter::new(&o.ints));
+                let only = only.map(|o| int_set(&o.ints));
                 let picked: Vec<usize> = (0..vals.len())
                     .filter(|i| valid[*i] && only.as_ref().is_none_or(|o| o.contains(vals[*i])))
                     .collect();
@@ -648,13 +668,13 @@ mod tests {
     }
 
     #[test]
-    fn the_int_filter_answers_as_its_set() {
+    fn the_int_set_answers_as_its_set() {
         let set: HashSet<i128> = (0..5000i128).map(|i| i * 37 - 20_000).collect();
-        let f = IntFilter::new(&set);
+        let f = int_set(&set);
         for k in -30_000i128..200_000 {
             assert_eq!(f.contains(k), set.contains(&k), "{k}");
         }
-        assert!(!IntFilter::new(&HashSet::new()).contains(0));
+        assert!(!int_set(&HashSet::new()).contains(0));
     }
 
     use arrow_array::builder::StringDictionaryBuilder;
