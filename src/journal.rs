@@ -67,8 +67,29 @@ pub struct Entry {
     pub input: Identity,
     pub data: Written,
     pub excluded: Written,
+    /// Each row's decision (runs that join anything: see `engine::decisions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<Written>,
     pub stats: FileStats,
     pub counts: Counts,
+}
+
+/// The folder under an output of each input's recorded decisions.
+pub const DECISIONS_DIR: &str = "_state/decisions";
+
+impl Entry {
+    /// Each output of the input, by the folder under OUT it is in (as `rel` there).
+    pub fn outputs(&self) -> Vec<(&'static str, &Written)> {
+        let mut v = vec![("data", &self.data), ("excluded", &self.excluded)];
+        v.extend(self.decisions.as_ref().map(|d| (DECISIONS_DIR, d)));
+        v
+    }
+
+    pub fn outputs_mut(&mut self) -> Vec<(&'static str, &mut Written)> {
+        let mut v = vec![("data", &mut self.data), ("excluded", &mut self.excluded)];
+        v.extend(self.decisions.as_mut().map(|d| (DECISIONS_DIR, d)));
+        v
+    }
 }
 
 /// The journal being appended to by this run.
@@ -321,8 +342,9 @@ pub fn still_valid(e: &Entry, dir: &Location, input: &Location) -> bool {
         _ => matches!(sha256_of(&loc), Ok((size, sha)) if size == w.size && sha == w.sha256),
     };
     matches!(Identity::of(input), Ok(id) if id == e.input)
-        && check(dir.join("data").join(&e.rel), &e.data)
-        && check(dir.join("excluded").join(&e.rel), &e.excluded)
+        && e.outputs()
+            .into_iter()
+            .all(|(sub, w)| check(dir.join(sub).join(&e.rel), w))
 }
 
 #[cfg(test)]
@@ -346,6 +368,7 @@ mod tests {
                 sha256: "cd".into(),
                 etag: None,
             },
+            decisions: None,
             stats: FileStats {
                 rel: rel.into(),
                 rows: 3,

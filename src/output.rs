@@ -631,13 +631,14 @@ impl Drop for OutputTxn {
     }
 }
 
-/// Remove every file under `dir/data` and `dir/excluded` whose relative name is not in `keep`.
+/// Remove every file under `dir/data`, `dir/excluded` and the recorded decisions whose
+/// relative name is not in `keep`.
 pub fn prune(dir: &Location, keep: &std::collections::HashSet<&str>) -> Result<()> {
     // An object-store OUT is pruned at commit (everything this run did not write goes).
     let Some(dir) = dir.local_path() else {
         return Ok(());
     };
-    for sub in ["data", "excluded"] {
+    for sub in ["data", "excluded", crate::journal::DECISIONS_DIR] {
         let root = dir.join(sub);
         if !root.is_dir() {
             continue;

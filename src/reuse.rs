@@ -5,10 +5,12 @@
 //! so no reader of `data/` takes it for data):
 //! - `files.json`: the job's [`Header`] (format, version, policy hash, join hashes, output
 //!   options), what summary.json says of each joined source, and one journal [`Entry`] per
-//!   completed input: its identity, its two outputs' sizes and SHA-256, its counts and the rows
+//!   completed input: its identity, its outputs' sizes and SHA-256, its counts and the rows
 //!   kept of each row group;
 //! - `keys.parquet`, when the run joined a snapshot or lists: `(key_hash, digest)` of every
-//!   member, sorted by hash (see [`crate::join::digest`]), its size and SHA-256 in `files.json`.
+//!   member, sorted by hash (see [`crate::join::digest`]), its size and SHA-256 in `files.json`;
+//! - `decisions/<rel>`, when the run joined anything: each row's decision (rule, region,
+//!   matched or not; see `engine::decisions`), about a byte per row, recorded in the entry.
 //!
 //! A file's outputs are reused only when all of this holds, else it is processed afresh:
 //! PREV_OUT has `_SUCCESS` and a `_state/` this version reads; the policy, output options and
@@ -23,12 +25,13 @@
 //! `filter` takes every output from PREV_OUT without loading the snapshot or a list at all: their
 //! hashes and PREV_OUT's record of them are all the summary needs.
 //!
-//! Below the file: in an input that holds a changed key, each row group holding none takes its
-//! data row group from PREV_OUT's data file byte for byte ([`PreviousRowGroups`]: located by the
-//! recorded kept counts, and taken only when today's count agrees). A row group holding one is
-//! decided again and compared with PREV_OUT's keep mask (from its manifest, read only when its
-//! size and SHA-256 are as recorded): taken whole when no decision flipped, else spliced page
-//! by page (`engine::splice`).
+//! Below the file: in an input that holds a changed key, only the rows of changed members are
+//! decided again; every other row's decision is PREV_OUT's record (read only when its size and
+//! SHA-256 are as recorded; else the row group is decided in full). A row group whose decisions
+//! are all as recorded takes its data and manifest row groups from PREV_OUT byte for byte
+//! ([`PreviousRowGroups`]); when that holds for every row group, the file's outputs are
+//! PREV_OUT's own files, taken whole. A row group where a decision flipped is spliced page by
+//! page (`engine::splice`).
 //!
 //! The previous output is only read. Reused outputs are hard links where PREV_OUT and OUT share
 //! a filesystem, server-side copies within one object store (no copy at all when OUT is PREV_OUT
@@ -55,7 +58,8 @@ pub const STATE_DIR: &str = "_state";
 const FILES: &str = "files.json";
 const KEYS: &str = "keys.parquet";
 // 2: entries record the row groups passed through (read back by `--reuse`).
-const FORMAT: u32 = 2;
+// 3: entries of runs that join anything record each row's decision.
+const FORMAT: u32 = 3;
 
 /// `_state/files.json`; a shard's travels in its marker to `commit`, which merges them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,7 +144,7 @@ pub fn write_state(
                         sha256: c.record.sha256.clone(),
                         etag: None,
                     };
-                    adopt_file(&c.from, &at, &w)?.map(|_| c.record.clone())
+                    crate::io::adopt(&c.from, &at, &w)?.map(|_| c.record.clone())
                 }
                 None => None,
             };
@@ -193,11 +197,25 @@ impl StateFile {
     }
 
     /// The outputs of `rel` are now `data` and `excluded` (a promoted object has a new ETag).
-    pub fn promoted(&mut self, rel: &str, data: &Written, excluded: &Written) {
+    pub fn promoted(
+        &mut self,
+        rel: &str,
+        data: &Written,
+        excluded: &Written,
+        decisions: Option<&Written>,
+    ) {
         for e in self.entries.iter_mut().filter(|e| e.rel == rel) {
             e.data = data.clone();
             e.excluded = excluded.clone();
+            e.decisions = decisions.cloned();
         }
+    }
+
+    /// Whether the run recorded the decisions of `rel`'s rows.
+    pub fn records_decisions(&self, rel: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.rel == rel && e.decisions.is_some())
     }
 }
 
@@ -235,7 +253,7 @@ pub fn commit_shards(
         let at = state.join(KEYS);
         // A commit run again finds it in place already.
         let in_place = matches!(crate::io::sha256_of(&at), Ok((size, sha)) if size == w.size && sha == w.sha256);
-        if !in_place && adopt_file(keys, &at, &w)?.is_none() {
+        if !in_place && crate::io::adopt(keys, &at, &w)?.is_none() {
             return Err(Error::Usage(format!(
                 "{keys}: not the member digests the shards recorded; run any shard again (after removing its marker) and commit"
             )));
@@ -561,38 +579,67 @@ impl Previous {
             return Reusable::Nothing;
         };
         let pq = input.parquet_meta().clone();
-        let mut touched = vec![false; input.num_row_groups()];
-        for (rg, t) in touched.iter_mut().enumerate() {
+        // The rows of changed members, per row group.
+        let mut changed: Vec<Vec<u32>> = vec![Vec::new(); input.num_row_groups()];
+        for (rg, rows) in changed.iter_mut().enumerate() {
+            let mut first = 0u32;
+            let mut unreadable = false;
             let read = input.read_row_group(&pq, rg, Some(&[column]), 1 << 16, None, &mut |b| {
-                if !*t && b.num_columns() == 1 {
-                    let r = digest::for_each_key_hash(b.column(0).as_ref(), &mut |h| {
-                        *t |= self.changed.contains(h)
-                    });
-                    if r.is_err() {
-                        *t = true;
-                    }
+                if b.num_columns() != 1 {
+                    unreadable = true;
+                    return Ok(());
                 }
+                let r = digest::for_each_key_hash(b.column(0).as_ref(), &mut |i, h| {
+                    if self.changed.contains(h) {
+                        rows.push(first + i as u32);
+                    }
+                });
+                unreadable |= r.is_err();
+                first += b.num_rows() as u32;
                 Ok(())
             });
             // A file whose ids cannot be read is processed afresh (which reports why).
-            if read.is_err() {
+            if read.is_err() || unreadable {
                 return Reusable::Nothing;
             }
         }
-        if !touched.contains(&true) {
+        if changed.iter().all(Vec::is_empty) {
             return Reusable::Whole(e);
         }
-        self.row_groups(e, &touched)
+        self.row_groups(e, input, changed)
             .map_or(Reusable::Nothing, |p| Reusable::RowGroups(Arc::new(p)))
     }
 
-    /// PREV_OUT's data file of `e`, for the row groups not `touched`; `None` when it is not as
-    /// recorded (then every row group is encoded afresh).
-    fn row_groups(&self, e: &Entry, touched: &[bool]) -> Option<PreviousRowGroups> {
+    /// PREV_OUT's outputs of `e`, for an input some of whose row groups hold `changed` rows;
+    /// `None` when its data file is not as recorded (then every row group is encoded afresh).
+    fn row_groups(
+        &self,
+        e: &Entry,
+        input: &crate::io::ParquetFile,
+        changed: Vec<Vec<u32>>,
+    ) -> Option<PreviousRowGroups> {
         let kept = &e.stats.kept_per_row_group;
-        if kept.len() != touched.len() {
+        if kept.len() != changed.len() {
             return None;
         }
+        let touched: Vec<bool> = changed.iter().map(|c| !c.is_empty()).collect();
+        let rows: Vec<u64> = (0..changed.len())
+            .map(|rg| input.parquet_meta().row_group(rg).num_rows().max(0) as u64)
+            .collect();
+        // Where PREV_OUT's manifest and decisions hold each row group's rows: they skip the
+        // row groups with none excluded, and with no rows.
+        let index_of = |has: &dyn Fn(usize) -> bool| -> Vec<Option<usize>> {
+            let mut next = 0;
+            (0..rows.len())
+                .map(|rg| {
+                    let here = has(rg).then_some(next);
+                    next += has(rg) as usize;
+                    here
+                })
+                .collect()
+        };
+        let manifest_row_group = index_of(&|rg| kept[rg] < rows[rg]);
+        let decisions_row_group = index_of(&|rg| rows[rg] > 0);
         let at = self.from.join("data").join(&e.rel);
         let data = crate::io::open_parquet(&at, self.read).ok()?;
         if data.identity.size != e.data.size
@@ -605,7 +652,7 @@ impl Previous {
         let mut next = 0;
         let (out_row_group, touched_row_group) = kept
             .iter()
-            .zip(touched)
+            .zip(&touched)
             .map(|(k, t)| {
                 let here = (*k > 0).then_some(next);
                 next += (*k > 0) as usize;
@@ -624,6 +671,23 @@ impl Previous {
                 e.excluded.clone(),
                 self.read,
             ),
+            manifest_row_group,
+            decisions: e.decisions.as_ref().map(|w| {
+                crate::engine::PreviousDecisions::new(
+                    self.from.join(crate::journal::DECISIONS_DIR).join(&e.rel),
+                    w.clone(),
+                    self.read,
+                )
+            }),
+            decisions_row_group,
+            kept: kept.clone(),
+            changed_rows: changed,
+            outputs: e
+                .outputs()
+                .into_iter()
+                .map(|(sub, w)| (sub, self.from.join(sub).join(&e.rel), w.clone()))
+                .collect(),
+            rel: e.rel.clone(),
         })
     }
 
@@ -631,88 +695,16 @@ impl Previous {
     /// (an object copy has a new ETag), or `None` when they are not as recorded.
     pub fn adopt(&self, e: &Entry, out: &Location) -> Result<Option<Entry>> {
         let mut now = e.clone();
-        for (sub, w) in [("data", &mut now.data), ("excluded", &mut now.excluded)] {
+        for (sub, w) in now.outputs_mut() {
             let from = self.from.join(sub).join(&e.rel);
             let to = out.join(sub).join(&e.rel);
-            match adopt_file(&from, &to, w)? {
+            match crate::io::adopt(&from, &to, w)? {
                 Some(written) => *w = written,
                 None => return Ok(None),
             }
         }
         Ok(Some(now))
     }
-}
-
-/// One output file from PREV_OUT into OUT: the new `Written`, or `None` when the previous file
-/// is not as recorded (then the input is processed afresh).
-fn adopt_file(from: &Location, to: &Location, w: &Written) -> Result<Option<Written>> {
-    match (from, to) {
-        (Location::Local(f), Location::Local(t)) => {
-            match std::fs::metadata(f) {
-                Ok(m) if m.len() == w.size => {}
-                _ => return Ok(None),
-            }
-            if let Some(parent) = t.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::io("creating", Location::local(parent), e))?;
-            }
-            let _ = std::fs::remove_file(t);
-            if std::fs::hard_link(f, t).is_ok() {
-                return Ok(Some(w.clone()));
-            }
-        }
-        (Location::Object(f), Location::Object(t)) if f.same_store(t) => {
-            let info = if f == t {
-                object::head(f)
-            } else {
-                object::copy(f, t)
-            };
-            return match info {
-                Ok(i) if i.size == w.size => {
-                    let written = Written {
-                        size: i.size,
-                        sha256: w.sha256.clone(),
-                        etag: i.e_tag,
-                    };
-                    crate::io::written_object_reused(t, written.clone());
-                    Ok(Some(written))
-                }
-                Ok(_) => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::io("copying", from.clone(), e)),
-            };
-        }
-        _ => {}
-    }
-    copy_checked(from, to, w)
-}
-
-/// A copy through [`OutputFile`], kept only if it hashes as recorded.
-fn copy_checked(from: &Location, to: &Location, w: &Written) -> Result<Option<Written>> {
-    use std::io::Write;
-    let mut out = OutputFile::create(to)?;
-    let mut failed: Option<std::io::Error> = None;
-    let read = crate::io::read_chunks(from, |b| {
-        if failed.is_none() {
-            if let Err(e) = out.write_all(b) {
-                failed = Some(e);
-            }
-        }
-    });
-    match read {
-        Ok(_) => {}
-        Err(_) => return Ok(None),
-    }
-    if let Some(e) = failed {
-        return Err(Error::io("writing", to.clone(), e));
-    }
-    let written = out.finish()?;
-    if written.size != w.size || written.sha256 != w.sha256 {
-        // Not what PREV_OUT recorded: this copy must not stand as a reused output.
-        remove(to);
-        return Ok(None);
-    }
-    Ok(Some(written))
 }
 
 /// Remove a file of this run's, if there (an object leaves what `_SUCCESS` will list too).

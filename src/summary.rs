@@ -150,6 +150,9 @@ pub struct FileStats {
     pub row_groups_spliced: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pages_from_previous: u64,
+    /// Rows whose decision was PREV_OUT's record, not decided again (`--reuse`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decisions_reused: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -191,6 +194,10 @@ pub struct ReuseRecord {
     pub row_groups_spliced: u64,
     #[serde(default)]
     pub pages_reused: u64,
+    /// Of the rows of the row groups recomputed, those whose decision was PREV_OUT's record
+    /// (only the rows of changed members are decided again).
+    #[serde(default)]
+    pub decisions_reused: u64,
     /// Members whose snapshot row or list membership changed since PREV_OUT (`None` when
     /// PREV_OUT could not be used).
     pub changed_keys: Option<u64>,

@@ -1,5 +1,5 @@
-"""Whether a --reuse output holds what a fresh run's holds: the same files; manifests byte for
-byte; data files byte for byte or, where --reuse spliced PREV_OUT's pages (other page
+"""Whether a --reuse output holds what a fresh run's holds: the same files; manifests and the
+recorded decisions (_state/decisions/) byte for byte; data files byte for byte or, where --reuse spliced PREV_OUT's pages (other page
 boundaries, so other bytes), the same rows, values, order, schema, metadata and row groups.
 
     python same_output.py REUSED FRESH     # exit 0 and a one-line summary, or exit 1 and why
@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 
 def main(reused, fresh):
     identical = spliced = 0
-    for sub in ("data", "excluded"):
+    for sub in ("data", "excluded", "_state/decisions"):
+        if sub.startswith("_state") and not any(os.path.isdir(os.path.join(d, sub)) for d in (reused, fresh)):
+            continue
         a, b = (sorted(os.listdir(os.path.join(d, sub))) for d in (reused, fresh))
         if a != b:
             return f"{sub}/ holds other files: {sorted(set(a) ^ set(b))}"

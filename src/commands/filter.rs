@@ -228,8 +228,9 @@ fn resume_state(
     if let Location::Object(o) = txn.dir() {
         // Reused outputs are this run's: listed in _SUCCESS, spared by the sweep at commit.
         for e in &keep {
-            crate::io::written_object_reused(&o.join("data").join(&e.rel), e.data.clone());
-            crate::io::written_object_reused(&o.join("excluded").join(&e.rel), e.excluded.clone());
+            for (sub, w) in e.outputs() {
+                crate::io::written_object_reused(&o.join(sub).join(&e.rel), w.clone());
+            }
         }
     }
     // Whatever the earlier run left that is not reused (an input since removed, a file the
@@ -317,7 +318,6 @@ fn run_with(
         &mut skipped,
         narrow.as_ref().map(|n| &n.keys),
     )?;
-
     let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
     // A snapshot loaded for some members only is described by PREV_OUT's record of it.
@@ -397,7 +397,12 @@ fn run_with(
         (Some(p), Some(t), Some(j)) => reuse_previous(p, plan, &pool, t, j, &mut jobs, &resumed)?,
         _ => (resumed.clone(), None),
     };
-
+    // Each row's decision, for a later --reuse to decide again only changed members' rows: a
+    // run that joins nothing has none, and a laid-out output keeps no per-input state.
+    let record = writes && join.is_some() && plan.layout.is_none();
+    for j in jobs.iter_mut() {
+        j.record_decisions = record;
+    }
     // The member digests and keys.parquet need only the join: they are made while the engine
     // runs (on the preparing pool, idle by then), not after the last input.
     let early = digests.is_some() && keys_copy.is_none() && !narrowed;
@@ -472,6 +477,7 @@ fn run_with(
         r.row_groups_recomputed -= copied;
         r.row_groups_spliced += now().map(|s| s.row_groups_spliced).sum::<u64>();
         r.pages_reused += now().map(|s| s.pages_from_previous).sum::<u64>();
+        r.decisions_reused += now().map(|s| s.decisions_reused).sum::<u64>();
     }
     let (files, counts, excluded) =
         collect_outcomes(policy, outcomes, &jobs, &job_index, &mut skipped)?;
@@ -744,6 +750,7 @@ fn reuse_unchanged(
             fallback: None,
             row_groups_spliced: 0,
             pages_reused: 0,
+            decisions_reused: 0,
         }),
     };
     // The copy of PREV_OUT's digests is checked as it is taken; these are never computed.
@@ -805,6 +812,7 @@ fn reuse_previous(
                 fallback: Some(why),
                 row_groups_spliced: 0,
                 pages_reused: 0,
+                decisions_reused: 0,
             };
             return Ok((resumed.clone(), Some(record)));
         }
@@ -854,6 +862,7 @@ fn reuse_previous(
         fallback: None,
         row_groups_spliced: 0,
         pages_reused: 0,
+        decisions_reused: 0,
     };
     Ok((done, Some(record)))
 }

@@ -33,6 +33,7 @@ use crate::commands::filter;
 use crate::error::{Error, ExitStatus, Result};
 use crate::io::object;
 use crate::io::{self, sha256_of, Identity, InputFile, Location, ReadOptions, Written};
+use crate::journal::DECISIONS_DIR;
 use crate::plan::{read_key, CompressionChoice, FilterPlan, JoinSources};
 use crate::policy::Policy;
 use crate::reuse::StateFile;
@@ -134,6 +135,18 @@ pub struct MarkerFile {
     pub rel: String,
     pub data: Written,
     pub excluded: Written,
+    /// Its rows' decisions, when the job joins anything (see `engine::decisions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<Written>,
+}
+
+impl MarkerFile {
+    /// Each output, by the folder under OUT it is in.
+    fn outputs(&self) -> Vec<(&'static str, &Written)> {
+        let mut v = vec![("data", &self.data), ("excluded", &self.excluded)];
+        v.extend(self.decisions.as_ref().map(|d| (DECISIONS_DIR, d)));
+        v
+    }
 }
 
 /// `_shards/shard-NNNNN.json`: a done shard.
@@ -454,7 +467,7 @@ fn marker_location(out: &Location, index: usize) -> Location {
 /// the store gave it, a file by its size and SHA-256.
 fn marker_valid(out: &Location, marker: &Marker) -> bool {
     marker.files.par_iter().all(|f| {
-        [("data", &f.data), ("excluded", &f.excluded)]
+        f.outputs()
             .iter()
             .all(|(kind, w)| match (out.join(kind).join(&f.rel), &w.etag) {
                 (Location::Object(o), Some(etag)) => object::head(&o)
@@ -652,28 +665,30 @@ pub fn run_shard(
     let summary = filter::run(&plan)?;
     let summary_file = summary.to_file(&plan.policy);
 
-    // Promote each file, then record the shard as done.
-    let mut listed = Vec::new();
-    for f in summary.files.iter() {
-        let mut written = Vec::new();
-        for kind in ["data", "excluded"] {
-            let from = attempt.join(kind).join(&f.rel);
-            let to = out.join(kind).join(&f.rel);
-            written.push(promote(&from, &to)?);
-        }
-        let excluded = written.pop().expect("two kinds");
-        let data = written.pop().expect("two kinds");
-        listed.push(MarkerFile {
-            rel: f.rel.clone(),
-            data,
-            excluded,
-        });
-    }
     // The shard's record for a later --reuse; its member digests are every shard's, so they
     // go to one place all shards share (the same bytes, so a race between two is harmless).
     let mut state = StateFile::read(&attempt)?;
+    // Promote each file, then record the shard as done.
+    let mut listed = Vec::new();
+    for f in summary.files.iter() {
+        let moved = |kind: &str| {
+            promote(
+                &attempt.join(kind).join(&f.rel),
+                &out.join(kind).join(&f.rel),
+            )
+        };
+        listed.push(MarkerFile {
+            rel: f.rel.clone(),
+            data: moved("data")?,
+            excluded: moved("excluded")?,
+            decisions: match state.records_decisions(&f.rel) {
+                true => Some(moved(DECISIONS_DIR)?),
+                false => None,
+            },
+        });
+    }
     for f in &listed {
-        state.promoted(&f.rel, &f.data, &f.excluded);
+        state.promoted(&f.rel, &f.data, &f.excluded, f.decisions.as_ref());
     }
     if let Some(keys) = state.keys_at(&attempt) {
         promote(&keys, &out.join(SHARD_KEYS))?;
@@ -823,8 +838,9 @@ fn commit_object(
     let mut listed: BTreeMap<String, Written> = BTreeMap::new();
     for m in markers.iter().flatten() {
         for f in &m.files {
-            listed.insert(format!("data/{}", f.rel), f.data.clone());
-            listed.insert(format!("excluded/{}", f.rel), f.excluded.clone());
+            for (kind, w) in f.outputs() {
+                listed.insert(format!("{kind}/{}", f.rel), w.clone());
+            }
         }
     }
     listed.extend(written);
@@ -985,6 +1001,7 @@ fn merge_reuse(summaries: &[&SummaryFile]) -> Option<crate::summary::ReuseRecord
         bytes_reused: sum(|r| r.bytes_reused),
         row_groups_spliced: sum(|r| r.row_groups_spliced),
         pages_reused: sum(|r| r.pages_reused),
+        decisions_reused: sum(|r| r.decisions_reused),
         changed_keys: records.iter().filter_map(|r| r.changed_keys).max(),
         fallback: records.iter().find_map(|r| r.fallback.clone()),
         ..first

@@ -20,6 +20,13 @@ pub(super) struct BatchCtx<'a> {
 }
 
 impl BatchCtx<'_> {
+    /// The rows with no snapshot member, when a snapshot is joined (only then may a row have
+    /// none).
+    pub(super) fn unmatched_rows(&self) -> Option<BooleanBuffer> {
+        let m = self.member.as_ref()?;
+        Some(BooleanBuffer::collect_bool(self.n, |i| m[i] == u32::MAX))
+    }
+
     pub(super) fn value(&self, name: &str) -> std::result::Result<ArrayRef, String> {
         if let Some((_, a)) = self.extras.iter().find(|(e, _)| *e == name) {
             return Ok(a.clone());

@@ -30,6 +30,15 @@ pub struct BatchDecision {
     pub region: Vec<Region>,
     /// Rows whose user id is null or absent from the consent snapshot.
     pub unmatched: u64,
+    /// Which rows those are (`None`: no snapshot joined, so none).
+    pub unmatched_rows: Option<BooleanBuffer>,
+}
+
+impl BatchDecision {
+    /// Whether row `i` is one of the `unmatched`.
+    pub fn is_unmatched(&self, i: usize) -> bool {
+        self.unmatched_rows.as_ref().is_some_and(|b| b.value(i))
+    }
 }
 
 enum PredKind {
@@ -92,10 +101,12 @@ impl FileDecider {
                 .zip(&ctx.consent)
                 .map(|(r, c)| t[r.index() * 3 + *c as usize])
                 .collect();
+            let unmatched_rows = ctx.unmatched_rows();
             return Ok(BatchDecision {
                 rule,
                 region: ctx.region,
                 unmatched: ctx.unmatched,
+                unmatched_rows,
             });
         }
         let mut rule = vec![RuleId::DEFAULT; n];
@@ -114,10 +125,12 @@ impl FileDecider {
                 break;
             }
         }
+        let unmatched_rows = ctx.unmatched_rows();
         Ok(BatchDecision {
             rule,
             region: ctx.region,
             unmatched: ctx.unmatched,
+            unmatched_rows,
         })
     }
 

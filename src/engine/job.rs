@@ -101,6 +101,9 @@ pub struct FileJob {
     pub(super) user_id: Option<String>,
     /// `--reuse`: the row groups whose kept rows PREV_OUT's data file holds already.
     pub previous: Option<Arc<PreviousRowGroups>>,
+    /// Record each row's decision in `OUT/_state/decisions/` (runs that join anything, for a
+    /// later `--reuse`).
+    pub record_decisions: bool,
 }
 
 /// `--reuse` below the file: an input that PREV_OUT processed, some of whose row groups hold a
@@ -122,6 +125,91 @@ pub struct PreviousRowGroups {
     pub passed_through: Vec<u64>,
     /// PREV_OUT's manifest of this input: which rows PREV_OUT kept.
     pub excluded: PreviousExcluded,
+    /// Per input row group: PREV_OUT's manifest row group of its excluded rows, when it
+    /// excluded any.
+    pub manifest_row_group: Vec<Option<usize>>,
+    /// PREV_OUT's record of each row's decision, when it has one, and per input row group that
+    /// holds rows (else `None`) the row group of it that holds them.
+    pub decisions: Option<super::decisions::PreviousDecisions>,
+    pub decisions_row_group: Vec<Option<usize>>,
+    /// Rows kept of each input row group, as PREV_OUT recorded them.
+    pub kept: Vec<u64>,
+    /// Per input row group, the rows (ascending) whose user is a changed member.
+    pub changed_rows: Vec<Vec<u32>>,
+    /// PREV_OUT's outputs of the input (data, manifest, decisions), as `_state/` recorded them:
+    /// `(folder, location, written)`.
+    pub outputs: Vec<(&'static str, Location, crate::io::Written)>,
+    /// The input's name under an output.
+    pub rel: String,
+}
+
+impl PreviousRowGroups {
+    /// Whether PREV_OUT's files of the input could be today's whole: it recorded all three.
+    pub(super) fn can_stand_whole(&self) -> bool {
+        self.decisions.is_some() && self.outputs.len() == 3
+    }
+
+    /// PREV_OUT's files put in `out` as today's, each under the folder and name it had; `None`
+    /// when one is not as recorded.
+    pub(super) fn take_whole(&self, out: &Location) -> Result<Option<super::sink::FileWritten>> {
+        let mut taken = Vec::with_capacity(self.outputs.len());
+        for (sub, from, w) in &self.outputs {
+            let rel = self.rel.as_str();
+            match crate::io::adopt(from, &out.join(sub).join(rel), w)? {
+                Some(now) => taken.push(now),
+                None => return Ok(None),
+            }
+        }
+        let mut taken = taken.into_iter();
+        let (Some(data), Some(excluded), decisions) = (taken.next(), taken.next(), taken.next())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(super::sink::FileWritten {
+            data,
+            excluded,
+            decisions,
+        }))
+    }
+
+    /// PREV_OUT's decisions of input row group `rg` again, for writing them as today's (`None`:
+    /// it has no rows, so no row group of decisions).
+    pub(super) fn codes_again(
+        &self,
+        rg: usize,
+        rows: u64,
+    ) -> Result<Option<Vec<super::decisions::Code>>> {
+        if rows == 0 {
+            return Ok(None);
+        }
+        self.decisions_row_group
+            .get(rg)
+            .copied()
+            .flatten()
+            .and_then(|i| self.decisions.as_ref()?.codes(i, rows))
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Busy(format!(
+                    "{}: PREV_OUT's decisions of it changed while this run read them; run again",
+                    self.rel
+                ))
+            })
+    }
+
+    /// PREV_OUT's decisions of input row group `rg` (of `rows` rows), when it recorded them,
+    /// they are decisions of this policy, and they keep as many rows as it recorded.
+    pub(super) fn recorded_codes(
+        &self,
+        rg: usize,
+        rows: u64,
+        policy: &Policy,
+    ) -> Option<Vec<super::decisions::Code>> {
+        let index = self.decisions_row_group.get(rg).copied().flatten()?;
+        let codes = self.decisions.as_ref()?.codes(index, rows)?;
+        super::decisions::decision_of(&codes, policy.rules.len())?;
+        let kept = super::decisions::keep_mask(&codes, policy).count_set_bits() as u64;
+        (Some(&kept) == self.kept.get(rg)).then_some(codes)
+    }
 }
 
 /// PREV_OUT's manifest of one input, read on first use by the first row group that needs to
@@ -131,6 +219,7 @@ pub struct PreviousExcluded {
     /// As `_state/` recorded it: a file that is not is not read.
     pub written: crate::io::Written,
     pub read: crate::io::ReadOptions,
+    file: std::sync::OnceLock<Option<(ParquetFile, Arc<ParquetMetaData>)>>,
     rows: std::sync::OnceLock<Option<Arc<Vec<i64>>>>,
 }
 
@@ -140,8 +229,25 @@ impl PreviousExcluded {
             at,
             written,
             read,
+            file: std::sync::OnceLock::new(),
             rows: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The manifest, opened once it is known to be as recorded, with its footer for copying
+    /// row groups.
+    pub fn file(&self) -> Option<&(ParquetFile, Arc<ParquetMetaData>)> {
+        self.file
+            .get_or_init(|| {
+                let (size, sha) = crate::io::sha256_of(&self.at).ok()?;
+                if size != self.written.size || sha != self.written.sha256 {
+                    return None;
+                }
+                let file = crate::io::open_parquet(&self.at, self.read).ok()?;
+                let meta = file.footer_for_copying().ok()?;
+                Some((file, meta))
+            })
+            .as_ref()
     }
 
     /// The file rows PREV_OUT excluded, ascending; `None` when its manifest is not as recorded
@@ -154,11 +260,7 @@ impl PreviousExcluded {
     fn load(&self) -> Option<Arc<Vec<i64>>> {
         use arrow_array::cast::AsArray;
         use arrow_array::Array;
-        let (size, sha) = crate::io::sha256_of(&self.at).ok()?;
-        if size != self.written.size || sha != self.written.sha256 {
-            return None;
-        }
-        let file = crate::io::open_parquet(&self.at, self.read).ok()?;
+        let (file, _) = self.file()?;
         let mut rows: Vec<i64> = Vec::new();
         let mut ok = true;
         file.read_all(Some(&["row"]), 1 << 16, &mut |b| {
@@ -294,6 +396,7 @@ impl FileJob {
             record_id: policy.columns.record_id.clone(),
             user_id: policy.columns.user_id.clone(),
             previous: None,
+            record_decisions: false,
         })
     }
 

@@ -3,11 +3,13 @@
 //!
 //! - [`job`]: one input file bound to the policy, with its readers and writer settings.
 //! - [`row_group`]: one row group checked, decided and encoded (a task).
+//! - [`decisions`]: each row's decision, recorded for a later `--reuse`.
 //! - [`raw_leaf`]: INT96 columns, which the Arrow writer cannot encode, copied value by value.
 //! - [`splice`]: `--reuse` of PREV_OUT's pages in a row group holding a changed member.
 //! - [`sink`]: one file's data and manifest outputs.
 //! - [`scheduler`]: tasks on a thread pool, results appended in input order, memory bounded.
 
+mod decisions;
 mod job;
 mod raw_leaf;
 mod row_group;
@@ -17,6 +19,7 @@ mod splice;
 #[cfg(test)]
 mod tests;
 
+pub use decisions::PreviousDecisions;
 pub use job::POLICY_SHA_KEY;
 pub(crate) use job::{base_props, manifest_schema, wants_dictionary};
 pub use job::{FileJob, Input, JobOptions, PreviousExcluded, PreviousRowGroups};

@@ -57,12 +57,25 @@ pub(super) struct RowGroupResult {
     pub kept: u64,
     pub unmatched: u64,
     pub counts: Counts,
-    /// The encoded manifest row group, when anything was excluded (and not a dry run).
-    pub manifest: Option<Vec<OutChunk>>,
+    /// The manifest row group, when anything was excluded (and not a dry run).
+    pub manifest: Option<ManifestOut>,
     pub data: DataOut,
     pub bytes: u64,
     /// `--reuse`: pages copied from PREV_OUT into a spliced chunk.
     pub pages_reused: u64,
+    /// Each row's decision, when the run records them (see `decisions`).
+    pub codes: Option<Vec<super::decisions::Code>>,
+    /// `--reuse`: rows whose decision was PREV_OUT's record, not decided again.
+    pub decisions_reused: u64,
+    /// `--reuse`: its data, manifest and decisions are PREV_OUT's row groups of it (or none).
+    pub as_previous: bool,
+}
+
+/// What to write to the manifest for one row group.
+pub(super) enum ManifestOut {
+    Encoded(Vec<OutChunk>),
+    /// `--reuse`: copy row group `.1` of PREV_OUT's manifest byte for byte.
+    Previous(Arc<super::job::PreviousRowGroups>, usize),
 }
 
 pub(super) fn process_row_group(
@@ -96,54 +109,119 @@ pub(super) fn process_row_group(
             data: DataOut::Nothing,
             bytes,
             pages_reused: 0,
+            codes: None,
+            decisions_reused: 0,
+            as_previous: true,
         });
     }
     let footer = job.readers()?;
-    // The policy's columns first: checked (and, from an object store, fetched) alone.
-    let policy_columns =
-        job.input
+    let source = job.input.parquet.source();
+    // The policy's columns, checked first (and, from an object store, fetched alone), read
+    // when a decision or the manifest needs them.
+    let read_decided = || -> Result<RecordBatch> {
+        let checked = job
+            .input
             .parquet
             .check_columns(&footer.pq, rg, Some(&job.decision_mask))?;
-    let readers = match &policy_columns.corrected {
-        Some(pq) => Arc::new(job.readers_for(pq.clone())?),
-        None => footer.clone(),
+        let readers = match &checked.corrected {
+            Some(pq) => Arc::new(job.readers_for(pq.clone())?),
+            None => footer.clone(),
+        };
+        read_decision_batch(job, rg, rows, &readers, &source).map_err(err)
     };
-    let source = job.input.parquet.source();
-
-    let (batch, decision) = decide_rows(job, rg, rows, &readers, &source).map_err(err)?;
+    let rules = policy.rules.len();
+    // `--reuse`: PREV_OUT's decisions of this row group, when it recorded them; then only the
+    // rows of changed members are decided again.
+    let recorded = job
+        .previous
+        .as_ref()
+        .filter(|_| !collect)
+        .and_then(|p| Some((p, p.recorded_codes(rg, rows, policy)?)));
+    let mut batch: Option<RecordBatch> = None;
+    let (decision, prev_codes, decided_again) = match recorded {
+        Some((p, prev)) => {
+            let changed = &p.changed_rows[rg];
+            let codes = if changed.is_empty() {
+                prev.clone()
+            } else {
+                let b = read_decided()?;
+                let rows_of = UInt32Array::from(changed.clone());
+                let now = arrow_select::take::take_record_batch(&b, &rows_of)
+                    .map_err(|e| err(e.to_string().into()))
+                    .and_then(|sub| job.decider.decide(&sub).map_err(|m| err(m.into())))?;
+                batch = Some(b);
+                super::decisions::merge(&prev, changed, &super::decisions::codes_of(&now, rules))
+            };
+            let decision = super::decisions::decision_of(&codes, rules).ok_or_else(|| {
+                err(String::from("a recorded decision names no rule of this policy").into())
+            })?;
+            (decision, Some((prev, codes)), changed.len() as u64)
+        }
+        None => {
+            let b = read_decided()?;
+            let d = job.decider.decide(&b).map_err(|m| err(m.into()))?;
+            batch = Some(b);
+            (d, None, rows)
+        }
+    };
     let keep = BooleanBuffer::collect_bool(rows as usize, |i| {
         policy.action_of(decision.rule[i]) == Action::Include
     });
     let kept = keep.count_set_bits() as u64;
 
     count(policy, &decision, &mut counts);
+    // What PREV_OUT kept of the row group, by its own record.
+    let recorded_keep = prev_codes
+        .as_ref()
+        .map(|(p, _)| super::decisions::keep_mask(p, policy));
+    let unchanged = prev_codes.as_ref().is_some_and(|(p, now)| p == now);
+    let codes = match prev_codes {
+        _ if !job.record_decisions || !write => None,
+        Some((_, now)) => Some(now),
+        None => Some(super::decisions::codes_of(&decision, rules)),
+    };
 
     let mut excluded_rows = None;
     let mut manifest = None;
     if (write || collect) && kept < rows {
-        let batch = build_manifest(
-            job,
-            rg,
-            &batch,
-            &decision.rule,
-            &decision.region,
-            &keep,
-            policy,
-        )
-        .map_err(|m| err(m.into()))?;
-        if collect {
-            excluded_rows = Some(batch.clone());
-        }
-        if write {
-            let (chunks, _) = encode_batches(
-                &job.manifest_factory,
-                &job.manifest_schema,
-                &[],
-                &[],
-                std::iter::once(Ok(batch)),
+        // Decided as PREV_OUT decided: its manifest row group is today's.
+        let copied = job
+            .previous
+            .as_ref()
+            .filter(|p| unchanged && write && !collect && p.excluded.file().is_some())
+            .and_then(|p| Some(ManifestOut::Previous(p.clone(), p.manifest_row_group[rg]?)));
+        if let Some(m) = copied {
+            manifest = Some(m);
+        } else {
+            if batch.is_none() {
+                batch = Some(read_decided()?);
+            }
+            let b = build_manifest(
+                job,
+                rg,
+                batch.as_ref().expect("read above"),
+                &decision.rule,
+                &decision.region,
+                &keep,
+                policy,
             )
             .map_err(|m| err(m.into()))?;
-            manifest = Some(chunks.into_iter().map(OutChunk::Arrow).collect());
+            if collect {
+                excluded_rows = Some(b.clone());
+            }
+            if write {
+                let (chunks, _) = encode_batches(
+                    &job.manifest_factory,
+                    &job.manifest_schema,
+                    &[],
+                    &[],
+                    std::iter::once(Ok(b)),
+                )
+                .map_err(|m| err(m.into()))?;
+                manifest = Some(ManifestOut::Encoded(
+                    chunks.into_iter().map(OutChunk::Arrow).collect(),
+                ));
+            }
         }
     }
 
@@ -155,10 +233,10 @@ pub(super) fn process_row_group(
     });
     // A row group holding a changed member: what PREV_OUT kept of it, and which rows flipped.
     let touched = match (&previous, write && kept > 0) {
-        (None, true) => job
-            .previous
-            .as_ref()
-            .and_then(|p| Touched::of(p, job.rg_first_row[rg], &keep, rg)),
+        (None, true) => job.previous.as_ref().and_then(|p| match recorded_keep {
+            Some(was) => Touched::of_keeps(p, &was, &keep, rg),
+            None => Touched::of(p, job.rg_first_row[rg], &keep, rg),
+        }),
         _ => None,
     };
     let mut pages_reused = 0u64;
@@ -174,7 +252,7 @@ pub(super) fn process_row_group(
         let checked = job.input.parquet.check_row_group(&footer.pq, rg)?;
         let readers = match &checked.corrected {
             Some(pq) => Arc::new(job.readers_for(pq.clone())?),
-            None => footer,
+            None => footer.clone(),
         };
         if kept == rows && job.pass_through && checked.copyable() {
             verify_copy(job, rg, &checked, &readers, &source).map_err(err)?;
@@ -185,6 +263,10 @@ pub(super) fn process_row_group(
                 None => Vec::new(),
             };
             pages_reused = spliced.iter().map(|s| s.pages_copied).sum();
+            let batch = match batch.take() {
+                Some(b) => b,
+                None => read_decided()?,
+            };
             DataOut::Encoded(
                 encode_kept(job, rg, &readers, &source, &batch, &keep, kept, spliced)
                     .map_err(err)?,
@@ -192,7 +274,15 @@ pub(super) fn process_row_group(
         }
     };
 
+    // Everything of it as PREV_OUT wrote it: decided alike, its row groups copied.
+    let as_previous = unchanged
+        && write
+        && !collect
+        && pages_reused == 0
+        && matches!(data, DataOut::Previous(..) | DataOut::Nothing)
+        && (kept == rows || matches!(manifest, Some(ManifestOut::Previous(..))));
     Ok(RowGroupResult {
+        as_previous,
         rg,
         excluded_rows,
         rows,
@@ -203,6 +293,8 @@ pub(super) fn process_row_group(
         data,
         bytes,
         pages_reused,
+        codes,
+        decisions_reused: rows - decided_again,
     })
 }
 
@@ -245,6 +337,26 @@ impl Touched {
             }
         }
         // PREV_OUT's manifest and data file must agree on what it kept.
+        (prev_rows.len() as i64 == p.meta.row_group(at).num_rows()).then(|| Touched {
+            previous: p.clone(),
+            at,
+            prev_rows,
+            flips,
+        })
+    }
+}
+
+impl Touched {
+    /// As [`Touched::of`], from what PREV_OUT recorded it kept (`was`).
+    fn of_keeps(
+        p: &Arc<super::job::PreviousRowGroups>,
+        was: &BooleanBuffer,
+        keep: &BooleanBuffer,
+        rg: usize,
+    ) -> Option<Touched> {
+        let at = p.touched_row_group.get(rg).copied().flatten()?;
+        let prev_rows: Vec<u32> = was.set_indices().map(|i| i as u32).collect();
+        let flips: Vec<u32> = (was ^ keep).set_indices().map(|i| i as u32).collect();
         (prev_rows.len() as i64 == p.meta.row_group(at).num_rows()).then(|| Touched {
             previous: p.clone(),
             at,
@@ -329,14 +441,14 @@ pub(super) struct SplicedColumn {
     pages_copied: u64,
 }
 
-/// Pass 1: read the policy columns of the row group and decide every row.
-fn decide_rows(
+/// Pass 1: read the policy columns of the row group.
+fn read_decision_batch(
     job: &FileJob,
     rg: usize,
     rows: u64,
     readers: &Readers,
     source: &FileSource,
-) -> std::result::Result<(RecordBatch, crate::decide::BatchDecision), ReadError> {
+) -> std::result::Result<RecordBatch, ReadError> {
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
         source.clone(),
         readers.decision.clone(),
@@ -357,8 +469,7 @@ fn decide_rows(
             batch.num_rows()
         )));
     }
-    let decision = job.decider.decide(&batch)?;
-    Ok((batch, decision))
+    Ok(batch)
 }
 
 /// Add each row's rule and (region, kept or excluded) to `counts`.

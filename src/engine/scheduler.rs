@@ -332,6 +332,7 @@ fn journal_entry(
             input: input.parquet.identity.clone(),
             data: written.data,
             excluded: written.excluded,
+            decisions: written.decisions,
             stats,
             counts,
         });
@@ -349,6 +350,7 @@ fn journal_entry(
         input: now,
         data: written.data,
         excluded: written.excluded,
+        decisions: written.decisions,
         stats,
         counts,
     })

@@ -12,8 +12,9 @@ use parquet::schema::types::SchemaDescriptor;
 
 use arrow_schema::SchemaRef;
 
+use super::decisions::DecisionsWriter;
 use super::job::FileJob;
-use super::row_group::{DataOut, OutChunk, RowGroupResult};
+use super::row_group::{DataOut, ManifestOut, OutChunk, RowGroupResult};
 use crate::error::{Error, Result};
 use crate::io::parquet::FileSource;
 use crate::io::{Location, OutputFile, Written};
@@ -146,21 +147,137 @@ fn as_writer_writes(
     col.clone().into_builder().set_statistics(stats).build()
 }
 
-/// The two outputs of one input file, as written.
+/// The outputs of one input file, as written.
 pub(super) struct FileWritten {
     pub data: Written,
     pub excluded: Written,
+    pub decisions: Option<Written>,
 }
 
 /// Where one file's outputs go while it is being written.
 pub(super) struct FileSink {
-    data: Option<ChunkFile>,
-    manifest: Option<ChunkFile>,
+    /// The files being written (`None`: a dry run, or held).
+    files: Option<Files>,
+    held: Option<Held>,
     /// The input, for row groups copied byte for byte.
     input: FileSource,
     /// Its footer: where each row group's bytes are.
     footer: std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
     pub stats: FileStats,
+}
+
+/// What the three output files are made with.
+struct Spec {
+    out: Location,
+    rel: String,
+    data_schema: SchemaRef,
+    data_props: WriterProperties,
+    parquet_schema: std::sync::Arc<SchemaDescriptor>,
+    manifest_schema: SchemaRef,
+    manifest_props: WriterProperties,
+    record_decisions: bool,
+}
+
+/// `--reuse`: every row group so far came out exactly as PREV_OUT's did (decided alike, copied
+/// from it), so the files may yet turn out to be PREV_OUT's own, taken whole at close. Nothing
+/// is written until a row group does not; then the ones held are written first.
+struct Held {
+    spec: Spec,
+    previous: std::sync::Arc<super::job::PreviousRowGroups>,
+    row_groups: Vec<RowGroupResult>,
+}
+
+impl Held {
+    /// The files, with the row groups held written.
+    fn write(self, input: &FileSource) -> Result<Files> {
+        let mut files = Files::create(&self.spec)?;
+        for mut r in self.row_groups {
+            r.codes = self.previous.codes_again(r.rg, r.rows)?;
+            files.append(input, r)?;
+        }
+        Ok(files)
+    }
+}
+
+struct Files {
+    data: ChunkFile,
+    manifest: ChunkFile,
+    decisions: Option<DecisionsWriter>,
+}
+
+impl Files {
+    fn create(spec: &Spec) -> Result<Files> {
+        let data = ChunkFile::create(
+            spec.out.join("data").join(&spec.rel),
+            &spec.data_schema,
+            spec.data_props.clone(),
+            Some(spec.parquet_schema.as_ref()),
+        )?;
+        let manifest = ChunkFile::create(
+            spec.out.join("excluded").join(&spec.rel),
+            &spec.manifest_schema,
+            spec.manifest_props.clone(),
+            None,
+        )?;
+        let decisions = if spec.record_decisions {
+            Some(DecisionsWriter::create(
+                spec.out.join(crate::journal::DECISIONS_DIR).join(&spec.rel),
+            )?)
+        } else {
+            None
+        };
+        Ok(Files {
+            data,
+            manifest,
+            decisions,
+        })
+    }
+
+    /// Append one row group's outputs (`input`: the input file, for passed-through ones).
+    fn append(&mut self, input: &FileSource, r: RowGroupResult) -> Result<()> {
+        match r.data {
+            DataOut::Nothing => {}
+            DataOut::Encoded(chunks) => self.data.append(chunks)?,
+            DataOut::PassThrough(readers) => {
+                self.data.append_raw(input, &readers.pq, r.rg, false)?
+            }
+            DataOut::Previous(p, at) => {
+                // PREV_OUT made this row group as a fresh run does today: it passed the
+                // input's through, statistics as read, or it encoded it, statistics as the
+                // writer writes them. Copied back the same way, the bytes are alike.
+                let passed = p.passed_through.binary_search(&(r.rg as u64)).is_ok();
+                let source = p.data.source().with_buffer(1 << 20);
+                self.data.append_raw(&source, &p.meta, at, !passed)?;
+            }
+        }
+        match r.manifest {
+            Some(ManifestOut::Encoded(chunks)) => self.manifest.append(chunks)?,
+            Some(ManifestOut::Previous(p, at)) => {
+                // Recorded only when it is as recorded (see `PreviousExcluded::file`).
+                let (file, meta) = p.excluded.file().ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{}: no longer readable while reused",
+                        p.excluded.at
+                    ))
+                })?;
+                self.manifest
+                    .append_raw(&file.source().with_buffer(1 << 20), meta, at, true)?;
+            }
+            None => {}
+        }
+        if let (Some(codes), Some(d)) = (r.codes, self.decisions.as_mut()) {
+            d.append(&codes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<FileWritten> {
+        Ok(FileWritten {
+            data: self.data.finish()?,
+            excluded: self.manifest.finish()?,
+            decisions: self.decisions.map(|d| d.finish()).transpose()?,
+        })
+    }
 }
 
 impl FileSink {
@@ -174,80 +291,86 @@ impl FileSink {
         };
         // Copies stream whole chunks: read them in large pieces.
         let input = job.input.parquet.source().with_buffer(1 << 20);
+        let footer = job.input.parquet.parquet_meta().clone();
         let Some(out) = out else {
             return Ok(FileSink {
-                data: None,
-                manifest: None,
+                files: None,
+                held: None,
                 input,
-                footer: job.input.parquet.parquet_meta().clone(),
+                footer,
                 stats,
             });
         };
-        let schema_descr = job
-            .input
-            .parquet
-            .parquet_meta()
-            .file_metadata()
-            .schema_descr_ptr();
-        let rel = &job.input.file.rel;
-        let data = ChunkFile::create(
-            out.join("data").join(rel),
-            &job.data_schema,
-            job.data_props.clone(),
-            Some(schema_descr.as_ref()),
-        )?;
-        let manifest = ChunkFile::create(
-            out.join("excluded").join(rel),
-            &job.manifest_schema,
-            job.manifest_props.clone(),
-            None,
-        )?;
+        let spec = Spec {
+            out: out.clone(),
+            rel: job.input.file.rel.clone(),
+            data_schema: job.data_schema.clone(),
+            data_props: job.data_props.clone(),
+            parquet_schema: footer.file_metadata().schema_descr_ptr(),
+            manifest_schema: job.manifest_schema.clone(),
+            manifest_props: job.manifest_props.clone(),
+            record_decisions: job.record_decisions,
+        };
+        // Held only when PREV_OUT's files could stand for all three.
+        let (files, held) = match &job.previous {
+            Some(p) if job.record_decisions && p.can_stand_whole() => (
+                None,
+                Some(Held {
+                    spec,
+                    previous: p.clone(),
+                    row_groups: Vec::new(),
+                }),
+            ),
+            _ => (Some(Files::create(&spec)?), None),
+        };
         Ok(FileSink {
-            data: Some(data),
-            manifest: Some(manifest),
+            files,
+            held,
             input,
-            footer: job.input.parquet.parquet_meta().clone(),
+            footer,
             stats,
         })
     }
 
-    pub fn append(&mut self, r: RowGroupResult) -> Result<()> {
+    pub fn append(&mut self, mut r: RowGroupResult) -> Result<()> {
         self.stats.rows += r.rows;
         self.stats.kept += r.kept;
         self.stats.excluded += r.rows - r.kept;
         self.stats.unmatched += r.unmatched;
         self.stats.kept_per_row_group.push(r.kept);
+        self.stats.decisions_reused += r.decisions_reused;
         if r.pages_reused > 0 {
             self.stats.row_groups_spliced += 1;
             self.stats.pages_from_previous += r.pages_reused;
         }
-        if let Some(data) = self.data.as_mut() {
-            match r.data {
-                DataOut::Nothing => {}
-                DataOut::Encoded(chunks) => data.append(chunks)?,
-                DataOut::PassThrough(readers) => {
-                    data.append_raw(&self.input, &readers.pq, r.rg, false)?;
+        match &r.data {
+            DataOut::PassThrough(_) => self.stats.passed_through_row_groups.push(r.rg as u64),
+            DataOut::Previous(p, _) => {
+                if p.passed_through.binary_search(&(r.rg as u64)).is_ok() {
                     self.stats.passed_through_row_groups.push(r.rg as u64);
                 }
-                DataOut::Previous(p, at) => {
-                    // PREV_OUT made this row group as a fresh run does today: it passed the
-                    // input's through, statistics as read, or it encoded it, statistics as
-                    // the writer writes them. Copied back the same way, the bytes are alike.
-                    let passed = p.passed_through.binary_search(&(r.rg as u64)).is_ok();
-                    let source = p.data.source().with_buffer(1 << 20);
-                    data.append_raw(&source, &p.meta, at, !passed)?;
-                    if passed {
-                        self.stats.passed_through_row_groups.push(r.rg as u64);
-                    }
-                    self.stats.row_groups_from_previous += 1;
+                self.stats.row_groups_from_previous += 1;
+            }
+            DataOut::Nothing | DataOut::Encoded(_) => {}
+        }
+        let rg = r.rg;
+        match self.held.as_mut() {
+            Some(h) if r.as_previous => {
+                // Its decisions are PREV_OUT's: read back from there should it be written.
+                r.codes = None;
+                h.row_groups.push(r);
+            }
+            _ => {
+                if let Some(h) = self.held.take() {
+                    self.files = Some(h.write(&self.input)?);
+                }
+                if let Some(f) = self.files.as_mut() {
+                    f.append(&self.input, r)?;
                 }
             }
         }
-        if let (Some(chunks), Some(m)) = (r.manifest, self.manifest.as_mut()) {
-            m.append(chunks)?;
-        }
         // What was fetched for this row group is no longer needed.
-        self.input.release(Some(self.row_group_bytes(r.rg)));
+        self.input.release(Some(self.row_group_bytes(rg)));
         Ok(())
     }
 
@@ -267,16 +390,17 @@ impl FileSink {
         lo.min(hi)..hi
     }
 
-    /// Finish both files (a dry run writes none).
+    /// Finish the files (a dry run writes none).
     pub fn close(self) -> Result<(FileStats, Option<FileWritten>)> {
         self.input.release(None);
-        let written = match (self.data, self.manifest) {
-            (Some(d), Some(m)) => Some(FileWritten {
-                data: d.finish()?,
-                excluded: m.finish()?,
-            }),
-            _ => None,
+        let files = match self.held {
+            Some(h) => match h.previous.take_whole(&h.spec.out)? {
+                Some(w) => return Ok((self.stats, Some(w))),
+                // PREV_OUT's files are not as recorded: written after all.
+                None => Some(h.write(&self.input)?),
+            },
+            None => self.files,
         };
-        Ok((self.stats, written))
+        Ok((self.stats, files.map(Files::finish).transpose()?))
     }
 }

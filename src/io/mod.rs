@@ -25,7 +25,7 @@ pub use location::Location;
 pub use parquet::ReadOptions;
 pub(crate) use parquet::{open_parquet, Identity, ParquetFile};
 pub(crate) use write::{
-    move_written, remove_written, write_file, written_object_reused, written_objects,
+    adopt, move_written, remove_written, write_file, written_object_reused, written_objects,
     written_objects_reset, OutputFile, Written,
 };
 

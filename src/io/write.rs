@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::object::ObjectLocation;
+use super::object::{self, ObjectLocation};
 use super::Location;
 use crate::error::{Error, Result};
 
@@ -265,6 +265,80 @@ pub fn write_file(location: &Location, bytes: &[u8]) -> Result<Written> {
     f.write_all(bytes)
         .map_err(|e| Error::io("writing", location.clone(), e))?;
     f.finish()
+}
+
+/// Put a finished file at `to` that is `from`, as `w` records it: a hard link on one
+/// filesystem, a server-side copy within one object store (none when `to` is `from`), else a
+/// copy checked against `w`'s checksum. The new `Written` (an object copy has a new ETag), or
+/// `None` when `from` is not as recorded.
+pub fn adopt(from: &Location, to: &Location, w: &Written) -> Result<Option<Written>> {
+    match (from, to) {
+        (Location::Local(f), Location::Local(t)) => {
+            match std::fs::metadata(f) {
+                Ok(m) if m.len() == w.size => {}
+                _ => return Ok(None),
+            }
+            if let Some(parent) = t.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("creating", Location::local(parent), e))?;
+            }
+            let _ = std::fs::remove_file(t);
+            if std::fs::hard_link(f, t).is_ok() {
+                return Ok(Some(w.clone()));
+            }
+        }
+        (Location::Object(f), Location::Object(t)) if f.same_store(t) => {
+            let info = if f == t {
+                object::head(f)
+            } else {
+                object::copy(f, t)
+            };
+            return match info {
+                Ok(i) if i.size == w.size => {
+                    let written = Written {
+                        size: i.size,
+                        sha256: w.sha256.clone(),
+                        etag: i.e_tag,
+                    };
+                    crate::io::written_object_reused(t, written.clone());
+                    Ok(Some(written))
+                }
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io("copying", from.clone(), e)),
+            };
+        }
+        _ => {}
+    }
+    copy_checked(from, to, w)
+}
+
+/// A copy through [`OutputFile`], kept only if it hashes as recorded.
+fn copy_checked(from: &Location, to: &Location, w: &Written) -> Result<Option<Written>> {
+    use std::io::Write;
+    let mut out = OutputFile::create(to)?;
+    let mut failed: Option<std::io::Error> = None;
+    let read = crate::io::read_chunks(from, |b| {
+        if failed.is_none() {
+            if let Err(e) = out.write_all(b) {
+                failed = Some(e);
+            }
+        }
+    });
+    match read {
+        Ok(_) => {}
+        Err(_) => return Ok(None),
+    }
+    if let Some(e) = failed {
+        return Err(Error::io("writing", to.clone(), e));
+    }
+    let written = out.finish()?;
+    if written.size != w.size || written.sha256 != w.sha256 {
+        // Not what PREV_OUT recorded: this copy must not stand as a reused output.
+        let _ = remove_written(to);
+        return Ok(None);
+    }
+    Ok(Some(written))
 }
 
 #[cfg(test)]

@@ -75,14 +75,14 @@ pub fn key_hash(k: KeyRef) -> u64 {
     }
 }
 
-/// Call `f` with the hash of every non-null key of a corpus key column.
+/// Call `f` with the row and the hash of every non-null key of a corpus key column.
 pub fn for_each_key_hash(
     array: &dyn Array,
-    f: &mut dyn FnMut(u64),
+    f: &mut dyn FnMut(usize, u64),
 ) -> std::result::Result<(), String> {
-    for_each_key(array, &mut |_, k| {
+    for_each_key(array, &mut |i, k| {
         if let Some(k) = k {
-            f(key_hash(k))
+            f(i, key_hash(k))
         }
     })
 }

@@ -225,6 +225,7 @@ fn overwrite_removes_the_old_success_first_and_the_old_runs_objects_before_the_n
         keys,
         vec![
             "_SUCCESS",
+            "_state/decisions/part-00000.parquet",
             "_state/files.json",
             "_state/keys.parquet",
             "data/part-00000.parquet",

@@ -381,6 +381,17 @@ fn same_outputs(reused: &Path, fresh: &Path) -> Result<Vec<String>, String> {
     if excluded != fresh_excluded {
         return Err("excluded/ differs from a fresh run".into());
     }
+    let decisions = |o: &Path| {
+        let d = o.join("_state/decisions");
+        if d.exists() {
+            tree(&d)
+        } else {
+            Vec::new()
+        }
+    };
+    if decisions(reused) != decisions(fresh) {
+        return Err("_state/decisions/ differs from a fresh run".into());
+    }
     let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     if names(&data) != names(&fresh_data) {
         return Err(format!(
@@ -523,6 +534,7 @@ fn chain(
                     "row_groups_from_previous",
                     "row_groups_spliced",
                     "pages_from_previous",
+                    "decisions_reused",
                 ] {
                     stats.remove(k);
                 }
@@ -921,6 +933,82 @@ fn members_in_big_file(dir: &Path, world: &World) -> Vec<usize> {
         .collect()
 }
 
+/// The rows of the big file whose member is one of `members`.
+fn rows_of(dir: &Path, members: &[usize]) -> usize {
+    i64s(&read_all(&dir.join("in/big.parquet")), "member_id")
+        .into_iter()
+        .filter(|m| m.is_some_and(|m| members.contains(&(m as usize))))
+        .count()
+}
+
+/// A member whose snapshot row changed in a way that changes none of its rows' decisions: its
+/// rows alone are decided again, and the file's three outputs are PREV_OUT's own files (hard
+/// links), as a fresh run's bytes.
+#[test]
+fn a_change_that_flips_no_decision_takes_the_previous_files_whole() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, mut world) = big_world(31, "US");
+    let prev = dir.path().join("out-0");
+    assert_eq!(filter(dir.path(), &prev, &[]).0, 0);
+    let m = members_in_big_file(dir.path(), &world)[0];
+    // An objection dated after every post: the digest changes, no decision does.
+    world.members[m] = Some((Some("US"), Some("opt_in"), Some(i64::MAX / 4)));
+    world.write(dir.path());
+    let out = dir.path().join("out-1");
+    let fresh = dir.path().join("fresh-1");
+    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+    let r = &summary(&out)["reuse"];
+    assert_eq!(r["changed_keys"], 1, "{r}");
+    assert_eq!(r["files_reused"], 0, "the file holds a changed member: {r}");
+    assert_eq!(
+        r["decisions_reused"].as_u64().unwrap(),
+        (BIG_FILE_ROWS - rows_of(dir.path(), &[m])) as u64,
+        "{r}"
+    );
+    assert_eq!(same_outputs(&out, &fresh).unwrap(), Vec::<String>::new());
+    assert_eq!(comparable(&out), comparable(&fresh));
+    for sub in ["data", "excluded", "_state/decisions"] {
+        let ino = |o: &Path| {
+            std::fs::metadata(o.join(sub).join("big.parquet"))
+                .unwrap()
+                .ino()
+        };
+        assert_eq!(
+            ino(&out),
+            ino(&prev),
+            "{sub}/big.parquet is not PREV_OUT's file"
+        );
+    }
+}
+
+/// PREV_OUT's record of a file's decisions that is not as `_state/` says: every row of the
+/// file is decided again, and the output is still a fresh run's.
+#[test]
+fn an_altered_decisions_record_is_not_used() {
+    let (dir, mut world) = big_world(37, "US");
+    let prev = dir.path().join("out-0");
+    assert_eq!(filter(dir.path(), &prev, &[]).0, 0);
+    let record = prev.join("_state/decisions/big.parquet");
+    let mut bytes = std::fs::read(&record).unwrap();
+    // Same size, one byte of the first page changed.
+    bytes[8] ^= 0x55;
+    std::fs::write(&record, bytes).unwrap();
+    let m = members_in_big_file(dir.path(), &world)[0];
+    world.members[m] = Some((Some("US"), Some("opt_out"), None));
+    world.write(dir.path());
+    let out = dir.path().join("out-1");
+    let fresh = dir.path().join("fresh-1");
+    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+    let r = &summary(&out)["reuse"];
+    assert_eq!(r["decisions_reused"], 0, "{r}");
+    same_outputs(&out, &fresh).unwrap();
+    assert_eq!(comparable(&out), comparable(&fresh));
+}
+
 /// A member whose decision flips inside a big row group: the pages of its text and topic
 /// columns away from their rows are copied from PREV_OUT, the output holds what a fresh run's
 /// holds, and the next night splices the spliced output again.
@@ -958,6 +1046,14 @@ fn a_flipped_decision_splices_the_pages_around_it() {
         assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
         let r = &summary(&out)["reuse"];
         assert_eq!(r["row_groups_spliced"], 1, "night {night}: {r}");
+        // Only the changed members' rows were decided again; the others' decisions are
+        // PREV_OUT's record.
+        let changed: &[usize] = if night == 1 { &[a] } else { &[a, b] };
+        assert_eq!(
+            r["decisions_reused"].as_u64().unwrap(),
+            (BIG_FILE_ROWS - rows_of(dir.path(), changed)) as u64,
+            "night {night}: {r}"
+        );
         // Text's pages away from the flipped rows (about 14 pages, a member's rows in 2 or 3).
         assert!(
             r["pages_reused"].as_u64().unwrap() >= 5,
