@@ -192,25 +192,41 @@ impl Journal {
 
     /// Record a completed file; durable before it returns.
     pub fn append(&self, entry: &Entry) -> Result<()> {
-        let text = line(entry);
+        self.append_all(std::slice::from_ref(entry))
+    }
+
+    /// Record several completed files at once (a local journal is synced once for all).
+    pub fn append_all(&self, entries: &[Entry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         match &self.backing {
             Backing::Local(file) => {
+                let text: String = entries.iter().map(line).collect();
                 let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
                 f.write_all(text.as_bytes())
                     .and_then(|_| f.sync_data())
                     .map_err(|e| Error::io("writing", self.location.clone(), e))?;
             }
             Backing::Object(folder) => {
-                let at = folder.join(&entry_key(&entry.rel));
-                object::put(&at, text.into_bytes().into(), object::Mode::Overwrite)
+                for entry in entries {
+                    let at = folder.join(&entry_key(&entry.rel));
+                    object::put(
+                        &at,
+                        line(entry).into_bytes().into(),
+                        object::Mode::Overwrite,
+                    )
                     .map_err(|e| Error::io("writing", Location::Object(at), e))?;
+                }
             }
         }
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(entry.clone());
-        crate::failpoint::hit("journaled");
+            .extend(entries.iter().cloned());
+        for _ in entries {
+            crate::failpoint::hit("journaled");
+        }
         Ok(())
     }
 

@@ -14,6 +14,8 @@
 #   churn-10    10 members per million flip their consent: <= 10%
 #   churn-1000  1,000 per million: <= 1.05x
 #   new-file    one input file added to the NIGHTLY_FILES unchanged ones: <= its share + 5%
+#   rewritten   every input file rewritten (new mtime), snapshot unchanged: <= 1.05x (nothing
+#               can be reused; finding that out, and loading the snapshot, must stay cheap)
 #   state       keys.parquet bytes per member (<= 16); with BASELINE_CG (a corpusgate that
 #               writes no _state/), the fresh run's wall against it (<= 1.05x)
 #
@@ -118,6 +120,11 @@ main() {
     timed new-file "$CG" "$O/new-file" --consent-table "$members" --reuse "$O/prev" "$in"
     rm -f "$in/part-new.parquet"
     same new-file "$O/new-file" "$O/fresh-new"
+    # Every file rewritten as it was (a re-export): a new identity, the same rows.
+    touch "$in"/*.parquet
+    timed fresh-rewritten "$CG" "$O/fresh-rewritten" --consent-table "$members" "$in"
+    timed rewritten "$CG" "$O/rewritten" --consent-table "$members" --reuse "$O/prev" "$in"
+    same rewritten "$O/rewritten" "$O/fresh-rewritten"
   done
 
   local ratio verdict per_member keys_bytes
@@ -141,6 +148,7 @@ main() {
 | $k10 members flip consent (10 per million) | ${W[fresh-10]} | ${W[churn-10]} | $(ratio "${W[churn-10]}" "${W[fresh-10]}") | <= 0.10 | $(verdict "$(ratio "${W[churn-10]}" "${W[fresh-10]}")" 0.10) | $(reuse_of "$O/churn-10") |
 | $k1000 members flip consent (1,000 per million) | ${W[fresh-1000]} | ${W[churn-1000]} | $(ratio "${W[churn-1000]}" "${W[fresh-1000]}") | <= 1.05 | $(verdict "$(ratio "${W[churn-1000]}" "${W[fresh-1000]}")" 1.05) | $(reuse_of "$O/churn-1000") |
 | one new file beside $FILES | ${W[fresh-new]} | ${W[new-file]} | $(ratio "${W[new-file]}" "${W[fresh-new]}") | <= $share | $(verdict "$(ratio "${W[new-file]}" "${W[fresh-new]}")" "$share") | $(reuse_of "$O/new-file") |
+| every file rewritten, snapshot unchanged | ${W[fresh-rewritten]} | ${W[rewritten]} | $(ratio "${W[rewritten]}" "${W[fresh-rewritten]}") | <= 1.05 | $(verdict "$(ratio "${W[rewritten]}" "${W[fresh-rewritten]}")" 1.05) | $(reuse_of "$O/rewritten") |
 EOF
     echo
     echo "State: \`_state/keys.parquet\` $keys_bytes bytes for $MEMBERS members, $per_member bytes per member (target <= 16: $(verdict "$per_member" 16))."

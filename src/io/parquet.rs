@@ -947,6 +947,56 @@ impl ParquetFile {
         Ok(())
     }
 
+    /// As [`ParquetFile::read_row_group`], each column decoded on its own task of the current
+    /// rayon pool, for the files read whole before any work can start (a one-file snapshot is
+    /// one row group, decoded on one thread otherwise); `f` gets batches of every column.
+    pub fn read_row_group_by_column(
+        &self,
+        pq: &Arc<ParquetMetaData>,
+        rg: usize,
+        columns: &[&str],
+        batch_size: usize,
+        select: Option<parquet::arrow::arrow_reader::RowSelection>,
+        f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        use rayon::prelude::*;
+        let per_column: Vec<Vec<RecordBatch>> = columns
+            .par_iter()
+            .map(|c| {
+                let mut out = Vec::new();
+                self.read_row_group(pq, rg, Some(&[c]), batch_size, select.clone(), &mut |b| {
+                    out.push(b);
+                    Ok(())
+                })?;
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        let Some(first) = per_column.first() else {
+            return Ok(());
+        };
+        for (i, lead) in first.iter().enumerate() {
+            let mut fields = Vec::with_capacity(columns.len());
+            let mut arrays = Vec::with_capacity(columns.len());
+            for batches in &per_column {
+                // The same rows in the same batches, column by column: one reader's batches
+                // are cut by rows, whatever the pages.
+                let Some(b) = batches.get(i).filter(|b| b.num_rows() == lead.num_rows()) else {
+                    return Err(self.err(
+                        Some(rg),
+                        ReadError::Invalid("its columns decode to different row counts".into()),
+                    ));
+                };
+                fields.extend(b.schema().fields().iter().cloned());
+                arrays.extend(b.columns().iter().cloned());
+            }
+            let schema = Arc::new(arrow_schema::Schema::new(fields));
+            let batch = RecordBatch::try_new(schema, arrays)
+                .map_err(|e| self.err(Some(rg), ReadError::Invalid(e.to_string())))?;
+            f(batch)?;
+        }
+        Ok(())
+    }
+
     /// Decode `columns` of row group `rg` (rows `select` only, when given), checked first and
     /// under the panic guard.
     pub fn read_row_group(

@@ -278,12 +278,23 @@ pub fn adopt(from: &Location, to: &Location, w: &Written) -> Result<Option<Writt
                 Ok(m) if m.len() == w.size => {}
                 _ => return Ok(None),
             }
-            if let Some(parent) = t.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::io("creating", Location::local(parent), e))?;
-            }
-            let _ = std::fs::remove_file(t);
-            if std::fs::hard_link(f, t).is_ok() {
+            // The usual case first (a new name in an existing folder): one call.
+            let linked = match std::fs::hard_link(f, t) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(parent) = t.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| Error::io("creating", Location::local(parent), e))?;
+                    }
+                    std::fs::hard_link(f, t).is_ok()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let _ = std::fs::remove_file(t);
+                    std::fs::hard_link(f, t).is_ok()
+                }
+                Err(_) => false,
+            };
+            if linked {
                 return Ok(Some(w.clone()));
             }
         }

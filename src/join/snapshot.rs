@@ -107,10 +107,13 @@ fn read_part(
     let schema = pq.schema().clone();
     let matcher = only.map(KeySet::matcher);
     part_of(&file.location, &schema, spec, values, &mut |names, each| {
-        let Some(m) = &matcher else {
-            return pq.read_all(Some(names), 64 * 1024, each);
-        };
         let meta = pq.parquet_meta().clone();
+        let Some(m) = &matcher else {
+            for rg in 0..pq.num_row_groups() {
+                pq.read_row_group_by_column(&meta, rg, names, 64 * 1024, None, each)?;
+            }
+            return Ok(());
+        };
         for rg in 0..pq.num_row_groups() {
             let mut wanted: Vec<bool> = Vec::new();
             pq.read_row_group(
@@ -134,7 +137,7 @@ fn read_part(
             let select = parquet::arrow::arrow_reader::RowSelection::from_filters(&[
                 arrow_array::BooleanArray::from(wanted),
             ]);
-            pq.read_row_group(&meta, rg, Some(names), 64 * 1024, Some(select), each)?;
+            pq.read_row_group_by_column(&meta, rg, names, 64 * 1024, Some(select), each)?;
         }
         Ok(())
     })
