@@ -941,6 +941,19 @@ fn rows_of(dir: &Path, members: &[usize]) -> usize {
         .count()
 }
 
+/// The next night of `world` in `dir`: `out-1` reusing `prev`, `fresh-1` a fresh run, and the
+/// reuse record.
+fn next_night(dir: &Path, world: &World, prev: &Path) -> (PathBuf, PathBuf, Value) {
+    world.write(dir);
+    let out = dir.join("out-1");
+    let fresh = dir.join("fresh-1");
+    let (code, err) = filter(dir, &out, &["--reuse", p(prev)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(filter(dir, &fresh, &[]).0, 0);
+    let r = summary(&out)["reuse"].clone();
+    (out, fresh, r)
+}
+
 /// A member whose snapshot row changed in a way that changes none of its rows' decisions: its
 /// rows alone are decided again, and the file's three outputs are PREV_OUT's own files (hard
 /// links), as a fresh run's bytes.
@@ -953,13 +966,7 @@ fn a_change_that_flips_no_decision_takes_the_previous_files_whole() {
     let m = members_in_big_file(dir.path(), &world)[0];
     // An objection dated after every post: the digest changes, no decision does.
     world.members[m] = Some((Some("US"), Some("opt_in"), Some(i64::MAX / 4)));
-    world.write(dir.path());
-    let out = dir.path().join("out-1");
-    let fresh = dir.path().join("fresh-1");
-    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
-    let r = &summary(&out)["reuse"];
+    let (out, fresh, r) = next_night(dir.path(), &world, &prev);
     assert_eq!(r["changed_keys"], 1, "{r}");
     assert_eq!(r["files_reused"], 0, "the file holds a changed member: {r}");
     assert_eq!(
@@ -997,13 +1004,7 @@ fn an_altered_decisions_record_is_not_used() {
     std::fs::write(&record, bytes).unwrap();
     let m = members_in_big_file(dir.path(), &world)[0];
     world.members[m] = Some((Some("US"), Some("opt_out"), None));
-    world.write(dir.path());
-    let out = dir.path().join("out-1");
-    let fresh = dir.path().join("fresh-1");
-    let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
-    let r = &summary(&out)["reuse"];
+    let (out, fresh, r) = next_night(dir.path(), &world, &prev);
     assert_eq!(r["decisions_reused"], 0, "{r}");
     same_outputs(&out, &fresh).unwrap();
     assert_eq!(comparable(&out), comparable(&fresh));
