@@ -695,6 +695,11 @@ impl Previous {
     /// (an object copy has a new ETag), or `None` when they are not as recorded.
     pub fn adopt(&self, e: &Entry, out: &Location) -> Result<Option<Entry>> {
         let mut now = e.clone();
+        // How PREV_OUT made them is not how this run did (it took them whole).
+        now.stats.row_groups_from_previous = 0;
+        now.stats.row_groups_spliced = 0;
+        now.stats.pages_from_previous = 0;
+        now.stats.decisions_reused = 0;
         for (sub, w) in now.outputs_mut() {
             let from = self.from.join(sub).join(&e.rel);
             let to = out.join(sub).join(&e.rel);

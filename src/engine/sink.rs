@@ -184,16 +184,24 @@ struct Spec {
 struct Held {
     spec: Spec,
     previous: std::sync::Arc<super::job::PreviousRowGroups>,
-    row_groups: Vec<RowGroupResult>,
+    /// What each row group held would write (its decisions are read back from PREV_OUT).
+    row_groups: Vec<(usize, u64, Out)>,
+}
+
+/// What one row group writes to the files.
+struct Out {
+    data: DataOut,
+    manifest: Option<ManifestOut>,
+    codes: Option<Vec<super::decisions::Code>>,
 }
 
 impl Held {
     /// The files, with the row groups held written.
     fn write(self, input: &FileSource) -> Result<Files> {
         let mut files = Files::create(&self.spec)?;
-        for mut r in self.row_groups {
-            r.codes = self.previous.codes_again(r.rg, r.rows)?;
-            files.append(input, r)?;
+        for (rg, rows, mut out) in self.row_groups {
+            out.codes = self.previous.codes_again(rg, rows)?;
+            files.append(input, rg, out)?;
         }
         Ok(files)
     }
@@ -233,19 +241,17 @@ impl Files {
         })
     }
 
-    /// Append one row group's outputs (`input`: the input file, for passed-through ones).
-    fn append(&mut self, input: &FileSource, r: RowGroupResult) -> Result<()> {
+    /// Append row group `rg`'s outputs (`input`: the input file, for passed-through ones).
+    fn append(&mut self, input: &FileSource, rg: usize, r: Out) -> Result<()> {
         match r.data {
             DataOut::Nothing => {}
             DataOut::Encoded(chunks) => self.data.append(chunks)?,
-            DataOut::PassThrough(readers) => {
-                self.data.append_raw(input, &readers.pq, r.rg, false)?
-            }
+            DataOut::PassThrough(readers) => self.data.append_raw(input, &readers.pq, rg, false)?,
             DataOut::Previous(p, at) => {
                 // PREV_OUT made this row group as a fresh run does today: it passed the
                 // input's through, statistics as read, or it encoded it, statistics as the
                 // writer writes them. Copied back the same way, the bytes are alike.
-                let passed = p.passed_through.binary_search(&(r.rg as u64)).is_ok();
+                let passed = p.passed_through.binary_search(&(rg as u64)).is_ok();
                 let source = p.data.source().with_buffer(1 << 20);
                 self.data.append_raw(&source, &p.meta, at, !passed)?;
             }
@@ -332,7 +338,7 @@ impl FileSink {
         })
     }
 
-    pub fn append(&mut self, mut r: RowGroupResult) -> Result<()> {
+    pub fn append(&mut self, r: RowGroupResult) -> Result<()> {
         self.stats.rows += r.rows;
         self.stats.kept += r.kept;
         self.stats.excluded += r.rows - r.kept;
@@ -353,19 +359,23 @@ impl FileSink {
             }
             DataOut::Nothing | DataOut::Encoded(_) => {}
         }
-        let rg = r.rg;
+        let (rg, rows) = (r.rg, r.rows);
+        let out = Out {
+            data: r.data,
+            manifest: r.manifest,
+            codes: r.codes,
+        };
         match self.held.as_mut() {
             Some(h) if r.as_previous => {
                 // Its decisions are PREV_OUT's: read back from there should it be written.
-                r.codes = None;
-                h.row_groups.push(r);
+                h.row_groups.push((rg, rows, Out { codes: None, ..out }));
             }
             _ => {
                 if let Some(h) = self.held.take() {
                     self.files = Some(h.write(&self.input)?);
                 }
                 if let Some(f) = self.files.as_mut() {
-                    f.append(&self.input, r)?;
+                    f.append(&self.input, rg, out)?;
                 }
             }
         }

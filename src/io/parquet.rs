@@ -960,14 +960,27 @@ impl ParquetFile {
         f: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         use rayon::prelude::*;
+        if pq.row_group(rg).num_rows() == 0 {
+            return Ok(());
+        }
+        // Checked once; then each column is decoded whole (the row group's decoded values are
+        // held until the last column is done: for the files read whole into memory anyway).
+        let meta = self.checked_meta(pq, rg)?;
         let per_column: Vec<Vec<RecordBatch>> = columns
             .par_iter()
             .map(|c| {
                 let mut out = Vec::new();
-                self.read_row_group(pq, rg, Some(&[c]), batch_size, select.clone(), &mut |b| {
-                    out.push(b);
-                    Ok(())
-                })?;
+                self.read_checked(
+                    &meta,
+                    rg,
+                    Some(&[c]),
+                    batch_size,
+                    select.clone(),
+                    &mut |b| {
+                        out.push(b);
+                        Ok(())
+                    },
+                )?;
                 Ok(out)
             })
             .collect::<Result<_>>()?;
@@ -1011,9 +1024,28 @@ impl ParquetFile {
         if pq.row_group(rg).num_rows() == 0 {
             return Ok(());
         }
+        let meta = self.checked_meta(pq, rg)?;
+        self.read_checked(&meta, rg, columns, batch_size, select, f)
+    }
+
+    /// Reader metadata for row group `rg`, once it is checked (corrected where its footer is
+    /// not what its pages say).
+    fn checked_meta(&self, pq: &Arc<ParquetMetaData>, rg: usize) -> Result<ArrowReaderMetadata> {
         let checked = self.check_row_group(pq, rg)?;
         let pq = checked.corrected.unwrap_or_else(|| pq.clone());
-        let meta = self.reader_meta(&pq, None)?;
+        self.reader_meta(&pq, None)
+    }
+
+    /// Decode `columns` of row group `rg`, checked already (`meta`), under the panic guard.
+    fn read_checked(
+        &self,
+        meta: &ArrowReaderMetadata,
+        rg: usize,
+        columns: Option<&[&str]>,
+        batch_size: usize,
+        select: Option<parquet::arrow::arrow_reader::RowSelection>,
+        f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let mask = match columns {
             None => ProjectionMask::all(),
             Some(names) => {
@@ -1025,15 +1057,16 @@ impl ParquetFile {
                     .filter(|(_, f)| names.contains(&f.name().as_str()))
                     .map(|(i, _)| i)
                     .collect();
-                ProjectionMask::roots(pq.file_metadata().schema_descr(), roots)
+                ProjectionMask::roots(meta.metadata().file_metadata().schema_descr(), roots)
             }
         };
         let source = self.source.clone();
         guard::catch(|| -> Result<()> {
-            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(source, meta)
-                .with_projection(mask)
-                .with_row_groups(vec![rg])
-                .with_batch_size(batch_size.max(1));
+            let mut builder =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(source, meta.clone())
+                    .with_projection(mask)
+                    .with_row_groups(vec![rg])
+                    .with_batch_size(batch_size.max(1));
             if let Some(s) = select {
                 builder = builder.with_row_selection(s);
             }
