@@ -77,12 +77,22 @@ pub struct Entry {
 /// The folder under an output of each input's recorded decisions.
 pub const DECISIONS_DIR: &str = "_state/decisions";
 
+/// An input's outputs, by the folder under OUT each is in: what an [`Entry`] or a shard's
+/// marker records of them.
+pub fn outputs_of<'a>(
+    data: &'a Written,
+    excluded: &'a Written,
+    decisions: Option<&'a Written>,
+) -> Vec<(&'static str, &'a Written)> {
+    let mut v = vec![("data", data), ("excluded", excluded)];
+    v.extend(decisions.map(|d| (DECISIONS_DIR, d)));
+    v
+}
+
 impl Entry {
     /// Each output of the input, by the folder under OUT it is in (as `rel` there).
     pub fn outputs(&self) -> Vec<(&'static str, &Written)> {
-        let mut v = vec![("data", &self.data), ("excluded", &self.excluded)];
-        v.extend(self.decisions.as_ref().map(|d| (DECISIONS_DIR, d)));
-        v
+        outputs_of(&self.data, &self.excluded, self.decisions.as_ref())
     }
 
     pub fn outputs_mut(&mut self) -> Vec<(&'static str, &mut Written)> {

@@ -626,8 +626,9 @@ impl Previous {
         let rows: Vec<u64> = (0..changed.len())
             .map(|rg| input.parquet_meta().row_group(rg).num_rows().max(0) as u64)
             .collect();
-        // Where PREV_OUT's manifest and decisions hold each row group's rows: they skip the
-        // row groups with none excluded, and with no rows.
+        // Where PREV_OUT's outputs hold each row group's rows: its data file skips the row
+        // groups with none kept, its manifest those with none excluded, its decisions those
+        // with no rows.
         let index_of = |has: &dyn Fn(usize) -> bool| -> Vec<Option<usize>> {
             let mut next = 0;
             (0..rows.len())
@@ -649,15 +650,10 @@ impl Previous {
         }
         // Each input row group's output row group (when it kept any), split by whether it
         // holds a changed member.
-        let mut next = 0;
-        let (out_row_group, touched_row_group) = kept
-            .iter()
+        let (out_row_group, touched_row_group) = index_of(&|rg| kept[rg] > 0)
+            .into_iter()
             .zip(&touched)
-            .map(|(k, t)| {
-                let here = (*k > 0).then_some(next);
-                next += (*k > 0) as usize;
-                (here.filter(|_| !t), here.filter(|_| *t))
-            })
+            .map(|(here, t)| (here.filter(|_| !t), here.filter(|_| *t)))
             .unzip();
         let meta = data.footer_for_copying().ok()?;
         Some(PreviousRowGroups {

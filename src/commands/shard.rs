@@ -143,9 +143,7 @@ pub struct MarkerFile {
 impl MarkerFile {
     /// Each output, by the folder under OUT it is in.
     fn outputs(&self) -> Vec<(&'static str, &Written)> {
-        let mut v = vec![("data", &self.data), ("excluded", &self.excluded)];
-        v.extend(self.decisions.as_ref().map(|d| (DECISIONS_DIR, d)));
-        v
+        crate::journal::outputs_of(&self.data, &self.excluded, self.decisions.as_ref())
     }
 }
 

@@ -94,14 +94,18 @@ pub(super) fn decision_of(codes: &[Code], rules: usize) -> Option<BatchDecision>
     })
 }
 
-/// The rows the codes keep (codes checked by [`decision_of`] already).
-pub(super) fn keep_mask(codes: &[Code], policy: &crate::policy::Policy) -> BooleanBuffer {
+/// The rows the codes keep; `None` when one names no rule of `policy` or no known region.
+pub(super) fn keep_mask(codes: &[Code], policy: &crate::policy::Policy) -> Option<BooleanBuffer> {
     let rules = policy.rules.len();
-    BooleanBuffer::collect_bool(codes.len(), |i| {
-        codes[i]
-            .parts(rules)
-            .is_some_and(|(r, _, _)| policy.action_of(r) == crate::policy::Action::Include)
-    })
+    let mut valid = true;
+    let keep = BooleanBuffer::collect_bool(codes.len(), |i| match codes[i].parts(rules) {
+        Some((r, _, _)) => policy.action_of(r) == crate::policy::Action::Include,
+        None => {
+            valid = false;
+            false
+        }
+    });
+    valid.then_some(keep)
 }
 
 /// `prev` with `rows` (ascending, within the row group) replaced by `now`'s decisions of them,

@@ -196,19 +196,19 @@ impl PreviousRowGroups {
             })
     }
 
-    /// PREV_OUT's decisions of input row group `rg` (of `rows` rows), when it recorded them,
-    /// they are decisions of this policy, and they keep as many rows as it recorded.
+    /// PREV_OUT's decisions of input row group `rg` (of `rows` rows) and the rows they keep,
+    /// when it recorded them, they are decisions of this policy, and they keep as many rows as
+    /// it recorded.
     pub(super) fn recorded_codes(
         &self,
         rg: usize,
         rows: u64,
         policy: &Policy,
-    ) -> Option<Vec<super::decisions::Code>> {
+    ) -> Option<(Vec<super::decisions::Code>, arrow_buffer::BooleanBuffer)> {
         let index = self.decisions_row_group.get(rg).copied().flatten()?;
         let codes = self.decisions.as_ref()?.codes(index, rows)?;
-        super::decisions::decision_of(&codes, policy.rules.len())?;
-        let kept = super::decisions::keep_mask(&codes, policy).count_set_bits() as u64;
-        (Some(&kept) == self.kept.get(rg)).then_some(codes)
+        let keep = super::decisions::keep_mask(&codes, policy)?;
+        (Some(&(keep.count_set_bits() as u64)) == self.kept.get(rg)).then_some((codes, keep))
     }
 }
 

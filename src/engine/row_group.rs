@@ -138,8 +138,11 @@ pub(super) fn process_row_group(
         .filter(|_| !collect)
         .and_then(|p| Some((p, p.recorded_codes(rg, rows, policy)?)));
     let mut batch: Option<RecordBatch> = None;
+    // What PREV_OUT kept of the row group, by its own record.
+    let mut recorded_keep = None;
     let (decision, prev_codes, decided_again) = match recorded {
-        Some((p, prev)) => {
+        Some((p, (prev, was))) => {
+            recorded_keep = Some(was);
             let changed = &p.changed_rows[rg];
             let codes = if changed.is_empty() {
                 prev.clone()
@@ -170,10 +173,6 @@ pub(super) fn process_row_group(
     let kept = keep.count_set_bits() as u64;
 
     count(policy, &decision, &mut counts);
-    // What PREV_OUT kept of the row group, by its own record.
-    let recorded_keep = prev_codes
-        .as_ref()
-        .map(|(p, _)| super::decisions::keep_mask(p, policy));
     let unchanged = prev_codes.as_ref().is_some_and(|(p, now)| p == now);
     let codes = match prev_codes {
         _ if !job.record_decisions || !write => None,
@@ -344,9 +343,7 @@ impl Touched {
             flips,
         })
     }
-}
 
-impl Touched {
     /// As [`Touched::of`], from what PREV_OUT recorded it kept (`was`).
     fn of_keeps(
         p: &Arc<super::job::PreviousRowGroups>,
