@@ -34,7 +34,7 @@ pub const JOURNAL: &str = ".journal.jsonl";
 pub const OBJECT_JOURNAL: &str = "_corpusgate.journal";
 /// The header's object in an object journal's folder (entries are named by 32 hex digits).
 const HEADER_OBJECT: &str = "header.json";
-const FORMAT: u32 = 5;
+const FORMAT: u32 = 6;
 
 /// What a run's outputs depend on besides each input file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

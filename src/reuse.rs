@@ -10,14 +10,15 @@
 //! - `keys.parquet`, when the run joined a snapshot or lists: `(key_hash, digest)` of every
 //!   member, sorted by hash (see [`crate::join::digest`]), its size and SHA-256 in `files.json`;
 //! - `decisions/<rel>`, when the run joined anything: each row's decision (rule, region,
-//!   matched or not; see `engine::decisions`), about a byte per row, recorded in the entry.
+//!   matched or not; see `engine::decisions`), about a byte per row, and per row group a filter
+//!   of its members' key hashes, recorded in the entry.
 //!
 //! A file's outputs are reused only when all of this holds, else it is processed afresh:
 //! PREV_OUT has `_SUCCESS` and a `_state/` this version reads; the policy, output options and
 //! corpusgate version are the same and the same snapshot and lists are named; the input has the
 //! identity recorded; its previous outputs have their recorded sizes (and checksums, when
 //! copied); and, when the snapshot or a list changed, none of its rows has a changed key (its
-//! user-id column is read to know). A `_state/` that cannot vouch for itself (absent, unparsable,
+//! user-id column is read to know, in the row groups PREV_OUT's member filter cannot rule out). A `_state/` that cannot vouch for itself (absent, unparsable,
 //! of another job, digests truncated or altered) means nothing is reused: the run says so on
 //! stderr and in summary.json, and is a fresh run.
 //!
@@ -59,7 +60,7 @@ const FILES: &str = "files.json";
 const KEYS: &str = "keys.parquet";
 // 2: entries record the row groups passed through (read back by `--reuse`).
 // 3: entries of runs that join anything record each row's decision.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 /// `_state/files.json`; a shard's travels in its marker to `commit`, which merges them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,6 +326,8 @@ pub struct Previous {
     /// Its member digests, when they are this run's too (the same snapshot and lists).
     pub keys_copy: Option<KeysCopy>,
     sources: Vec<SourceRecord>,
+    /// Row groups whose user ids [`Previous::candidate`] read.
+    searched: std::sync::atomic::AtomicU64,
 }
 
 /// What one input may take from PREV_OUT.
@@ -453,6 +456,7 @@ pub fn load(
         read,
         keys_copy,
         sources: state.sources,
+        searched: Default::default(),
     })))
 }
 
@@ -527,6 +531,11 @@ impl Previous {
         self.changed.len()
     }
 
+    /// Row groups whose user ids were read to find changed members, so far.
+    pub fn row_groups_searched(&self) -> u64 {
+        self.searched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// What summary.json says of this run's joined sources (`(name, location)`, `hashes` their
     /// content hashes in the same order), from PREV_OUT's record of the same content; `None`
     /// when it has none for one of them.
@@ -579,9 +588,26 @@ impl Previous {
             return Reusable::Nothing;
         };
         let pq = input.parquet_meta().clone();
-        // The rows of changed members, per row group.
+        let decisions = self.decisions_of(e);
+        let hashes = self.changed.values();
+        // The rows of changed members, per row group. PREV_OUT's member filter of a row group
+        // (the same input's rows) says when none can be there: its user ids are then not read.
         let mut changed: Vec<Vec<u32>> = vec![Vec::new(); input.num_row_groups()];
+        let mut recorded_at = 0;
         for (rg, rows) in changed.iter_mut().enumerate() {
+            let n = pq.row_group(rg).num_rows().max(0) as u64;
+            if n == 0 {
+                continue;
+            }
+            let filter = decisions
+                .as_ref()
+                .and_then(|d| d.member_filter(recorded_at, n));
+            recorded_at += 1;
+            if filter.is_some_and(|f| !f.may_hold_any(hashes)) {
+                continue;
+            }
+            self.searched
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut first = 0u32;
             let mut unreadable = false;
             let read = input.read_row_group(&pq, rg, Some(&[column]), 1 << 16, None, &mut |b| {
@@ -606,8 +632,19 @@ impl Previous {
         if changed.iter().all(Vec::is_empty) {
             return Reusable::Whole(e);
         }
-        self.row_groups(e, input, changed)
+        self.row_groups(e, input, changed, decisions)
             .map_or(Reusable::Nothing, |p| Reusable::RowGroups(Arc::new(p)))
+    }
+
+    /// PREV_OUT's decisions of `e`'s input, when it recorded them.
+    fn decisions_of(&self, e: &Entry) -> Option<crate::engine::PreviousDecisions> {
+        e.decisions.as_ref().map(|w| {
+            crate::engine::PreviousDecisions::new(
+                self.from.join(crate::journal::DECISIONS_DIR).join(&e.rel),
+                w.clone(),
+                self.read,
+            )
+        })
     }
 
     /// PREV_OUT's outputs of `e`, for an input some of whose row groups hold `changed` rows;
@@ -617,6 +654,7 @@ impl Previous {
         e: &Entry,
         input: &crate::io::ParquetFile,
         changed: Vec<Vec<u32>>,
+        decisions: Option<crate::engine::PreviousDecisions>,
     ) -> Option<PreviousRowGroups> {
         let kept = &e.stats.kept_per_row_group;
         if kept.len() != changed.len() {
@@ -668,13 +706,7 @@ impl Previous {
                 self.read,
             ),
             manifest_row_group,
-            decisions: e.decisions.as_ref().map(|w| {
-                crate::engine::PreviousDecisions::new(
-                    self.from.join(crate::journal::DECISIONS_DIR).join(&e.rel),
-                    w.clone(),
-                    self.read,
-                )
-            }),
+            decisions,
             decisions_row_group,
             kept: kept.clone(),
             changed_rows: changed,

@@ -198,6 +198,10 @@ pub struct ReuseRecord {
     /// (only the rows of changed members are decided again).
     #[serde(default)]
     pub decisions_reused: u64,
+    /// Row groups whose user ids were read to find the rows of changed members: those that
+    /// PREV_OUT's member filter could not rule out.
+    #[serde(default)]
+    pub row_groups_searched: u64,
     /// Members whose snapshot row or list membership changed since PREV_OUT (`None` when
     /// PREV_OUT could not be used).
     pub changed_keys: Option<u64>,

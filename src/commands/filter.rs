@@ -763,6 +763,7 @@ fn reuse_unchanged(
             row_groups_spliced: 0,
             pages_reused: 0,
             decisions_reused: 0,
+            row_groups_searched: 0,
         }),
     };
     // The copy of PREV_OUT's digests is checked as it is taken; these are never computed.
@@ -825,6 +826,7 @@ fn reuse_previous(
                 row_groups_spliced: 0,
                 pages_reused: 0,
                 decisions_reused: 0,
+                row_groups_searched: 0,
             };
             return Ok((resumed.clone(), Some(record)));
         }
@@ -878,6 +880,7 @@ fn reuse_previous(
         row_groups_spliced: 0,
         pages_reused: 0,
         decisions_reused: 0,
+        row_groups_searched: previous.row_groups_searched(),
     };
     Ok((done, Some(record)))
 }

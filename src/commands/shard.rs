@@ -1000,6 +1000,7 @@ fn merge_reuse(summaries: &[&SummaryFile]) -> Option<crate::summary::ReuseRecord
         row_groups_spliced: sum(|r| r.row_groups_spliced),
         pages_reused: sum(|r| r.pages_reused),
         decisions_reused: sum(|r| r.decisions_reused),
+        row_groups_searched: sum(|r| r.row_groups_searched),
         changed_keys: records.iter().filter_map(|r| r.changed_keys).max(),
         fallback: records.iter().find_map(|r| r.fallback.clone()),
         ..first

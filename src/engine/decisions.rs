@@ -6,9 +6,13 @@
 //! - One [`Code`] per input row, in row order: the rule slot that decided it (16 bits; the
 //!   policy's rule count means `default`), its region index (15 bits) and whether it had no
 //!   snapshot member (1 bit). The codes of a row group, decoded, are a [`BatchDecision`] of it.
-//! - Parquet, one non-null UInt32 column, one row group per non-empty input row group (in
-//!   order), dictionary-encoded: an input holds a few dozen distinct codes, so a row costs a few
-//!   bits. Recorded only by runs that join a snapshot or lists (only they have changed members).
+//! - Parquet, one row group per non-empty input row group (in order). Column `code`: the
+//!   non-null UInt32 codes, dictionary-encoded (an input holds a few dozen distinct codes, so a
+//!   row costs a few bits). Column `members`: null but on the row group's first row, which holds
+//!   a [`MemberFilter`] of its rows' members (null when their ids could not be read). Recorded
+//!   only by runs that join a snapshot or lists (only they have changed members).
+//! - The member filter answers "may this row group hold one of these members?" with no false
+//!   "no": a later `--reuse` reads the user ids only of the row groups it says "maybe" for.
 //! - A reader trusts the file only when its size and SHA-256 are what `_state/files.json`
 //!   records and every code it hands out names a rule of this policy and a known region; else
 //!   the rows are decided afresh.
@@ -17,10 +21,12 @@ use std::sync::{Arc, OnceLock};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, UInt32Array};
 use arrow_buffer::BooleanBuffer;
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
+
+use parquet::bloom_filter::Sbbf;
 
 use crate::decide::BatchDecision;
 use crate::error::{Error, Result};
@@ -119,11 +125,56 @@ pub(super) fn merge(prev: &[Code], rows: &[u32], now: &[Code]) -> Vec<Code> {
 }
 
 fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![Field::new(
-        "code",
-        DataType::UInt32,
-        false,
-    )]))
+    Arc::new(Schema::new(vec![
+        Field::new("code", DataType::UInt32, false),
+        Field::new("members", DataType::Binary, true),
+    ]))
+}
+
+/// What is recorded of one input row group: each row's code, and its member filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Recorded {
+    pub codes: Vec<Code>,
+    /// A [`MemberFilter`]'s bytes; `None` when the row group's user ids could not be read.
+    pub members: Option<Vec<u8>>,
+}
+
+/// The false-positive rate a member filter is built for: with ten changed members, about one
+/// row group in ten of those that hold none is still read for its user ids.
+const FILTER_FPP: f64 = 0.01;
+
+/// The largest filter a reader accepts (Parquet's own limit for a split-block Bloom filter).
+const FILTER_MAX_BYTES: usize = 128 * 1024 * 1024;
+
+/// A split-block Bloom filter (Parquet's) of the key hashes ([`crate::join::digest::key_hash`])
+/// of a row group's members: "no" is certain, "maybe" means read the user ids.
+pub struct MemberFilter(Sbbf);
+
+impl MemberFilter {
+    /// The filter of a user-id column (`None`: not a key column); sized for its rows, then
+    /// folded to the size its distinct members need. The same ids give the same bytes.
+    pub(super) fn build(ids: &dyn Array) -> Option<Vec<u8>> {
+        let rows = ids.len().max(1) as u64;
+        let mut f = Sbbf::new_with_ndv_fpp(rows, FILTER_FPP).ok()?;
+        crate::join::digest::for_each_key_hash(ids, &mut |_, h| f.insert(&h)).ok()?;
+        f.fold_to_target_fpp(FILTER_FPP);
+        let mut bytes = Vec::with_capacity(f.num_blocks() * 32);
+        f.write_bitset(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// The filter of `bytes`, when they can be one (whole 32-byte blocks, a power of two of
+    /// them, as [`MemberFilter::build`] makes).
+    pub fn of(bytes: &[u8]) -> Option<MemberFilter> {
+        let ok =
+            bytes.len() >= 32 && bytes.len() <= FILTER_MAX_BYTES && bytes.len().is_power_of_two();
+        ok.then(|| MemberFilter(Sbbf::new(bytes)))
+    }
+
+    /// Whether a member of one of these key hashes may be in the row group.
+    pub fn may_hold_any(&self, hashes: &[u64]) -> bool {
+        hashes.iter().any(|h| self.0.check(h))
+    }
 }
 
 /// An input's decisions being written, row group by row group.
@@ -136,9 +187,14 @@ impl DecisionsWriter {
     pub fn create(at: Location) -> Result<DecisionsWriter> {
         use parquet::basic::{Compression, ZstdLevel};
         use parquet::file::properties::{EnabledStatistics, WriterProperties};
+        use parquet::schema::types::ColumnPath;
+        let members = ColumnPath::from("members");
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_statistics_enabled(EnabledStatistics::None)
+            // A filter's bits neither repeat nor compress.
+            .set_column_dictionary_enabled(members.clone(), false)
+            .set_column_compression(members, Compression::UNCOMPRESSED)
             // Row groups end where the input's do (`append`), however long.
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(None)
@@ -152,13 +208,17 @@ impl DecisionsWriter {
         Ok(DecisionsWriter { at, writer })
     }
 
-    /// The codes of the next non-empty input row group, as one row group.
-    pub fn append(&mut self, codes: &[Code]) -> Result<()> {
-        if codes.is_empty() {
+    /// The record of the next non-empty input row group, as one row group.
+    pub fn append(&mut self, r: &Recorded) -> Result<()> {
+        if r.codes.is_empty() {
             return Ok(());
         }
-        let array: ArrayRef = Arc::new(UInt32Array::from_iter_values(codes.iter().map(|c| c.0)));
-        let batch = RecordBatch::try_new(schema(), vec![array]).expect("schema matches");
+        let codes: ArrayRef = Arc::new(UInt32Array::from_iter_values(r.codes.iter().map(|c| c.0)));
+        let members: ArrayRef = Arc::new(BinaryArray::from_iter(
+            std::iter::once(r.members.as_deref())
+                .chain(std::iter::repeat_n(None, r.codes.len() - 1)),
+        ));
+        let batch = RecordBatch::try_new(schema(), vec![codes, members]).expect("schema matches");
         self.writer
             .write(&batch)
             .and_then(|_| self.writer.flush())
@@ -208,9 +268,54 @@ impl PreviousDecisions {
             .as_ref()
     }
 
-    /// The codes of the file's row group `index` (the input's `index`-th non-empty one), which
-    /// must hold `rows` rows; `None` when they cannot be had as recorded.
-    pub(super) fn codes(&self, index: usize, rows: u64) -> Option<Vec<Code>> {
+    /// The record of the file's row group `index` (the input's `index`-th non-empty one), which
+    /// must hold `rows` rows; `None` when it cannot be had as recorded.
+    pub(super) fn record(&self, index: usize, rows: u64) -> Option<Recorded> {
+        let mut codes = Vec::with_capacity(rows as usize);
+        let mut members = None;
+        let mut ok = true;
+        self.read(index, rows, &["code", "members"], &mut |b| {
+            let c = b.column(0).as_primitive_opt::<UInt32Type>();
+            let m = b.column(1).as_binary_opt::<i32>();
+            match (c, m) {
+                (Some(c), Some(m)) if c.null_count() == 0 && !m.is_empty() => {
+                    // A filter on the row group's first row, and nothing else.
+                    let at_start = codes.is_empty() && m.is_valid(0);
+                    ok &= m.len() - m.null_count() == usize::from(at_start);
+                    if at_start {
+                        members = Some(m.value(0).to_vec());
+                    }
+                    codes.extend(c.values().iter().map(|v| Code(*v)));
+                }
+                _ => ok = false,
+            }
+        })?;
+        (ok && codes.len() as u64 == rows).then_some(Recorded { codes, members })
+    }
+
+    /// The member filter of the file's row group `index` (of `rows` rows); `None` when there
+    /// is none to be had (then any member may be there).
+    pub fn member_filter(&self, index: usize, rows: u64) -> Option<MemberFilter> {
+        let mut filter = None;
+        let mut first = true;
+        self.read(index, rows, &["members"], &mut |b| {
+            let m = b.column(0).as_binary_opt::<i32>();
+            if let Some(m) = m.filter(|m| first && !m.is_empty() && m.is_valid(0)) {
+                filter = MemberFilter::of(m.value(0));
+            }
+            first = false;
+        })?;
+        filter
+    }
+
+    /// Call `f` on the batches of `columns` of row group `index`, which must hold `rows` rows.
+    fn read(
+        &self,
+        index: usize,
+        rows: u64,
+        columns: &[&str],
+        f: &mut dyn FnMut(&RecordBatch),
+    ) -> Option<()> {
         let file = self.file()?;
         if index >= file.num_row_groups() {
             return None;
@@ -219,23 +324,17 @@ impl PreviousDecisions {
         if pq.row_group(index).num_rows() as u64 != rows {
             return None;
         }
-        let mut codes = Vec::with_capacity(rows as usize);
         let mut ok = true;
-        file.read_row_group(&pq, index, None, rows as usize, None, &mut |b| {
-            match b
-                .columns()
-                .first()
-                .and_then(|c| c.as_primitive_opt::<UInt32Type>())
-            {
-                Some(c) if c.null_count() == 0 && b.num_columns() == 1 => {
-                    codes.extend(c.values().iter().map(|v| Code(*v)))
-                }
-                _ => ok = false,
+        file.read_row_group(&pq, index, Some(columns), rows as usize, None, &mut |b| {
+            if b.num_columns() == columns.len() {
+                f(&b);
+            } else {
+                ok = false;
             }
             Ok(())
         })
         .ok()?;
-        (ok && codes.len() as u64 == rows).then_some(codes)
+        ok.then_some(())
     }
 }
 
@@ -258,6 +357,29 @@ mod tests {
         // A rule this policy lacks, or a region no table has, is not a decision.
         assert_eq!(Code((rules as u32 + 1) << 16).parts(rules), None);
         assert_eq!(Code((REGION_COUNT as u32) << 1).parts(rules), None);
+    }
+
+    #[test]
+    fn a_member_filter_says_maybe_for_every_member_and_no_for_most_others() {
+        use crate::join::digest::key_hash;
+        use crate::join::KeyRef;
+        let ids = arrow_array::Int64Array::from_iter((0..5000).map(|i| (i % 7 != 0).then_some(i)));
+        let bytes = MemberFilter::build(&ids).unwrap();
+        // The same ids, the same bytes (outputs must not depend on the run).
+        assert_eq!(MemberFilter::build(&ids), Some(bytes.clone()));
+        let f = MemberFilter::of(&bytes).unwrap();
+        let hash = |v: i64| key_hash(KeyRef::Int(v as i128));
+        assert!((0..5000)
+            .filter(|i| i % 7 != 0)
+            .all(|i| f.may_hold_any(&[hash(i)])));
+        let others = (5000..105_000)
+            .filter(|i| f.may_hold_any(&[hash(*i)]))
+            .count();
+        assert!(others < 3000, "{others} of 100,000 non-members said maybe");
+        assert!(!f.may_hold_any(&[]));
+        // Bytes that cannot be a filter are none: any member may then be there.
+        assert!(MemberFilter::of(&bytes[..48]).is_none());
+        assert!(MemberFilter::of(&[]).is_none());
     }
 
     #[test]

@@ -172,13 +172,13 @@ impl PreviousRowGroups {
         }))
     }
 
-    /// PREV_OUT's decisions of input row group `rg` again, for writing them as today's (`None`:
-    /// it has no rows, so no row group of decisions).
-    pub(super) fn codes_again(
+    /// PREV_OUT's record of input row group `rg` again, for writing it as today's (`None`: it
+    /// has no rows, so no row group of decisions).
+    pub(super) fn record_again(
         &self,
         rg: usize,
         rows: u64,
-    ) -> Result<Option<Vec<super::decisions::Code>>> {
+    ) -> Result<Option<super::decisions::Recorded>> {
         if rows == 0 {
             return Ok(None);
         }
@@ -186,7 +186,7 @@ impl PreviousRowGroups {
             .get(rg)
             .copied()
             .flatten()
-            .and_then(|i| self.decisions.as_ref()?.codes(i, rows))
+            .and_then(|i| self.decisions.as_ref()?.record(i, rows))
             .map(Some)
             .ok_or_else(|| {
                 Error::Busy(format!(
@@ -196,19 +196,19 @@ impl PreviousRowGroups {
             })
     }
 
-    /// PREV_OUT's decisions of input row group `rg` (of `rows` rows) and the rows they keep,
-    /// when it recorded them, they are decisions of this policy, and they keep as many rows as
-    /// it recorded.
-    pub(super) fn recorded_codes(
+    /// PREV_OUT's record of input row group `rg` (of `rows` rows) and the rows it keeps, when
+    /// it recorded them, they are decisions of this policy, and they keep as many rows as it
+    /// recorded.
+    pub(super) fn recorded(
         &self,
         rg: usize,
         rows: u64,
         policy: &Policy,
-    ) -> Option<(Vec<super::decisions::Code>, arrow_buffer::BooleanBuffer)> {
+    ) -> Option<(super::decisions::Recorded, arrow_buffer::BooleanBuffer)> {
         let index = self.decisions_row_group.get(rg).copied().flatten()?;
-        let codes = self.decisions.as_ref()?.codes(index, rows)?;
-        let keep = super::decisions::keep_mask(&codes, policy)?;
-        (Some(&(keep.count_set_bits() as u64)) == self.kept.get(rg)).then_some((codes, keep))
+        let record = self.decisions.as_ref()?.record(index, rows)?;
+        let keep = super::decisions::keep_mask(&record.codes, policy)?;
+        (Some(&(keep.count_set_bits() as u64)) == self.kept.get(rg)).then_some((record, keep))
     }
 }
 

@@ -63,8 +63,8 @@ pub(super) struct RowGroupResult {
     pub bytes: u64,
     /// `--reuse`: pages copied from PREV_OUT into a spliced chunk.
     pub pages_reused: u64,
-    /// Each row's decision, when the run records them (see `decisions`).
-    pub codes: Option<Vec<super::decisions::Code>>,
+    /// Each row's decision and the member filter, when the run records them (see `decisions`).
+    pub record: Option<super::decisions::Recorded>,
     /// `--reuse`: rows whose decision was PREV_OUT's record, not decided again.
     pub decisions_reused: u64,
     /// `--reuse`: its data, manifest and decisions are PREV_OUT's row groups of it (or none).
@@ -109,7 +109,7 @@ pub(super) fn process_row_group(
             data: DataOut::Nothing,
             bytes,
             pages_reused: 0,
-            codes: None,
+            record: None,
             decisions_reused: 0,
             as_previous: true,
         });
@@ -136,13 +136,17 @@ pub(super) fn process_row_group(
         .previous
         .as_ref()
         .filter(|_| !collect)
-        .and_then(|p| Some((p, p.recorded_codes(rg, rows, policy)?)));
+        .and_then(|p| Some((p, p.recorded(rg, rows, policy)?)));
     let mut batch: Option<RecordBatch> = None;
     // What PREV_OUT kept of the row group, by its own record.
     let mut recorded_keep = None;
+    // PREV_OUT's member filter of the row group: the same input rows, so today's.
+    let mut prev_members = None;
     let (decision, prev_codes, decided_again) = match recorded {
-        Some((p, (prev, was))) => {
+        Some((p, (record, was))) => {
             recorded_keep = Some(was);
+            prev_members = record.members;
+            let prev = record.codes;
             let changed = &p.changed_rows[rg];
             let codes = if changed.is_empty() {
                 prev.clone()
@@ -174,10 +178,16 @@ pub(super) fn process_row_group(
 
     count(policy, &decision, &mut counts);
     let unchanged = prev_codes.as_ref().is_some_and(|(p, now)| p == now);
-    let codes = match prev_codes {
+    let record = match prev_codes {
         _ if !job.record_decisions || !write => None,
-        Some((_, now)) => Some(now),
-        None => Some(super::decisions::codes_of(&decision, rules)),
+        Some((_, codes)) => Some(super::decisions::Recorded {
+            codes,
+            members: prev_members.or_else(|| member_filter(job, batch.as_ref())),
+        }),
+        None => Some(super::decisions::Recorded {
+            codes: super::decisions::codes_of(&decision, rules),
+            members: member_filter(job, batch.as_ref()),
+        }),
     };
 
     let mut excluded_rows = None;
@@ -292,9 +302,15 @@ pub(super) fn process_row_group(
         data,
         bytes,
         pages_reused,
-        codes,
+        record,
         decisions_reused: rows - decided_again,
     })
+}
+
+/// The member filter of a row group whose policy columns are `batch` (`None`: no user ids).
+fn member_filter(job: &FileJob, batch: Option<&RecordBatch>) -> Option<Vec<u8>> {
+    let ids = batch?.column_by_name(job.user_id.as_deref()?)?;
+    super::decisions::MemberFilter::build(ids.as_ref())
 }
 
 /// `--reuse`: an input row group holding a changed member, whose kept rows PREV_OUT wrote.

@@ -192,7 +192,7 @@ struct Held {
 struct Out {
     data: DataOut,
     manifest: Option<ManifestOut>,
-    codes: Option<Vec<super::decisions::Code>>,
+    record: Option<super::decisions::Recorded>,
 }
 
 impl Held {
@@ -200,7 +200,7 @@ impl Held {
     fn write(self, input: &FileSource) -> Result<Files> {
         let mut files = Files::create(&self.spec)?;
         for (rg, rows, mut out) in self.row_groups {
-            out.codes = self.previous.codes_again(rg, rows)?;
+            out.record = self.previous.record_again(rg, rows)?;
             files.append(input, rg, out)?;
         }
         Ok(files)
@@ -271,8 +271,8 @@ impl Files {
             }
             None => {}
         }
-        if let (Some(codes), Some(d)) = (r.codes, self.decisions.as_mut()) {
-            d.append(&codes)?;
+        if let (Some(record), Some(d)) = (r.record, self.decisions.as_mut()) {
+            d.append(&record)?;
         }
         Ok(())
     }
@@ -363,12 +363,19 @@ impl FileSink {
         let out = Out {
             data: r.data,
             manifest: r.manifest,
-            codes: r.codes,
+            record: r.record,
         };
         match self.held.as_mut() {
             Some(h) if r.as_previous => {
                 // Its decisions are PREV_OUT's: read back from there should it be written.
-                h.row_groups.push((rg, rows, Out { codes: None, ..out }));
+                h.row_groups.push((
+                    rg,
+                    rows,
+                    Out {
+                        record: None,
+                        ..out
+                    },
+                ));
             }
             _ => {
                 if let Some(h) = self.held.take() {

@@ -153,6 +153,11 @@ impl<T: Ord + Copy> SparseSet<T> {
         self.sorted.len()
     }
 
+    /// Its values, ascending.
+    pub(crate) fn values(&self) -> &[T] {
+        &self.sorted
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.sorted.is_empty()
     }
