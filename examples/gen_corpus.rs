@@ -158,6 +158,10 @@ fn sentence(rng: &mut Rng, target: usize) -> String {
 enum Layout {
     Mixed,
     Clustered,
+    /// Mixed, but most members post from regions the bench policy allows and few opted out:
+    /// about two thirds of the rows are kept (the nightly run of a policy that removes a few
+    /// regions and the opt-outs writes most of its input).
+    WriteHeavy,
 }
 
 struct Args {
@@ -206,6 +210,7 @@ fn parse_args() -> Args {
                 a.layout = match v().as_str() {
                     "mixed" => Layout::Mixed,
                     "clustered" => Layout::Clustered,
+                    "write-heavy" => Layout::WriteHeavy,
                     o => panic!("unknown layout {o}"),
                 }
             }
@@ -238,7 +243,29 @@ struct Row {
     text: String,
 }
 
-fn member_country(rng: &mut Rng) -> Option<String> {
+/// `--layout write-heavy`: spellings of regions the bench policy allows.
+const ALLOWED_COUNTRIES: &[&str] = &[
+    "US", "US", "us", "USA", "CA", "BR", "IN", "IN", "JP", "AU", "NG", "MX", "XK",
+];
+/// `--layout write-heavy`: consent, mostly granted.
+const CONSENT_MOSTLY_GRANTED: &[&str] = &[
+    "opt_in", "opt_in", "opt_in", "OPT_IN", " opt_in ", "yes", "opt_in", "yes", "opt_out", "no",
+    "pending",
+];
+
+/// A member's country (`heavy`: as `--layout write-heavy` draws it).
+fn member_country(rng: &mut Rng, heavy: bool) -> Option<String> {
+    if heavy {
+        return if rng.chance(0.03) {
+            None
+        } else if rng.chance(0.02) {
+            Some(rng.pick(JUNK_COUNTRIES).to_string())
+        } else if rng.chance(0.75) {
+            Some(rng.pick(ALLOWED_COUNTRIES).to_string())
+        } else {
+            Some(rng.pick(COUNTRIES).to_string())
+        };
+    }
     if rng.chance(0.04) {
         None
     } else if rng.chance(0.05) {
@@ -248,9 +275,11 @@ fn member_country(rng: &mut Rng) -> Option<String> {
     }
 }
 
-fn member_consent(rng: &mut Rng) -> Option<String> {
+fn member_consent(rng: &mut Rng, heavy: bool) -> Option<String> {
     if rng.chance(0.06) {
         None
+    } else if heavy {
+        Some(rng.pick(CONSENT_MOSTLY_GRANTED).to_string())
     } else {
         Some(rng.pick(CONSENT).to_string())
     }
@@ -261,14 +290,15 @@ fn main() {
     let corpus = a.out.join(&a.corpus_dir);
     std::fs::create_dir_all(&corpus).unwrap();
     let mut rng = Rng(a.seed);
+    let heavy = a.layout == Layout::WriteHeavy;
 
     // Members: each has a home country and consent; the corpus copies them (sometimes stale).
     let members: Vec<(i64, Option<String>, Option<String>)> = (0..a.members)
         .map(|i| {
             (
                 1_000_000 + i as i64,
-                member_country(&mut rng),
-                member_consent(&mut rng),
+                member_country(&mut rng, heavy),
+                member_consent(&mut rng, heavy),
             )
         })
         .collect();
@@ -285,12 +315,12 @@ fn main() {
                     post_id,
                     member_id: if rng.chance(0.01) { None } else { Some(m.0) },
                     country: if stale {
-                        member_country(&mut rng)
+                        member_country(&mut rng, heavy)
                     } else {
                         m.1.clone()
                     },
                     consent: if stale {
-                        member_consent(&mut rng)
+                        member_consent(&mut rng, heavy)
                     } else {
                         m.2.clone()
                     },
@@ -451,8 +481,8 @@ fn main() {
                     .map(|u| u - (1 + rng.below(300) as i64) * 86_400_000_000);
                 snap.push((
                     m.0,
-                    member_country(&mut rng),
-                    member_consent(&mut rng),
+                    member_country(&mut rng, heavy),
+                    member_consent(&mut rng, heavy),
                     older,
                     None,
                 ));

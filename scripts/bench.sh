@@ -12,10 +12,11 @@
 #
 # Env (defaults): ROWS (4000000, per layout) FILES (8) ROW_GROUP (131072) TEXT_BYTES (400)
 #   SEED (42) REPEAT (1: runs per measurement, the fastest is kept; the corpusgate/DuckDB runs
-#   of a layout alternate, one round of each at a time) LAYOUTS ("mixed clustered")
+#   of a layout alternate, one round of each at a time) LAYOUTS ("mixed clustered write-heavy")
 #   FLOORS (1) THREADS_RUN (1) SCALING (0) SCALING_SIZES ("1000000 2000000 4000000 8000000")
-#   SCALING_DUCKDB (0) JOIN (1: the join layout) JOIN_DUCKDB (0: run DuckDB's join job even
-#   while corpusgate lacks --consent-table) JOIN_MEMBERS (1000000)
+#   SCALING_DUCKDB (0) JOIN (1: the join job) JOIN_LAYOUTS ("mixed write-heavy": the corpora the
+#   join job runs on) JOIN_DUCKDB (0: run DuckDB's join job even while corpusgate lacks
+#   --consent-table) JOIN_MEMBERS (1000000)
 #   KEEP_OUTPUT (0: delete each run's output after use; 1: keep it under target/bench-out/)
 #   BUILD (1: cargo build --release first; 0: use the binaries already in target/release)
 #   CG (target/release/corpusgate) GEN (target/release/examples/gen_corpus): the binaries used
@@ -38,13 +39,14 @@ ROW_GROUP=${ROW_GROUP:-131072}
 TEXT_BYTES=${TEXT_BYTES:-400}
 SEED=${SEED:-42}
 REPEAT=${REPEAT:-1}
-LAYOUTS=${LAYOUTS-mixed clustered}
+LAYOUTS=${LAYOUTS-mixed clustered write-heavy}
 FLOORS=${FLOORS:-1}
 THREADS_RUN=${THREADS_RUN:-1}
 SCALING=${SCALING:-0}
 SCALING_SIZES=${SCALING_SIZES:-1000000 2000000 4000000 8000000}
 SCALING_DUCKDB=${SCALING_DUCKDB:-0}
 JOIN=${JOIN:-1}
+JOIN_LAYOUTS=${JOIN_LAYOUTS-mixed write-heavy}
 JOIN_DUCKDB=${JOIN_DUCKDB:-0}
 JOIN_MEMBERS=${JOIN_MEMBERS:-1000000}
 KEEP_OUTPUT=${KEEP_OUTPUT:-0}
@@ -55,6 +57,7 @@ POLICY=configs/genai-uk-eea-ch-pause.yaml
 JOIN_POLICY=scripts/bench/genai-uk-eea-ch-pause-join.yaml
 CG=${CG:-target/release/corpusgate}
 GEN=${GEN:-target/release/examples/gen_corpus}
+ZFLOOR=${ZFLOOR:-target/release/examples/zstd_floor}
 DATA=target/bench-data
 OUT=target/bench-out
 RESULTS=target/bench-results.md
@@ -85,9 +88,9 @@ setup() {
   if [[ $BUILD == 1 ]]; then
     log "building corpusgate and gen_corpus (release)"
     cargo build --release --quiet || die "cargo build --release failed (BUILD=0 uses the binaries already in target/release)"
-    cargo build --release --quiet --example gen_corpus || die "cargo build --release --example gen_corpus failed"
+    cargo build --release --quiet --example gen_corpus --example zstd_floor || die "cargo build --release --example gen_corpus --example zstd_floor failed"
   fi
-  [[ -x $CG && -x $GEN ]] || die "$CG or $GEN missing"
+  [[ -x $CG && -x $GEN && -x $ZFLOOR ]] || die "$CG, $GEN or $ZFLOOR missing"
   "$PY" "$BENCH_PY/policy.py" >/dev/null || die "policy.py self-test failed"
   mkdir -p "$DATA" "$OUT"
   : >"$TSV"
@@ -273,6 +276,19 @@ floors() {
   note "$layout: $(grep '^floors:' "$o/floor-dc1.log")"
 }
 
+# run_zfloor LOG IN_DIR CG_DATA_DIR: the zstd floor of a zstd:3 job (examples/zstd_floor.rs: the
+# same libzstd decompressing every input page and compressing the job's output pages at level 3,
+# one thread); its CPU is what the job cannot go below.
+run_zfloor() {
+  ${TIMER:-run_timed} "$1" "" "$ZFLOOR" --level 3 "$2" "$3"
+}
+
+# zfloor_note LABEL: corpusgate's zstd:3 CPU against the zstd floor (best runs, same invocation).
+zfloor_note() {
+  local label=$1 cg_cpu=$2 floor_cpu=$3
+  note "$label: corpusgate --compression zstd:3 used ${cg_cpu} s of CPU, the zstd floor ${floor_cpu} s: $(awk -v a="$cg_cpu" -v b="$floor_cpu" 'BEGIN { printf "%.2f", a / b }')x the floor (target <= 1.15)"
+}
+
 run_layout() {
   local layout=$1
   local name=$layout-$ROWS
@@ -286,12 +302,17 @@ run_layout() {
   local round
   for ((round = 1; round <= REPEAT; round++)); do
     TIMER="run_once cg-zstd3" run_cg "$o/cg-zstd3" "$in" --compression zstd:3
+    TIMER="run_once zfloor" run_zfloor "$o/zfloor.log" "$in" "$o/cg-zstd3/data"
     TIMER="run_once cg-preserve" run_cg "$o/cg-preserve" "$in"
     TIMER="run_once duck-default" run_duck "$o/duckdb-default" "$glob"
     TIMER="run_once duck-l3" run_duck "$o/duckdb-l3" "$glob" --level 3
   done
+  best zfloor
+  record floor "$layout" floor "zstd floor: the same libzstd, one thread (last run: $(grep -o 'decompress.*' "$o/zfloor.log"))" ""
+  local floor_cpu=$T_CPU
   best cg-zstd3
   record main "$layout" corpusgate "--compression zstd:3" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
+  zfloor_note "$layout" "$T_CPU" "$floor_cpu"
   best cg-preserve
   record main "$layout" corpusgate "defaults (--compression preserve: zstd, level 1)" default \
     "$o/cg-preserve" "$o/cg-preserve/data"
@@ -319,10 +340,15 @@ run_layout() {
   cleanup "$o/cg-zstd3" "$o/cg-preserve" "$o/duckdb-default" "$o/duckdb-l3"
 }
 
-# The "join" job: region and consent come from the members snapshot, joined on member_id (the
-# newest row per member; a null or unknown member_id -> unknown region), with
+# The name a join job's corpus and results go by: `join` on the mixed layout, else join-LAYOUT.
+join_label() { if [[ $1 == mixed ]]; then echo join; else echo "join-$1"; fi; }
+
+# run_join LAYOUT: the "join" job: region and consent come from the members snapshot, joined on
+# member_id (the newest row per member; a null or unknown member_id -> unknown region), with
 # scripts/bench/genai-uk-eea-ch-pause-join.yaml and `--consent-table SNAPSHOT` on corpusgate's side.
 run_join() {
+  local layout=$1 label
+  label=$(join_label "$layout")
   local help supported=0
   help=$("$CG" filter --help)
   if grep -q -- --consent-table <<<"$help"; then supported=1; fi
@@ -330,43 +356,50 @@ run_join() {
     note "join: skipped (corpusgate has no --consent-table yet)"
     if [[ $JOIN_DUCKDB != 1 ]]; then return 0; fi
   fi
-  local name=join-$ROWS-m$JOIN_MEMBERS
-  gen "$name" mixed "$ROWS" --members "$JOIN_MEMBERS"
+  local name=$label-$ROWS-m$JOIN_MEMBERS
+  gen "$name" "$layout" "$ROWS" --members "$JOIN_MEMBERS"
   local in=$DATA/$name/corpus glob="$DATA/$name/corpus/*.parquet" members=$DATA/$name/members.parquet
-  local o=$OUT/join cg_ok=0
+  local o=$OUT/$label cg_ok=0
   mkdir -p "$o"
-  log "layout join: $JOIN_MEMBERS members, snapshot $(bytes "$members" | awk '{ printf "%.1f MiB", $1 / 1048576 }')"
+  log "layout $label: $JOIN_MEMBERS members, snapshot $(bytes "$members" | awk '{ printf "%.1f MiB", $1 / 1048576 }')"
   cg_ok=$supported
   local round
   for ((round = 1; round <= REPEAT; round++)); do
     if [[ $cg_ok == 1 ]]; then
       if ! { CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 TIMER="run_once cg-zstd3" run_cg "$o/cg-zstd3" "$in" \
         --compression zstd:3 --consent-table "$members" &&
+        TIMER="run_once zfloor" run_zfloor "$o/zfloor.log" "$in" "$o/cg-zstd3/data" &&
         CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 TIMER="run_once cg-preserve" run_cg "$o/cg-preserve" "$in" \
           --consent-table "$members"; }; then
         cg_ok=0
-        fail "join: corpusgate --consent-table failed: $(grep -m1 'error' "$o"/cg-*.log | cut -c1-300)"
+        fail "$label: corpusgate --consent-table failed: $(grep -m1 'error' "$o"/cg-*.log | cut -c1-300)"
       fi
     fi
     TIMER="run_once duck-default" run_duck "$o/duckdb-default" "$glob" --members "$members"
     TIMER="run_once duck-l3" run_duck "$o/duckdb-l3" "$glob" --members "$members" --level 3
   done
   if [[ $cg_ok == 1 ]]; then
+    best zfloor
+    record floor "$label" floor "zstd floor: the same libzstd, one thread (last run: $(grep -o 'decompress.*' "$o/zfloor.log"))" ""
+    local floor_cpu=$T_CPU
     best cg-zstd3
-    record main join corpusgate "--compression zstd:3 --consent-table" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
+    record main "$label" corpusgate "--compression zstd:3 --consent-table" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
+    zfloor_note "$label" "$T_CPU" "$floor_cpu"
     best cg-preserve
-    record main join corpusgate "defaults --consent-table" default "$o/cg-preserve" "$o/cg-preserve/data"
+    record main "$label" corpusgate "defaults --consent-table" default "$o/cg-preserve" "$o/cg-preserve/data"
   fi
   best duck-default
-  record main join duckdb "defaults (COMPRESSION zstd), join members" default \
+  record main "$label" duckdb "defaults (COMPRESSION zstd), join members" default \
     "$o/duckdb-default" "$o/duckdb-default/data.parquet"
   best duck-l3
-  record main join duckdb "COMPRESSION_LEVEL 3, join members" l3 "$o/duckdb-l3" "$o/duckdb-l3/data.parquet"
+  record main "$label" duckdb "COMPRESSION_LEVEL 3, join members" l3 "$o/duckdb-l3" "$o/duckdb-l3/data.parquet"
   if [[ $cg_ok == 1 ]]; then
-    check "$o/cg-zstd3" "$o/duckdb-l3" "$glob" "join zstd:3" --members "$members"
-    check "$o/cg-preserve" "$o/duckdb-default" "$glob" "join defaults" --members "$members"
+    check "$o/cg-zstd3" "$o/duckdb-l3" "$glob" "$label zstd:3" --members "$members"
+    check "$o/cg-preserve" "$o/duckdb-default" "$glob" "$label defaults" --members "$members"
+    "$PY" "$BENCH_PY/sizes.py" "$o/cg-zstd3" "$o/duckdb-l3" --title "$label, zstd:3 vs COMPRESSION_LEVEL 3," \
+      >"$OUT/sizes-$label.md"
   else
-    note "join: DuckDB only ($(grep -h '^duckdb_job' "$o/duckdb-l3.log"))"
+    note "$label: DuckDB only ($(grep -h '^duckdb_job' "$o/duckdb-l3.log"))"
   fi
   cleanup "$o"/cg-* "$o"/duckdb-*
 }
@@ -401,15 +434,18 @@ header() {
 - Machine: nproc $(nproc), CPU ${cpu:-unknown}, RAM $mem, $(uname -sr)
 - corpusgate: $("$CG" --version) (tree $rev; binary built $(date -u -r "$CG" '+%H:%M UTC')); DuckDB $("$PY" -c 'import duckdb; print(duckdb.__version__)'), pyarrow $("$PY" -c 'import pyarrow; print(pyarrow.__version__)')
 - Job: \`$POLICY\` over each layout: $ROWS rows in $FILES files, row groups of $ROW_GROUP rows, text ~$TEXT_BYTES B/row, zstd (parquet-rs default, level 1), seed $SEED. *mixed*: rows in generation order; *clustered*: each file sorted by (country, consent).
-- *join*: the mixed layout generated with $JOIN_MEMBERS members; region and consent come from \`members.parquet\` (newest row per member) joined on member_id: corpusgate \`--consent-table\` with \`$JOIN_POLICY\`, DuckDB a LEFT JOIN.
+- *write-heavy*: the mixed layout with most members in allowed regions and few opt-outs (about two thirds of the rows kept, as a policy that removes a few regions and the opt-outs keeps most of a corpus; the other layouts keep 18 %).
+- *join*: the mixed layout generated with $JOIN_MEMBERS members (*join-write-heavy*: the write-heavy one); region and consent come from \`members.parquet\` (newest row per member) joined on member_id: corpusgate \`--consent-table\` with \`$JOIN_POLICY\`, DuckDB a LEFT JOIN.
 - DuckDB job: \`scripts/bench/duckdb_job.py\` (one view: LEFT JOIN of trim(country) to a table of every ASCII case variant of every alpha-2/alias/alpha-3 code, CASE in rule order; two COPYs: kept rows, manifest), default DuckDB settings (threads = all cores). Every corpusgate/DuckDB pair is checked by \`scripts/bench/compare.py\` (same kept rows, whole-row hashes, same exclusions by rule and region).
 - Method: \`/usr/bin/time\` around the whole process (DuckDB's figures include the Python interpreter and \`import duckdb\`); inputs warm in the page cache; \`sync\` and a wait for an idle machine before each run; corpusgate and DuckDB run in turn, $REPEAT round(s) of every command of a layout, and the fastest run of each is kept (floors, threads and scaling: fastest of $REPEAT consecutive runs); a run that other processes disturbed is repeated up to 3 times. corpusgate fsyncs its output before renaming it into place; DuckDB's COPY does not.
 EOF
   local l
   local joins=""
-  if [[ $JOIN == 1 ]]; then joins="join"; fi
+  if [[ $JOIN == 1 ]]; then
+    for l in $JOIN_LAYOUTS; do joins="$joins join:$l"; done
+  fi
   for l in $LAYOUTS $joins; do
-    if [[ $l == join ]]; then l=join-$ROWS-m$JOIN_MEMBERS; else l=$l-$ROWS; fi
+    if [[ $l == join:* ]]; then l=$(join_label "${l#join:}")-$ROWS-m$JOIN_MEMBERS; else l=$l-$ROWS; fi
     if [[ -d $DATA/$l/corpus ]]; then echo "- Input $l: $(bytes "$DATA/$l/corpus" | awk '{ printf "%.1f MiB", $1 / 1048576 }')"; fi
   done
   echo
@@ -419,13 +455,15 @@ main() {
   setup
   local l
   for l in $LAYOUTS; do run_layout "$l"; done
-  if [[ $JOIN == 1 ]]; then run_join; fi
+  if [[ $JOIN == 1 ]]; then
+    for l in $JOIN_LAYOUTS; do run_join "$l"; done
+  fi
   if [[ $SCALING == 1 ]]; then run_scaling; fi
   local report
   report=$(
     header
     "$PY" "$BENCH_PY/report.py" "$TSV"
-    for l in $LAYOUTS; do
+    for l in $LAYOUTS $(for j in $JOIN_LAYOUTS; do join_label "$j"; done); do
       if [[ -f $OUT/sizes-$l.md ]]; then printf '\n'; cat "$OUT/sizes-$l.md"; fi
     done
   )

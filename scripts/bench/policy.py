@@ -110,10 +110,11 @@ GEN_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "gen_cor
 
 
 def generator_spellings(source=GEN_SOURCE):
-    """Every country spelling examples/gen_corpus.rs can write (COUNTRIES and JUNK_COUNTRIES)."""
+    """Every country spelling examples/gen_corpus.rs can write (COUNTRIES, JUNK_COUNTRIES and
+    ALLOWED_COUNTRIES)."""
     text = pathlib.Path(source).read_text()
     out = []
-    for const in ("COUNTRIES", "JUNK_COUNTRIES"):
+    for const in ("COUNTRIES", "JUNK_COUNTRIES", "ALLOWED_COUNTRIES"):
         m = re.search(r"const " + const + r": &\[&str\] = &\[(.*?)\];", text, re.S)
         if not m:
             raise SystemExit(f"policy.py: cannot find {const} in {source}")

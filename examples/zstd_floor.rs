@@ -1,0 +1,105 @@
+//! The zstd floor of a filter job, for the benchmark (`scripts/bench.sh`): the CPU time the
+//! codec alone needs, by the same zstd library the job links, on the same bytes.
+//!
+//! `zstd_floor --level N INPUT_DIR OUTPUT_DATA_DIR` times, on one thread:
+//! - decompress: every page of every input file (`INPUT_DIR/*.parquet`), as the job reads them
+//!   (a write-heavy job reads every page);
+//! - compress: every page of the job's output (`OUTPUT_DATA_DIR/*.parquet`), decompressed first
+//!   (untimed), then compressed again at level N with one reused context, as the parquet crate's
+//!   writer compresses a column's pages.
+//!
+//! It prints one line: `zstd floor: decompress D s (X MiB in), compress C s (Y MiB out), total
+//! T s of CPU`. Anything a job spends beyond T is spent outside the codec.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use parquet::column::page::Page;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Call `f` with every page of `path`, decompressed by the parquet crate; returns the time the
+/// page readers took (reading, decompressing) and the compressed bytes read.
+fn each_page(path: &Path, f: &mut dyn FnMut(&Page)) -> (Duration, u64) {
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    let mut spent = Duration::ZERO;
+    let mut compressed = 0u64;
+    for rg in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(rg).unwrap();
+        for c in 0..group.num_columns() {
+            compressed += group.metadata().column(c).compressed_size() as u64;
+            let mut pages = group.get_column_page_reader(c).unwrap();
+            loop {
+                let t = Instant::now();
+                let page = pages.get_next_page().unwrap();
+                spent += t.elapsed();
+                match page {
+                    Some(p) => f(&p),
+                    None => break,
+                }
+            }
+        }
+    }
+    (spent, compressed)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut level = 3;
+    let mut dirs = Vec::new();
+    while let Some(a) = args.next() {
+        if a == "--level" {
+            level = args.next().expect("--level N").parse().expect("a level");
+        } else {
+            dirs.push(PathBuf::from(a));
+        }
+    }
+    let [input, output] = &dirs[..] else {
+        panic!("usage: zstd_floor --level N INPUT_DIR OUTPUT_DATA_DIR");
+    };
+
+    let mut decompress = Duration::ZERO;
+    let mut read = 0u64;
+    for p in parquet_files(input) {
+        let (t, n) = each_page(&p, &mut |_| {});
+        decompress += t;
+        read += n;
+    }
+
+    let mut compressor = zstd::bulk::Compressor::new(level).expect("a zstd level");
+    let mut compress = Duration::ZERO;
+    let mut written = 0u64;
+    let mut out = Vec::new();
+    for p in parquet_files(output) {
+        each_page(&p, &mut |page| {
+            let buf = page.buffer();
+            out.clear();
+            out.reserve(zstd::zstd_safe::compress_bound(buf.len()));
+            let t = Instant::now();
+            compressor
+                .compress_to_buffer(buf.as_ref(), &mut out)
+                .expect("zstd compresses");
+            compress += t.elapsed();
+            written += out.len() as u64;
+        });
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "zstd floor: decompress {:.2} s ({:.1} MiB in), compress {:.2} s ({:.1} MiB out, level {level}), total {:.2} s of CPU",
+        decompress.as_secs_f64(),
+        mib(read),
+        compress.as_secs_f64(),
+        mib(written),
+        (decompress + compress).as_secs_f64()
+    );
+}
