@@ -294,7 +294,9 @@ fn write_keys(at: &Location, digests: &[(u64, u64)]) -> Result<KeysRecord> {
         .set_statistics_enabled(EnabledStatistics::None)
         .set_column_encoding(ColumnPath::from("key_hash"), Encoding::DELTA_BINARY_PACKED)
         .set_column_encoding(ColumnPath::from("digest"), Encoding::PLAIN)
-        .set_max_row_group_row_count(Some(1 << 20))
+        // Row groups of 64Ki members: the writer holds one while it is encoded, not the whole
+        // record (it is written while the engine runs, beside the row groups in flight).
+        .set_max_row_group_row_count(Some(1 << 16))
         .build();
     let out = OutputFile::create(at)?;
     let schema = keys_schema();

@@ -369,7 +369,18 @@ impl FileJob {
         }
 
         let manifest_schema = manifest_schema(policy, &schema, options.pseudonymize.is_some());
-        let manifest_props = manifest_props(policy, &manifest_schema);
+        // The manifest's user ids take a dictionary only when the data file's do (the input's
+        // were dictionary-encoded and repeat): a snapshot's million members overflow one, and
+        // its fallback to plain pages is larger than plain pages alone.
+        let user_id_dictionary = policy.columns.user_id.as_deref().is_none_or(|name| {
+            pq.row_groups().first().is_none_or(|rg| {
+                rg.columns()
+                    .iter()
+                    .find(|c| c.column_path().string() == name)
+                    .is_none_or(wants_dictionary)
+            })
+        });
+        let manifest_props = manifest_props(policy, &manifest_schema, user_id_dictionary);
         let manifest_factory =
             factory_for(&manifest_schema, manifest_props.clone(), None).map_err(writer_err)?;
         Ok(FileJob {
@@ -734,7 +745,7 @@ pub fn manifest_schema(policy: &Policy, schema: &Schema, pseudonymized: bool) ->
 /// the string columns: `source_file` is the same in every row of a manifest file, and nearly
 /// every row group holds many rules and regions, so min/max would prune nothing while costing a
 /// comparison per row (a dictionary page per row group lists the values instead).
-fn manifest_props(policy: &Policy, schema: &Schema) -> WriterProperties {
+fn manifest_props(policy: &Policy, schema: &Schema, user_id_dictionary: bool) -> WriterProperties {
     let mut b = base_props(Some(vec![
         KeyValue::new(POLICY_KEY.into(), policy.id.clone()),
         KeyValue::new(POLICY_SHA_KEY.into(), policy.sha256.clone()),
@@ -751,6 +762,9 @@ fn manifest_props(policy: &Policy, schema: &Schema) -> WriterProperties {
         if field.data_type().is_integer() {
             b = b.set_column_encoding(name.into(), Encoding::DELTA_BINARY_PACKED);
         }
+    }
+    if !user_id_dictionary {
+        b = b.set_column_dictionary_enabled("user_id".into(), false);
     }
     b.build()
 }

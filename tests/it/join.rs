@@ -611,6 +611,60 @@ fn sample_data_join_example_runs() {
     }
 }
 
+/// The manifest's user ids take a dictionary only when the input's user ids had one (and
+/// repeat), as the data file's do: a snapshot's million members overflow a dictionary, whose
+/// fallback is larger than plain pages alone.
+#[test]
+fn manifest_user_ids_are_dictionary_encoded_as_the_inputs_were() {
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let sample = root().join("sample-data");
+    // Six times the sample's rows: its 1,500 members repeat, so their ids are worth a
+    // dictionary (ids about as many as the rows are not, whatever the input did).
+    let part = read_all(&sample.join("corpus/part-00000.parquet"));
+    let corpus =
+        arrow_select::concat::concat_batches(&part.schema(), &vec![part.clone(); 6]).unwrap();
+    for dictionary in [true, false] {
+        let input = dir.path().join(format!("in-{dictionary}/part.parquet"));
+        let props = WriterProperties::builder()
+            .set_dictionary_enabled(dictionary)
+            .build();
+        write_batch(&input, &corpus, Some(props));
+        let out = dir.path().join(format!("out-{dictionary}"));
+        let list = format!("erasure={}", p(&sample.join("erasure-requests.txt")));
+        let (code, _, err) = run(&[
+            "filter",
+            "--policy",
+            p(&config("consent-snapshot.yaml")),
+            "--consent-table",
+            p(&sample.join("members.parquet")),
+            "--user-list",
+            &list,
+            "-o",
+            p(&out),
+            p(input.parent().unwrap()),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let has_dictionary = |path: &Path, column: &str| {
+            let r = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+            let rg = r.metadata().row_group(0);
+            let c = rg
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == column)
+                .unwrap();
+            c.dictionary_page_offset().is_some()
+        };
+        assert_eq!(has_dictionary(&input, "member_id"), dictionary);
+        assert_eq!(
+            has_dictionary(&out.join("excluded/part.parquet"), "user_id"),
+            dictionary,
+            "input dictionary-encoded: {dictionary}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, .. ProptestConfig::default() })]
     /// The join decides exactly as the inline policy does when the snapshot's values are put
