@@ -18,9 +18,10 @@
 //! corpusgate version are the same and the same snapshot and lists are named; the input has the
 //! identity recorded; its previous outputs have their recorded sizes (and checksums, when
 //! copied); and, when the snapshot or a list changed, none of its rows has a changed key (its
-//! user-id column is read to know, in the row groups PREV_OUT's member filter cannot rule out). A `_state/` that cannot vouch for itself (absent, unparsable,
-//! of another job, digests truncated or altered) means nothing is reused: the run says so on
-//! stderr and in summary.json, and is a fresh run.
+//! user-id column is read to know, in the row groups PREV_OUT's member filter cannot rule out).
+//! A `_state/` that cannot vouch for itself (absent, unparsable, of another job, digests
+//! truncated or altered) means nothing is reused: the run says so on stderr and in
+//! summary.json, and is a fresh run.
 //!
 //! When nothing changed (every input as recorded, the snapshot and lists of the same content),
 //! `filter` takes every output from PREV_OUT without loading the snapshot or a list at all: their
@@ -60,6 +61,7 @@ const FILES: &str = "files.json";
 const KEYS: &str = "keys.parquet";
 // 2: entries record the row groups passed through (read back by `--reuse`).
 // 3: entries of runs that join anything record each row's decision.
+// 4: the decisions record a member filter per row group.
 const FORMAT: u32 = 4;
 
 /// `_state/files.json`; a shard's travels in its marker to `commit`, which merges them.

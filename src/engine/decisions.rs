@@ -25,7 +25,6 @@ use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, UInt32Array};
 use arrow_buffer::BooleanBuffer;
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
-
 use parquet::bloom_filter::Sbbf;
 
 use crate::decide::BatchDecision;

@@ -573,21 +573,7 @@ fn join_errors() {
 fn sample_data_join_example_runs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let sample = root().join("sample-data");
-    let list = format!("erasure={}", p(&sample.join("erasure-requests.txt")));
-    let (code, _, err) = run(&[
-        "filter",
-        "--policy",
-        p(&config("consent-snapshot.yaml")),
-        "--consent-table",
-        p(&sample.join("members.parquet")),
-        "--user-list",
-        &list,
-        "-o",
-        p(&out),
-        p(&sample.join("corpus")),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    sample_join_run(&root().join("sample-data/corpus"), &out);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["totals"]["rows"], 6000);
@@ -632,20 +618,7 @@ fn manifest_user_ids_are_dictionary_encoded_as_the_inputs_were() {
             .build();
         write_batch(&input, &corpus, Some(props));
         let out = dir.path().join(format!("out-{dictionary}"));
-        let list = format!("erasure={}", p(&sample.join("erasure-requests.txt")));
-        let (code, _, err) = run(&[
-            "filter",
-            "--policy",
-            p(&config("consent-snapshot.yaml")),
-            "--consent-table",
-            p(&sample.join("members.parquet")),
-            "--user-list",
-            &list,
-            "-o",
-            p(&out),
-            p(input.parent().unwrap()),
-        ]);
-        assert_eq!(code, 0, "{err}");
+        sample_join_run(input.parent().unwrap(), &out);
         let has_dictionary = |path: &Path, column: &str| {
             let r = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
             let rg = r.metadata().row_group(0);

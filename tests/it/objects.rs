@@ -6,21 +6,7 @@ use crate::util::*;
 
 /// The committed sample data, joined with its snapshot and erasure list, run locally.
 pub(crate) fn local_sample_run(out: &std::path::Path) {
-    let sample = root().join("sample-data");
-    let list = format!("erasure={}", p(&sample.join("erasure-requests.txt")));
-    let (code, _, err) = run(&[
-        "filter",
-        "--policy",
-        p(&config("consent-snapshot.yaml")),
-        "--consent-table",
-        p(&sample.join("members.parquet")),
-        "--user-list",
-        &list,
-        "-o",
-        p(out),
-        p(&sample.join("corpus")),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    sample_join_run(&root().join("sample-data/corpus"), out);
 }
 
 /// Upload the sample data (and things discovery must skip) to `bucket`.

@@ -413,3 +413,23 @@ pub fn group(n: u64) -> String {
     }
     out
 }
+
+/// `filter` of `input` with the sample snapshot and erasure list (configs/consent-snapshot.yaml)
+/// into `out`, which must succeed.
+pub fn sample_join_run(input: &Path, out: &Path) {
+    let sample = root().join("sample-data");
+    let list = format!("erasure={}", p(&sample.join("erasure-requests.txt")));
+    let (code, _, err) = run(&[
+        "filter",
+        "--policy",
+        p(&config("consent-snapshot.yaml")),
+        "--consent-table",
+        p(&sample.join("members.parquet")),
+        "--user-list",
+        &list,
+        "-o",
+        p(out),
+        p(input),
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
