@@ -8,6 +8,7 @@
 //! output's work into a run (`--reuse`), [`journal`] an interrupted one's (`--resume`). [`batch`]
 //! decides Arrow batches in memory (the Python module).
 
+pub(crate) mod allocator;
 pub mod batch;
 pub mod cli;
 pub(crate) mod commands;

@@ -11,26 +11,10 @@ use clap::Parser;
 
 pub use crate::error::ExitStatus;
 
-/// glibc's malloc adapts its mmap threshold to the largest block freed so far and returns
-/// memory above 128 KiB at the top of each heap to the kernel. With multi-megabyte decode and
-/// page buffers freed on other threads, that makes the heap fragment a little more with every
-/// row group (peak RSS crept up with corpus size) and re-fault the same pages over and over.
-/// Fixed thresholds keep blocks up to 32 MiB in the heap and let each heap keep up to 64 MiB
-/// free for reuse: measured on the benchmark, peak RSS ~25 % lower and flat from 4 to 8 M
-/// rows, a third of the page faults.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
-}
-
 /// The binary's entry point: parse, run, report one error, return the exit code.
 pub fn main() -> ExitCode {
     crate::guard::install_quiet_hook();
-    tune_allocator();
+    crate::allocator::tune();
     ExitCode::from(run_command_line(std::env::args_os()).code())
 }
 

@@ -318,6 +318,9 @@ fn run_with(
         &mut skipped,
         narrow.as_ref().map(|n| &n.keys),
     )?;
+    // The snapshot's load and index, and the footers' parsing, freed much on the preparing
+    // pool's threads, whose arenas the engine's threads do not allocate from.
+    crate::allocator::release_free();
     let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
     // A snapshot loaded for some members only is described by PREV_OUT's record of it.
@@ -339,12 +342,9 @@ fn run_with(
     let header = header_of(plan, joined.as_ref().map(JoinRecord::hashes));
     let writes = plan.output.is_some() && !plan.dry_run;
     // What the join says of each member, recorded for the next run's --reuse (and compared
-    // with PREV_OUT's record by this one's): computed when first needed, at most once.
-    let computed: std::sync::OnceLock<Vec<(u64, u64)>> = std::sync::OnceLock::new();
-    let compute = || -> Result<&[(u64, u64)]> {
-        if let Some(d) = computed.get() {
-            return Ok(d);
-        }
+    // with PREV_OUT's record by this one's): computed at most once, and held only when the
+    // comparison asked for it first.
+    let digest_now = || -> Result<Vec<(u64, u64)>> {
         if narrowed {
             // Never digests of a snapshot loaded for some members only: PREV_OUT's record
             // (of the same content) is copied instead, and it was not as recorded.
@@ -360,9 +360,15 @@ fn run_with(
         let j = join
             .as_deref()
             .expect("digests are asked for only when joining");
-        let d = pool
-            .install(|| crate::join::digest::member_digests(j))
-            .map_err(|m| Error::Usage(format!("--consent-table: {m}")))?;
+        pool.install(|| crate::join::digest::member_digests(j))
+            .map_err(|m| Error::Usage(format!("--consent-table: {m}")))
+    };
+    let computed: std::sync::OnceLock<Vec<(u64, u64)>> = std::sync::OnceLock::new();
+    let compute = || -> Result<&[(u64, u64)]> {
+        if let Some(d) = computed.get() {
+            return Ok(d);
+        }
+        let d = digest_now()?;
         Ok(computed.get_or_init(|| d))
     };
     let digests: Option<crate::reuse::Digests> = (writes && join.is_some()).then_some(&compute);
@@ -409,7 +415,18 @@ fn run_with(
     let (outcome, early_keys) = std::thread::scope(|s| {
         let background = match (&txn, early) {
             (Some(t), true) => {
-                Some(s.spawn(|| compute().and_then(|d| crate::reuse::write_keys_early(t.dir(), d))))
+                Some(s.spawn(|| {
+                    // Kept only if comparing with PREV_OUT's record needed them already;
+                    // otherwise made, written and freed here (16 bytes a member).
+                    let written = match computed.get() {
+                        Some(d) => crate::reuse::write_keys_early(t.dir(), d),
+                        None => {
+                            digest_now().and_then(|d| crate::reuse::write_keys_early(t.dir(), &d))
+                        }
+                    };
+                    crate::allocator::release_free();
+                    written
+                }))
             }
             _ => None,
         };

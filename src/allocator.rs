@@ -1,0 +1,37 @@
+//! What the process's allocator is told: its thresholds, set once at start, and when to hand
+//! memory that is free back to the kernel. glibc only; elsewhere both are no-ops.
+//!
+//! glibc gives each thread that allocates an arena of its own and returns little of an arena's
+//! free memory while the process runs. A join's snapshot is loaded and indexed on one pool and
+//! the corpus is read and written on another, so without [`release_free`] the ~80 MiB the load
+//! freed stayed resident beside everything the run then allocated (the join jobs' peak RSS was
+//! 0.31× DuckDB's against 0.14–0.22× for the same corpora without a join).
+
+/// glibc's malloc adapts its mmap threshold to the largest block freed so far and returns
+/// memory above 128 KiB at the top of each heap to the kernel. With multi-megabyte decode and
+/// page buffers freed on other threads, that makes the heap fragment a little more with every
+/// row group (peak RSS crept up with corpus size) and re-fault the same pages over and over.
+/// Fixed thresholds keep blocks up to 32 MiB in the heap and let each heap keep up to 64 MiB
+/// free for reuse: measured on the benchmark, peak RSS ~25 % lower and flat from 4 to 8 M
+/// rows, a third of the page faults. Call before any thread starts.
+pub fn tune() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+/// Hands the whole pages of every arena's free memory back to the kernel: for the points where
+/// a phase that will not come again has just freed much (the snapshot's load, the member
+/// digests once `_state/keys.parquet` is written). It costs a walk of the free lists, well
+/// under a millisecond for the heaps of a run; live allocations are untouched.
+pub fn release_free() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim is thread-safe (it locks each arena in turn) and only releases
+    // memory that is free; no pointer held anywhere is affected.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
