@@ -750,25 +750,30 @@ fn encode_kept(
 ) -> std::result::Result<Vec<OutChunk>, ReadError> {
     let full = job.input.parquet.schema();
     let skip_roots: Vec<usize> = spliced.iter().map(|s| s.root).collect();
-    // The batches encoded: the schema without the spliced columns.
-    let schema: SchemaRef = if skip_roots.is_empty() {
-        full.clone()
-    } else {
-        Arc::new(Schema::new_with_metadata(
-            full.fields()
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !skip_roots.contains(i))
-                .map(|(_, f)| f.clone())
-                .collect::<Vec<_>>(),
-            full.metadata().clone(),
-        ))
-    };
+    // The batches encoded: the schema without the spliced columns, with the payload's strings
+    // and binaries as the views pass 2 read them as. The writer takes a view for a string or
+    // binary column (parquet's `types_compatible`; same pages, statistics and bytes) and copies
+    // each kept value once, into its page, where a cast back to the column's own type first
+    // copied the whole text once more (1.3 % of a write-heavy run's CPU).
+    let reused_roots: Vec<usize> = job.reused.iter().map(|(root, _)| *root).collect();
+    let payload_fields = readers.payload.schema().fields();
+    let schema: SchemaRef = Arc::new(Schema::new(
+        full.fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !skip_roots.contains(i))
+            .map(|(i, f)| match payload_fields.get(i) {
+                Some(p) if !reused_roots.contains(&i) && p.data_type() != f.data_type() => {
+                    Arc::new(f.as_ref().clone().with_data_type(p.data_type().clone()))
+                }
+                _ => f.clone(),
+            })
+            .collect::<Vec<_>>(),
+    ));
     let payload_mask = match &job.payload_mask {
         Some(_) if !skip_roots.is_empty() => {
-            let reused: Vec<usize> = job.reused.iter().map(|(root, _)| *root).collect();
             let roots: Vec<usize> = (0..full.fields().len())
-                .filter(|i| !reused.contains(i) && !skip_roots.contains(i))
+                .filter(|i| !reused_roots.contains(i) && !skip_roots.contains(i))
                 .collect();
             let descr = readers.pq.file_metadata().schema_descr();
             (!roots.is_empty()).then(|| parquet::arrow::ProjectionMask::roots(descr, roots))
@@ -788,10 +793,10 @@ fn encode_kept(
         let mut payload_cols = payload.iter().flat_map(|b| b.columns().iter().cloned());
         let cols: Vec<ArrayRef> = reused
             .iter()
-            .zip(full.fields())
             .enumerate()
             .filter(|(i, _)| !skip_roots.contains(i))
-            .map(|(_, f)| f)
+            .map(|(_, r)| r)
+            .zip(schema.fields())
             .map(|(r, field)| match r {
                 Some(c) => Ok(c.slice(out_offset, n)),
                 None => {
