@@ -18,7 +18,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -950,11 +950,15 @@ impl ParquetFile {
     /// As [`ParquetFile::read_row_group`], each column decoded on its own task of the current
     /// rayon pool, for the files read whole before any work can start (a one-file snapshot is
     /// one row group, decoded on one thread otherwise); `f` gets batches of every column.
+    /// The string columns named in `as_dictionary` come as dictionary arrays (keys into the
+    /// chunk's dictionary, no string copied per row), for columns read to be mapped per value.
+    #[allow(clippy::too_many_arguments)]
     pub fn read_row_group_by_column(
         &self,
         pq: &Arc<ParquetMetaData>,
         rg: usize,
         columns: &[&str],
+        as_dictionary: &[&str],
         batch_size: usize,
         select: Option<parquet::arrow::arrow_reader::RowSelection>,
         f: &mut dyn FnMut(RecordBatch) -> Result<()>,
@@ -965,7 +969,9 @@ impl ParquetFile {
         }
         // Checked once; then each column is decoded whole (the row group's decoded values are
         // held until the last column is done: for the files read whole into memory anyway).
-        let meta = self.checked_meta(pq, rg)?;
+        let checked = self.check_row_group(pq, rg)?;
+        let pq = checked.corrected.unwrap_or_else(|| pq.clone());
+        let meta = self.reader_meta(&pq, self.dictionary_schema(as_dictionary))?;
         let per_column: Vec<Vec<RecordBatch>> = columns
             .par_iter()
             .map(|c| {
@@ -1026,6 +1032,34 @@ impl ParquetFile {
         }
         let meta = self.checked_meta(pq, rg)?;
         self.read_checked(&meta, rg, columns, batch_size, select, f)
+    }
+
+    /// The file's schema with the string columns named in `names` read as dictionaries
+    /// (`None` when there is none to retype). [`ParquetFile::reader_meta`] reads the file as
+    /// it is if the reader refuses the hint.
+    fn dictionary_schema(&self, names: &[&str]) -> Option<SchemaRef> {
+        let schema = self.schema();
+        let mut retyped = false;
+        let fields: Vec<arrow_schema::FieldRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 if names.contains(&f.name().as_str()) => {
+                    retyped = true;
+                    Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(f.data_type().clone()),
+                    )))
+                }
+                _ => f.clone(),
+            })
+            .collect();
+        retyped.then(|| {
+            Arc::new(arrow_schema::Schema::new_with_metadata(
+                fields,
+                schema.metadata().clone(),
+            ))
+        })
     }
 
     /// Reader metadata for row group `rg`, once it is checked (corrected where its footer is

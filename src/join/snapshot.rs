@@ -106,11 +106,27 @@ fn read_part(
     let pq = open_parquet(&file.location, read)?;
     let schema = pq.schema().clone();
     let matcher = only.map(KeySet::matcher);
+    // Region and consent are mapped per distinct value (`per_row`): read as dictionaries, the
+    // strings are never copied out row by row (a tenth of the CPU of a night that loads the
+    // snapshot for one new file's members). The key and the extras are read as they are.
+    let as_dictionary: Vec<&str> = [spec.region.as_deref(), spec.consent.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|c| *c != spec.key && !spec.extra.iter().any(|e| e == c))
+        .collect();
     part_of(&file.location, &schema, spec, values, &mut |names, each| {
         let meta = pq.parquet_meta().clone();
         let Some(m) = &matcher else {
             for rg in 0..pq.num_row_groups() {
-                pq.read_row_group_by_column(&meta, rg, names, 64 * 1024, None, each)?;
+                pq.read_row_group_by_column(
+                    &meta,
+                    rg,
+                    names,
+                    &as_dictionary,
+                    64 * 1024,
+                    None,
+                    each,
+                )?;
             }
             return Ok(());
         };
@@ -137,7 +153,15 @@ fn read_part(
             let select = parquet::arrow::arrow_reader::RowSelection::from_filters(&[
                 arrow_array::BooleanArray::from(wanted),
             ]);
-            pq.read_row_group_by_column(&meta, rg, names, 64 * 1024, Some(select), each)?;
+            pq.read_row_group_by_column(
+                &meta,
+                rg,
+                names,
+                &as_dictionary,
+                64 * 1024,
+                Some(select),
+                each,
+            )?;
         }
         Ok(())
     })

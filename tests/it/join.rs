@@ -179,7 +179,17 @@ fn make_case(seed: u64, rows: usize, corpus_t: IdType, snap_t: IdType, unique_ti
             ),
         ]),
     );
-    write(
+    // The snapshot's region and consent, which corpusgate reads as dictionaries: utf8 or
+    // large_utf8, in dictionary-encoded or plain pages, by seed.
+    let text = |v: Vec<Option<&str>>| -> ArrayRef {
+        if seed.is_multiple_of(2) {
+            Arc::new(LargeStringArray::from(v))
+        } else {
+            Arc::new(StringArray::from(v))
+        }
+    };
+    let plain_pages = (seed / 2) % 2 == 1;
+    write_batch(
         &c.dir.path().join("snap/part-0.parquet"),
         &batch_of(vec![
             (
@@ -188,14 +198,9 @@ fn make_case(seed: u64, rows: usize, corpus_t: IdType, snap_t: IdType, unique_ti
             ),
             (
                 "country",
-                Arc::new(StringArray::from_iter(
-                    c.snap.iter().map(|r| Some(SPELLINGS[r.1].0)),
-                )),
+                text(c.snap.iter().map(|r| Some(SPELLINGS[r.1].0)).collect()),
             ),
-            (
-                "consent",
-                Arc::new(StringArray::from_iter(c.snap.iter().map(|r| r.2))),
-            ),
+            ("consent", text(c.snap.iter().map(|r| r.2).collect())),
             (
                 "updated_at",
                 Arc::new(
@@ -211,6 +216,11 @@ fn make_case(seed: u64, rows: usize, corpus_t: IdType, snap_t: IdType, unique_ti
                 ),
             ),
         ]),
+        plain_pages.then(|| {
+            parquet::file::properties::WriterProperties::builder()
+                .set_dictionary_enabled(false)
+                .build()
+        }),
     );
     c
 }
