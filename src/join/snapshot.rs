@@ -130,40 +130,50 @@ fn read_part(
             }
             return Ok(());
         };
-        for rg in 0..pq.num_row_groups() {
-            let mut wanted: Vec<bool> = Vec::new();
-            pq.read_row_group(
-                &meta,
-                rg,
-                Some(&[spec.key.as_str()]),
-                64 * 1024,
-                None,
-                &mut |b| {
-                    let keys = b.column_by_name(&spec.key).expect("projected");
-                    wanted.extend(
-                        m.rows(keys.as_ref())
-                            .map_err(|e| snapshot_err(&file.location, &spec.key, e))?,
-                    );
-                    Ok(())
-                },
-            )?;
-            if !wanted.contains(&true) {
-                continue;
-            }
-            let select = parquet::arrow::arrow_reader::RowSelection::from_filters(&[
-                arrow_array::BooleanArray::from(wanted),
-            ]);
-            pq.read_row_group_by_column(
-                &meta,
-                rg,
-                names,
-                &as_dictionary,
-                64 * 1024,
-                Some(select),
-                each,
-            )?;
-        }
-        Ok(())
+        // Row groups on the pool's threads (the key column of each is read whole), their
+        // few selected rows handed on in order.
+        let selected = (0..pq.num_row_groups())
+            .into_par_iter()
+            .map(|rg| -> Result<Vec<RecordBatch>> {
+                let mut wanted: Vec<bool> = Vec::new();
+                pq.read_row_group(
+                    &meta,
+                    rg,
+                    Some(&[spec.key.as_str()]),
+                    64 * 1024,
+                    None,
+                    &mut |b| {
+                        let keys = b.column_by_name(&spec.key).expect("projected");
+                        wanted.extend(
+                            m.rows(keys.as_ref())
+                                .map_err(|e| snapshot_err(&file.location, &spec.key, e))?,
+                        );
+                        Ok(())
+                    },
+                )?;
+                let mut batches = Vec::new();
+                if !wanted.contains(&true) {
+                    return Ok(batches);
+                }
+                let select = parquet::arrow::arrow_reader::RowSelection::from_filters(&[
+                    arrow_array::BooleanArray::from(wanted),
+                ]);
+                pq.read_row_group_by_column(
+                    &meta,
+                    rg,
+                    names,
+                    &as_dictionary,
+                    64 * 1024,
+                    Some(select),
+                    &mut |b| {
+                        batches.push(b);
+                        Ok(())
+                    },
+                )?;
+                Ok(batches)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        selected.into_iter().flatten().try_for_each(each)
     })
 }
 
@@ -426,8 +436,13 @@ pub fn load_consent_table(
         Error::Usage(m) => Error::Usage(format!("--consent-table: {m}")),
         other => other,
     })?;
-    let (parts, kind) = read_parts(&files, spec, consent_values, read, only)?;
-    let sha256 = source_sha256(path, &files)?;
+    // The hash is read beside the rows (on another thread of the pool), not after them.
+    let (parts, sha256) = rayon::join(
+        || read_parts(&files, spec, consent_values, read, only),
+        || source_sha256(path, &files),
+    );
+    let (parts, kind) = parts?;
+    let sha256 = sha256?;
     index(parts, kind, path, files.len(), sha256, spec, only)
 }
 

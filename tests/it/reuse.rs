@@ -225,7 +225,12 @@ impl World {
             ],
         )
         .unwrap();
-        write_batch(&dir.join("snapshot.parquet"), &snap, None);
+        // Row groups of 16 members: a load narrowed to a new file's members reads several,
+        // on the pool's threads.
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(16))
+            .build();
+        write_batch(&dir.join("snapshot.parquet"), &snap, Some(props));
         let list: String = self.erased.iter().map(|m| format!("{m}\n")).collect();
         std::fs::write(dir.join("erasure.txt"), list).unwrap();
         std::fs::write(dir.join("policy.yaml"), &self.policy).unwrap();
