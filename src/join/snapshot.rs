@@ -116,17 +116,12 @@ fn read_part(
         .collect();
     part_of(&file.location, &schema, spec, values, &mut |names, each| {
         let meta = pq.parquet_meta().clone();
+        let columns = |rg: usize, select, f: &mut dyn FnMut(RecordBatch) -> Result<()>| {
+            pq.read_row_group_by_column(&meta, rg, names, &as_dictionary, 64 * 1024, select, f)
+        };
         let Some(m) = &matcher else {
             for rg in 0..pq.num_row_groups() {
-                pq.read_row_group_by_column(
-                    &meta,
-                    rg,
-                    names,
-                    &as_dictionary,
-                    64 * 1024,
-                    None,
-                    each,
-                )?;
+                columns(rg, None, each)?;
             }
             return Ok(());
         };
@@ -158,18 +153,10 @@ fn read_part(
                 let select = parquet::arrow::arrow_reader::RowSelection::from_filters(&[
                     arrow_array::BooleanArray::from(wanted),
                 ]);
-                pq.read_row_group_by_column(
-                    &meta,
-                    rg,
-                    names,
-                    &as_dictionary,
-                    64 * 1024,
-                    Some(select),
-                    &mut |b| {
-                        batches.push(b);
-                        Ok(())
-                    },
-                )?;
+                columns(rg, Some(select), &mut |b| {
+                    batches.push(b);
+                    Ok(())
+                })?;
                 Ok(batches)
             })
             .collect::<Result<Vec<_>>>()?;
