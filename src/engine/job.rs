@@ -14,6 +14,7 @@ use parquet::schema::types::SchemaDescriptor;
 
 use crate::decide::FileDecider;
 use crate::error::{Error, Result};
+use crate::io::parquet::{retyped, with_dictionaries};
 use crate::io::{InputFile, Location, ParquetFile};
 use crate::join::JoinData;
 use crate::plan::CompressionChoice;
@@ -280,19 +281,6 @@ impl PreviousExcluded {
     }
 }
 
-/// `schema` with the top-level fields `to` gives a type for read as that type instead.
-fn retyped(schema: &SchemaRef, to: impl Fn(&Field) -> Option<DataType>) -> SchemaRef {
-    let fields: Vec<_> = schema
-        .fields()
-        .iter()
-        .map(|f| match to(f) {
-            Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
-            None => f.clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
 impl FileJob {
     /// Bind a file to the policy: checks the schema (exit 2 on mismatch) and prepares readers
     /// and writer settings.
@@ -320,13 +308,7 @@ impl FileJob {
             .into_iter()
             .chain(policy.corpus_consent())
             .collect();
-        let decision_schema = retyped(&schema, |f| {
-            let dict = coerce.contains(&f.name().as_str())
-                && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8);
-            dict.then(|| {
-                DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone()))
-            })
-        });
+        let decision_schema = with_dictionaries(&schema, &coerce);
         // Pass 2 reads top-level strings and binaries as views: they point into the decoded
         // page instead of copying every value, and only the kept values are copied back into
         // the column's own type after the filter. (Binary views for strings, validating only

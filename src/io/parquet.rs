@@ -18,7 +18,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -969,9 +969,9 @@ impl ParquetFile {
         }
         // Checked once; then each column is decoded whole (the row group's decoded values are
         // held until the last column is done: for the files read whole into memory anyway).
-        let checked = self.check_row_group(pq, rg)?;
-        let pq = checked.corrected.unwrap_or_else(|| pq.clone());
-        let meta = self.reader_meta(&pq, self.dictionary_schema(as_dictionary))?;
+        let hint =
+            (!as_dictionary.is_empty()).then(|| with_dictionaries(self.schema(), as_dictionary));
+        let meta = self.checked_meta(pq, rg, hint)?;
         let per_column: Vec<Vec<RecordBatch>> = columns
             .par_iter()
             .map(|c| {
@@ -1030,44 +1030,21 @@ impl ParquetFile {
         if pq.row_group(rg).num_rows() == 0 {
             return Ok(());
         }
-        let meta = self.checked_meta(pq, rg)?;
+        let meta = self.checked_meta(pq, rg, None)?;
         self.read_checked(&meta, rg, columns, batch_size, select, f)
     }
 
-    /// The file's schema with the string columns named in `names` read as dictionaries
-    /// (`None` when there is none to retype). [`ParquetFile::reader_meta`] reads the file as
-    /// it is if the reader refuses the hint.
-    fn dictionary_schema(&self, names: &[&str]) -> Option<SchemaRef> {
-        let schema = self.schema();
-        let mut retyped = false;
-        let fields: Vec<arrow_schema::FieldRef> = schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Utf8 | DataType::LargeUtf8 if names.contains(&f.name().as_str()) => {
-                    retyped = true;
-                    Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
-                        Box::new(DataType::Int32),
-                        Box::new(f.data_type().clone()),
-                    )))
-                }
-                _ => f.clone(),
-            })
-            .collect();
-        retyped.then(|| {
-            Arc::new(arrow_schema::Schema::new_with_metadata(
-                fields,
-                schema.metadata().clone(),
-            ))
-        })
-    }
-
     /// Reader metadata for row group `rg`, once it is checked (corrected where its footer is
-    /// not what its pages say).
-    fn checked_meta(&self, pq: &Arc<ParquetMetaData>, rg: usize) -> Result<ArrowReaderMetadata> {
+    /// not what its pages say); `schema`: a reader schema hint, as [`ParquetFile::reader_meta`].
+    fn checked_meta(
+        &self,
+        pq: &Arc<ParquetMetaData>,
+        rg: usize,
+        schema: Option<SchemaRef>,
+    ) -> Result<ArrowReaderMetadata> {
         let checked = self.check_row_group(pq, rg)?;
         let pq = checked.corrected.unwrap_or_else(|| pq.clone());
-        self.reader_meta(&pq, None)
+        self.reader_meta(&pq, schema)
     }
 
     /// Decode `columns` of row group `rg`, checked already (`meta`), under the panic guard.
@@ -1112,4 +1089,29 @@ impl ParquetFile {
         })
         .map_err(|panic| self.err(Some(rg), ReadError::Panic(panic)))?
     }
+}
+
+/// `schema` with the top-level fields `to` gives a type for read as that type instead.
+pub(crate) fn retyped(schema: &SchemaRef, to: impl Fn(&Field) -> Option<DataType>) -> SchemaRef {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| match to(f) {
+            Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
+            None => f.clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `schema` with the string columns named in `names` read as dictionaries (keys into each
+/// chunk's dictionary, no string copied per row): for columns mapped once per distinct value.
+pub(crate) fn with_dictionaries(schema: &SchemaRef, names: &[&str]) -> SchemaRef {
+    retyped(schema, |f| {
+        let dict = names.contains(&f.name().as_str())
+            && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8);
+        dict.then(|| {
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone()))
+        })
+    })
 }
