@@ -358,6 +358,14 @@ fn source_names(h: &Header) -> Vec<&str> {
         .collect()
 }
 
+/// The size of a file or object, `None` when it is not there or cannot be looked at.
+fn size_of(loc: &Location) -> Option<u64> {
+    match loc {
+        Location::Local(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+        Location::Object(o) => object::head(o).ok().map(|i| i.size),
+    }
+}
+
 fn exists(loc: &Location) -> Result<bool> {
     match loc {
         Location::Local(p) => Ok(p.exists()),
@@ -725,6 +733,15 @@ impl Previous {
 
     /// Put `e`'s previous outputs into `out` under the same names; the entry as it now stands
     /// (an object copy has a new ETag), or `None` when they are not as recorded.
+    /// Whether `e`'s outputs in PREV_OUT still have their recorded sizes, as [`Previous::adopt`]
+    /// will check: for a run that must know before it adopts them (one that loads the
+    /// snapshot only for the members of the other inputs).
+    pub fn outputs_in_place(&self, e: &Entry) -> bool {
+        e.outputs()
+            .iter()
+            .all(|(sub, w)| size_of(&self.from.join(sub).join(&e.rel)) == Some(w.size))
+    }
+
     pub fn adopt(&self, e: &Entry, out: &Location) -> Result<Option<Entry>> {
         let mut now = e.clone();
         // How PREV_OUT made them is not how this run did (it took them whole).

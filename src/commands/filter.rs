@@ -318,6 +318,7 @@ fn run_with(
         &mut skipped,
         narrow.as_ref().map(|n| &n.keys),
     )?;
+    crate::failpoint::hit("snapshot-loaded");
     // The snapshot's load and index, and the footers' parsing, freed much on the preparing
     // pool's threads, whose arenas the engine's threads do not allocate from.
     crate::allocator::release_free();
@@ -325,6 +326,7 @@ fn run_with(
     let progress = Progress::new(plan.progress, total_bytes);
     // A snapshot loaded for some members only is described by PREV_OUT's record of it.
     let narrowed = narrow.is_some();
+    let narrowed_to = narrow.as_ref().map(|n| n.inputs.clone());
     let joined =
         match narrow {
             Some(n) => {
@@ -403,6 +405,25 @@ fn run_with(
         (Some(p), Some(t), Some(j)) => reuse_previous(p, plan, &pool, t, j, &mut jobs, &resumed)?,
         _ => (resumed.clone(), None),
     };
+    // The snapshot was indexed for the members of some inputs only: an input that turned out
+    // not reusable after all (PREV_OUT's outputs changed since they were looked at) would be
+    // decided without its members' snapshot rows. Never: the run stops, retryable.
+    if let Some(allowed) = &narrowed_to {
+        if let Some(j) = jobs
+            .iter()
+            .enumerate()
+            .find(|(i, j)| !done_before.contains_key(i) && !allowed.contains(&j.input.file.rel))
+        {
+            return Err(Error::Busy(format!(
+                "{}: its outputs of {} changed while this run read them; run again",
+                plan.reuse
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                j.1.input.file.rel
+            )));
+        }
+    }
     // Each row's decision, for a later --reuse to decide again only changed members' rows: a
     // run that joins nothing has none, and a laid-out output keeps no per-input state.
     let record = writes && join.is_some() && plan.layout.is_none();
@@ -633,6 +654,8 @@ enum SameSources {
 struct Narrow {
     /// The members the inputs to process hold.
     keys: join::KeySet,
+    /// Those inputs (`rel`): the only ones the snapshot loaded for `keys` may decide.
+    inputs: std::collections::HashSet<String>,
     /// What summary.json says of the snapshot and lists (PREV_OUT's record, today's paths).
     joined: JoinRecord,
 }
@@ -733,11 +756,22 @@ fn reuse_unchanged(
                 .collect::<Option<Vec<_>>>()
         });
         let Some(keys) = keys else { return no };
+        // The snapshot will answer for those members only: every other input must be taken
+        // whole, so its outputs must still be as recorded (else the usual way, which decides
+        // it with the whole snapshot).
+        if !pool.install(|| recorded.par_iter().all(|e| previous.outputs_in_place(e))) {
+            return no;
+        }
         let mut all = join::KeySet::default();
         for k in keys {
             all.extend(k);
         }
-        return Ok(SameSources::Narrow(Box::new(Narrow { keys: all, joined })));
+        let inputs = fresh.iter().map(|f| f.file.rel.clone()).collect();
+        return Ok(SameSources::Narrow(Box::new(Narrow {
+            keys: all,
+            inputs,
+            joined,
+        })));
     }
 
     let txn = OutputTxn::begin(out, false, plan.overwrite)?;

@@ -678,6 +678,86 @@ fn a_new_file_beside_an_unchanged_snapshot_is_processed_like_a_fresh_run() {
     assert_same_as_fresh(&next, &fresh);
 }
 
+/// A new file beside an unchanged snapshot, and one of yesterday's outputs no longer as
+/// recorded: the run may not load the snapshot for the new file's members only, for the file
+/// whose outputs changed must be decided again with every member it holds.
+#[test]
+fn an_altered_previous_output_beside_a_new_file_is_decided_with_the_whole_snapshot() {
+    let (dir, mut world) = first_night(29);
+    let prev = dir.path().join("out-0");
+    world.files.push(("part-new.parquet".into(), 4444, 150));
+    world.write(dir.path());
+    let (name, _, _) = &world.files[0];
+    let data = prev.join("data").join(name);
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes.extend_from_slice(b"appended");
+    std::fs::write(&data, bytes).unwrap();
+    let (out, _) = reused_and_fresh(dir.path(), &prev);
+    assert_eq!(
+        summary(&out)["reuse"]["files_reused"],
+        world.files.len() as u64 - 2
+    );
+}
+
+/// A night that loads the snapshot for a new file's members only, whose other files then turn
+/// out not reusable after all (PREV_OUT's outputs changed while it loaded): those files would
+/// be decided without their members' snapshot rows. The run stops instead, retryable (75),
+/// and commits nothing; run again, it processes them with the whole snapshot.
+#[test]
+fn previous_outputs_that_change_during_a_narrowed_load_stop_the_run() {
+    let (dir, mut world) = first_night(23);
+    let prev = dir.path().join("out-0");
+    world.files.push(("part-new.parquet".into(), 4343, 150));
+    world.write(dir.path());
+    let out = dir.path().join("out-1");
+    let pause = dir.path().join("pause");
+    let args = job_args(
+        "filter",
+        dir.path(),
+        p(&out),
+        &["--progress", "never", "--reuse", p(&prev)],
+    );
+    let child = std::process::Command::new(bin())
+        .args(&args)
+        .env(
+            "CORPUSGATE_PAUSE_AT",
+            format!("snapshot-loaded:{}", pause.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !pause.exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the run never loaded the snapshot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // One of yesterday's data files is no longer what PREV_OUT recorded.
+    let (name, _, _) = &world.files[0];
+    let data = prev.join("data").join(name);
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes.extend_from_slice(b"appended");
+    std::fs::write(&data, bytes).unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains(name.as_str()) && err.contains("run again"),
+        "{err}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
+    // Run again: the file is processed afresh, with the whole snapshot.
+    let (out, _) = reused_and_fresh(dir.path(), &prev);
+    assert_eq!(
+        summary(&out)["reuse"]["files_reused"],
+        world.files.len() as u64 - 2
+    );
+}
+
 #[test]
 fn one_opt_out_recomputes_only_the_files_holding_that_member() {
     let (dir, mut world) = first_night(11);
