@@ -483,19 +483,44 @@ fn changed_keys(
     if record.hash != digest::HASH_NAME {
         return Ok(Err(format!("{at} holds {} digests", record.hash)));
     }
-    match crate::io::sha256_of(at) {
-        Ok((size, sha)) if size == record.size && sha == record.sha256 => {}
-        Ok(_) => {
+    // The record is hashed on another thread while it is merged here: what the merge found
+    // is used only if the bytes hash as recorded.
+    let (checked, merged) = std::thread::scope(|s| {
+        let checked = s.spawn(|| crate::io::sha256_of(at));
+        let merged = merge_record(at, digests, read);
+        (checked.join(), merged)
+    });
+    match checked {
+        Ok(Ok((size, sha))) if size == record.size && sha == record.sha256 => {}
+        Ok(Ok(_)) => {
             return Ok(Err(format!(
                 "{at} is not as recorded (truncated or altered)"
             )))
         }
-        Err(e) => return Ok(Err(format!("{e}"))),
+        Ok(Err(e)) => return Ok(Err(format!("{e}"))),
+        Err(_) => return Ok(Err(format!("{at}: hashing it failed unexpectedly"))),
     }
-    let pq = match crate::io::open_parquet(at, read) {
-        Ok(p) => p,
-        Err(e) => return Ok(Err(e.to_string())),
+    let (changed, members) = match merged {
+        Ok(m) => m,
+        Err(m) => return Ok(Err(m)),
     };
+    if members != record.members {
+        return Ok(Err(format!(
+            "{at} holds {members} members, {} recorded",
+            record.members
+        )));
+    }
+    Ok(Ok(changed))
+}
+
+/// The changed keys between the digests recorded at `at` and `digests`, and how many members
+/// the record holds; the error says why the record cannot be trusted.
+fn merge_record(
+    at: &Location,
+    digests: &[(u64, u64)],
+    read: ReadOptions,
+) -> std::result::Result<(Vec<u64>, u64), String> {
+    let pq = crate::io::open_parquet(at, read).map_err(|e| e.to_string())?;
     let mut merge = ChangedKeys::new(digests);
     let mut members = 0u64;
     let mut bad: Option<String> = None;
@@ -523,19 +548,11 @@ fn changed_keys(
         members += b.num_rows() as u64;
         Ok(())
     });
-    if let Err(e) = read_all {
-        return Ok(Err(e.to_string()));
+    read_all.map_err(|e| e.to_string())?;
+    match bad {
+        Some(m) => Err(m),
+        None => Ok((merge.finish(), members)),
     }
-    if let Some(m) = bad {
-        return Ok(Err(m));
-    }
-    if members != record.members {
-        return Ok(Err(format!(
-            "{at} holds {members} members, {} recorded",
-            record.members
-        )));
-    }
-    Ok(Ok(merge.finish()))
 }
 
 impl Previous {

@@ -10,6 +10,8 @@
 //! collide. The key hash is a fast mix ([`key_hash`]): a colliding key hash only ever makes more
 //! rows look changed, never fewer.
 
+use std::fmt::Write as _;
+
 use arrow_array::Array;
 use arrow_schema::DataType;
 use rayon::prelude::*;
@@ -24,22 +26,26 @@ const CHUNK: usize = 1 << 16;
 /// Recorded beside the digests: a run whose hashing differs cannot compare them.
 pub const HASH_NAME: &str = "splitmix-64+sha256-64";
 
-fn key_bytes(h: &mut Sha256, k: KeyRef) {
+/// The key as digested: a tag, then the integer or the length and bytes.
+fn key_bytes(buf: &mut Vec<u8>, k: KeyRef) {
     match k {
         KeyRef::Int(v) => {
-            h.update([0]);
-            h.update(v.to_le_bytes());
+            buf.push(0);
+            buf.extend_from_slice(&v.to_le_bytes());
         }
         KeyRef::Bytes(b) => {
-            h.update([1]);
-            h.update((b.len() as u64).to_le_bytes());
-            h.update(b);
+            buf.push(1);
+            buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            buf.extend_from_slice(b);
         }
     }
 }
 
-fn first_u64(h: Sha256) -> u64 {
-    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
+/// The digest of a member's bytes: SHA-256, its first 8 bytes. Hashed in one call over bytes
+/// gathered first (a member's are a few dozen): the same digest as hashing them piece by piece,
+/// without a hasher's bookkeeping per piece.
+fn digest_of(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(Sha256::digest(bytes)[..8].try_into().expect("8 bytes"))
 }
 
 /// splitmix64's finaliser: every input bit moves every output bit.
@@ -90,7 +96,7 @@ pub fn for_each_key_hash(
 /// `(key hash, digest)` of every member of the snapshot and the lists, sorted by hash, one
 /// entry per hash.
 pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, String> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut parts: Vec<Vec<(u64, u64)>> = Vec::new();
     if let Some(t) = &join.table {
         // Values digested as text: exact for every type a snapshot holds. A timestamp's zone is
         // the column's, not the value's, so its instants are digested as the integers they are
@@ -113,12 +119,12 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                 Ok((name, a))
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
-        // In chunks on the pool (a formatter is per thread): two SHA-256 per member.
+        // In chunks on the pool (a formatter is per chunk): one SHA-256 per member.
         let chunks: Vec<std::ops::Range<usize>> = (0..t.keys.len())
             .step_by(CHUNK)
             .map(|s| s..(s + CHUNK).min(t.keys.len()))
             .collect();
-        let parts = chunks
+        let table_parts = chunks
             .into_par_iter()
             .map(|range| -> std::result::Result<Vec<(u64, u64)>, String> {
                 let formatters = plain
@@ -133,62 +139,69 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                     })
                     .collect::<std::result::Result<Vec<_>, String>>()?;
                 let mut part = Vec::with_capacity(range.len());
+                let mut buf: Vec<u8> = Vec::with_capacity(128);
+                let mut text = String::new();
                 for i in range {
                     let k = t.keys.get(i);
-                    let mut h = Sha256::new();
-                    key_bytes(&mut h, k);
-                    h.update(b"T");
+                    buf.clear();
+                    key_bytes(&mut buf, k);
+                    buf.push(b'T');
                     if let Some(r) = &t.region {
-                        h.update(r[i].label().as_bytes());
+                        buf.extend_from_slice(r[i].label().as_bytes());
                     }
-                    h.update([0xff]);
+                    buf.push(0xff);
                     if let Some(c) = &t.consent {
-                        h.update([c[i]]);
+                        buf.push(c[i]);
                     }
                     for (name, a, f) in &formatters {
-                        h.update([0xfe]);
-                        h.update(name.as_bytes());
+                        buf.push(0xfe);
+                        buf.extend_from_slice(name.as_bytes());
                         if a.is_null(i) {
-                            h.update([0]);
+                            buf.push(0);
                         } else {
-                            let v = f.value(i).to_string();
-                            h.update([1]);
-                            h.update((v.len() as u64).to_le_bytes());
-                            h.update(v.as_bytes());
+                            text.clear();
+                            write!(text, "{}", f.value(i))
+                                .map_err(|e| format!("consent_table extra column '{name}': {e}"))?;
+                            buf.push(1);
+                            buf.extend_from_slice(&(text.len() as u64).to_le_bytes());
+                            buf.extend_from_slice(text.as_bytes());
                         }
                     }
-                    part.push((key_hash(k), first_u64(h)));
+                    part.push((key_hash(k), digest_of(&buf)));
                 }
                 Ok(part)
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
-        out.reserve(t.keys.len());
-        for p in parts {
-            out.extend(p);
-        }
+        parts.extend(table_parts);
     }
     for l in &join.lists {
         let part: Vec<(u64, u64)> = (0..l.keys.len())
             .into_par_iter()
-            .map(|i| {
-                let k = l.keys.get(i);
-                let mut h = Sha256::new();
-                key_bytes(&mut h, k);
-                h.update(b"L");
-                h.update(l.name.as_bytes());
-                (key_hash(k), first_u64(h))
-            })
+            .map_init(
+                || Vec::with_capacity(64),
+                |buf, i| {
+                    let k = l.keys.get(i);
+                    buf.clear();
+                    key_bytes(buf, k);
+                    buf.push(b'L');
+                    buf.extend_from_slice(l.name.as_bytes());
+                    (key_hash(k), digest_of(buf))
+                },
+            )
             .collect();
-        out.extend(part);
+        parts.push(part);
+    }
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for p in parts {
+        out.extend(p);
     }
     out.par_sort_unstable();
-    Ok(combine(out))
+    Ok(combine_sorted(out))
 }
 
-/// Sorted by hash, the digests under one hash added up (`v` sorted already, or not); in place,
-/// for a million members' digests are 16 MB.
-fn combine(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    v.sort_unstable();
+/// `v` sorted by hash already: the digests under one hash added up, in place (a million
+/// members' digests are 16 MB).
+fn combine_sorted(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     v.dedup_by(|next, kept| {
         let same = next.0 == kept.0;
         if same {
@@ -256,6 +269,7 @@ mod tests {
 
     const PINNED_INT: u64 = 2_155_874_496_232_077_831;
     const PINNED_BYTES: u64 = 3_211_041_958_896_201_038;
+    const PINNED_DIGEST: u64 = 12_134_073_721_729_265_807;
 
     fn changed(before: &[(u64, u64)], now: &[(u64, u64)]) -> Vec<u64> {
         let mut c = ChangedKeys::new(now);
@@ -283,6 +297,11 @@ mod tests {
         assert!(c.push(4, 1).is_err());
     }
 
+    fn combine(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        v.sort_unstable();
+        combine_sorted(v)
+    }
+
     #[test]
     fn contributions_under_one_hash_add_up_in_any_order() {
         let a = combine(vec![(2, 5), (1, 1), (2, 7)]);
@@ -291,6 +310,28 @@ mod tests {
         assert_eq!(a, b);
         let c = combine(vec![(3, 1), (2, 1), (3, 2), (3, 4), (9, 0)]);
         assert_eq!(c, vec![(2, 1), (3, 7), (9, 0)]);
+    }
+
+    /// Recorded in every _state/keys.parquet: a change of the digested bytes must change
+    /// HASH_NAME (older records would then look all changed, or worse, all the same).
+    #[test]
+    fn member_digests_never_change() {
+        let mut buf = Vec::new();
+        key_bytes(&mut buf, KeyRef::Int(42));
+        buf.extend_from_slice(b"T");
+        buf.extend_from_slice(b"GB");
+        buf.push(0xff);
+        buf.push(2);
+        assert_eq!(digest_of(&buf), PINNED_DIGEST);
+        let mut h = Sha256::new();
+        h.update([0]);
+        h.update(42i128.to_le_bytes());
+        h.update(b"T");
+        h.update(b"GB");
+        h.update([0xff]);
+        h.update([2]);
+        let piecewise = u64::from_le_bytes(h.finalize()[..8].try_into().unwrap());
+        assert_eq!(piecewise, PINNED_DIGEST);
     }
 
     #[test]
