@@ -24,7 +24,9 @@ use super::JoinData;
 const CHUNK: usize = 1 << 16;
 
 /// Recorded beside the digests: a run whose hashing differs cannot compare them.
-pub const HASH_NAME: &str = "splitmix-64+sha256-64";
+/// (`/typed`: each extra's Arrow type is digested with its value; before, a snapshot whose extra
+/// changed type, Float64 to Float32 say, with values that print alike went unseen.)
+pub const HASH_NAME: &str = "splitmix-64+sha256-64/typed";
 
 /// The key as digested: a tag, then the integer or the length and bytes.
 fn key_bytes(buf: &mut Vec<u8>, k: KeyRef) {
@@ -100,11 +102,14 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
     if let Some(t) = &join.table {
         // Values digested as text: exact for every type a snapshot holds. A timestamp's zone is
         // the column's, not the value's, so its instants are digested as the integers they are
-        // (formatting them in a named zone would need the tz database).
+        // (formatting them in a named zone would need the tz database). Each value is digested
+        // with its column's type (unit and zone included): the policy compares values as their
+        // type holds them, so a type change can change a decision even where the text is alike.
         let plain = t
             .extras
             .iter()
             .map(|(name, a)| {
+                let tagged = format!("{name}\0{}", a.data_type());
                 let a = match a.data_type() {
                     // The same 64-bit instants, read as plain integers.
                     DataType::Timestamp(_, Some(_)) => arrow_array::make_array(
@@ -116,7 +121,7 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                     ),
                     _ => a.clone(),
                 };
-                Ok((name, a))
+                Ok((name, tagged, a))
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
         // In chunks on the pool (a formatter is per chunk): one SHA-256 per member.
@@ -129,12 +134,12 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
             .map(|range| -> std::result::Result<Vec<(u64, u64)>, String> {
                 let formatters = plain
                     .iter()
-                    .map(|(name, a)| {
+                    .map(|(name, tagged, a)| {
                         arrow_cast::display::ArrayFormatter::try_new(
                             a.as_ref(),
                             &arrow_cast::display::FormatOptions::default(),
                         )
-                        .map(|f| (*name, a, f))
+                        .map(|f| (*name, tagged.as_bytes(), a, f))
                         .map_err(|e| format!("consent_table extra column '{name}': {e}"))
                     })
                     .collect::<std::result::Result<Vec<_>, String>>()?;
@@ -153,9 +158,9 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                     if let Some(c) = &t.consent {
                         buf.push(c[i]);
                     }
-                    for (name, a, f) in &formatters {
+                    for (name, tagged, a, f) in &formatters {
                         buf.push(0xfe);
-                        buf.extend_from_slice(name.as_bytes());
+                        buf.extend_from_slice(tagged);
                         if a.is_null(i) {
                             buf.push(0);
                         } else {
@@ -310,6 +315,60 @@ mod tests {
         assert_eq!(a, b);
         let c = combine(vec![(3, 1), (2, 1), (3, 2), (3, 4), (9, 0)]);
         assert_eq!(c, vec![(2, 1), (3, 7), (9, 0)]);
+    }
+
+    /// One member whose `q` extra is `q`, in a snapshot held in memory.
+    fn one_member(q: arrow_array::ArrayRef) -> Vec<(u64, u64)> {
+        use crate::io::Location;
+        let policy = crate::policy::Policy::from_text(
+            std::path::Path::new("p.yaml"),
+            "policy: p\ncolumns: {user_id: id}\n\
+             consent_table: {key: id, region: country, extra: [q]}\nrules: []\n",
+            String::new(),
+        )
+        .unwrap();
+        let batch = arrow_array::RecordBatch::try_from_iter([
+            (
+                "id",
+                std::sync::Arc::new(arrow_array::Int64Array::from(vec![7])) as _,
+            ),
+            (
+                "country",
+                std::sync::Arc::new(arrow_array::StringArray::from(vec!["GB"])) as _,
+            ),
+            ("q", q),
+        ])
+        .unwrap();
+        let table = crate::join::InMemory {
+            name: Location::local("snapshot"),
+            schema: batch.schema(),
+            batches: vec![batch],
+        };
+        let spec = policy.consent_table.as_ref().unwrap();
+        let t = crate::join::consent_table_in_memory(&table, spec, None, None).unwrap();
+        member_digests(&JoinData {
+            table: Some(t),
+            lists: Vec::new(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_extra_that_changes_type_changes_the_digest_even_where_it_prints_alike() {
+        use arrow_array::{Float32Array, Float64Array};
+        use std::sync::Arc;
+        let f64s = one_member(Arc::new(Float64Array::from(vec![0.5])));
+        let f32s = one_member(Arc::new(Float32Array::from(vec![0.5])));
+        assert_eq!(f64s.len(), 1);
+        assert_eq!(f64s[0].0, f32s[0].0, "the same member");
+        assert_ne!(
+            f64s[0].1, f32s[0].1,
+            "Float64 0.5 and Float32 0.5 print alike"
+        );
+        // And a value change is seen, as always.
+        let other = one_member(Arc::new(Float64Array::from(vec![0.25])));
+        assert_ne!(f64s[0].1, other[0].1);
+        assert_eq!(f64s, one_member(Arc::new(Float64Array::from(vec![0.5]))));
     }
 
     /// Recorded in every _state/keys.parquet: a change of the digested bytes must change
