@@ -132,18 +132,21 @@ pub fn load_user_list(
 ) -> Result<UserList> {
     let is_parquet =
         path.file_name().is_some_and(|n| n.ends_with(".parquet")) || crate::io::is_dir(path);
-    let (keys, files) = if is_parquet {
-        let mut keys = KeyBuf::new(kind);
-        let files = read_parquet(name, path, kind, read, &mut keys)?;
-        (keys, files)
-    } else {
-        (read_text(name, path, kind)?, 1)
-    };
-    let sha256 = if is_parquet {
-        source_sha256(path, &parquet_files_under(path)?)?
-    } else {
-        sha256_of(path)?.1
-    };
+    let (keys, files, sha256) = super::read_unchanged(&format!("user list {name}"), path, || {
+        let (keys, files) = if is_parquet {
+            let mut keys = KeyBuf::new(kind);
+            let files = read_parquet(name, path, kind, read, &mut keys)?;
+            (keys, files)
+        } else {
+            (read_text(name, path, kind)?, 1)
+        };
+        let sha256 = if is_parquet {
+            source_sha256(path, &parquet_files_under(path)?)?
+        } else {
+            sha256_of(path)?.1
+        };
+        Ok((keys, files, sha256))
+    })?;
     Ok(distinct(name, kind, &keys, path, files, sha256))
 }
 

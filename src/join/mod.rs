@@ -182,6 +182,74 @@ pub(crate) fn user_id_kind(
     })
 }
 
+/// What says a stored snapshot or list file is still the one it was: its size, inode, mtime
+/// and ctime on disk; its size, ETag, version and last-modified time in a bucket. `None` when
+/// it cannot be looked at (reading it then fails on its own).
+fn identity(location: &Location) -> Option<String> {
+    match location {
+        Location::Local(p) => {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(p).ok()?;
+            Some(format!(
+                "{} {} {}.{} {}.{}",
+                m.len(),
+                m.ino(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec()
+            ))
+        }
+        Location::Object(o) => {
+            let i = crate::io::object::head(o).ok()?;
+            Some(format!(
+                "{} {:?} {:?} {}",
+                i.size, i.e_tag, i.version, i.last_modified
+            ))
+        }
+    }
+}
+
+/// The files of a snapshot or list at `root` (one file, or the Parquet files of a directory),
+/// each with its [`identity`].
+fn identities(root: &Location) -> Result<Vec<(Location, Option<String>)>> {
+    let files = if crate::io::is_dir(root) {
+        parquet_files_under(root)?
+            .into_iter()
+            .map(|f| f.location)
+            .collect()
+    } else {
+        vec![root.clone()]
+    };
+    Ok(files
+        .into_iter()
+        .map(|f| {
+            let id = identity(&f);
+            (f, id)
+        })
+        .collect())
+}
+
+/// `load()` reads the snapshot or list at `root` and hashes it, in reads of their own; its
+/// result is kept only if no file of it changed meanwhile (else the run stops, retryable).
+/// What a run records of a source (its hash, and the digests of what it read) must be of one
+/// content: a night that trusts the hash never reads the rows again.
+pub(crate) fn read_unchanged<T>(
+    what: &str,
+    root: &Location,
+    load: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let before = identities(root)?;
+    let loaded = load()?;
+    crate::failpoint::hit("join-read");
+    if identities(root)? != before {
+        return Err(crate::error::Error::Busy(format!(
+            "{root}: the {what} changed while this run read it; run again"
+        )));
+    }
+    Ok(loaded)
+}
+
 /// The content hash recorded for a snapshot or list at `location` (file or directory).
 pub fn path_sha256(location: &Location) -> Result<String> {
     if crate::io::is_dir(location) {

@@ -424,12 +424,13 @@ pub fn load_consent_table(
         other => other,
     })?;
     // The hash is read beside the rows (on another thread of the pool), not after them.
-    let (parts, sha256) = rayon::join(
-        || read_parts(&files, spec, consent_values, read, only),
-        || source_sha256(path, &files),
-    );
-    let (parts, kind) = parts?;
-    let sha256 = sha256?;
+    let ((parts, kind), sha256) = super::read_unchanged("consent snapshot", path, || {
+        let (parts, sha256) = rayon::join(
+            || read_parts(&files, spec, consent_values, read, only),
+            || source_sha256(path, &files),
+        );
+        Ok((parts?, sha256?))
+    })?;
     index(parts, kind, path, files.len(), sha256, spec, only)
 }
 

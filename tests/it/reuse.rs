@@ -699,6 +699,57 @@ fn an_altered_previous_output_beside_a_new_file_is_decided_with_the_whole_snapsh
     );
 }
 
+/// A snapshot replaced while a run reads it: the hash the run would record (which a later
+/// `--reuse` trusts instead of reading the rows again) might not be of the rows it decided
+/// with. The run stops, retryable (75), and commits nothing.
+#[test]
+fn a_snapshot_replaced_while_it_is_read_stops_the_run() {
+    let (dir, world) = first_night(31);
+    let out = dir.path().join("out-1");
+    let pause = dir.path().join("pause");
+    let args = job_args("filter", dir.path(), p(&out), &["--progress", "never"]);
+    let child = std::process::Command::new(bin())
+        .args(&args)
+        .env(
+            "CORPUSGATE_PAUSE_AT",
+            format!("join-read:{}", pause.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !pause.exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the run never read the snapshot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Tonight's export lands: one member's consent flipped (the inputs are as they were).
+    let mut tonight = world.clone();
+    let flipped = tonight
+        .members
+        .iter_mut()
+        .flatten()
+        .find(|m| m.1.is_some())
+        .expect("a member with a consent");
+    flipped.1 = Some(if flipped.1 == Some("opt_in") {
+        "opt_out"
+    } else {
+        "opt_in"
+    });
+    tonight.write(dir.path());
+    std::fs::remove_file(&pause).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert!(err.contains("changed while this run read it"), "{err}");
+    assert!(!out.join("_SUCCESS").exists());
+    // Run again with --reuse of last night's output: what a fresh run writes.
+    reused_and_fresh(dir.path(), &dir.path().join("out-0"));
+}
+
 /// A night that loads the snapshot for a new file's members only, whose other files then turn
 /// out not reusable after all (PREV_OUT's outputs changed while it loaded): those files would
 /// be decided without their members' snapshot rows. The run stops instead, retryable (75),
