@@ -155,7 +155,10 @@ impl MemberFilter {
     pub(super) fn build(ids: &dyn Array) -> Option<Vec<u8>> {
         let rows = ids.len().max(1) as u64;
         let mut f = Sbbf::new_with_ndv_fpp(rows, FILTER_FPP).ok()?;
-        crate::join::digest::for_each_key_hash(ids, &mut |_, h| f.insert(&h)).ok()?;
+        // Hashed as little-endian bytes whatever the machine (a u64's own bytes are native):
+        // a filter written on one machine answers alike on another.
+        crate::join::digest::for_each_key_hash(ids, &mut |_, h| f.insert(&h.to_le_bytes()[..]))
+            .ok()?;
         f.fold_to_target_fpp(FILTER_FPP);
         let mut bytes = Vec::with_capacity(f.num_blocks() * 32);
         f.write_bitset(&mut bytes).ok()?;
@@ -172,7 +175,7 @@ impl MemberFilter {
 
     /// Whether a member of one of these key hashes may be in the row group.
     pub fn may_hold_any(&self, hashes: &[u64]) -> bool {
-        hashes.iter().any(|h| self.0.check(h))
+        hashes.iter().any(|h| self.0.check(&h.to_le_bytes()[..]))
     }
 }
 
