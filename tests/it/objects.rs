@@ -617,35 +617,21 @@ fn a_second_run_on_a_locked_bucket_output_is_busy_and_sigterm_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pause = dir.path().join("paused");
     let list = format!("erasure={bucket}/erasure.txt");
-    let first = std::process::Command::new(bin())
-        .args([
-            "filter",
-            "--policy",
-            &format!("{bucket}/policy.yaml"),
-            "--consent-table",
-            &format!("{bucket}/members.parquet"),
-            "--user-list",
-            &list,
-            "-o",
-            &out,
-            &format!("{bucket}/corpus"),
-        ])
-        .envs(s.env())
-        .env(
-            "CORPUSGATE_PAUSE_AT",
-            format!("lock-taken:{}", pause.display()),
-        )
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while !pause.exists() {
-        assert!(
-            t0.elapsed().as_secs() < 60,
-            "the first run never took the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "filter",
+        "--policy",
+        &format!("{bucket}/policy.yaml"),
+        "--consent-table",
+        &format!("{bucket}/members.parquet"),
+        "--user-list",
+        &list,
+        "-o",
+        &out,
+        &format!("{bucket}/corpus"),
+    ])
+    .envs(s.env());
+    let first = spawn_held(cmd, "lock-taken", &pause);
     // The first run holds the lock object: a second is told to try again later.
     let (code, _, err) = bucket_run(&bucket, &out, &[]);
     assert_eq!(code, 75, "{err}");

@@ -708,24 +708,9 @@ fn a_snapshot_replaced_while_it_is_read_stops_the_run() {
     let out = dir.path().join("out-1");
     let pause = dir.path().join("pause");
     let args = job_args("filter", dir.path(), p(&out), &["--progress", "never"]);
-    let child = std::process::Command::new(bin())
-        .args(&args)
-        .env(
-            "CORPUSGATE_PAUSE_AT",
-            format!("join-read:{}", pause.display()),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while !pause.exists() {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(60),
-            "the run never read the snapshot"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(&args);
+    let child = spawn_held(cmd, "join-read", &pause);
     // Tonight's export lands: one member's consent flipped (the inputs are as they were).
     let mut tonight = world.clone();
     let flipped = tonight
@@ -768,24 +753,9 @@ fn previous_outputs_that_change_during_a_narrowed_load_stop_the_run() {
         p(&out),
         &["--progress", "never", "--reuse", p(&prev)],
     );
-    let child = std::process::Command::new(bin())
-        .args(&args)
-        .env(
-            "CORPUSGATE_PAUSE_AT",
-            format!("snapshot-loaded:{}", pause.display()),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while !pause.exists() {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(60),
-            "the run never loaded the snapshot"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(&args);
+    let child = spawn_held(cmd, "snapshot-loaded", &pause);
     // One of yesterday's data files is no longer what PREV_OUT recorded.
     let (name, _, _) = &world.files[0];
     let data = prev.join("data").join(name);

@@ -433,3 +433,30 @@ pub fn sample_join_run(input: &Path, out: &Path) {
     ]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Start `cmd` held at failpoint `point` (`CORPUSGATE_PAUSE_AT`, see src/failpoint.rs), with
+/// stdout and stderr piped, and wait until it is there; delete `pause` to let it go on.
+pub fn spawn_held(
+    mut cmd: std::process::Command,
+    point: &str,
+    pause: &Path,
+) -> std::process::Child {
+    let child = cmd
+        .env(
+            "CORPUSGATE_PAUSE_AT",
+            format!("{point}:{}", pause.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !pause.exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the run never reached {point}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
