@@ -748,8 +748,6 @@ impl Previous {
         })
     }
 
-    /// Put `e`'s previous outputs into `out` under the same names; the entry as it now stands
-    /// (an object copy has a new ETag), or `None` when they are not as recorded.
     /// Whether `e`'s outputs in PREV_OUT still have their recorded sizes, as [`Previous::adopt`]
     /// will check: for a run that must know before it adopts them (one that loads the
     /// snapshot only for the members of the other inputs).
@@ -759,6 +757,8 @@ impl Previous {
             .all(|(sub, w)| size_of(&self.from.join(sub).join(&e.rel)) == Some(w.size))
     }
 
+    /// Put `e`'s previous outputs into `out` under the same names; the entry as it now stands
+    /// (an object copy has a new ETag), or `None` when they are not as recorded.
     pub fn adopt(&self, e: &Entry, out: &Location) -> Result<Option<Entry>> {
         let mut now = e.clone();
         // How PREV_OUT made them is not how this run did (it took them whole).
