@@ -80,6 +80,18 @@ impl Identity {
         }
     }
 
+    /// The identity of any file or object, without a footer's hash (a text file has none): what
+    /// a run compares before and after it reads a whole file, to know it read one content.
+    /// `None` when it cannot be looked at.
+    pub(crate) fn of_location(location: &Location) -> Option<Identity> {
+        match location {
+            Location::Local(p) => std::fs::metadata(p).ok().map(|m| Identity::new(&m, "")),
+            Location::Object(o) => super::object::head(o)
+                .ok()
+                .map(|i| Identity::of_object(&i, "")),
+        }
+    }
+
     /// An object's identity: what the store says of its version (every write gives a new ETag
     /// and last-modified time); the hash of its footer only where there is no ETag (some HTTP
     /// servers), so that with one a HEAD request is enough to know the object again.

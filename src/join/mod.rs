@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Result;
 use crate::io::discover::parquet_files_under;
+use crate::io::parquet::Identity;
 use crate::io::{sha256_of, InputFile, Location};
 use crate::policy::hex;
 use crate::values::value_type;
@@ -182,37 +183,10 @@ pub(crate) fn user_id_kind(
     })
 }
 
-/// What says a stored snapshot or list file is still the one it was: its size, inode, mtime
-/// and ctime on disk; its size, ETag, version and last-modified time in a bucket. `None` when
-/// it cannot be looked at (reading it then fails on its own).
-fn identity(location: &Location) -> Option<String> {
-    match location {
-        Location::Local(p) => {
-            use std::os::unix::fs::MetadataExt;
-            let m = std::fs::metadata(p).ok()?;
-            Some(format!(
-                "{} {} {}.{} {}.{}",
-                m.len(),
-                m.ino(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec()
-            ))
-        }
-        Location::Object(o) => {
-            let i = crate::io::object::head(o).ok()?;
-            Some(format!(
-                "{} {:?} {:?} {}",
-                i.size, i.e_tag, i.version, i.last_modified
-            ))
-        }
-    }
-}
-
 /// The files of a snapshot or list at `root` (one file, or the Parquet files of a directory),
-/// each with its [`identity`].
-fn identities(root: &Location) -> Result<Vec<(Location, Option<String>)>> {
+/// each with its identity (size, inode, mtime and ctime on disk; size, ETag, version and
+/// last-modified time in a bucket).
+fn identities(root: &Location) -> Result<Vec<(Location, Option<Identity>)>> {
     let files = if crate::io::is_dir(root) {
         parquet_files_under(root)?
             .into_iter()
@@ -224,7 +198,7 @@ fn identities(root: &Location) -> Result<Vec<(Location, Option<String>)>> {
     Ok(files
         .into_iter()
         .map(|f| {
-            let id = identity(&f);
+            let id = Identity::of_location(&f);
             (f, id)
         })
         .collect())
