@@ -983,7 +983,7 @@ impl ParquetFile {
         // held until the last column is done: for the files read whole into memory anyway).
         let hint =
             (!as_dictionary.is_empty()).then(|| with_dictionaries(self.schema(), as_dictionary));
-        let meta = self.checked_meta(pq, rg, hint)?;
+        let meta = self.checked_meta(pq, rg, Some(columns), hint)?;
         let per_column: Vec<Vec<RecordBatch>> = columns
             .par_iter()
             .map(|c| {
@@ -1042,21 +1042,39 @@ impl ParquetFile {
         if pq.row_group(rg).num_rows() == 0 {
             return Ok(());
         }
-        let meta = self.checked_meta(pq, rg, None)?;
+        let meta = self.checked_meta(pq, rg, columns, None)?;
         self.read_checked(&meta, rg, columns, batch_size, select, f)
     }
 
-    /// Reader metadata for row group `rg`, once it is checked (corrected where its footer is
-    /// not what its pages say); `schema`: a reader schema hint, as [`ParquetFile::reader_meta`].
+    /// Reader metadata for row group `rg`, once the chunks of `columns` (all when `None`) are
+    /// checked (corrected where its footer is not what their pages say); `schema`: a reader
+    /// schema hint, as [`ParquetFile::reader_meta`]. Only the chunks to be decoded are checked,
+    /// so only they are fetched from an object store: reading the user ids of a row group must
+    /// not download its text.
     fn checked_meta(
         &self,
         pq: &Arc<ParquetMetaData>,
         rg: usize,
+        columns: Option<&[&str]>,
         schema: Option<SchemaRef>,
     ) -> Result<ArrowReaderMetadata> {
-        let checked = self.check_row_group(pq, rg)?;
+        let mask = columns.map(|names| self.projection(pq, names));
+        let checked = self.check_columns(pq, rg, mask.as_ref())?;
         let pq = checked.corrected.unwrap_or_else(|| pq.clone());
         self.reader_meta(&pq, schema)
+    }
+
+    /// The top-level columns named in `names`, as a projection of `pq`'s leaves.
+    fn projection(&self, pq: &ParquetMetaData, names: &[&str]) -> ProjectionMask {
+        let roots: Vec<usize> = self
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| names.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        ProjectionMask::roots(pq.file_metadata().schema_descr(), roots)
     }
 
     /// Decode `columns` of row group `rg`, checked already (`meta`), under the panic guard.
@@ -1071,17 +1089,7 @@ impl ParquetFile {
     ) -> Result<()> {
         let mask = match columns {
             None => ProjectionMask::all(),
-            Some(names) => {
-                let roots: Vec<usize> = self
-                    .schema()
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| names.contains(&f.name().as_str()))
-                    .map(|(i, _)| i)
-                    .collect();
-                ProjectionMask::roots(meta.metadata().file_metadata().schema_descr(), roots)
-            }
+            Some(names) => self.projection(meta.metadata(), names),
         };
         let source = self.source.clone();
         guard::catch(|| -> Result<()> {

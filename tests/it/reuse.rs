@@ -1212,6 +1212,69 @@ fn a_flipped_decision_splices_the_pages_around_it() {
     }
 }
 
+/// An input in a bucket (a real S3 server), one of whose members changes without any decision
+/// flipping: finding the member's rows reads the row group's user ids, and only those (and the
+/// other columns the policy reads) are fetched, never the text. Before, reading one column
+/// checked, and so fetched, every chunk of the row group.
+#[test]
+fn finding_a_changed_members_rows_in_a_bucket_fetches_no_text() {
+    let s3 = crate::s3::server();
+    let bucket = s3.bucket("search");
+    let (dir, mut world) = big_world(31, "BR");
+    let file = dir.path().join("in/big.parquet");
+    crate::s3::put(
+        &format!("{bucket}/in/big.parquet"),
+        &std::fs::read(&file).unwrap(),
+    );
+    let in_bucket = |out: &Path, extra: &[&str]| {
+        let extra = [&["--progress", "never"], extra].concat();
+        let mut args = job_args("filter", dir.path(), p(out), &extra);
+        *args.last_mut().unwrap() = format!("{bucket}/in");
+        s3.run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    let prev = dir.path().join("night-0");
+    let (code, _, err) = in_bucket(&prev, &[]);
+    assert_eq!(code, 0, "{err}");
+    // A member the file holds moves between two regions the policy allows.
+    let m = members_in_big_file(dir.path(), &world)[0];
+    world.members[m] = Some((Some("US"), Some("opt_in"), None));
+    world.write(dir.path());
+    let out = dir.path().join("night-1");
+    let (code, _, err) = in_bucket(&out, &["--reuse", p(&prev)]);
+    assert_eq!(code, 0, "{err}");
+    let fresh = dir.path().join("fresh-1");
+    let (code, _, err) = in_bucket(&fresh, &[]);
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    let r = &s["reuse"];
+    assert_eq!(r["changed_keys"], 1, "{r}");
+    assert_eq!(r["row_groups_searched"], 1, "{r}");
+    assert_eq!(r["row_groups_spliced"], 0, "{r}");
+    assert_eq!(same_outputs(&out, &fresh).unwrap(), Vec::<String>::new());
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap();
+    let meta = parquet::file::reader::FileReader::metadata(&reader);
+    let group = meta.row_group(0);
+    let text: u64 = group
+        .columns()
+        .iter()
+        .filter(|c| c.column_path().string() == "text")
+        .map(|c| c.compressed_size() as u64)
+        .sum();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        text > size / 2,
+        "the text is most of the file: {text} of {size}"
+    );
+    let fetched = s["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched < size - text / 2,
+        "fetched {fetched} bytes of {size}, of which the text is {text}"
+    );
+}
+
 /// The same splice with PREV_OUT in a bucket (a real S3 server): PREV_OUT's manifest and the
 /// pages copied are read from its objects.
 #[test]
