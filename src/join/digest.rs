@@ -25,27 +25,54 @@ const CHUNK: usize = 1 << 16;
 
 /// Recorded beside the digests: a run whose hashing differs cannot compare them.
 /// (`/typed`: each extra's Arrow type is digested with its value; before, a snapshot whose extra
-/// changed type, Float64 to Float32 say, with values that print alike went unseen.)
-pub const HASH_NAME: &str = "splitmix-64+sha256-64/typed";
+/// changed type, Float64 to Float32 say, with values that print alike went unseen. `-short`:
+/// the same facts in fewer bytes, so that a member's fit one SHA-256 block.)
+pub const HASH_NAME: &str = "splitmix-64+sha256-64/typed-short";
 
-/// The key as digested: a tag, then the integer or the length and bytes.
+/// `n` as LEB128: 7 bits a byte, low first, the high bit set on all but the last.
+fn push_len(buf: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        buf.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    buf.push(n as u8);
+}
+
+/// The key as digested: a tag, then the integer (8 bytes when it fits 64 bits, else 16) or the
+/// length and bytes.
 fn key_bytes(buf: &mut Vec<u8>, k: KeyRef) {
     match k {
-        KeyRef::Int(v) => {
-            buf.push(0);
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
+        KeyRef::Int(v) => match i64::try_from(v) {
+            Ok(v) => {
+                buf.push(0);
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            Err(_) => {
+                buf.push(2);
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+        },
         KeyRef::Bytes(b) => {
             buf.push(1);
-            buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            push_len(buf, b.len());
             buf.extend_from_slice(b);
         }
     }
 }
 
+/// What names an extra column in each member's bytes: the first 8 bytes of the SHA-256 of its
+/// name and Arrow type (unit and zone included), digested once rather than spelled out per
+/// member.
+fn column_tag(name: &str, data_type: &DataType) -> [u8; 8] {
+    Sha256::digest(format!("{name}\0{data_type}").as_bytes())[..8]
+        .try_into()
+        .expect("8 bytes")
+}
+
 /// The digest of a member's bytes: SHA-256, its first 8 bytes. Hashed in one call over bytes
-/// gathered first (a member's are a few dozen): the same digest as hashing them piece by piece,
-/// without a hasher's bookkeeping per piece.
+/// gathered first (a member's are a few dozen, at most 55 for one block when it has an extra or
+/// two): the same digest as hashing them piece by piece, without a hasher's bookkeeping per
+/// piece.
 fn digest_of(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(Sha256::digest(bytes)[..8].try_into().expect("8 bytes"))
 }
@@ -109,7 +136,7 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
             .extras
             .iter()
             .map(|(name, a)| {
-                let tagged = format!("{name}\0{}", a.data_type());
+                let tagged = column_tag(name, a.data_type());
                 let a = match a.data_type() {
                     // The same 64-bit instants, read as plain integers.
                     DataType::Timestamp(_, Some(_)) => arrow_array::make_array(
@@ -139,7 +166,7 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                             a.as_ref(),
                             &arrow_cast::display::FormatOptions::default(),
                         )
-                        .map(|f| (*name, tagged.as_bytes(), a, f))
+                        .map(|f| (*name, tagged, a, f))
                         .map_err(|e| format!("consent_table extra column '{name}': {e}"))
                     })
                     .collect::<std::result::Result<Vec<_>, String>>()?;
@@ -160,7 +187,7 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                     }
                     for (name, tagged, a, f) in &formatters {
                         buf.push(0xfe);
-                        buf.extend_from_slice(tagged);
+                        buf.extend_from_slice(*tagged);
                         if a.is_null(i) {
                             buf.push(0);
                         } else {
@@ -168,7 +195,7 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                             write!(text, "{}", f.value(i))
                                 .map_err(|e| format!("consent_table extra column '{name}': {e}"))?;
                             buf.push(1);
-                            buf.extend_from_slice(&(text.len() as u64).to_le_bytes());
+                            push_len(&mut buf, text.len());
                             buf.extend_from_slice(text.as_bytes());
                         }
                     }
@@ -274,7 +301,7 @@ mod tests {
 
     const PINNED_INT: u64 = 2_155_874_496_232_077_831;
     const PINNED_BYTES: u64 = 3_211_041_958_896_201_038;
-    const PINNED_DIGEST: u64 = 12_134_073_721_729_265_807;
+    const PINNED_DIGEST: u64 = 4_302_534_331_928_617_639;
 
     fn changed(before: &[(u64, u64)], now: &[(u64, u64)]) -> Vec<u64> {
         let mut c = ChangedKeys::new(now);
@@ -384,13 +411,36 @@ mod tests {
         assert_eq!(digest_of(&buf), PINNED_DIGEST);
         let mut h = Sha256::new();
         h.update([0]);
-        h.update(42i128.to_le_bytes());
+        h.update(42i64.to_le_bytes());
         h.update(b"T");
         h.update(b"GB");
         h.update([0xff]);
         h.update([2]);
         let piecewise = u64::from_le_bytes(h.finalize()[..8].try_into().unwrap());
         assert_eq!(piecewise, PINNED_DIGEST);
+    }
+
+    #[test]
+    fn lengths_and_wide_keys_are_digested_unambiguously() {
+        let len = |n: usize| {
+            let mut b = Vec::new();
+            push_len(&mut b, n);
+            b
+        };
+        assert_eq!(len(0), [0]);
+        assert_eq!(len(127), [127]);
+        assert_eq!(len(128), [0x80, 1]);
+        assert_eq!(len(300), [0xac, 2]);
+        let key = |k: KeyRef| {
+            let mut b = Vec::new();
+            key_bytes(&mut b, k);
+            b
+        };
+        // An integer beyond 64 bits is not the 64-bit integer its low bytes make.
+        assert_eq!(key(KeyRef::Int(-1)), [&[0u8][..], &[0xff; 8]].concat());
+        assert_ne!(key(KeyRef::Int(u64::MAX as i128)), key(KeyRef::Int(-1)));
+        assert_eq!(key(KeyRef::Int(u64::MAX as i128)).len(), 17);
+        assert_eq!(key(KeyRef::Bytes(b"ab")), [1, 2, b'a', b'b']);
     }
 
     #[test]
