@@ -7,7 +7,7 @@ use super::keys::{KeyBuf, KeyKind, Keys};
 use super::{source_sha256, SourceInfo};
 use crate::error::{Error, Result};
 use crate::io::discover::parquet_files_under;
-use crate::io::{open_parquet, sha256_of, Location, ReadOptions};
+use crate::io::{open_parquet, Location, ReadOptions};
 
 /// A user list (e.g. objections, erasure requests).
 pub struct UserList {
@@ -143,7 +143,7 @@ pub fn load_user_list(
         let sha256 = if is_parquet {
             source_sha256(path, &parquet_files_under(path)?)?
         } else {
-            sha256_of(path)?.1
+            source_sha256(path, &[])?
         };
         Ok((keys, files, sha256))
     })?;

@@ -229,23 +229,63 @@ pub fn path_sha256(location: &Location) -> Result<String> {
     if crate::io::is_dir(location) {
         source_sha256(location, &parquet_files_under(location)?)
     } else {
-        Ok(sha256_of(location)?.1)
+        source_sha256(location, &[])
     }
 }
 
-/// SHA-256 of one file, or of a directory: over the sorted (relative path, file SHA-256) pairs.
+/// The files of a snapshot or list with their identities, as one hash of it was computed.
+type Identities = Vec<(Location, Option<Identity>)>;
+
+/// The hashes this process computed of snapshots and lists, each with the identities its files
+/// had both before and after it was computed. A `--reuse` night hashes the snapshot to learn
+/// whether it changed, then loads it: the load takes the hash from here, if every file still
+/// has its identity, instead of reading every byte a second time. The identities are the ones
+/// [`read_unchanged`] relies on to tie a hash to the rows read; a file without one (no
+/// metadata) is never remembered. One entry per source, the latest.
+static HASHED: std::sync::Mutex<Vec<(Location, Identities, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn remembered(root: &Location, ids: &Identities) -> Option<String> {
+    let hashed = HASHED.lock().unwrap_or_else(|p| p.into_inner());
+    hashed
+        .iter()
+        .find(|(r, was, _)| r == root && was == ids)
+        .map(|(_, _, h)| h.clone())
+}
+
+fn remember(root: &Location, ids: Identities, hash: &str) {
+    if ids.iter().any(|(_, id)| id.is_none()) {
+        return;
+    }
+    let mut hashed = HASHED.lock().unwrap_or_else(|p| p.into_inner());
+    hashed.retain(|(r, _, _)| r != root);
+    hashed.push((root.clone(), ids, hash.to_owned()));
+}
+
+/// SHA-256 of one file, or of a directory: over the sorted (relative path, file SHA-256) pairs
+/// (`files`, the Parquet files under it; ignored for a file). Taken from an earlier hash of the
+/// same files with the same identities, when this process made one.
 pub(crate) fn source_sha256(root: &Location, files: &[InputFile]) -> Result<String> {
-    if !crate::io::is_dir(root) {
-        return Ok(sha256_of(root)?.1);
+    let before = identities(root)?;
+    if let Some(h) = remembered(root, &before) {
+        return Ok(h);
     }
-    let mut h = Sha256::new();
-    for f in files {
-        h.update(f.rel.as_bytes());
-        h.update([0]);
-        h.update(sha256_of(&f.location)?.1.as_bytes());
-        h.update([b'\n']);
+    let hash = if crate::io::is_dir(root) {
+        let mut h = Sha256::new();
+        for f in files {
+            h.update(f.rel.as_bytes());
+            h.update([0]);
+            h.update(sha256_of(&f.location)?.1.as_bytes());
+            h.update([b'\n']);
+        }
+        hex(&h.finalize())
+    } else {
+        sha256_of(root)?.1
+    };
+    if identities(root)? == before {
+        remember(root, before, &hash);
     }
-    Ok(hex(&h.finalize()))
+    Ok(hash)
 }
 
 /// `--pseudonymize-user-ids`: each id as lowercase hex HMAC-SHA-256 under `key`, over the id as
@@ -277,4 +317,37 @@ pub fn pseudonymize(
         });
     })?;
     Ok(arrow_array::StringArray::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hash is taken from an earlier one only while the file is the one hashed: written over
+    /// in place with other bytes of the same length, it is hashed again.
+    #[test]
+    fn a_source_hashed_again_after_it_changed_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("list.txt");
+        std::fs::write(&path, "1\n2\n").unwrap();
+        let at = Location::local(&path);
+        let first = path_sha256(&at).unwrap();
+        assert_eq!(first, sha256_of(&at).unwrap().1);
+        assert_eq!(path_sha256(&at).unwrap(), first, "remembered");
+        // A later tick of the file clock than the first write (coarse on older kernels).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "1\n3\n").unwrap();
+        let second = path_sha256(&at).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(second, sha256_of(&at).unwrap().1);
+        // A directory of Parquet files, as a snapshot may be: a file added is seen.
+        let snap = dir.path().join("snapshot");
+        std::fs::create_dir(&snap).unwrap();
+        std::fs::write(snap.join("a.parquet"), "a").unwrap();
+        let root = Location::local(&snap);
+        let one = path_sha256(&root).unwrap();
+        assert_eq!(path_sha256(&root).unwrap(), one);
+        std::fs::write(snap.join("b.parquet"), "b").unwrap();
+        assert_ne!(path_sha256(&root).unwrap(), one);
+    }
 }
