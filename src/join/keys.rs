@@ -438,20 +438,26 @@ impl KeyBuf {
         match self {
             KeyBuf::Int { vals, valid } => {
                 let only = only.map(|o| int_set(&o.ints));
-                let picked: Vec<usize> = (0..vals.len())
-                    .filter(|i| valid[*i] && only.as_ref().is_none_or(|o| o.contains(vals[*i])))
-                    .collect();
-                let rows = || picked.iter().copied();
+                let wanted =
+                    |i: usize| valid[i] && only.as_ref().is_none_or(|o| o.contains(vals[i]));
+                // Entries gathered in one pass on the pool's threads, in row order (a million
+                // members' are 24 MB of fresh pages: gathering them was a sixth of the load).
                 // Stable, for the merge sort finds the runs that snapshots exported in key order
                 // are made of; the row index breaks every tie anyway.
-                if rows().all(|i| i64::try_from(vals[i]).is_ok()) {
-                    let mut e: Vec<(i64, i64, u32)> = Vec::with_capacity(vals.len());
-                    e.extend(rows().map(|i| (vals[i] as i64, !updated[i], i as u32)));
+                if vals.par_iter().all(|v| i64::try_from(*v).is_ok()) {
+                    let mut e: Vec<(i64, i64, u32)> = (0..vals.len())
+                        .into_par_iter()
+                        .filter(|i| wanted(*i))
+                        .map(|i| (vals[i] as i64, !updated[i], i as u32))
+                        .collect();
                     e.par_sort();
                     SortedRows::of(&e, |e| e.2, |a, b| a.0 == b.0)
                 } else {
-                    let mut e: Vec<(i128, i64, u32)> = Vec::with_capacity(vals.len());
-                    e.extend(rows().map(|i| (vals[i], !updated[i], i as u32)));
+                    let mut e: Vec<(i128, i64, u32)> = (0..vals.len())
+                        .into_par_iter()
+                        .filter(|i| wanted(*i))
+                        .map(|i| (vals[i], !updated[i], i as u32))
+                        .collect();
                     e.par_sort();
                     SortedRows::of(&e, |e| e.2, |a, b| a.0 == b.0)
                 }

@@ -317,24 +317,34 @@ fn concat(
 ) -> Result<Rows> {
     // Sized once: grown by doubling, a million members' buffers were copied and faulted in
     // again and again (a fifth of a run that reads the snapshot to index a few members).
+    // The keys (the largest) are gathered on one thread of the pool, the rest on the other.
     let rows: usize = parts.iter().map(|p| p.updated.len()).sum();
-    let mut keys = KeyBuf::with_capacity(kind, rows);
-    let mut region = Vec::with_capacity(rows);
-    let mut consent = Vec::with_capacity(rows);
-    let mut updated = Vec::with_capacity(rows);
-    let mut extras: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.extra.len()];
-    for p in parts {
-        for k in &p.keys {
+    let gather_keys = || -> Result<KeyBuf> {
+        let mut keys = KeyBuf::with_capacity(kind, rows);
+        for k in parts.iter().flat_map(|p| &p.keys) {
             keys.push_array(k.as_ref())
                 .map_err(|m| snapshot_err(path, &spec.key, m))?;
         }
-        region.extend(p.region);
-        consent.extend(p.consent);
-        updated.extend(p.updated);
-        for (i, e) in p.extras.into_iter().enumerate() {
-            extras[i].extend(e);
+        Ok(keys)
+    };
+    let gather_rest = || {
+        let mut region = Vec::with_capacity(rows);
+        let mut consent = Vec::with_capacity(rows);
+        let mut updated = Vec::with_capacity(rows);
+        let mut extras: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.extra.len()];
+        for p in &parts {
+            region.extend_from_slice(&p.region);
+            consent.extend_from_slice(&p.consent);
+            updated.extend_from_slice(&p.updated);
+            for (i, e) in p.extras.iter().enumerate() {
+                extras[i].extend(e.iter().cloned());
+            }
         }
-    }
+        (region, consent, updated, extras)
+    };
+    let (keys, (region, consent, updated, extras)) = rayon::join(gather_keys, gather_rest);
+    let keys = keys?;
+    drop(parts);
     let extras = extras
         .into_iter()
         .zip(&spec.extra)
