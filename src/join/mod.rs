@@ -266,11 +266,20 @@ fn remember(root: &Location, ids: Identities, hash: &str) {
 /// (`files`, the Parquet files under it; ignored for a file). Taken from an earlier hash of the
 /// same files with the same identities, when this process made one.
 pub(crate) fn source_sha256(root: &Location, files: &[InputFile]) -> Result<String> {
+    let dir = crate::io::is_dir(root);
     let before = identities(root)?;
-    if let Some(h) = remembered(root, &before) {
+    // The hash is of `files`: remembered under the identities of those files only (a file
+    // added to the directory after `files` was listed would otherwise be taken as hashed).
+    let hashed: Vec<&Location> = if dir {
+        files.iter().map(|f| &f.location).collect()
+    } else {
+        vec![root]
+    };
+    let same_files = before.iter().map(|(l, _)| l).eq(hashed.iter().copied());
+    if let Some(h) = remembered(root, &before).filter(|_| same_files) {
         return Ok(h);
     }
-    let hash = if crate::io::is_dir(root) {
+    let hash = if dir {
         let mut h = Sha256::new();
         for f in files {
             h.update(f.rel.as_bytes());
@@ -282,7 +291,7 @@ pub(crate) fn source_sha256(root: &Location, files: &[InputFile]) -> Result<Stri
     } else {
         sha256_of(root)?.1
     };
-    if identities(root)? == before {
+    if same_files && identities(root)? == before {
         remember(root, before, &hash);
     }
     Ok(hash)
@@ -349,5 +358,16 @@ mod tests {
         assert_eq!(path_sha256(&root).unwrap(), one);
         std::fs::write(snap.join("b.parquet"), "b").unwrap();
         assert_ne!(path_sha256(&root).unwrap(), one);
+        // A hash of fewer files than the directory now holds (listed before one was added)
+        // is not remembered as the directory's.
+        let listed = parquet_files_under(&root).unwrap();
+        std::fs::write(snap.join("c.parquet"), "c").unwrap();
+        let of_two = source_sha256(&root, &listed).unwrap();
+        let of_three = path_sha256(&root).unwrap();
+        assert_ne!(of_three, of_two);
+        assert_eq!(
+            of_three,
+            source_sha256(&root, &parquet_files_under(&root).unwrap()).unwrap()
+        );
     }
 }
