@@ -324,23 +324,28 @@ fn run_with(
     crate::allocator::release_free();
     let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
+    // PREV_OUT as the messages of a run that stops while reusing it name it.
+    let reuse_from = plan
+        .reuse
+        .as_ref()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     // A snapshot loaded for some members only is described by PREV_OUT's record of it.
     let narrowed = narrow.is_some();
     let narrowed_to = narrow.as_ref().map(|n| n.inputs.clone());
-    let joined =
-        match narrow {
-            Some(n) => {
-                let loaded = join.as_deref().map(JoinRecord::of).unwrap_or_default();
-                if loaded.hashes() != n.joined.hashes() {
-                    return Err(Error::Busy(format!(
+    let joined = match narrow {
+        Some(n) => {
+            let loaded = join.as_deref().map(JoinRecord::of).unwrap_or_default();
+            if loaded.hashes() != n.joined.hashes() {
+                return Err(Error::Busy(format!(
                     "{}: the consent snapshot or a list changed while this run read it; run again",
-                    plan.reuse.as_ref().map(|p| p.to_string()).unwrap_or_default()
+                    reuse_from
                 )));
-                }
-                Some(n.joined)
             }
-            None => join.as_deref().map(JoinRecord::of),
-        };
+            Some(n.joined)
+        }
+        None => join.as_deref().map(JoinRecord::of),
+    };
     let header = header_of(plan, joined.as_ref().map(JoinRecord::hashes));
     let writes = plan.output.is_some() && !plan.dry_run;
     // What the join says of each member, recorded for the next run's --reuse (and compared
@@ -352,10 +357,7 @@ fn run_with(
             // (of the same content) is copied instead, and it was not as recorded.
             return Err(Error::Usage(format!(
                 "{}: {}/keys.parquet changed while it was being reused; run again",
-                plan.reuse
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
+                reuse_from,
                 crate::reuse::STATE_DIR
             )));
         }
@@ -416,11 +418,7 @@ fn run_with(
         {
             return Err(Error::Busy(format!(
                 "{}: its outputs of {} changed while this run read them; run again",
-                plan.reuse
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                j.1.input.file.rel
+                reuse_from, j.1.input.file.rel
             )));
         }
     }

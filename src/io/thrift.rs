@@ -369,7 +369,8 @@ fn wire_type(v: &Value) -> u8 {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// `v` as an unsigned LEB128 varint (also the length encoding of `join::digest`).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

@@ -29,13 +29,9 @@ const CHUNK: usize = 1 << 16;
 /// the same facts in fewer bytes, so that a member's fit one SHA-256 block.)
 pub const HASH_NAME: &str = "splitmix-64+sha256-64/typed-short";
 
-/// `n` as LEB128: 7 bits a byte, low first, the high bit set on all but the last.
-fn push_len(buf: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        buf.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    buf.push(n as u8);
+/// A length as digested: LEB128 (Thrift's varint, 7 bits a byte, low first).
+fn push_len(buf: &mut Vec<u8>, n: usize) {
+    crate::io::thrift::put_varint(buf, n as u64);
 }
 
 /// The key as digested: a tag, then the integer (8 bytes when it fits 64 bits, else 16) or the

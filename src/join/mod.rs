@@ -187,7 +187,13 @@ pub(crate) fn user_id_kind(
 /// each with its identity (size, inode, mtime and ctime on disk; size, ETag, version and
 /// last-modified time in a bucket).
 fn identities(root: &Location) -> Result<Vec<(Location, Option<Identity>)>> {
-    let files = if crate::io::is_dir(root) {
+    identities_of(root, crate::io::is_dir(root))
+}
+
+/// [`identities`], `dir` saying whether `root` is a directory (known already: in a bucket,
+/// asking is a request).
+fn identities_of(root: &Location, dir: bool) -> Result<Vec<(Location, Option<Identity>)>> {
+    let files = if dir {
         parquet_files_under(root)?
             .into_iter()
             .map(|f| f.location)
@@ -267,7 +273,7 @@ fn remember(root: &Location, ids: Identities, hash: &str) {
 /// same files with the same identities, when this process made one.
 pub(crate) fn source_sha256(root: &Location, files: &[InputFile]) -> Result<String> {
     let dir = crate::io::is_dir(root);
-    let before = identities(root)?;
+    let before = identities_of(root, dir)?;
     // The hash is of `files`: remembered under the identities of those files only (a file
     // added to the directory after `files` was listed would otherwise be taken as hashed).
     let hashed: Vec<&Location> = if dir {
@@ -291,7 +297,7 @@ pub(crate) fn source_sha256(root: &Location, files: &[InputFile]) -> Result<Stri
     } else {
         sha256_of(root)?.1
     };
-    if same_files && identities(root)? == before {
+    if same_files && identities_of(root, dir)? == before {
         remember(root, before, &hash);
     }
     Ok(hash)
