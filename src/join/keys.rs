@@ -513,7 +513,7 @@ impl KeyBuf {
                     e.par_sort();
                     e.truncate(e.partition_point(|x| *x != u64::MAX));
                     let mut sorted = SortedRows::of(&e, |x| *x as u32, |a, b| a >> 32 == b >> 32);
-                    // Each key's rows are in row order: newest first, then in row order.
+                    // The sort left each key's rows in row order; the contract wants the newest first.
                     sorted.newest_first(updated);
                     sorted
                 } else if least >= i128::from(i64::MIN) && most <= i128::from(i64::MAX) {
