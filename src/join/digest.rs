@@ -225,40 +225,88 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
 }
 
 /// The entries of `parts` in the order one `sort_unstable` of them all would give (by hash,
-/// then digest). Key hashes are uniform, so one pass scatters the entries by their top 16 bits
-/// into buckets of a dozen or so, and each bucket is then sorted alone: a comparison sort of a
-/// million members' entries took a third of their digests' time. Any hashes give the same
-/// order; skewed ones only make the buckets' sorts longer.
+/// then digest). Key hashes are uniform, so a radix pass on their top byte scatters the entries
+/// into 256 buckets of a few thousand, each small enough to stay in cache while a second pass
+/// on the next byte scatters it into buckets of a dozen or so, which are then sorted alone. Both
+/// passes run on the pool: a comparison sort of a million members' entries took a third of
+/// their digests' time, and one serial scatter over 65,536 buckets (every write a cache miss)
+/// still most of the phase's wall. Any hashes give the same order; skewed ones only make the
+/// buckets' sorts longer.
 fn sorted_by_hash(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
-    const BITS: u32 = 16;
-    let bucket = |h: u64| (h >> (64 - BITS)) as usize;
-    let mut at = vec![0usize; 1 << BITS];
-    for (h, _) in parts.iter().flatten() {
-        at[bucket(*h)] += 1;
-    }
-    let mut sum = 0;
-    for c in at.iter_mut() {
-        (*c, sum) = (sum, sum + *c);
-    }
-    let starts = at.clone();
-    let mut out = vec![(0u64, 0u64); sum];
-    for &e in parts.iter().flatten() {
-        let b = bucket(e.0);
-        out[at[b]] = e;
-        at[b] += 1;
-    }
-    drop(parts);
-    let mut buckets: Vec<&mut [(u64, u64)]> = Vec::with_capacity(at.len());
+    const RADIX: usize = 256;
+    let top = |h: u64| (h >> 56) as usize;
+    let next = |h: u64| ((h >> 48) & 0xff) as usize;
+    // Pieces of at most CHUNK entries, so that a large list's part is scattered on every thread.
+    let pieces: Vec<&[(u64, u64)]> = parts.iter().flat_map(|p| p.chunks(CHUNK)).collect();
+    let counts: Vec<[usize; RADIX]> = pieces
+        .par_iter()
+        .map(|p| {
+            let mut c = [0usize; RADIX];
+            for (h, _) in p.iter() {
+                c[top(*h)] += 1;
+            }
+            c
+        })
+        .collect();
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut out = vec![(0u64, 0u64); total];
+    // Bucket after bucket, each piece's share of it: every piece gets its own slice of each
+    // bucket, so the pieces scatter side by side without sharing a slot.
+    let mut bucket_lens = [0usize; RADIX];
+    let mut shares: Vec<Vec<&mut [(u64, u64)]>> =
+        pieces.iter().map(|_| Vec::with_capacity(RADIX)).collect();
     let mut rest = out.as_mut_slice();
-    for (start, end) in starts.iter().zip(&at) {
-        let (bucket, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+    for b in 0..RADIX {
+        for (piece, c) in counts.iter().enumerate() {
+            let (share, tail) = std::mem::take(&mut rest).split_at_mut(c[b]);
+            shares[piece].push(share);
+            bucket_lens[b] += c[b];
+            rest = tail;
+        }
+    }
+    pieces
+        .par_iter()
+        .zip(shares.par_iter_mut())
+        .for_each(|(p, share)| {
+            let mut at = [0usize; RADIX];
+            for &e in p.iter() {
+                let b = top(e.0);
+                share[b][at[b]] = e;
+                at[b] += 1;
+            }
+        });
+    drop(shares);
+    drop(parts);
+    let mut buckets: Vec<&mut [(u64, u64)]> = Vec::with_capacity(RADIX);
+    let mut rest = out.as_mut_slice();
+    for len in bucket_lens {
+        let (bucket, tail) = std::mem::take(&mut rest).split_at_mut(len);
         buckets.push(bucket);
         rest = tail;
     }
     buckets
         .par_iter_mut()
-        .with_min_len(1 << 10)
-        .for_each(|b| b.sort_unstable());
+        .for_each_init(Vec::new, |scratch, bucket| {
+            let mut at = [0usize; RADIX + 1];
+            for (h, _) in bucket.iter() {
+                at[next(*h) + 1] += 1;
+            }
+            for b in 0..RADIX {
+                at[b + 1] += at[b];
+            }
+            let starts = at;
+            scratch.clear();
+            scratch.resize(bucket.len(), (0u64, 0u64));
+            for &e in bucket.iter() {
+                let b = next(e.0);
+                scratch[at[b]] = e;
+                at[b] += 1;
+            }
+            for b in 0..RADIX {
+                scratch[starts[b]..starts[b + 1]].sort_unstable();
+            }
+            bucket.copy_from_slice(scratch);
+        });
     out
 }
 
@@ -367,14 +415,14 @@ mod tests {
 
     #[test]
     fn sorting_by_hash_orders_as_one_comparison_sort_would() {
-        // Uniform hashes, hashes crowded into one bucket, equal hashes with differing digests,
-        // the extremes, and empty parts.
+        // Uniform hashes (in a part longer than a piece), hashes crowded into one bucket, equal
+        // hashes with differing digests, the extremes, and empty parts.
         let mut x = 0x1234_5678_9abc_def0u64;
         let mut next = move || {
             x = mix(x.wrapping_add(0x9E37_79B9_7F4A_7C15));
             x
         };
-        let uniform: Vec<(u64, u64)> = (0..50_000).map(|_| (next(), next())).collect();
+        let uniform: Vec<(u64, u64)> = (0..150_000).map(|_| (next(), next())).collect();
         let crowded: Vec<(u64, u64)> = (0..5_000).map(|_| (next() >> 20, next() % 3)).collect();
         let repeated: Vec<(u64, u64)> = (0..3_000).map(|i| (next() % 7, i % 5)).collect();
         let extremes = vec![(u64::MAX, 0), (0, u64::MAX), (u64::MAX, u64::MAX), (0, 0)];
