@@ -622,8 +622,11 @@ impl Previous {
         // The rows of changed members, per row group. PREV_OUT's member filter of a row group
         // (the same input's rows) says when none can be there: its user ids are then not read.
         let mut changed: Vec<Vec<u32>> = vec![Vec::new(); input.num_row_groups()];
+        // And their user ids as read, so that a policy deciding by the user id alone decides
+        // them again without reading the column a second time.
+        let mut ids: Vec<Option<arrow_array::ArrayRef>> = vec![None; input.num_row_groups()];
         let mut recorded_at = 0;
-        for (rg, rows) in changed.iter_mut().enumerate() {
+        for ((rg, rows), ids) in changed.iter_mut().enumerate().zip(ids.iter_mut()) {
             let n = pq.row_group(rg).num_rows().max(0) as u64;
             if n == 0 {
                 continue;
@@ -639,17 +642,27 @@ impl Previous {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut first = 0u32;
             let mut unreadable = false;
+            let mut found: Vec<arrow_array::ArrayRef> = Vec::new();
             let read = input.read_row_group(&pq, rg, Some(&[column]), 1 << 16, None, &mut |b| {
                 if b.num_columns() != 1 {
                     unreadable = true;
                     return Ok(());
                 }
+                let mut here: Vec<u32> = Vec::new();
                 let r = digest::for_each_key_hash(b.column(0).as_ref(), &mut |i, h| {
                     if self.changed.contains(h) {
-                        rows.push(first + i as u32);
+                        here.push(i as u32);
                     }
                 });
                 unreadable |= r.is_err();
+                if !here.is_empty() {
+                    rows.extend(here.iter().map(|i| first + i));
+                    let at = arrow_array::UInt32Array::from(here);
+                    match arrow_select::take::take(b.column(0).as_ref(), &at, None) {
+                        Ok(a) => found.push(a),
+                        Err(_) => unreadable = true,
+                    }
+                }
                 first += b.num_rows() as u32;
                 Ok(())
             });
@@ -657,11 +670,20 @@ impl Previous {
             if read.is_err() || unreadable {
                 return Reusable::Nothing;
             }
+            *ids = match found.len() {
+                0 => None,
+                1 => found.pop(),
+                _ => {
+                    let parts: Vec<&dyn arrow_array::Array> =
+                        found.iter().map(|a| a.as_ref()).collect();
+                    arrow_select::concat::concat(&parts).ok()
+                }
+            };
         }
         if changed.iter().all(Vec::is_empty) {
             return Reusable::Whole(e);
         }
-        self.row_groups(e, input, changed, decisions)
+        self.row_groups(e, input, changed, ids, decisions)
             .map_or(Reusable::Nothing, |p| Reusable::RowGroups(Arc::new(p)))
     }
 
@@ -683,6 +705,7 @@ impl Previous {
         e: &Entry,
         input: &crate::io::ParquetFile,
         changed: Vec<Vec<u32>>,
+        changed_ids: Vec<Option<arrow_array::ArrayRef>>,
         decisions: Option<crate::engine::PreviousDecisions>,
     ) -> Option<PreviousRowGroups> {
         let kept = &e.stats.kept_per_row_group;
@@ -739,6 +762,7 @@ impl Previous {
             decisions_row_group,
             kept: kept.clone(),
             changed_rows: changed,
+            changed_ids,
             outputs: e
                 .outputs()
                 .into_iter()

@@ -100,6 +100,10 @@ pub struct FileJob {
     pub(super) trust_input_pages: bool,
     pub(super) record_id: Option<String>,
     pub(super) user_id: Option<String>,
+    /// The policy reads no corpus column but the user id (it decides by what the snapshot and
+    /// the lists say of the user): `--reuse` decides the rows of changed members from their ids
+    /// alone.
+    pub(super) decided_by_user_id: bool,
     /// `--reuse`: the row groups whose kept rows PREV_OUT's data file holds already.
     pub previous: Option<Arc<PreviousRowGroups>>,
     /// Record each row's decision in `OUT/_state/decisions/` (runs that join anything, for a
@@ -137,6 +141,9 @@ pub struct PreviousRowGroups {
     pub kept: Vec<u64>,
     /// Per input row group, the rows (ascending) whose user is a changed member.
     pub changed_rows: Vec<Vec<u32>>,
+    /// Per input row group, the user ids of its `changed_rows`, as read to find them (`None`
+    /// where they could not be kept: then the row group's policy columns are read again).
+    pub changed_ids: Vec<Option<arrow_array::ArrayRef>>,
     /// PREV_OUT's outputs of the input (data, manifest, decisions), as `_state/` recorded them:
     /// `(folder, location, written)`.
     pub outputs: Vec<(&'static str, Location, crate::io::Written)>,
@@ -388,6 +395,9 @@ impl FileJob {
             trust_input_pages: options.trust_input_pages,
             record_id: policy.columns.record_id.clone(),
             user_id: policy.columns.user_id.clone(),
+            decided_by_user_id: policy.columns.user_id.as_ref().is_some_and(|u| {
+                policy.needs_user_id() && policy.decision_columns() == std::slice::from_ref(u)
+            }),
             previous: None,
             record_decisions: false,
         })

@@ -151,12 +151,34 @@ pub(super) fn process_row_group(
             let codes = if changed.is_empty() {
                 prev.clone()
             } else {
-                let b = read_decided()?;
-                let rows_of = UInt32Array::from(changed.clone());
-                let now = arrow_select::take::take_record_batch(&b, &rows_of)
-                    .map_err(|e| err(e.to_string().into()))
-                    .and_then(|sub| job.decider.decide(&sub).map_err(|m| err(m.into())))?;
-                batch = Some(b);
+                // The changed rows' policy columns: their user ids as the search read them,
+                // when the policy reads nothing else; else the row group's, read again.
+                let ids = p
+                    .changed_ids
+                    .get(rg)
+                    .and_then(Option::as_ref)
+                    .filter(|ids| job.decided_by_user_id && ids.len() == changed.len())
+                    // A record without a member filter gets one made from the ids read whole.
+                    .filter(|_| prev_members.is_some() || !job.record_decisions);
+                let sub = match (ids, job.user_id.as_deref()) {
+                    (Some(ids), Some(name)) => {
+                        let field = arrow_schema::Field::new(name, ids.data_type().clone(), true);
+                        RecordBatch::try_new(
+                            Arc::new(arrow_schema::Schema::new(vec![field])),
+                            vec![ids.clone()],
+                        )
+                        .map_err(|e| err(e.to_string().into()))?
+                    }
+                    _ => {
+                        let b = read_decided()?;
+                        let rows_of = UInt32Array::from(changed.clone());
+                        let sub = arrow_select::take::take_record_batch(&b, &rows_of)
+                            .map_err(|e| err(e.to_string().into()))?;
+                        batch = Some(b);
+                        sub
+                    }
+                };
+                let now = job.decider.decide(&sub).map_err(|m| err(m.into()))?;
                 super::decisions::merge(&prev, changed, &super::decisions::codes_of(&now, rules))
             };
             let decision = super::decisions::decision_of(&codes, rules).ok_or_else(|| {
