@@ -959,9 +959,11 @@ impl ParquetFile {
         Ok(())
     }
 
-    /// As [`ParquetFile::read_row_group`], each column decoded on its own task of the current
-    /// rayon pool, for the files read whole before any work can start (a one-file snapshot is
-    /// one row group, decoded on one thread otherwise); `f` gets batches of every column.
+    /// As [`ParquetFile::read_row_group`], each column (each piece of four batches' rows of it,
+    /// in a row group read whole) decoded on its own task of the current rayon pool, for the
+    /// files read whole before any work can start (a one-file snapshot is one row group,
+    /// decoded on one thread otherwise); `f` gets batches of every column, cut as one reader
+    /// cuts them.
     /// The string columns named in `as_dictionary` come as dictionary arrays (keys into the
     /// chunk's dictionary, no string copied per row), for columns read to be mapped per value.
     #[allow(clippy::too_many_arguments)]
@@ -975,25 +977,49 @@ impl ParquetFile {
         select: Option<parquet::arrow::arrow_reader::RowSelection>,
         f: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
+        use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
         use rayon::prelude::*;
-        if pq.row_group(rg).num_rows() == 0 {
+        let rows = pq.row_group(rg).num_rows().max(0) as usize;
+        if rows == 0 {
             return Ok(());
         }
-        // Checked once; then each column is decoded whole (the row group's decoded values are
-        // held until the last column is done: for the files read whole into memory anyway).
+        // Checked once; then each column is decoded (the row group's decoded values are held
+        // until the last column is done: for the files read whole into memory anyway).
         let hint =
             (!as_dictionary.is_empty()).then(|| with_dictionaries(self.schema(), as_dictionary));
         let meta = self.checked_meta(pq, rg, Some(columns), hint)?;
-        let per_column: Vec<Vec<RecordBatch>> = columns
+        // A large row group read whole is cut into pieces of rows, each column of each piece a
+        // task: one column is most of a snapshot's bytes (its update times), and decoded whole
+        // it kept one thread busy while the other had finished. A piece is a whole number of
+        // batches, so the batches are the ones one reader gives, whatever the threads.
+        let piece = batch_size.max(1).saturating_mul(4);
+        let pieces: Vec<Option<RowSelection>> = match select {
+            Some(s) => vec![Some(s)],
+            None if rows > piece => (0..rows)
+                .step_by(piece)
+                .map(|a| {
+                    let take = RowSelector::select(piece.min(rows - a));
+                    Some(RowSelection::from(match a {
+                        0 => vec![take],
+                        _ => vec![RowSelector::skip(a), take],
+                    }))
+                })
+                .collect(),
+            None => vec![None],
+        };
+        let tasks: Vec<(usize, &str)> = (0..pieces.len())
+            .flat_map(|p| columns.iter().map(move |c| (p, *c)))
+            .collect();
+        let mut decoded: Vec<Vec<RecordBatch>> = tasks
             .par_iter()
-            .map(|c| {
+            .map(|(p, c)| {
                 let mut out = Vec::new();
                 self.read_checked(
                     &meta,
                     rg,
                     Some(&[c]),
                     batch_size,
-                    select.clone(),
+                    pieces[*p].clone(),
                     &mut |b| {
                         out.push(b);
                         Ok(())
@@ -1002,6 +1028,11 @@ impl ParquetFile {
                 Ok(out)
             })
             .collect::<Result<_>>()?;
+        // Back to one list of batches per column, the pieces in order.
+        let mut per_column: Vec<Vec<RecordBatch>> = vec![Vec::new(); columns.len()];
+        for (i, batches) in decoded.iter_mut().enumerate() {
+            per_column[i % columns.len().max(1)].append(batches);
+        }
         let Some(first) = per_column.first() else {
             return Ok(());
         };
@@ -1134,4 +1165,76 @@ pub(crate) fn with_dictionaries(schema: &SchemaRef, names: &[&str]) -> SchemaRef
             DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone()))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+
+    use super::open_parquet;
+    use crate::io::{Location, ReadOptions};
+
+    #[test]
+    fn a_row_group_read_by_column_in_pieces_gives_the_batches_of_one_reader() {
+        // 2,345 rows in one row group, pages of 100 rows: read in batches of 100, pieces of
+        // 400 rows, the last one short; one column read as a dictionary.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let n = 2_345i64;
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|i| i * 7 % 1000)));
+        let names: ArrayRef =
+            Arc::new(StringArray::from_iter((0..n).map(|i| {
+                (i % 5 != 0).then(|| ["a", "bb", "ccc"][(i % 3) as usize])
+            })));
+        let batch = RecordBatch::try_from_iter([("id", ids), ("name", names)]).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            Some(props),
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+
+        let pq = open_parquet(&Location::local(&path), ReadOptions::default()).unwrap();
+        let meta = pq.parquet_meta().clone();
+        assert_eq!(meta.num_row_groups(), 1);
+        let mut whole = Vec::new();
+        pq.read_row_group(&meta, 0, Some(&["id", "name"]), 100, None, &mut |b| {
+            whole.push(b);
+            Ok(())
+        })
+        .unwrap();
+        let mut pieces = Vec::new();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            pq.read_row_group_by_column(&meta, 0, &["id", "name"], &["name"], 100, None, &mut |b| {
+                pieces.push(b);
+                Ok(())
+            })
+        })
+        .unwrap();
+        assert_eq!(pieces.len(), 24);
+        assert_eq!(whole.len(), pieces.len());
+        for (a, b) in whole.iter().zip(&pieces) {
+            assert_eq!(a.num_rows(), b.num_rows());
+            assert_eq!(a.column(0).as_ref(), b.column(0).as_ref());
+            let name = arrow_cast::cast(b.column(1), a.column(1).data_type()).unwrap();
+            assert!(matches!(
+                b.column(1).data_type(),
+                arrow_schema::DataType::Dictionary(..)
+            ));
+            assert_eq!(a.column(1).as_ref(), name.as_ref());
+            assert!(a.column(1).null_count() > 0);
+        }
+    }
 }
