@@ -61,7 +61,8 @@ const FILES: &str = "files.json";
 const KEYS: &str = "keys.parquet";
 // 2: entries record the row groups passed through (read back by `--reuse`).
 // 3: entries of runs that join anything record each row's decision.
-// 4: the decisions record a member filter per row group.
+// 4: the decisions record a member filter per row group (since, optionally, each source's
+//    size: records without it are read as before).
 const FORMAT: u32 = 4;
 
 /// `_state/files.json`; a shard's travels in its marker to `commit`, which merges them.
@@ -89,6 +90,10 @@ struct SourceRecord {
     rows: u64,
     distinct: u64,
     sha256: String,
+    /// Its size in bytes (a directory's Parquet files' summed) when recorded: a night whose
+    /// source has another size knows it changed without hashing it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
 }
 
 /// What `files.json` says of `keys.parquet`.
@@ -163,6 +168,9 @@ pub fn write_state(
         rows: i.rows,
         distinct: i.distinct,
         sha256: i.sha256.clone(),
+        // Taken now, not when it was hashed: a size that is not the hashed bytes' only makes
+        // the next night hash the source before it learns that it changed.
+        bytes: source_bytes(&i.path),
     };
     let sources = join
         .map(|j| {
@@ -359,6 +367,37 @@ fn source_names(h: &Header) -> Vec<&str> {
 }
 
 /// The size of a file or object, `None` when it is not there or cannot be looked at.
+/// The size of a snapshot or list: its file's, or the sum of a directory's Parquet files'.
+fn source_bytes(at: &Location) -> Option<u64> {
+    if crate::io::is_dir(at) {
+        let files = crate::io::discover::parquet_files_under(at).ok()?;
+        Some(files.iter().map(|f| f.bytes).sum())
+    } else {
+        size_of(at)
+    }
+}
+
+/// Whether a snapshot or list of `named` (name, where) surely is not what PREV_OUT joined
+/// under that name: PREV_OUT recorded its size, and it now has another (or none). Then a run
+/// need not hash it to learn that it changed before it loads it; the load hashes it beside
+/// the read. Whatever cannot be known (no record, no recorded size) says no: it is hashed.
+pub fn sources_resized(prev: &Location, named: &[(&str, &Location)]) -> bool {
+    let Ok(text) = crate::io::read_to_vec(&prev.join(STATE_DIR).join(FILES)) else {
+        return false;
+    };
+    let Ok(state) = serde_json::from_slice::<StateFile>(&text) else {
+        return false;
+    };
+    named.iter().any(|(name, at)| {
+        state
+            .sources
+            .iter()
+            .find(|r| r.name == *name)
+            .and_then(|r| r.bytes)
+            .is_some_and(|was| source_bytes(at) != Some(was))
+    })
+}
+
 fn size_of(loc: &Location) -> Option<u64> {
     match loc {
         Location::Local(p) => std::fs::metadata(p).ok().map(|m| m.len()),
@@ -809,7 +848,45 @@ fn remove(loc: &Location) {
 
 #[cfg(test)]
 mod tests {
-    use super::changed_set;
+    use super::{changed_set, sources_resized};
+    use crate::io::Location;
+
+    #[test]
+    fn a_source_is_known_changed_only_by_a_recorded_size_it_no_longer_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let prev = Location::local(dir.path().join("prev"));
+        let at = |name: &str| Location::local(dir.path().join(name));
+        let (snapshot, list) = (at("snapshot.parquet"), at("erasure.txt"));
+        std::fs::write(dir.path().join("snapshot.parquet"), b"12345").unwrap();
+        std::fs::write(dir.path().join("erasure.txt"), b"1\n").unwrap();
+        let named = [("consent_table", &snapshot), ("erasure", &list)];
+        // No record at all: it cannot be known.
+        assert!(!sources_resized(&prev, &named));
+        std::fs::create_dir_all(dir.path().join("prev/_state")).unwrap();
+        // The snapshot's size recorded (5 bytes), the list's not (a record made before sizes).
+        std::fs::write(
+            dir.path().join("prev/_state/files.json"),
+            r#"{"format": 4, "header": {"format": 6, "corpusgate_version": "0.1.0",
+                "policy_sha256": "p", "join_sha256": [], "options": "o"},
+              "sources": [
+                {"name": "consent_table", "files": 1, "rows": 1, "distinct": 1, "sha256": "s",
+                 "bytes": 5},
+                {"name": "erasure", "files": 1, "rows": 1, "distinct": 1, "sha256": "s"}],
+              "entries": []}"#,
+        )
+        .unwrap();
+        assert!(!sources_resized(&prev, &named));
+        std::fs::write(dir.path().join("erasure.txt"), b"1\n2\n3\n").unwrap();
+        assert!(
+            !sources_resized(&prev, &named),
+            "the list's size was not recorded"
+        );
+        std::fs::write(dir.path().join("snapshot.parquet"), b"123456").unwrap();
+        assert!(sources_resized(&prev, &named));
+        assert!(!sources_resized(&prev, &named[1..]));
+        std::fs::remove_file(dir.path().join("snapshot.parquet")).unwrap();
+        assert!(sources_resized(&prev, &named));
+    }
 
     #[test]
     fn the_changed_set_finds_exactly_its_hashes() {

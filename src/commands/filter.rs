@@ -695,6 +695,12 @@ fn reuse_unchanged(
         .map(|l| ("consent_table", l))
         .chain(sources.user_lists.iter().map(|(n, l)| (n.as_str(), l)))
         .collect();
+    // A source whose size is not the one PREV_OUT recorded changed: hashing it here, on one
+    // thread before anything else can start, would only say so (its load hashes it beside the
+    // read). That is most nights.
+    if crate::reuse::sources_resized(prev, &named) {
+        return no;
+    }
     let hashes = pool.install(|| {
         named
             .par_iter()
