@@ -1167,6 +1167,19 @@ pub(crate) fn with_dictionaries(schema: &SchemaRef, names: &[&str]) -> SchemaRef
     })
 }
 
+/// Tests: `batch` written to `path` as one Parquet file with `props`.
+#[cfg(test)]
+pub(crate) fn write_for_test(
+    path: &std::path::Path,
+    batch: &RecordBatch,
+    props: parquet::file::properties::WriterProperties,
+) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -1193,14 +1206,7 @@ mod tests {
             .set_data_page_row_count_limit(100)
             .set_write_batch_size(100)
             .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&path).unwrap(),
-            batch.schema(),
-            Some(props),
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
+        super::write_for_test(&path, &batch, props);
 
         let pq = open_parquet(&Location::local(&path), ReadOptions::default()).unwrap();
         let meta = pq.parquet_meta().clone();

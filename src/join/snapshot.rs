@@ -520,7 +520,6 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_array::{Int64Array, StringArray};
-    use parquet::arrow::ArrowWriter;
 
     use super::*;
     use crate::join::KeyRef;
@@ -562,14 +561,7 @@ mod tests {
         let props = parquet::file::properties::WriterProperties::builder()
             .set_max_row_group_row_count(Some(1))
             .build();
-        let mut w = ArrowWriter::try_new(
-            std::fs::File::create(&path).unwrap(),
-            batch.schema(),
-            Some(props),
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
+        crate::io::parquet::write_for_test(&path, &batch, props);
         Location::local(path)
     }
 
