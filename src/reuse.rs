@@ -366,7 +366,6 @@ fn source_names(h: &Header) -> Vec<&str> {
         .collect()
 }
 
-/// The size of a file or object, `None` when it is not there or cannot be looked at.
 /// The size of a snapshot or list: its file's, or the sum of a directory's Parquet files'.
 fn source_bytes(at: &Location) -> Option<u64> {
     if crate::io::is_dir(at) {
@@ -398,6 +397,7 @@ pub fn sources_resized(prev: &Location, named: &[(&str, &Location)]) -> bool {
     })
 }
 
+/// The size of a file or object, `None` when it is not there or cannot be looked at.
 fn size_of(loc: &Location) -> Option<u64> {
     match loc {
         Location::Local(p) => std::fs::metadata(p).ok().map(|m| m.len()),
