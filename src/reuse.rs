@@ -377,16 +377,10 @@ fn source_bytes(at: &Location) -> Option<u64> {
 }
 
 /// Whether a snapshot or list of `named` (name, where) surely is not what PREV_OUT joined
-/// under that name: PREV_OUT recorded its size, and it now has another (or none). Then a run
+/// under that name: PREV_OUT's record (`state`) holds its size, and it now has another (or none). Then a run
 /// need not hash it to learn that it changed before it loads it; the load hashes it beside
 /// the read. Whatever cannot be known (no record, no recorded size) says no: it is hashed.
-pub fn sources_resized(prev: &Location, named: &[(&str, &Location)]) -> bool {
-    let Ok(text) = crate::io::read_to_vec(&prev.join(STATE_DIR).join(FILES)) else {
-        return false;
-    };
-    let Ok(state) = serde_json::from_slice::<StateFile>(&text) else {
-        return false;
-    };
+pub fn sources_resized(state: &StateFile, named: &[(&str, &Location)]) -> bool {
     named.iter().any(|(name, at)| {
         state
             .sources
@@ -434,7 +428,15 @@ pub fn load(
     digests: Option<Digests>,
     read: ReadOptions,
 ) -> Result<Loaded> {
-    let unusable = |m: String| Ok(Loaded::Unusable(m));
+    match read_state(prev)? {
+        Ok(state) => load_state(prev, state, header, rules, digests, read),
+        Err(m) => Ok(Loaded::Unusable(m)),
+    }
+}
+
+/// `prev`'s record, read and parsed, of the format this corpusgate reads; else why not.
+pub fn read_state(prev: &Location) -> Result<std::result::Result<StateFile, String>> {
+    let unusable = |m: String| Ok(Err(m));
     if !exists(&prev.join("_SUCCESS"))? {
         return unusable(format!("{prev} is not a complete output (no _SUCCESS)"));
     }
@@ -462,6 +464,20 @@ pub fn load(
             state.format
         ));
     }
+    Ok(Ok(state))
+}
+
+/// As [`load`], `prev`'s record read already ([`read_state`]).
+pub fn load_state(
+    prev: &Location,
+    state: StateFile,
+    header: &Header,
+    rules: usize,
+    digests: Option<Digests>,
+    read: ReadOptions,
+) -> Result<Loaded> {
+    let unusable = |m: String| Ok(Loaded::Unusable(m));
+    let files_at = prev.join(STATE_DIR).join(FILES);
     let (was, now) = (&state.header, header);
     let differs = if was.format != now.format || was.corpusgate_version != now.corpusgate_version {
         Some("another corpusgate version")
@@ -848,7 +864,7 @@ fn remove(loc: &Location) {
 
 #[cfg(test)]
 mod tests {
-    use super::{changed_set, sources_resized};
+    use super::{changed_set, read_state, sources_resized};
     use crate::io::Location;
 
     #[test]
@@ -860,9 +876,10 @@ mod tests {
         std::fs::write(dir.path().join("snapshot.parquet"), b"12345").unwrap();
         std::fs::write(dir.path().join("erasure.txt"), b"1\n").unwrap();
         let named = [("consent_table", &snapshot), ("erasure", &list)];
-        // No record at all: it cannot be known.
-        assert!(!sources_resized(&prev, &named));
+        // No record at all: nothing to compare with.
+        assert!(read_state(&prev).unwrap().is_err());
         std::fs::create_dir_all(dir.path().join("prev/_state")).unwrap();
+        std::fs::write(dir.path().join("prev/_SUCCESS"), b"").unwrap();
         // The snapshot's size recorded (5 bytes), the list's not (a record made before sizes).
         std::fs::write(
             dir.path().join("prev/_state/files.json"),
@@ -875,17 +892,18 @@ mod tests {
               "entries": []}"#,
         )
         .unwrap();
-        assert!(!sources_resized(&prev, &named));
+        let state = read_state(&prev).unwrap().unwrap();
+        assert!(!sources_resized(&state, &named));
         std::fs::write(dir.path().join("erasure.txt"), b"1\n2\n3\n").unwrap();
         assert!(
-            !sources_resized(&prev, &named),
+            !sources_resized(&state, &named),
             "the list's size was not recorded"
         );
         std::fs::write(dir.path().join("snapshot.parquet"), b"123456").unwrap();
-        assert!(sources_resized(&prev, &named));
-        assert!(!sources_resized(&prev, &named[1..]));
+        assert!(sources_resized(&state, &named));
+        assert!(!sources_resized(&state, &named[1..]));
         std::fs::remove_file(dir.path().join("snapshot.parquet")).unwrap();
-        assert!(sources_resized(&prev, &named));
+        assert!(sources_resized(&state, &named));
     }
 
     #[test]

@@ -698,7 +698,11 @@ fn reuse_unchanged(
     // A source whose size is not the one PREV_OUT recorded changed: hashing it here, on one
     // thread before anything else can start, would only say so (its load hashes it beside the
     // read). That is most nights.
-    if crate::reuse::sources_resized(prev, &named) {
+    let state = match crate::reuse::read_state(prev)? {
+        Ok(state) => state,
+        Err(_) => return no,
+    };
+    if crate::reuse::sources_resized(&state, &named) {
         return no;
     }
     let hashes = pool.install(|| {
@@ -712,8 +716,9 @@ fn reuse_unchanged(
         plan,
         Some(hashes.iter().map(|(n, h)| format!("{n}:{h}")).collect()),
     );
-    let mut previous = match crate::reuse::load(prev, &header, policy.rules.len(), None, plan.read)?
-    {
+    let loaded =
+        crate::reuse::load_state(prev, state, &header, policy.rules.len(), None, plan.read);
+    let mut previous = match loaded? {
         crate::reuse::Loaded::Usable(p) => p,
         crate::reuse::Loaded::Unusable(_) => return no,
     };
