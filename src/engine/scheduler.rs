@@ -3,8 +3,13 @@
 //! so the bytes written do not depend on the thread count.
 //!
 //! Memory stays bounded whatever the corpus size: at most `2 × threads + 1` tasks are in flight
-//! or waiting to be written, and together they may not plan to use more than `--max-memory`
-//! (a task is admitted alone when it is the only one).
+//! or waiting to be written with output they encoded, and together they may not plan to use more
+//! than `--max-memory` (a task is admitted alone when it is the only one). A finished task whose
+//! result holds nothing but row groups to copy (PREV_OUT's under `--reuse`, a local input's
+//! passed through) frees its plan and its place, so a worker does not wait behind one slow row
+//! group while the next ones are quick; at most [`AHEAD`] windows of tasks are ever ahead of the
+//! writer. (From an object store what a task fetched stays until it is written: there every
+//! task keeps its place.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
@@ -49,6 +54,10 @@ pub struct RunContext<'a> {
 
 type TaskResult = (usize, Result<RowGroupResult>);
 
+/// How far ahead of the writer tasks may run, in windows, where results hold no encoded output:
+/// what waits is then a row group's counts and decision record, not its data.
+const AHEAD: usize = 8;
+
 /// The writer's view of the tasks: which are submitted, in flight, finished but not yet written.
 struct Tasks<'a> {
     jobs: &'a [FileJob],
@@ -61,27 +70,34 @@ struct Tasks<'a> {
     /// Memory planned by tasks submitted and not yet written.
     held: u64,
     cap: u64,
+    /// Tasks in flight or waiting with encoded output, at most.
     window: usize,
     /// Results of tasks below this index belong to an abandoned file and are dropped.
     discard_below: usize,
     pending: BTreeMap<usize, Result<RowGroupResult>>,
+    /// Per task: finished, it holds nothing it encoded nor anything fetched (see `submit`).
+    small: Vec<bool>,
     rx: mpsc::Receiver<TaskResult>,
 }
 
 impl<'a> Tasks<'a> {
-    /// Submit tasks up to `t + window` while the memory they plan fits the cap.
+    /// Submit tasks while the window has room (the writer waits for task `writing`) and the
+    /// memory they plan fits the cap.
     fn submit<'s>(
         &mut self,
         scope: &rayon::Scope<'s>,
         tx: &mpsc::Sender<TaskResult>,
         policy: &'s Policy,
-        upto: usize,
+        writing: usize,
         write: bool,
         collect: bool,
     ) where
         'a: 's,
     {
-        while self.next < self.list.len() && self.next < upto {
+        let upto = writing.saturating_add(self.window.saturating_mul(AHEAD));
+        let encoded = self.pending.keys().filter(|i| !self.small[**i]).count();
+        let mut busy = self.in_flight + encoded;
+        while self.next < self.list.len() && self.next < upto && busy < self.window {
             let t = self.next;
             let est = self.estimate[t];
             if self.in_flight + self.pending.len() > 0 && self.held.saturating_add(est) > self.cap {
@@ -109,6 +125,7 @@ impl<'a> Tasks<'a> {
             self.held = self.held.saturating_add(est);
             self.next += 1;
             self.in_flight += 1;
+            busy += 1;
         }
     }
 
@@ -129,7 +146,7 @@ impl<'a> Tasks<'a> {
             if let Some(signal) = crate::signals::requested() {
                 return Err(Error::Interrupted { signal, kept: true });
             }
-            self.submit(scope, tx, policy, t + self.window, write, collect);
+            self.submit(scope, tx, policy, t, write, collect);
             if let Some(r) = self.pending.remove(&t) {
                 self.held = self.held.saturating_sub(self.estimate[t]);
                 return r;
@@ -138,6 +155,19 @@ impl<'a> Tasks<'a> {
                 Ok((i, r)) => {
                     self.in_flight -= 1;
                     if i >= self.discard_below {
+                        let (f, _) = self.list[i];
+                        let local = !self.jobs[f].input.location().is_object();
+                        // From an object, what was fetched for it stays until it is written.
+                        if local && !holds_output(&r) {
+                            // What it planned to hold it does not: its decision record, counts.
+                            self.small[i] = true;
+                            let holds = record_bytes(&r);
+                            self.held = self
+                                .held
+                                .saturating_sub(self.estimate[i])
+                                .saturating_add(holds);
+                            self.estimate[i] = holds;
+                        }
                         self.pending.insert(i, r);
                     } else {
                         self.held = self.held.saturating_sub(self.estimate[i]);
@@ -171,6 +201,29 @@ impl<'a> Tasks<'a> {
             self.in_flight -= 1;
         }
     }
+}
+
+/// Whether a task's result holds output it encoded (or an error: counted as if it did), as
+/// opposed to row groups to copy (PREV_OUT's, or a local input's passed through) or nothing.
+fn holds_output(r: &Result<RowGroupResult>) -> bool {
+    use super::row_group::{DataOut, ManifestOut};
+    match r {
+        Ok(r) => {
+            matches!(r.data, DataOut::Encoded(_))
+                || matches!(r.manifest, Some(ManifestOut::Encoded(_)))
+                || r.excluded_rows.is_some()
+        }
+        Err(_) => true,
+    }
+}
+
+/// What a result without encoded output holds: its decision record.
+fn record_bytes(r: &Result<RowGroupResult>) -> u64 {
+    let Ok(Some(record)) = r.as_ref().map(|r| r.record.as_ref()) else {
+        return 0;
+    };
+    let codes = std::mem::size_of_val(record.codes.as_slice());
+    (codes + record.members.as_ref().map_or(0, Vec::len)) as u64
 }
 
 /// One file's row groups appended in order; returns its outcome, or the error that ends it.
@@ -238,6 +291,7 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
     let (jtx, jrx) = mpsc::channel::<Result<()>>();
     let mut tasks = Tasks {
         jobs,
+        small: vec![false; list.len()],
         estimate: list
             .iter()
             .map(|(f, rg)| jobs[*f].footer_estimate(*rg))
