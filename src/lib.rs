@@ -33,3 +33,16 @@ pub(crate) mod values;
 
 pub use cli::main;
 pub use commands::run;
+
+/// Tests: a 64-bit linear congruential generator (Knuth's MMIX constants) from `seed`, each
+/// call the next state: reproducible pseudo-random inputs without a dependency.
+#[cfg(test)]
+pub(crate) fn test_lcg(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x
+    }
+}

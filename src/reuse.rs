@@ -908,13 +908,7 @@ mod tests {
 
     #[test]
     fn the_changed_set_finds_exactly_its_hashes() {
-        let mut x: u64 = 3;
-        let mut next = move || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            x
-        };
+        let mut next = crate::test_lcg(3);
         let hashes: Vec<u64> = (0..2000).map(|_| next()).collect();
         // Hashes sharing their low 16 bits with a member, and not members.
         let near: Vec<u64> = hashes.iter().map(|h| h ^ (1 << 40)).collect();

@@ -273,11 +273,9 @@ mod tests {
         // More distinct values than the memo has slots, of every length around the packed
         // widths, repeated: evictions and collisions must never return another value's result.
         let mut values: Vec<Option<String>> = Vec::new();
-        let mut x: u64 = 7;
+        let mut next = crate::test_lcg(7);
         for i in 0..20_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let x = next();
             let len = (x >> 59) as usize % 20;
             let s: String = (0..len)
                 .map(|j| [b'a', b'A', b' ', b'\0', b'z'][((x >> (j * 3)) % 5) as usize] as char)

@@ -775,13 +775,8 @@ mod tests {
 
     #[test]
     fn guided_search_finds_what_binary_search_finds() {
-        let mut x: u64 = 7;
-        let mut next = move || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            x >> 20
-        };
+        let mut lcg = crate::test_lcg(7);
+        let mut next = move || lcg() >> 20;
         // Even, clustered, tiny and extreme key sets; probes in, between, around them.
         let sets: Vec<Vec<i64>> = vec![
             (0..1000).collect(),
@@ -868,13 +863,8 @@ mod tests {
         // Enough rows to be ordered by bucket (`in_key_order`), over key sets dense, sparse,
         // signed, spanning all of i64 and above i64::MAX; probes present, absent, outside the
         // keys' range, and null.
-        let mut x: u64 = 11;
-        let mut next = move || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            x >> 11
-        };
+        let mut lcg = crate::test_lcg(11);
+        let mut next = move || lcg() >> 11;
         let n = BUCKETED_FROM * 2 + 7;
         let signed: Vec<Vec<i64>> = vec![
             (0..50_000).map(|i| i * 3).collect(),
@@ -965,13 +955,8 @@ mod tests {
 
     #[test]
     fn sorted_rows_order_as_comparing_whole_keys_would() {
-        let mut x: u64 = 11;
-        let mut next = move || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            x >> 33
-        };
+        let mut lcg = crate::test_lcg(11);
+        let mut next = move || lcg() >> 33;
         // Byte keys: a shared lead, then few distinct bytes (zeros included) over lengths that
         // straddle the 8 bytes an entry holds, so prefixes tie often; repeated keys with tied
         // and differing times; nulls.
