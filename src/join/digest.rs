@@ -20,7 +20,7 @@ use arrow_schema::DataType;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::keys::{for_each_key, KeyRef};
+use super::keys::{counting_scatter, for_each_key, KeyRef};
 use super::JoinData;
 
 /// Members digested per task.
@@ -287,23 +287,14 @@ fn sorted_by_hash(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
     buckets
         .par_iter_mut()
         .for_each_init(Vec::new, |scratch, bucket| {
-            let mut at = [0usize; RADIX + 1];
-            for (h, _) in bucket.iter() {
-                at[next(*h) + 1] += 1;
-            }
-            for b in 0..RADIX {
-                at[b + 1] += at[b];
-            }
-            let starts = at;
             scratch.clear();
             scratch.resize(bucket.len(), (0u64, 0u64));
-            for &e in bucket.iter() {
-                let b = next(e.0);
-                scratch[at[b]] = e;
-                at[b] += 1;
-            }
-            for b in 0..RADIX {
-                scratch[starts[b]..starts[b + 1]].sort_unstable();
+            let mut ends = [0usize; RADIX];
+            counting_scatter(bucket, scratch, &mut ends, |e| next(e.0));
+            let mut start = 0;
+            for end in ends {
+                scratch[start..end].sort_unstable();
+                start = end;
             }
             bucket.copy_from_slice(scratch);
         });

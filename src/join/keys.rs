@@ -743,20 +743,33 @@ fn in_key_order(keys: &Keys, ints: &mut Vec<(i128, u32)>) {
             (((v - first) as f64 * scale) as usize).min(BUCKETS - 1)
         }
     };
-    let mut starts = vec![0usize; BUCKETS + 1];
-    for (v, _) in ints.iter() {
-        starts[bucket(*v) + 1] += 1;
-    }
-    for b in 1..=BUCKETS {
-        starts[b] += starts[b - 1];
-    }
     let mut out = vec![(0i128, 0u32); ints.len()];
-    for &(v, i) in ints.iter() {
-        let b = bucket(v);
-        out[starts[b]] = (v, i);
-        starts[b] += 1;
-    }
+    counting_scatter(ints, &mut out, &mut vec![0; BUCKETS], |(v, _)| bucket(*v));
     *ints = out;
+}
+
+/// A counting sort's two passes: `items` into `out` (as long) by `bucket` (below
+/// `ends.len()`), each bucket's items in their order; `ends[b]` is then where bucket `b` ends
+/// in `out` (it starts where bucket `b - 1` ends, or at 0).
+pub(super) fn counting_scatter<T: Copy>(
+    items: &[T],
+    out: &mut [T],
+    ends: &mut [usize],
+    bucket: impl Fn(&T) -> usize,
+) {
+    ends.fill(0);
+    for e in items {
+        ends[bucket(e)] += 1;
+    }
+    let mut sum = 0;
+    for e in ends.iter_mut() {
+        (*e, sum) = (sum, sum + *e);
+    }
+    for e in items {
+        let b = bucket(e);
+        out[ends[b]] = *e;
+        ends[b] += 1;
+    }
 }
 
 pub(super) fn describe_key(k: KeyRef) -> String {
