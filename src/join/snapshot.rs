@@ -226,33 +226,56 @@ fn part_of(
         updated: Vec::new(),
         extras: vec![Vec::new(); spec.extra.len()],
     };
-    read(&names, &mut |batch: RecordBatch| {
+    // Each batch's regions, consents and update times are mapped on the pool's threads, about
+    // a million rows at a time, then appended in batch order: mapped one batch after another,
+    // a million members' took a fifth of the snapshot's load on one thread while the other,
+    // done decoding, waited.
+    let map = |batch: &RecordBatch| -> Result<(Vec<Region>, Vec<u8>, Vec<i64>)> {
         let col = |c: &str| batch.column_by_name(c).expect("projected").clone();
         let n = batch.num_rows();
-        part.keys.push(col(&spec.key));
-        match &spec.region {
-            Some(r) => part
-                .region
-                .extend(regions(col(r).as_ref()).map_err(|m| snapshot_err(path, r, m))?),
-            None => part.region.extend(std::iter::repeat_n(Region::UNKNOWN, n)),
+        let region = match &spec.region {
+            Some(r) => regions(col(r).as_ref()).map_err(|m| snapshot_err(path, r, m))?,
+            None => vec![Region::UNKNOWN; n],
+        };
+        let consent = match (&spec.consent, &file_matcher) {
+            (Some(c), Some(m)) => {
+                consents(col(c).as_ref(), m).map_err(|e| snapshot_err(path, c, e))?
+            }
+            _ => vec![0u8; n],
+        };
+        let updated = match &spec.updated_at {
+            Some(u) => updated_values(path, u, col(u).as_ref())?,
+            None => vec![i64::MIN; n],
+        };
+        Ok((region, consent, updated))
+    };
+    let append = |pending: &mut Vec<RecordBatch>, part: &mut Part| -> Result<()> {
+        let mapped: Vec<Result<_>> = pending.par_iter().map(map).collect();
+        for (batch, m) in pending.drain(..).zip(mapped) {
+            let (region, consent, updated) = m?;
+            let col = |c: &str| batch.column_by_name(c).expect("projected").clone();
+            part.keys.push(col(&spec.key));
+            part.region.extend(region);
+            part.consent.extend(consent);
+            part.updated.extend(updated);
+            for (i, e) in spec.extra.iter().enumerate() {
+                part.extras[i].push(col(e));
+            }
         }
-        match (&spec.consent, &file_matcher) {
-            (Some(c), Some(m)) => part
-                .consent
-                .extend(consents(col(c).as_ref(), m).map_err(|e| snapshot_err(path, c, e))?),
-            _ => part.consent.extend(std::iter::repeat_n(0u8, n)),
-        }
-        match &spec.updated_at {
-            Some(u) => part
-                .updated
-                .extend(updated_values(path, u, col(u).as_ref())?),
-            None => part.updated.extend(std::iter::repeat_n(i64::MIN, n)),
-        }
-        for (i, e) in spec.extra.iter().enumerate() {
-            part.extras[i].push(col(e));
+        Ok(())
+    };
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    read(&names, &mut |batch: RecordBatch| {
+        pending_rows += batch.num_rows();
+        pending.push(batch);
+        if pending_rows >= 1 << 20 {
+            pending_rows = 0;
+            append(&mut pending, &mut part)?;
         }
         Ok(())
     })?;
+    append(&mut pending, &mut part)?;
     Ok((part, kind))
 }
 
