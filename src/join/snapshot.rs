@@ -589,6 +589,87 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_mapped_in_several_rounds_loads_as_one_batch_does() {
+        // More rows than one round of mapping takes (1Mi), in batches of 50,000: the rounds
+        // append in batch order, so the table is the one a single batch gives.
+        let p = policy();
+        let spec = p.consent_table.as_ref().unwrap();
+        let n = 1_100_000usize;
+        let countries = ["GB", "DE", "US", "FR", "JP"];
+        let consent = ["opt_in", "opt_out", "opt_out"];
+        let key = |i: usize| (i % 600_000) as i64;
+        let batch = |a: usize, b: usize, odd: Option<usize>| {
+            RecordBatch::try_from_iter([
+                (
+                    "id",
+                    Arc::new(Int64Array::from_iter_values((a..b).map(key))) as ArrayRef,
+                ),
+                (
+                    "country",
+                    Arc::new(StringArray::from_iter_values(
+                        (a..b).map(|i| countries[i % countries.len()]),
+                    )),
+                ),
+                (
+                    "consent",
+                    Arc::new(StringArray::from_iter_values((a..b).map(|i| {
+                        if Some(i) == odd {
+                            "maybe"
+                        } else {
+                            consent[i % consent.len()]
+                        }
+                    }))),
+                ),
+                (
+                    "at",
+                    Arc::new(Int64Array::from_iter_values((a..b).map(|i| i as i64))),
+                ),
+            ])
+            .unwrap()
+        };
+        let load = |batches: Vec<RecordBatch>| {
+            let table = crate::join::InMemory {
+                name: Location::local("snap"),
+                schema: batches[0].schema(),
+                batches,
+            };
+            consent_table_in_memory(&table, spec, p.consent_values.as_ref(), None)
+        };
+        let pieces = |odd: Option<usize>| {
+            (0..n)
+                .step_by(50_000)
+                .map(|a| batch(a, (a + 50_000).min(n), odd))
+                .collect::<Vec<_>>()
+        };
+        let whole = load(vec![batch(0, n, None)]).unwrap();
+        let cut = load(pieces(None)).unwrap();
+        assert_eq!((cut.info.rows, cut.info.distinct), (n as u64, 600_000));
+        assert_eq!(cut.region, whole.region);
+        assert_eq!(cut.consent, whole.consent);
+        for k in [0usize, 1, 499_999, 599_999] {
+            let i = cut.keys.find(KeyRef::Int(k as i128)).unwrap() as usize;
+            assert_eq!(whole.keys.find(KeyRef::Int(k as i128)), Some(i as u32));
+            // The newest row of member k is its last.
+            let newest = if k + 600_000 < n { k + 600_000 } else { k };
+            assert_eq!(
+                cut.region.as_ref().unwrap()[i],
+                crate::region::normalize(countries[newest % countries.len()])
+            );
+        }
+        // A consent value no mapping knows, in a batch of the second round: mapped as whole.
+        let odd = 1_090_000;
+        let whole = load(vec![batch(0, n, Some(odd))]).unwrap();
+        let cut = load(pieces(Some(odd))).unwrap();
+        assert_eq!(cut.consent, whole.consent);
+        let i = cut.keys.find(KeyRef::Int(key(odd) as i128)).unwrap() as usize;
+        let j = cut.keys.find(KeyRef::Int(key(odd + 1) as i128)).unwrap() as usize;
+        assert_ne!(
+            cut.consent.as_ref().unwrap()[i],
+            cut.consent.as_ref().unwrap()[j]
+        );
+    }
+
+    #[test]
     fn the_newest_row_of_each_member_wins_and_a_tie_that_disagrees_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = policy();
