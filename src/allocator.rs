@@ -48,3 +48,41 @@ pub fn release_free() {
         libc::malloc_trim(0);
     }
 }
+
+/// Drops `held` on a thread of its own, so that the caller goes on at once: for what a command
+/// held until its end (the inputs' footers, the snapshot's index), whose freeing no one waits
+/// for. A process that exits meanwhile leaves the rest to the kernel; a caller that lives on
+/// (the Python module) gets the memory back a moment later. When no thread can be started,
+/// `held` is dropped here (the closure holding it is, by `spawn`).
+pub fn free_later<T: Send + 'static>(held: T) {
+    let _ = std::thread::Builder::new()
+        .name("corpusgate-free".into())
+        .spawn(move || drop(held));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    /// Says on which thread it was dropped.
+    struct Held(mpsc::Sender<String>);
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            let _ = self.0.send(name);
+        }
+    }
+
+    #[test]
+    fn what_is_freed_later_is_dropped_once_on_a_thread_of_its_own() {
+        let (tx, rx) = mpsc::channel();
+        super::free_later(Held(tx));
+        let on = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("dropped");
+        assert_eq!(on, "corpusgate-free");
+        // Once: the sender went with it, so the channel is now closed.
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(30)).is_err());
+    }
+}

@@ -565,6 +565,9 @@ fn run_with(
         });
         commit(txn, state, &summary, policy)?;
     }
+    // Freeing the inputs' footers, the snapshot's index and the digests took a nightly run
+    // ~3 % of its time, which no caller needs to wait for.
+    crate::allocator::free_later((jobs, job_index, join, computed, pool));
     Ok((summary, excluded))
 }
 
