@@ -595,7 +595,7 @@ fn prose_page_bytes(c: &parquet::file::metadata::ColumnChunkMetaData) -> Option<
 
 /// Whether a column chunk holds prose: byte arrays of more than 64 bytes on average, which
 /// neither a dictionary nor a page index serves.
-fn holds_prose(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
+pub(super) fn holds_prose(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
     c.column_type() == parquet::basic::Type::BYTE_ARRAY
         && c.uncompressed_size() / c.num_values().max(1) > 64
 }

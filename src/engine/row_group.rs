@@ -18,6 +18,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 
 use super::job::{FileJob, Readers};
+use super::prose::ProseWriter;
 use super::raw_leaf::{copy_kept_int96, RawChunk};
 use crate::error::{Error, ReadError, Result};
 use crate::io::pages;
@@ -685,6 +686,19 @@ fn encode_batches(
     skip_roots: &[usize],
     batches: impl Iterator<Item = std::result::Result<RecordBatch, String>>,
 ) -> std::result::Result<(Vec<ArrowColumnChunk>, u64), String> {
+    encode_batches_with(factory, schema, skip, skip_roots, &mut [], batches)
+}
+
+/// [`encode_batches`], the flat leaves that have a writer in `prose` (by leaf index) written by
+/// it and not by the Arrow writer (whose chunk of them is empty).
+fn encode_batches_with(
+    factory: &ArrowRowGroupWriterFactory,
+    schema: &Schema,
+    skip: &[usize],
+    skip_roots: &[usize],
+    prose: &mut [Option<ProseWriter>],
+    batches: impl Iterator<Item = std::result::Result<RecordBatch, String>>,
+) -> std::result::Result<(Vec<ArrowColumnChunk>, u64), String> {
     let mut writers = factory
         .create_column_writers(0)
         .map_err(|e| format!("creating column writers: {e}"))?;
@@ -702,6 +716,12 @@ fn encode_batches(
             let array = arrays
                 .next()
                 .ok_or("the batch has fewer columns than the schema")?;
+            if let Some(Some(w)) = prose.get_mut(leaf) {
+                w.write(array)
+                    .map_err(|e| format!("encoding column '{}': {e}", field.name()))?;
+                leaf += 1;
+                continue;
+            }
             for column in compute_leaves(field, array).map_err(|e| format!("encoding: {e}"))? {
                 let w = writers
                     .get_mut(leaf)
@@ -753,6 +773,50 @@ fn payload_batch_rows(rg: &parquet::file::metadata::RowGroupMetaData) -> usize {
         acc.saturating_add(c.uncompressed_size().max(0))
     }) / rg.num_rows().max(1);
     (PAYLOAD_BATCH_BYTES / row_bytes.max(1)).clamp(1024, 64 * 1024) as usize
+}
+
+/// A [`ProseWriter`] for each leaf of row group `rg` that holds prose (see `prose`) and is
+/// encoded here (not in `skip_leaves`), by leaf index; `schema`: the batches' (views for the
+/// payload's strings), without the `skip_roots`.
+fn prose_writers(
+    readers: &Readers,
+    rg: usize,
+    schema: &Schema,
+    skip_leaves: &[usize],
+    skip_roots: &[usize],
+    props: &Arc<parquet::file::properties::WriterProperties>,
+    kept: u64,
+) -> Vec<Option<ProseWriter>> {
+    let descr = readers.pq.file_metadata().schema_descr();
+    let group = readers.pq.row_group(rg);
+    let roots = descr.root_schema().get_fields();
+    let mut batch_fields = schema.fields().iter();
+    let mut writers: Vec<Option<ProseWriter>> = (0..descr.num_columns()).map(|_| None).collect();
+    let mut leaf = 0usize;
+    for (root, parquet_field) in roots.iter().enumerate() {
+        let leaves = (leaf..descr.num_columns())
+            .take_while(|l| descr.get_column_root_idx(*l) == root)
+            .count();
+        if !skip_roots.contains(&root) {
+            let field = batch_fields.next();
+            if let (Some(field), true) = (field, parquet_field.is_primitive() && leaves == 1) {
+                let input = group.column(leaf);
+                if !skip_leaves.contains(&leaf) && super::job::holds_prose(input) {
+                    // About the input chunk's share of the kept rows, with some to spare.
+                    let share = kept as f64 / group.num_rows().max(1) as f64;
+                    let expected = (input.compressed_size().max(0) as f64 * share * 1.25) as usize;
+                    writers[leaf] = ProseWriter::new(
+                        descr.column(leaf),
+                        field.data_type(),
+                        props,
+                        expected + (64 << 10),
+                    );
+                }
+            }
+        }
+        leaf += leaves;
+    }
+    writers
 }
 
 /// Pass 2: decode the kept rows of the columns pass 1 did not read, and encode them with the
@@ -850,6 +914,7 @@ fn encode_kept(
         .copied()
         .chain(spliced.iter().map(|s| s.leaf))
         .collect();
+    let mut prose = prose_writers(readers, rg, &schema, &skip_leaves, &skip_roots, props, kept);
     let chunks = match &payload_mask {
         None => {
             // Every column was read in pass 1 (or is spliced).
@@ -858,11 +923,12 @@ fn encode_kept(
                 .step_by(batch_rows)
                 .map(|start| assemble(None, batch_rows.min(kept - start)))
                 .collect::<Vec<_>>();
-            encode_batches(
+            encode_batches_with(
                 factory,
                 full,
                 &skip_leaves,
                 &skip_roots,
+                &mut prose,
                 batches.into_iter(),
             )?
             .0
@@ -899,8 +965,14 @@ fn encode_kept(
                 let n = b.num_rows();
                 assemble(Some(b), n)
             });
-            let (chunks, seen) =
-                encode_batches(factory, full, &skip_leaves, &skip_roots, filtered)?;
+            let (chunks, seen) = encode_batches_with(
+                factory,
+                full,
+                &skip_leaves,
+                &skip_roots,
+                &mut prose,
+                filtered,
+            )?;
             if seen != kept {
                 return Err(ReadError::Invalid(format!(
                     "decoded {seen} kept rows where {kept} were selected"
@@ -911,9 +983,13 @@ fn encode_kept(
     };
     let mut out = Vec::with_capacity(chunks.len());
     let mut spliced = spliced.into_iter().peekable();
+    let mut prose = prose.into_iter();
     for (leaf, chunk) in chunks.into_iter().enumerate() {
+        let prose = prose.next().flatten();
         out.push(if spliced.peek().is_some_and(|s| s.leaf == leaf) {
             OutChunk::Raw(spliced.next().expect("peeked").chunk)
+        } else if let Some(w) = prose {
+            OutChunk::Raw(w.close().map_err(ReadError::Invalid)?)
         } else if job.raw_leaves.contains(&leaf) {
             OutChunk::Raw(copy_kept_int96(source, &readers.pq, rg, leaf, keep, props)?)
         } else {
