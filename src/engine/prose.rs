@@ -382,27 +382,25 @@ impl ProseWriter {
         KEPT.with(|k| k.borrow_mut().page = buf);
         let bad = |e: parquet::errors::ParquetError| format!("encoding a prose column: {e}");
         let bytes = self.sink.into_inner().map_err(bad)?;
+        let min = self
+            .min
+            .as_deref()
+            .map(|m| truncate_min(self.utf8, self.stats_truncate, m));
+        let max = self
+            .max
+            .as_deref()
+            .map(|m| truncate_max(self.utf8, self.stats_truncate, m));
+        let exact = |b: &Option<(Vec<u8>, bool)>| b.as_ref().is_some_and(|(_, cut)| !cut);
+        let (min_exact, max_exact) = (exact(&min), exact(&max));
         let stats = ValueStatistics::new(
-            self.min
-                .as_deref()
-                .map(|m| truncate_min(self.utf8, self.stats_truncate, m).0.into()),
-            self.max
-                .as_deref()
-                .map(|m| truncate_max(self.utf8, self.stats_truncate, m).0.into()),
+            min.map(|(m, _)| m.into()),
+            max.map(|(m, _)| m.into()),
             None,
             Some(self.nulls),
             false,
         )
-        .with_min_is_exact(
-            self.min
-                .as_deref()
-                .is_some_and(|m| !truncate_min(self.utf8, self.stats_truncate, m).1),
-        )
-        .with_max_is_exact(
-            self.max
-                .as_deref()
-                .is_some_and(|m| !truncate_max(self.utf8, self.stats_truncate, m).1),
-        );
+        .with_min_is_exact(min_exact)
+        .with_max_is_exact(max_exact);
         let encodings = [Encoding::PLAIN, Encoding::RLE];
         let mut meta = ColumnChunkMetaData::builder(self.descr.clone())
             .set_compression(match self.zstd_level {

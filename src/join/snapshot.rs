@@ -230,8 +230,9 @@ fn part_of(
     // a million rows at a time, then appended in batch order: mapped one batch after another,
     // a million members' took a fifth of the snapshot's load on one thread while the other,
     // done decoding, waited.
+    let col = |batch: &RecordBatch, c: &str| batch.column_by_name(c).expect("projected").clone();
     let map = |batch: &RecordBatch| -> Result<(Vec<Region>, Vec<u8>, Vec<i64>)> {
-        let col = |c: &str| batch.column_by_name(c).expect("projected").clone();
+        let col = |c: &str| col(batch, c);
         let n = batch.num_rows();
         let region = match &spec.region {
             Some(r) => regions(col(r).as_ref()).map_err(|m| snapshot_err(path, r, m))?,
@@ -253,7 +254,7 @@ fn part_of(
         let mapped: Vec<Result<_>> = pending.par_iter().map(map).collect();
         for (batch, m) in pending.drain(..).zip(mapped) {
             let (region, consent, updated) = m?;
-            let col = |c: &str| batch.column_by_name(c).expect("projected").clone();
+            let col = |c: &str| col(&batch, c);
             part.keys.push(col(&spec.key));
             part.region.extend(region);
             part.consent.extend(consent);
