@@ -10,6 +10,7 @@
 //! - [`anatomy`] — taking files apart and rebuilding them (mutation tests, fuzz seeds).
 
 pub mod anatomy;
+pub(crate) mod direct;
 pub(crate) mod discover;
 pub(crate) mod footer;
 pub mod location;

@@ -6,12 +6,12 @@
 //! a few parts in memory), which makes it visible under its key only when complete; an
 //! unfinished upload is aborted.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use super::direct::DiskFile;
 use super::object::{self, ObjectLocation};
 use super::Location;
 use crate::error::{Error, Result};
@@ -36,7 +36,7 @@ pub struct OutputFile {
 }
 
 enum Sink {
-    Local { tmp: PathBuf, file: BufWriter<File> },
+    Local { tmp: PathBuf, file: DiskFile },
     Object(super::object::Upload),
 }
 
@@ -64,13 +64,10 @@ impl OutputFile {
             .file_name()
             .ok_or_else(|| Error::Usage(format!("{location}: not a file name")))?;
         let tmp = path.with_file_name(format!(".{}.part", name.to_string_lossy()));
-        let f = File::create(&tmp).map_err(|e| Error::io("creating", &*tmp, e))?;
+        let f = DiskFile::create(&tmp).map_err(|e| Error::io("creating", &*tmp, e))?;
         Ok(OutputFile {
             location: location.clone(),
-            out: Some(Sink::Local {
-                tmp,
-                file: BufWriter::with_capacity(1 << 20, f),
-            }),
+            out: Some(Sink::Local { tmp, file: f }),
             hasher: Sha256::new(),
             size: 0,
         })
@@ -82,8 +79,8 @@ impl OutputFile {
         match self.out.take().expect("finished once") {
             Sink::Local { tmp, file } => {
                 let f = file
-                    .into_inner()
-                    .map_err(|e| Error::io("writing", self.location.clone(), e.into_error()));
+                    .finish()
+                    .map_err(|e| Error::io("writing", self.location.clone(), e));
                 let f = match f {
                     Ok(f) => f,
                     Err(e) => {
