@@ -265,11 +265,11 @@ impl Keys {
         match (self, key) {
             (Keys::Signed(v), KeyRef::Int(k)) => {
                 let k = i64::try_from(k).ok()?;
-                guided_search(v, k, |x| x as i128).map(|i| i as u32)
+                guided_search(v, k, |x, first| x.wrapping_sub(first) as u64).map(|i| i as u32)
             }
             (Keys::Unsigned(v), KeyRef::Int(k)) => {
                 let k = u64::try_from(k).ok()?;
-                guided_search(v, k, |x| x as i128).map(|i| i as u32)
+                guided_search(v, k, |x, first| x - first).map(|i| i as u32)
             }
             (Keys::Wide(v), KeyRef::Int(k)) => v.binary_search(&k).ok().map(|i| i as u32),
             (Keys::Bytes { offsets, data }, KeyRef::Bytes(k)) => {
@@ -652,17 +652,19 @@ impl KeyBuf {
 /// random ids), so the first probe goes where `k` would lie if they were, and the search gallops
 /// out from there: a lookup in a million sequential ids touches two or three slots instead of
 /// twenty, and uneven keys cost at most about twice a binary search.
-fn guided_search<T: Ord + Copy>(v: &[T], k: T, at: impl Fn(T) -> i128) -> Option<usize> {
+/// `above(x, first)`: how far `x` is above `first` (`first <= x`), which a `u64` holds for any
+/// two 64-bit keys (and converts to `f64` in an instruction, where an `i128` takes a call).
+fn guided_search<T: Ord + Copy>(v: &[T], k: T, above: impl Fn(T, T) -> u64) -> Option<usize> {
     let (first, last) = (*v.first()?, *v.last()?);
     if k < first || k > last {
         return None;
     }
-    let span = at(last) - at(first);
+    let span = above(last, first);
     let guess = if span == 0 {
         0
     } else {
-        // In f64: the product of two i128 distances may overflow.
-        let f = (at(k) - at(first)) as f64 / span as f64;
+        // In f64: the product of two 64-bit distances may overflow.
+        let f = above(k, first) as f64 / span as f64;
         ((f * (v.len() - 1) as f64) as usize).min(v.len() - 1)
     };
     // Gallop to a window [lo, hi) that holds k's place, then search it.
@@ -733,14 +735,16 @@ fn in_key_order(keys: &Keys, ints: &mut Vec<(i128, u32)>) {
         ints.sort_unstable();
         return;
     };
-    let scale = (BUCKETS - 1) as f64 / (last - first) as f64;
+    // Both ends are one type's (i64 or u64), so every distance from `first` within them fits a
+    // u64, which converts to f64 in an instruction (an i128 takes a call, once a row).
+    let scale = (BUCKETS - 1) as f64 / (last - first) as u64 as f64;
     let bucket = |v: i128| -> usize {
         if v <= first {
             0
         } else if v >= last {
             BUCKETS - 1
         } else {
-            (((v - first) as f64 * scale) as usize).min(BUCKETS - 1)
+            (((v - first) as u64 as f64 * scale) as usize).min(BUCKETS - 1)
         }
     };
     let mut out = vec![(0i128, 0u32); ints.len()];
@@ -815,7 +819,7 @@ mod tests {
             }
             for k in probes {
                 assert_eq!(
-                    guided_search(&v, k, |x| x as i128),
+                    guided_search(&v, k, |x, first| x.wrapping_sub(first) as u64),
                     v.binary_search(&k).ok(),
                     "{k} in {} keys",
                     v.len()
