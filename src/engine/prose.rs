@@ -66,7 +66,7 @@ thread_local! {
 /// buffer kept per thread and copied out of cost the write-heavy job ~2 % more CPU (the heap
 /// hands back the block the last page freed, so nothing faults in) and a page more memory per
 /// thread.
-fn zstd_compress(level: i32, src: &[u8]) -> std::io::Result<Bytes> {
+pub(super) fn zstd_compress(level: i32, src: &[u8]) -> std::io::Result<Bytes> {
     KEPT.with(|cell| {
         let kept = &mut *cell.borrow_mut();
         let at = match kept.zstd.iter().position(|(l, _)| *l == level) {
@@ -453,7 +453,7 @@ impl ProseWriter {
 
 /// Definition levels 0 and 1 as v1 pages hold them: their byte length (4 bytes, little-endian),
 /// then the RLE/bit-packed hybrid with bit width 1, here all RLE runs.
-fn rle_levels(runs: &[(bool, u32)]) -> Vec<u8> {
+pub(super) fn rle_levels(runs: &[(bool, u32)]) -> Vec<u8> {
     let mut out = vec![0u8; 4];
     for &(defined, n) in runs {
         crate::io::thrift::put_varint(&mut out, u64::from(n) << 1);
@@ -466,7 +466,7 @@ fn rle_levels(runs: &[(bool, u32)]) -> Vec<u8> {
 
 /// A lower bound of `v` of at most `limit` bytes (a prefix, ending at a character boundary when
 /// `utf8` and `v` is UTF-8), and whether it is shorter than `v`: the parquet crate's rule.
-fn truncate_min(utf8: bool, limit: Option<usize>, v: &[u8]) -> (Vec<u8>, bool) {
+pub(super) fn truncate_min(utf8: bool, limit: Option<usize>, v: &[u8]) -> (Vec<u8>, bool) {
     limit
         .filter(|l| v.len() > *l)
         .and_then(|l| match std::str::from_utf8(v) {
@@ -480,7 +480,7 @@ fn truncate_min(utf8: bool, limit: Option<usize>, v: &[u8]) -> (Vec<u8>, bool) {
 
 /// An upper bound of `v` of at most `limit` bytes (a prefix with its last character, or byte,
 /// incremented), and whether it differs from `v`: the parquet crate's rule.
-fn truncate_max(utf8: bool, limit: Option<usize>, v: &[u8]) -> (Vec<u8>, bool) {
+pub(super) fn truncate_max(utf8: bool, limit: Option<usize>, v: &[u8]) -> (Vec<u8>, bool) {
     limit
         .filter(|l| v.len() > *l)
         .and_then(|l| match std::str::from_utf8(v) {

@@ -18,6 +18,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 
 use super::job::{FileJob, Readers};
+use super::labels::LabelWriter;
 use super::prose::ProseWriter;
 use super::raw_leaf::{copy_kept_int96, RawChunk};
 use crate::error::{Error, ReadError, Result};
@@ -689,6 +690,28 @@ fn encode_batches(
     encode_batches_with(factory, schema, skip, skip_roots, &mut [], batches)
 }
 
+/// A column chunk written by corpusgate rather than by the Arrow writer.
+enum OwnWriter {
+    Prose(Box<ProseWriter>),
+    Labels(Box<LabelWriter>),
+}
+
+impl OwnWriter {
+    fn write(&mut self, array: &ArrayRef) -> std::result::Result<(), String> {
+        match self {
+            OwnWriter::Prose(w) => w.write(array),
+            OwnWriter::Labels(w) => w.write(array),
+        }
+    }
+
+    fn close(self) -> std::result::Result<RawChunk, String> {
+        match self {
+            OwnWriter::Prose(w) => w.close(),
+            OwnWriter::Labels(w) => w.close(),
+        }
+    }
+}
+
 /// [`encode_batches`], the flat leaves that have a writer in `prose` (by leaf index) written by
 /// it and not by the Arrow writer (whose chunk of them is empty).
 fn encode_batches_with(
@@ -696,7 +719,7 @@ fn encode_batches_with(
     schema: &Schema,
     skip: &[usize],
     skip_roots: &[usize],
-    prose: &mut [Option<ProseWriter>],
+    prose: &mut [Option<OwnWriter>],
     batches: impl Iterator<Item = std::result::Result<RecordBatch, String>>,
 ) -> std::result::Result<(Vec<ArrowColumnChunk>, u64), String> {
     let mut writers = factory
@@ -786,12 +809,12 @@ fn prose_writers(
     skip_roots: &[usize],
     props: &Arc<parquet::file::properties::WriterProperties>,
     kept: u64,
-) -> Vec<Option<ProseWriter>> {
+) -> Vec<Option<OwnWriter>> {
     let descr = readers.pq.file_metadata().schema_descr();
     let group = readers.pq.row_group(rg);
     let roots = descr.root_schema().get_fields();
     let mut batch_fields = schema.fields().iter();
-    let mut writers: Vec<Option<ProseWriter>> = (0..descr.num_columns()).map(|_| None).collect();
+    let mut writers: Vec<Option<OwnWriter>> = (0..descr.num_columns()).map(|_| None).collect();
     let mut leaf = 0usize;
     for (root, parquet_field) in roots.iter().enumerate() {
         let leaves = (leaf..descr.num_columns())
@@ -801,7 +824,8 @@ fn prose_writers(
             let field = batch_fields.next();
             if let (Some(field), true) = (field, parquet_field.is_primitive() && leaves == 1) {
                 let input = group.column(leaf);
-                if !skip_leaves.contains(&leaf) && super::job::holds_prose(input) {
+                if skip_leaves.contains(&leaf) {
+                } else if super::job::holds_prose(input) {
                     // About the input chunk's share of the kept rows, with some to spare.
                     let share = kept as f64 / group.num_rows().max(1) as f64;
                     let expected = (input.compressed_size().max(0) as f64 * share * 1.25) as usize;
@@ -810,7 +834,11 @@ fn prose_writers(
                         field.data_type(),
                         props,
                         expected + (64 << 10),
-                    );
+                    )
+                    .map(|w| OwnWriter::Prose(Box::new(w)));
+                } else {
+                    writers[leaf] = LabelWriter::new(descr.column(leaf), field.data_type(), props)
+                        .map(|w| OwnWriter::Labels(Box::new(w)));
                 }
             }
         }
