@@ -28,19 +28,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use bytes::Bytes;
-use parquet::basic::{BoundaryOrder, Compression, Encoding, PageType, SortOrder, Type};
+use parquet::basic::{Encoding, PageType};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
-use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::{
-    ColumnChunkMetaData, ColumnIndexBuilder, LevelHistogram, OffsetIndexBuilder, PageEncodingStats,
-};
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::file::metadata::PageEncodingStats;
+use parquet::file::properties::WriterProperties;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use super::prose::{rle_levels, truncate_max, truncate_min, zstd_compress};
+use super::chunk::{rle_levels, PageEntry, PageIndex, Settings};
 use super::raw_leaf::RawChunk;
 
 /// A value's key in the dictionary's map: for one of at most 12 bytes, its Arrow view (length in
@@ -203,16 +198,15 @@ struct PageRows {
 /// Encodes one label column chunk from the kept rows' arrays, batch after batch.
 pub(super) struct LabelWriter {
     descr: ColumnDescPtr,
-    zstd_level: Option<i32>,
-    utf8: bool,
+    settings: Settings,
     optional: bool,
     page_rows: usize,
     /// A page closes at this many bytes of values as PLAIN would hold them (4 a value, then its
     /// bytes), whichever way it is then encoded, or at `page_rows` rows.
     page_bytes: usize,
     dictionary_limit: usize,
-    index_truncate: Option<usize>,
-    stats_truncate: Option<usize>,
+    /// The page index is made from these when the chunk closes.
+    props: WriterProperties,
     dict: Dictionary,
     /// Every non-null row's value, as its dictionary id.
     ids: Vec<u32>,
@@ -230,42 +224,14 @@ impl LabelWriter {
         data_type: &DataType,
         props: &WriterProperties,
     ) -> Option<LabelWriter> {
-        let path = descr.path();
-        let value_type = match data_type {
-            DataType::Dictionary(_, v) => v.as_ref(),
-            other => other,
-        };
-        let utf8 = match value_type {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => false,
-            _ => return None,
-        };
-        let zstd_level = match props.compression(path) {
-            Compression::ZSTD(l) => Some(l.compression_level()),
-            Compression::UNCOMPRESSED => None,
-            _ => return None,
-        };
-        let fits = descr.physical_type() == Type::BYTE_ARRAY
-            && descr.sort_order() == SortOrder::UNSIGNED
-            && descr.max_rep_level() == 0
-            && descr.max_def_level() <= 1
-            && props.dictionary_enabled(path)
-            && props.statistics_enabled(path) == EnabledStatistics::Page
-            && !props.write_page_header_statistics(path)
-            && props.writer_version() == WriterVersion::PARQUET_1_0
-            && props.bloom_filter_properties(path).is_none();
-        if !fits {
-            return None;
-        }
+        let settings = Settings::of(&descr, data_type, props, true)?;
         Some(LabelWriter {
             optional: descr.max_def_level() == 1,
-            zstd_level,
-            utf8,
+            settings,
             page_rows: props.data_page_row_count_limit().max(1),
-            page_bytes: props.column_data_page_size_limit(path).max(1),
+            page_bytes: props.column_data_page_size_limit(descr.path()).max(1),
             dictionary_limit: props.dictionary_page_size_limit(),
-            index_truncate: props.column_index_truncate_length(),
-            stats_truncate: props.statistics_truncate_length(),
+            props: props.clone(),
             dict: Dictionary::default(),
             ids: Vec::new(),
             seen: Vec::new(),
@@ -387,17 +353,9 @@ impl LabelWriter {
             self.pages.push(std::mem::take(&mut self.open));
         }
         let bad = |e: parquet::errors::ParquetError| format!("encoding a label column: {e}");
-        let compress = |page: &[u8]| -> Result<Bytes, String> {
-            match self.zstd_level {
-                Some(level) => {
-                    zstd_compress(level, page).map_err(|e| format!("compressing a page: {e}"))
-                }
-                None => Ok(Bytes::copy_from_slice(page)),
-            }
-        };
         let with_dictionary = self.dict.plain_bytes <= self.dictionary_limit;
+        let mut index = PageIndex::new(self.settings, self.optional, &self.props);
         let mut sink = TrackedWrite::new(Vec::new());
-        let mut uncompressed = 0i64;
         let mut stats = vec![];
         if with_dictionary {
             let mut plain = Vec::with_capacity(self.dict.plain_bytes);
@@ -408,7 +366,7 @@ impl LabelWriter {
             }
             let page = CompressedPage::new(
                 Page::DictionaryPage {
-                    buf: compress(&plain)?,
+                    buf: self.settings.compress(&plain)?,
                     num_values: self.dict.at.len() as u32,
                     encoding: Encoding::PLAIN,
                     is_sorted: false,
@@ -418,7 +376,7 @@ impl LabelWriter {
             let spec = SerializedPageWriter::new(&mut sink)
                 .write_page(page)
                 .map_err(bad)?;
-            uncompressed += spec.uncompressed_size as i64;
+            index.add_bytes(&spec);
             stats.push(PageEncodingStats {
                 page_type: PageType::DICTIONARY_PAGE,
                 encoding: Encoding::PLAIN,
@@ -432,12 +390,6 @@ impl LabelWriter {
             Encoding::PLAIN
         };
         let bit_width = bits_for(self.dict.at.len().saturating_sub(1) as u64);
-        let mut column_index = ColumnIndexBuilder::new(Type::BYTE_ARRAY);
-        let mut offset_index = OffsetIndexBuilder::new();
-        let (mut ascending, mut descending) = (true, true);
-        let mut last: Option<(u32, u32)> = None;
-        let (mut min, mut max): (Option<u32>, Option<u32>) = (None, None);
-        let (mut rows, mut nulls, mut unencoded) = (0u64, 0u64, 0i64);
         let mut buf = Vec::new();
         for p in &self.pages {
             buf.clear();
@@ -457,7 +409,7 @@ impl LabelWriter {
             }
             let page = CompressedPage::new(
                 Page::DataPage {
-                    buf: compress(&buf)?,
+                    buf: self.settings.compress(&buf)?,
                     num_values: p.rows as u32,
                     encoding,
                     def_level_encoding: Encoding::RLE,
@@ -469,54 +421,16 @@ impl LabelWriter {
             let spec = SerializedPageWriter::new(&mut sink)
                 .write_page(page)
                 .map_err(bad)?;
-            uncompressed += spec.uncompressed_size as i64;
-
             let dict = &self.dict;
-            let lo = p
-                .used
-                .iter()
-                .copied()
-                .min_by(|a, b| dict.value(*a).cmp(dict.value(*b)));
-            let hi = p
-                .used
-                .iter()
-                .copied()
-                .max_by(|a, b| dict.value(*a).cmp(dict.value(*b)));
-            match (lo, hi) {
-                (Some(lo), Some(hi)) => {
-                    let (lo_v, hi_v) = (dict.value(lo), dict.value(hi));
-                    if let Some((a, b)) = last {
-                        let (a, b) = (dict.value(a), dict.value(b));
-                        ascending &= a <= lo_v && b <= hi_v;
-                        descending &= a >= lo_v && b >= hi_v;
-                    }
-                    column_index.append(
-                        false,
-                        truncate_min(self.utf8, self.index_truncate, lo_v).0,
-                        truncate_max(self.utf8, self.index_truncate, hi_v).0,
-                        p.nulls as i64,
-                        None,
-                    );
-                    if min.is_none_or(|m| lo_v < dict.value(m)) {
-                        min = Some(lo);
-                    }
-                    if max.is_none_or(|m| hi_v > dict.value(m)) {
-                        max = Some(hi);
-                    }
-                    last = Some((lo, hi));
-                }
-                _ => column_index.append(true, Vec::new(), Vec::new(), p.nulls as i64, None),
-            }
-            let histogram = self
-                .optional
-                .then(|| LevelHistogram::from(vec![p.nulls as i64, (p.rows - p.nulls) as i64]));
-            column_index.append_histograms(&None, &histogram);
-            offset_index.append_offset_and_size(spec.offset as i64, spec.bytes_written as i32);
-            offset_index.append_row_count(p.rows as i64);
-            offset_index.append_unencoded_byte_array_data_bytes(Some(p.value_bytes));
-            rows += p.rows as u64;
-            nulls += p.nulls as u64;
-            unencoded += p.value_bytes;
+            let lo = p.used.iter().map(|id| dict.value(*id)).min();
+            let hi = p.used.iter().map(|id| dict.value(*id)).max();
+            index.add(PageEntry {
+                spec: &spec,
+                rows: p.rows,
+                nulls: p.nulls,
+                bounds: lo.zip(hi),
+                value_bytes: p.value_bytes,
+            });
         }
         stats.push(PageEncodingStats {
             page_type: PageType::DATA_PAGE,
@@ -524,65 +438,7 @@ impl LabelWriter {
             count: self.pages.len() as i32,
         });
         let bytes = sink.into_inner().map_err(bad)?;
-        let min = min.map(|m| truncate_min(self.utf8, self.stats_truncate, self.dict.value(m)));
-        let max = max.map(|m| truncate_max(self.utf8, self.stats_truncate, self.dict.value(m)));
-        let exact = |b: &Option<(Vec<u8>, bool)>| b.as_ref().is_some_and(|(_, cut)| !cut);
-        let (min_exact, max_exact) = (exact(&min), exact(&max));
-        let statistics = ValueStatistics::new(
-            min.map(|(m, _)| m.into()),
-            max.map(|(m, _)| m.into()),
-            None,
-            Some(nulls),
-            false,
-        )
-        .with_min_is_exact(min_exact)
-        .with_max_is_exact(max_exact);
-        let encodings: &[Encoding] = if with_dictionary {
-            &[Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY]
-        } else {
-            &[Encoding::PLAIN, Encoding::RLE]
-        };
-        let mut meta = ColumnChunkMetaData::builder(self.descr.clone())
-            .set_compression(match self.zstd_level {
-                Some(l) => Compression::ZSTD(parquet::basic::ZstdLevel::try_new(l).map_err(bad)?),
-                None => Compression::UNCOMPRESSED,
-            })
-            .set_encodings_mask(parquet::basic::EncodingMask::new_from_encodings(
-                encodings.iter(),
-            ))
-            .set_page_encoding_stats(stats)
-            .set_total_compressed_size(bytes.len() as i64)
-            .set_total_uncompressed_size(uncompressed)
-            .set_num_values(rows as i64)
-            .set_data_page_offset(data_page_offset)
-            .set_dictionary_page_offset(with_dictionary.then_some(0))
-            .set_statistics(Statistics::ByteArray(statistics))
-            .set_unencoded_byte_array_data_bytes(Some(unencoded));
-        if self.optional {
-            meta = meta.set_definition_level_histogram(Some(LevelHistogram::from(vec![
-                nulls as i64,
-                (rows - nulls) as i64,
-            ])));
-        }
-        let metadata = meta.build().map_err(bad)?;
-        column_index.set_boundary_order(if ascending {
-            BoundaryOrder::ASCENDING
-        } else if descending {
-            BoundaryOrder::DESCENDING
-        } else {
-            BoundaryOrder::UNORDERED
-        });
-        Ok(RawChunk {
-            close: ColumnCloseResult {
-                bytes_written: bytes.len() as u64,
-                rows_written: rows,
-                metadata,
-                bloom_filter: None,
-                column_index: Some(column_index.build().map_err(bad)?),
-                offset_index: Some(offset_index.build()),
-            },
-            bytes: Bytes::from(bytes),
-        })
+        index.finish(self.descr, bytes, data_page_offset, with_dictionary, stats)
     }
 }
 
@@ -663,12 +519,13 @@ mod tests {
     use arrow_array::types::Int32Type;
     use arrow_array::{DictionaryArray, RecordBatch, StringArray, StringViewArray};
     use arrow_schema::{Field, Schema};
+    use bytes::Bytes;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
-    use parquet::basic::ZstdLevel;
+    use parquet::basic::{Compression, ZstdLevel};
     use parquet::file::page_index::column_index::ColumnIndexMetaData;
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    use parquet::file::writer::SerializedFileWriter;
+    use parquet::file::statistics::Statistics;
 
     use super::*;
 
@@ -691,15 +548,7 @@ mod tests {
         for p in parts {
             w.write(p).unwrap();
         }
-        let chunk = w.close().unwrap();
-        let mut out = Vec::new();
-        let mut fw =
-            SerializedFileWriter::new(&mut out, descr.root_schema_ptr(), props.clone()).unwrap();
-        let mut rg = fw.next_row_group().unwrap();
-        rg.append_column(&chunk.bytes, chunk.close).unwrap();
-        rg.close().unwrap();
-        fw.close().unwrap();
-        Bytes::from(out)
+        crate::engine::chunk::file_of(&field, w.close().unwrap(), props)
     }
 
     fn lcg(seed: u64) -> impl FnMut() -> u64 {

@@ -6,11 +6,13 @@
 //! - [`decisions`]: each row's decision, recorded for a later `--reuse`.
 //! - [`raw_leaf`]: INT96 columns, which the Arrow writer cannot encode, copied value by value.
 //! - [`prose`]: the text columns, encoded without the Arrow writer's copies.
+//! - [`chunk`]: what those two share: settings, codec, levels, page index and metadata.
 //! - [`labels`]: dictionary-encoded string columns, encoded without its per-row hashing.
 //! - [`splice`]: `--reuse` of PREV_OUT's pages in a row group holding a changed member.
 //! - [`sink`]: one file's data and manifest outputs.
 //! - [`scheduler`]: tasks on a thread pool, results appended in input order, memory bounded.
 
+mod chunk;
 mod decisions;
 mod job;
 mod labels;

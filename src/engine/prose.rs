@@ -28,18 +28,14 @@ use std::cell::RefCell;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use bytes::Bytes;
-use parquet::basic::{BoundaryOrder, Compression, Encoding, PageType, SortOrder, Type};
+use parquet::basic::{Encoding, PageType};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
-use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::{
-    ColumnChunkMetaData, ColumnIndexBuilder, LevelHistogram, OffsetIndexBuilder, PageEncodingStats,
-};
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::file::metadata::PageEncodingStats;
+use parquet::file::properties::WriterProperties;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
+use super::chunk::{rle_levels, PageEntry, PageIndex, Settings};
 use super::raw_leaf::RawChunk;
 
 /// Bytes kept free in front of a page's values for its definition levels (a 4-byte length, then
@@ -47,39 +43,10 @@ use super::raw_leaf::RawChunk;
 /// assembled in a buffer of its own.
 const LEVELS_ROOM: usize = 256;
 
-/// What a thread keeps from chunk to chunk: making a zstd context costs about what compressing
-/// a few kilobytes does, and a fresh multi-megabyte buffer faults its pages in again.
-#[derive(Default)]
-struct Kept {
-    /// One compression context per level.
-    zstd: Vec<(i32, zstd::bulk::Compressor<'static>)>,
-    /// A page's levels and values (taken by a writer while it writes).
-    page: Vec<u8>,
-}
-
 thread_local! {
-    static KEPT: RefCell<Kept> = RefCell::new(Kept::default());
-}
-
-/// `src` compressed at zstd `level`, the frame the parquet crate's codec makes (content size in
-/// the header, no checksum). Into a buffer of its own, handed to the page writer as it is: a
-/// buffer kept per thread and copied out of cost the write-heavy job ~2 % more CPU (the heap
-/// hands back the block the last page freed, so nothing faults in) and a page more memory per
-/// thread.
-pub(super) fn zstd_compress(level: i32, src: &[u8]) -> std::io::Result<Bytes> {
-    KEPT.with(|cell| {
-        let kept = &mut *cell.borrow_mut();
-        let at = match kept.zstd.iter().position(|(l, _)| *l == level) {
-            Some(i) => i,
-            None => {
-                kept.zstd.push((level, zstd::bulk::Compressor::new(level)?));
-                kept.zstd.len() - 1
-            }
-        };
-        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(src.len()));
-        kept.zstd[at].1.compress_to_buffer(src, &mut out)?;
-        Ok(Bytes::from(out))
-    })
+    /// A thread's page buffer, kept from chunk to chunk: a fresh multi-megabyte buffer faults
+    /// its pages in again.
+    static PAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The open page.
@@ -99,27 +66,13 @@ struct OpenPage {
 /// Encodes one prose column chunk from the kept rows' arrays, batch after batch.
 pub(super) struct ProseWriter {
     descr: ColumnDescPtr,
-    zstd_level: Option<i32>,
-    utf8: bool,
+    settings: Settings,
     optional: bool,
     page_bytes: usize,
     page_rows: usize,
-    index_truncate: Option<usize>,
-    stats_truncate: Option<usize>,
     page: OpenPage,
     sink: TrackedWrite<Vec<u8>>,
-    column_index: ColumnIndexBuilder,
-    offset_index: Option<OffsetIndexBuilder>,
-    /// The last non-null page's min and max, untruncated, for the boundary order.
-    last: Option<(Vec<u8>, Vec<u8>)>,
-    ascending: bool,
-    descending: bool,
-    min: Option<Vec<u8>>,
-    max: Option<Vec<u8>>,
-    rows: u64,
-    nulls: u64,
-    unencoded: i64,
-    uncompressed: i64,
+    index: PageIndex,
     pages: i32,
 }
 
@@ -133,54 +86,19 @@ impl ProseWriter {
         props: &WriterProperties,
         expected: usize,
     ) -> Option<ProseWriter> {
-        let path = descr.path();
-        let utf8 = match data_type {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => false,
-            _ => return None,
-        };
-        let zstd_level = match props.compression(path) {
-            Compression::ZSTD(l) => Some(l.compression_level()),
-            Compression::UNCOMPRESSED => None,
-            _ => return None,
-        };
-        let fits = descr.physical_type() == Type::BYTE_ARRAY
-            && descr.sort_order() == SortOrder::UNSIGNED
-            && descr.max_rep_level() == 0
-            && descr.max_def_level() <= 1
-            && !props.dictionary_enabled(path)
-            && props.statistics_enabled(path) == EnabledStatistics::Page
-            && !props.write_page_header_statistics(path)
-            && props.writer_version() == WriterVersion::PARQUET_1_0
-            && props.bloom_filter_properties(path).is_none();
-        if !fits {
-            return None;
-        }
-        let page_bytes = props.column_data_page_size_limit(path).max(1);
+        let settings = Settings::of(&descr, data_type, props, false)?;
+        let optional = descr.max_def_level() == 1;
         Some(ProseWriter {
-            optional: descr.max_def_level() == 1,
-            zstd_level,
-            utf8,
-            page_bytes,
+            optional,
+            settings,
+            page_bytes: props.column_data_page_size_limit(descr.path()).max(1),
             page_rows: props.data_page_row_count_limit().max(1),
-            index_truncate: props.column_index_truncate_length(),
-            stats_truncate: props.statistics_truncate_length(),
             page: OpenPage {
-                buf: KEPT.with(|k| std::mem::take(&mut k.borrow_mut().page)),
+                buf: PAGE.with(|k| std::mem::take(&mut *k.borrow_mut())),
                 ..OpenPage::default()
             },
             sink: TrackedWrite::new(Vec::with_capacity(expected)),
-            column_index: ColumnIndexBuilder::new(Type::BYTE_ARRAY),
-            offset_index: (!props.offset_index_disabled()).then(OffsetIndexBuilder::new),
-            last: None,
-            ascending: true,
-            descending: true,
-            min: None,
-            max: None,
-            rows: 0,
-            nulls: 0,
-            unencoded: 0,
-            uncompressed: 0,
+            index: PageIndex::new(settings, optional, props),
             pages: 0,
             descr,
         })
@@ -295,12 +213,7 @@ impl ProseWriter {
             &assembled
         };
         let uncompressed = page.len();
-        let body = match self.zstd_level {
-            Some(level) => {
-                zstd_compress(level, page).map_err(|e| format!("compressing a page: {e}"))?
-            }
-            None => Bytes::copy_from_slice(page),
-        };
+        let body = self.settings.compress(page)?;
         let compressed = CompressedPage::new(
             Page::DataPage {
                 buf: body,
@@ -316,45 +229,14 @@ impl ProseWriter {
             .write_page(compressed)
             .map_err(|e| format!("writing a page: {e}"))?;
 
-        let of = |r: Option<(usize, usize)>| r.map(|(a, n)| p.buf[a..a + n].to_vec());
-        let (min, max) = (of(p.min), of(p.max));
-        let null_page = p.nulls == p.rows;
-        match (&min, &max) {
-            (Some(lo), Some(hi)) if !null_page => {
-                if let Some((last_lo, last_hi)) = &self.last {
-                    self.ascending &= last_lo <= lo && last_hi <= hi;
-                    self.descending &= last_lo >= lo && last_hi >= hi;
-                }
-                self.column_index.append(
-                    false,
-                    truncate_min(self.utf8, self.index_truncate, lo).0,
-                    truncate_max(self.utf8, self.index_truncate, hi).0,
-                    p.nulls as i64,
-                    None,
-                );
-                if self.min.as_ref().is_none_or(|m| lo < m) {
-                    self.min = Some(lo.clone());
-                }
-                if self.max.as_ref().is_none_or(|m| hi > m) {
-                    self.max = Some(hi.clone());
-                }
-                self.last = Some((lo.clone(), hi.clone()));
-            }
-            _ => self
-                .column_index
-                .append(true, Vec::new(), Vec::new(), p.nulls as i64, None),
-        }
-        let histogram = self.page_histogram(&p);
-        self.column_index.append_histograms(&None, &histogram);
-        if let Some(o) = self.offset_index.as_mut() {
-            o.append_offset_and_size(spec.offset as i64, spec.bytes_written as i32);
-            o.append_row_count(p.rows as i64);
-            o.append_unencoded_byte_array_data_bytes(Some(value_bytes));
-        }
-        self.rows += p.rows as u64;
-        self.nulls += p.nulls as u64;
-        self.unencoded += value_bytes;
-        self.uncompressed += spec.uncompressed_size as i64;
+        let of = |r: Option<(usize, usize)>| r.map(|(a, n)| &p.buf[a..a + n]);
+        self.index.add(PageEntry {
+            spec: &spec,
+            rows: p.rows,
+            nulls: p.nulls,
+            bounds: of(p.min).zip(of(p.max)),
+            value_bytes,
+        });
         self.pages += 1;
 
         // The buffer, its capacity kept, for the next page.
@@ -368,156 +250,23 @@ impl ProseWriter {
         Ok(())
     }
 
-    /// The page's definition level histogram (`[nulls, values]`), for an optional column.
-    fn page_histogram(&self, p: &OpenPage) -> Option<LevelHistogram> {
-        self.optional
-            .then(|| LevelHistogram::from(vec![p.nulls as i64, (p.rows - p.nulls) as i64]))
-    }
-
     /// The chunk, its metadata and page index.
     pub(super) fn close(mut self) -> Result<RawChunk, String> {
         self.close_page()?;
         let mut buf = std::mem::take(&mut self.page.buf);
         buf.clear();
-        KEPT.with(|k| k.borrow_mut().page = buf);
-        let bad = |e: parquet::errors::ParquetError| format!("encoding a prose column: {e}");
-        let bytes = self.sink.into_inner().map_err(bad)?;
-        let min = self
-            .min
-            .as_deref()
-            .map(|m| truncate_min(self.utf8, self.stats_truncate, m));
-        let max = self
-            .max
-            .as_deref()
-            .map(|m| truncate_max(self.utf8, self.stats_truncate, m));
-        let exact = |b: &Option<(Vec<u8>, bool)>| b.as_ref().is_some_and(|(_, cut)| !cut);
-        let (min_exact, max_exact) = (exact(&min), exact(&max));
-        let stats = ValueStatistics::new(
-            min.map(|(m, _)| m.into()),
-            max.map(|(m, _)| m.into()),
-            None,
-            Some(self.nulls),
-            false,
-        )
-        .with_min_is_exact(min_exact)
-        .with_max_is_exact(max_exact);
-        let encodings = [Encoding::PLAIN, Encoding::RLE];
-        let mut meta = ColumnChunkMetaData::builder(self.descr.clone())
-            .set_compression(match self.zstd_level {
-                Some(l) => Compression::ZSTD(parquet::basic::ZstdLevel::try_new(l).map_err(bad)?),
-                None => Compression::UNCOMPRESSED,
-            })
-            .set_encodings_mask(parquet::basic::EncodingMask::new_from_encodings(
-                encodings.iter(),
-            ))
-            .set_page_encoding_stats(vec![PageEncodingStats {
-                page_type: PageType::DATA_PAGE,
-                encoding: Encoding::PLAIN,
-                count: self.pages,
-            }])
-            .set_total_compressed_size(bytes.len() as i64)
-            .set_total_uncompressed_size(self.uncompressed)
-            .set_num_values(self.rows as i64)
-            .set_data_page_offset(0)
-            .set_statistics(Statistics::ByteArray(stats))
-            .set_unencoded_byte_array_data_bytes(Some(self.unencoded));
-        if self.optional {
-            meta = meta.set_definition_level_histogram(Some(LevelHistogram::from(vec![
-                self.nulls as i64,
-                (self.rows - self.nulls) as i64,
-            ])));
-        }
-        let metadata = meta.build().map_err(bad)?;
-        self.column_index.set_boundary_order(if self.ascending {
-            BoundaryOrder::ASCENDING
-        } else if self.descending {
-            BoundaryOrder::DESCENDING
-        } else {
-            BoundaryOrder::UNORDERED
-        });
-        let column_index = Some(self.column_index.build().map_err(bad)?);
-        let offset_index = self.offset_index.map(|o| o.build());
-        Ok(RawChunk {
-            close: ColumnCloseResult {
-                bytes_written: bytes.len() as u64,
-                rows_written: self.rows,
-                metadata,
-                bloom_filter: None,
-                column_index,
-                offset_index,
-            },
-            bytes: Bytes::from(bytes),
-        })
+        PAGE.with(|k| *k.borrow_mut() = buf);
+        let bytes = self
+            .sink
+            .into_inner()
+            .map_err(|e| format!("encoding a prose column: {e}"))?;
+        let stats = vec![PageEncodingStats {
+            page_type: PageType::DATA_PAGE,
+            encoding: Encoding::PLAIN,
+            count: self.pages,
+        }];
+        self.index.finish(self.descr, bytes, 0, false, stats)
     }
-}
-
-/// Definition levels 0 and 1 as v1 pages hold them: their byte length (4 bytes, little-endian),
-/// then the RLE/bit-packed hybrid with bit width 1, here all RLE runs.
-pub(super) fn rle_levels(runs: &[(bool, u32)]) -> Vec<u8> {
-    let mut out = vec![0u8; 4];
-    for &(defined, n) in runs {
-        crate::io::thrift::put_varint(&mut out, u64::from(n) << 1);
-        out.push(u8::from(defined));
-    }
-    let len = (out.len() - 4) as u32;
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out
-}
-
-/// A lower bound of `v` of at most `limit` bytes (a prefix, ending at a character boundary when
-/// `utf8` and `v` is UTF-8), and whether it is shorter than `v`: the parquet crate's rule.
-pub(super) fn truncate_min(utf8: bool, limit: Option<usize>, v: &[u8]) -> (Vec<u8>, bool) {
-    limit
-        .filter(|l| v.len() > *l)
-        .and_then(|l| match std::str::from_utf8(v) {
-            Ok(s) if utf8 => (1..=l)
-                .rfind(|x| s.is_char_boundary(*x))
-                .map(|x| v[..x].to_vec()),
-            _ => Some(v[..l].to_vec()),
-        })
-        .map_or_else(|| (v.to_vec(), false), |t| (t, true))
-}
-
-/// An upper bound of `v` of at most `limit` bytes (a prefix with its last character, or byte,
-/// incremented), and whether it differs from `v`: the parquet crate's rule.
-pub(super) fn truncate_max(utf8: bool, limit: Option<usize>, v: &[u8]) -> (Vec<u8>, bool) {
-    limit
-        .filter(|l| v.len() > *l)
-        .and_then(|l| match std::str::from_utf8(v) {
-            Ok(s) if utf8 => {
-                let split = (l.saturating_sub(3)..=l).rfind(|x| s.is_char_boundary(*x))?;
-                increment_utf8(s.get(..split)?)
-            }
-            _ => increment(v[..l].to_vec()),
-        })
-        .map_or_else(|| (v.to_vec(), false), |t| (t, true))
-}
-
-/// `s` with its last character that can be incremented without growing incremented, the rest
-/// dropped; `None` when none can.
-fn increment_utf8(s: &str) -> Option<Vec<u8>> {
-    for (i, c) in s.char_indices().rev() {
-        if let Some(next) = char::from_u32(c as u32 + 1) {
-            if next.len_utf8() == c.len_utf8() {
-                let mut out = s.as_bytes()[..i + c.len_utf8()].to_vec();
-                next.encode_utf8(&mut out[i..]);
-                return Some(out);
-            }
-        }
-    }
-    None
-}
-
-/// `v` plus one, as a big-endian number of its length; `None` when every byte is 0xFF.
-fn increment(mut v: Vec<u8>) -> Option<Vec<u8>> {
-    for b in v.iter_mut().rev() {
-        let (n, overflow) = b.overflowing_add(1);
-        *b = n;
-        if !overflow {
-            return Some(v);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -534,7 +283,6 @@ mod tests {
     use parquet::file::properties::WriterProperties;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::file::statistics::Statistics;
-    use parquet::file::writer::SerializedFileWriter;
 
     use super::*;
 
@@ -557,13 +305,7 @@ mod tests {
         for p in parts {
             w.write(p).unwrap();
         }
-        let chunk = w.close().unwrap();
-        let mut file =
-            SerializedFileWriter::new(Vec::new(), descr.root_schema_ptr(), props.clone()).unwrap();
-        let mut rg = file.next_row_group().unwrap();
-        rg.append_column(&chunk.bytes, chunk.close).unwrap();
-        rg.close().unwrap();
-        Bytes::from(file.into_inner().unwrap())
+        crate::engine::chunk::file_of(&field, w.close().unwrap(), props)
     }
 
     fn arrow_file(field: Field, parts: &[ArrayRef], props: &Arc<WriterProperties>) -> Bytes {
@@ -753,34 +495,6 @@ mod tests {
         assert_eq!(
             index.column_index(0, 0).unwrap().get_boundary_order(),
             Some(BoundaryOrder::ASCENDING)
-        );
-    }
-
-    #[test]
-    fn bounds_are_truncated_as_the_parquet_crate_truncates_them() {
-        let long = "aé".repeat(40); // 120 bytes
-        let (min, cut) = truncate_min(true, Some(64), long.as_bytes());
-        assert!(cut && min.len() <= 64 && std::str::from_utf8(&min).is_ok());
-        assert!(long.as_bytes().starts_with(&min));
-        let (max, cut) = truncate_max(true, Some(64), long.as_bytes());
-        assert!(cut && max.len() <= 64 && std::str::from_utf8(&max).is_ok());
-        assert!(max.as_slice() > long.as_bytes());
-        // Short values are their own bounds.
-        assert_eq!(
-            truncate_max(true, Some(64), b"abc"),
-            (b"abc".to_vec(), false)
-        );
-        // Bytes that cannot be incremented: the value itself.
-        let ff = vec![0xFF; 100];
-        assert_eq!(truncate_max(false, Some(64), &ff), (ff.clone(), false));
-        let mut v = vec![1u8; 100];
-        v[63] = 0xFF;
-        let (max, cut) = truncate_max(false, Some(64), &v);
-        assert!(cut && max.len() == 64 && max[62] == 2 && max[63] == 0);
-        assert_eq!(increment_utf8("a\u{10FFFF}"), Some(b"b".to_vec()));
-        assert_eq!(
-            rle_levels(&[(true, 3), (false, 1)]),
-            vec![4, 0, 0, 0, 6, 1, 2, 0]
         );
     }
 }
