@@ -712,14 +712,14 @@ impl OwnWriter {
     }
 }
 
-/// [`encode_batches`], the flat leaves that have a writer in `prose` (by leaf index) written by
-/// it and not by the Arrow writer (whose chunk of them is empty).
+/// [`encode_batches`], the flat leaves that have a writer in `own` (by leaf index) written by it
+/// and not by the Arrow writer (whose chunk of them is empty).
 fn encode_batches_with(
     factory: &ArrowRowGroupWriterFactory,
     schema: &Schema,
     skip: &[usize],
     skip_roots: &[usize],
-    prose: &mut [Option<OwnWriter>],
+    own: &mut [Option<OwnWriter>],
     batches: impl Iterator<Item = std::result::Result<RecordBatch, String>>,
 ) -> std::result::Result<(Vec<ArrowColumnChunk>, u64), String> {
     let mut writers = factory
@@ -739,7 +739,7 @@ fn encode_batches_with(
             let array = arrays
                 .next()
                 .ok_or("the batch has fewer columns than the schema")?;
-            if let Some(Some(w)) = prose.get_mut(leaf) {
+            if let Some(Some(w)) = own.get_mut(leaf) {
                 w.write(array)
                     .map_err(|e| format!("encoding column '{}': {e}", field.name()))?;
                 leaf += 1;
@@ -798,10 +798,11 @@ fn payload_batch_rows(rg: &parquet::file::metadata::RowGroupMetaData) -> usize {
     (PAYLOAD_BATCH_BYTES / row_bytes.max(1)).clamp(1024, 64 * 1024) as usize
 }
 
-/// A [`ProseWriter`] for each leaf of row group `rg` that holds prose (see `prose`) and is
-/// encoded here (not in `skip_leaves`), by leaf index; `schema`: the batches' (views for the
-/// payload's strings), without the `skip_roots`.
-fn prose_writers(
+/// By leaf index, a writer of ours for each flat leaf of row group `rg` encoded here (not in
+/// `skip_leaves`) that one takes: a [`ProseWriter`] where the leaf holds prose (see `prose`), a
+/// [`LabelWriter`] where it is a string written with a dictionary; `schema`: the batches' (views
+/// for the payload's strings), without the `skip_roots`.
+fn own_writers(
     readers: &Readers,
     rg: usize,
     schema: &Schema,
@@ -824,21 +825,23 @@ fn prose_writers(
             let field = batch_fields.next();
             if let (Some(field), true) = (field, parquet_field.is_primitive() && leaves == 1) {
                 let input = group.column(leaf);
-                if skip_leaves.contains(&leaf) {
-                } else if super::job::holds_prose(input) {
-                    // About the input chunk's share of the kept rows, with some to spare.
-                    let share = kept as f64 / group.num_rows().max(1) as f64;
-                    let expected = (input.compressed_size().max(0) as f64 * share * 1.25) as usize;
-                    writers[leaf] = ProseWriter::new(
-                        descr.column(leaf),
-                        field.data_type(),
-                        props,
-                        expected + (64 << 10),
-                    )
-                    .map(|w| OwnWriter::Prose(Box::new(w)));
-                } else {
-                    writers[leaf] = LabelWriter::new(descr.column(leaf), field.data_type(), props)
-                        .map(|w| OwnWriter::Labels(Box::new(w)));
+                if !skip_leaves.contains(&leaf) {
+                    writers[leaf] = if super::job::holds_prose(input) {
+                        // About the input chunk's share of the kept rows, with some to spare.
+                        let share = kept as f64 / group.num_rows().max(1) as f64;
+                        let expected =
+                            (input.compressed_size().max(0) as f64 * share * 1.25) as usize;
+                        ProseWriter::new(
+                            descr.column(leaf),
+                            field.data_type(),
+                            props,
+                            expected + (64 << 10),
+                        )
+                        .map(|w| OwnWriter::Prose(Box::new(w)))
+                    } else {
+                        LabelWriter::new(descr.column(leaf), field.data_type(), props)
+                            .map(|w| OwnWriter::Labels(Box::new(w)))
+                    };
                 }
             }
         }
@@ -942,7 +945,7 @@ fn encode_kept(
         .copied()
         .chain(spliced.iter().map(|s| s.leaf))
         .collect();
-    let mut prose = prose_writers(readers, rg, &schema, &skip_leaves, &skip_roots, props, kept);
+    let mut own = own_writers(readers, rg, &schema, &skip_leaves, &skip_roots, props, kept);
     let chunks = match &payload_mask {
         None => {
             // Every column was read in pass 1 (or is spliced).
@@ -956,7 +959,7 @@ fn encode_kept(
                 full,
                 &skip_leaves,
                 &skip_roots,
-                &mut prose,
+                &mut own,
                 batches.into_iter(),
             )?
             .0
@@ -993,14 +996,8 @@ fn encode_kept(
                 let n = b.num_rows();
                 assemble(Some(b), n)
             });
-            let (chunks, seen) = encode_batches_with(
-                factory,
-                full,
-                &skip_leaves,
-                &skip_roots,
-                &mut prose,
-                filtered,
-            )?;
+            let (chunks, seen) =
+                encode_batches_with(factory, full, &skip_leaves, &skip_roots, &mut own, filtered)?;
             if seen != kept {
                 return Err(ReadError::Invalid(format!(
                     "decoded {seen} kept rows where {kept} were selected"
@@ -1011,12 +1008,12 @@ fn encode_kept(
     };
     let mut out = Vec::with_capacity(chunks.len());
     let mut spliced = spliced.into_iter().peekable();
-    let mut prose = prose.into_iter();
+    let mut own = own.into_iter();
     for (leaf, chunk) in chunks.into_iter().enumerate() {
-        let prose = prose.next().flatten();
+        let own = own.next().flatten();
         out.push(if spliced.peek().is_some_and(|s| s.leaf == leaf) {
             OutChunk::Raw(spliced.next().expect("peeked").chunk)
-        } else if let Some(w) = prose {
+        } else if let Some(w) = own {
             OutChunk::Raw(w.close().map_err(ReadError::Invalid)?)
         } else if job.raw_leaves.contains(&leaf) {
             OutChunk::Raw(copy_kept_int96(source, &readers.pq, rg, leaf, keep, props)?)

@@ -652,6 +652,7 @@ impl KeyBuf {
 /// random ids), so the first probe goes where `k` would lie if they were, and the search gallops
 /// out from there: a lookup in a million sequential ids touches two or three slots instead of
 /// twenty, and uneven keys cost at most about twice a binary search.
+///
 /// `above(x, first)`: how far `x` is above `first` (`first <= x`), which a `u64` holds for any
 /// two 64-bit keys (and converts to `f64` in an instruction, where an `i128` takes a call).
 fn guided_search<T: Ord + Copy>(v: &[T], k: T, above: impl Fn(T, T) -> u64) -> Option<usize> {
