@@ -6,6 +6,8 @@
 
 use std::cell::RefCell;
 
+use arrow_array::cast::AsArray;
+use arrow_array::Array;
 use arrow_schema::DataType;
 use bytes::Bytes;
 use parquet::basic::{BoundaryOrder, Compression, Encoding, SortOrder, Type};
@@ -124,6 +126,42 @@ pub(super) struct PageIndex {
     nulls: u64,
     unencoded: i64,
     uncompressed: i64,
+}
+
+/// `f` for each value of `array` (a string or binary array, views included), in order, `None`
+/// for a null; the error names the column's type when it is not one of these.
+pub(super) fn each_value<'a>(
+    array: &'a dyn Array,
+    mut f: impl FnMut(Option<&'a [u8]>) -> Result<(), String>,
+) -> Result<(), String> {
+    macro_rules! each {
+        ($a:expr) => {{
+            let a = $a;
+            for i in 0..a.len() {
+                let v: Option<&[u8]> = (!a.is_null(i)).then(|| a.value(i).as_ref());
+                f(v)?;
+            }
+            Ok(())
+        }};
+    }
+    match array.data_type() {
+        DataType::Utf8 => each!(array.as_string::<i32>()),
+        DataType::LargeUtf8 => each!(array.as_string::<i64>()),
+        DataType::Utf8View => each!(array.as_string_view()),
+        DataType::Binary => each!(array.as_binary::<i32>()),
+        DataType::LargeBinary => each!(array.as_binary::<i64>()),
+        DataType::BinaryView => each!(array.as_binary_view()),
+        other => Err(format!("a string or binary column given {other} values")),
+    }
+}
+
+/// One more row's definition level in `runs` (`(defined, count)`, as [`rle_levels`] encodes
+/// them).
+pub(super) fn push_level(runs: &mut Vec<(bool, u32)>, defined: bool) {
+    match runs.last_mut() {
+        Some((d, n)) if *d == defined && *n < u32::MAX >> 2 => *n += 1,
+        _ => runs.push((defined, 1)),
+    }
 }
 
 /// One page, as [`PageIndex::add`] records it.

@@ -35,7 +35,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use super::chunk::{rle_levels, PageEntry, PageIndex, Settings};
+use super::chunk::{each_value, push_level, rle_levels, PageEntry, PageIndex, Settings};
 use super::raw_leaf::RawChunk;
 
 /// A value's key in the dictionary's map: for one of at most 12 bytes, its Arrow view (length in
@@ -81,32 +81,6 @@ impl Hasher for Fold {
 
 type FoldMap<K> = HashMap<K, u32, BuildHasherDefault<Fold>>;
 
-/// Each value of `array` (a string or binary array), `None` for a null.
-fn value_slices(array: &dyn Array) -> Result<Vec<Option<&[u8]>>, String> {
-    macro_rules! slices {
-        ($a:expr) => {{
-            let a = $a;
-            (0..a.len())
-                .map(|i| {
-                    (!a.is_null(i)).then(|| {
-                        let v: &[u8] = a.value(i).as_ref();
-                        v
-                    })
-                })
-                .collect()
-        }};
-    }
-    Ok(match array.data_type() {
-        DataType::Utf8 => slices!(array.as_string::<i32>()),
-        DataType::LargeUtf8 => slices!(array.as_string::<i64>()),
-        DataType::Utf8View => slices!(array.as_string_view()),
-        DataType::Binary => slices!(array.as_binary::<i32>()),
-        DataType::LargeBinary => slices!(array.as_binary::<i64>()),
-        DataType::BinaryView => slices!(array.as_binary_view()),
-        other => return Err(format!("a label column given {other} values")),
-    })
-}
-
 /// Slots of [`Dictionary`]'s cache.
 const CACHE_SLOTS: usize = 256;
 
@@ -142,10 +116,10 @@ impl Dictionary {
     /// `k`: `v`'s [`inline_key`]. A label column holds few values, so a small direct-mapped
     /// cache in front of the map answers almost every row without its probing.
     fn id_inline<'a>(&mut self, k: u128, v: impl FnOnce() -> &'a [u8]) -> u32 {
-        let slot = ((((k as u64) ^ ((k >> 64) as u64).rotate_left(23))
+        // The top byte of a multiply-fold hash: one of CACHE_SLOTS (256) slots.
+        let slot = (((k as u64) ^ ((k >> 64) as u64).rotate_left(23))
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            >> 56) as usize)
-            % CACHE_SLOTS;
+            >> 56) as usize;
         let cache = self
             .cache
             .get_or_insert_with(|| vec![(0, u32::MAX); CACHE_SLOTS].into_boxed_slice());
@@ -246,7 +220,11 @@ impl LabelWriter {
         if let Some(d) = array.as_any_dictionary_opt() {
             // Each of the dictionary's values looked up once, when a row first holds it (not
             // before: a filtered dictionary array keeps every value of the unfiltered one).
-            let values = value_slices(d.values().as_ref())?;
+            let mut values = Vec::with_capacity(d.values().len());
+            each_value(d.values().as_ref(), |v| {
+                values.push(v);
+                Ok(())
+            })?;
             let mut of_key: Vec<Option<u32>> = vec![None; values.len()];
             let keys = d.keys();
             for (i, k) in d.normalized_keys().into_iter().enumerate() {
@@ -276,13 +254,10 @@ impl LabelWriter {
                 let a = array.as_binary_view();
                 self.write_views(a.views(), |i| a.is_null(i), |i| a.value(i))
             }
-            _ => {
-                for v in value_slices(array.as_ref())? {
-                    let id = v.map(|v| self.dict.id(v));
-                    self.push(id)?;
-                }
-                Ok(())
-            }
+            _ => each_value(array.as_ref(), |v| {
+                let id = v.map(|v| self.dict.id(v));
+                self.push(id)
+            }),
         }
     }
 
@@ -320,10 +295,7 @@ impl LabelWriter {
         }
         p.rows += 1;
         if self.optional {
-            match p.runs.last_mut() {
-                Some((d, n)) if *d == id.is_some() && *n < u32::MAX >> 2 => *n += 1,
-                _ => p.runs.push((id.is_some(), 1)),
-            }
+            push_level(&mut p.runs, id.is_some());
         }
         match id {
             None => p.nulls += 1,

@@ -25,8 +25,7 @@
 
 use std::cell::RefCell;
 
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef};
+use arrow_array::ArrayRef;
 use arrow_schema::DataType;
 use parquet::basic::{Encoding, PageType};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
@@ -35,7 +34,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use super::chunk::{rle_levels, PageEntry, PageIndex, Settings};
+use super::chunk::{each_value, push_level, rle_levels, PageEntry, PageIndex, Settings};
 use super::raw_leaf::RawChunk;
 
 /// Bytes kept free in front of a page's values for its definition levels (a 4-byte length, then
@@ -106,42 +105,7 @@ impl ProseWriter {
 
     /// Append the values of `array` (of the type the writer was made for), nulls included.
     pub(super) fn write(&mut self, array: &ArrayRef) -> Result<(), String> {
-        match array.data_type() {
-            DataType::Utf8View => {
-                let a = array.as_string_view();
-                self.write_values(a.len(), |i| (!a.is_null(i)).then(|| a.value(i).as_bytes()))
-            }
-            DataType::BinaryView => {
-                let a = array.as_binary_view();
-                self.write_values(a.len(), |i| (!a.is_null(i)).then(|| a.value(i)))
-            }
-            DataType::Utf8 => {
-                let a = array.as_string::<i32>();
-                self.write_values(a.len(), |i| (!a.is_null(i)).then(|| a.value(i).as_bytes()))
-            }
-            DataType::LargeUtf8 => {
-                let a = array.as_string::<i64>();
-                self.write_values(a.len(), |i| (!a.is_null(i)).then(|| a.value(i).as_bytes()))
-            }
-            DataType::Binary => {
-                let a = array.as_binary::<i32>();
-                self.write_values(a.len(), |i| (!a.is_null(i)).then(|| a.value(i)))
-            }
-            DataType::LargeBinary => {
-                let a = array.as_binary::<i64>();
-                self.write_values(a.len(), |i| (!a.is_null(i)).then(|| a.value(i)))
-            }
-            other => Err(format!("a prose column given {other} values")),
-        }
-    }
-
-    fn write_values<'a>(
-        &mut self,
-        n: usize,
-        value: impl Fn(usize) -> Option<&'a [u8]>,
-    ) -> Result<(), String> {
-        for i in 0..n {
-            let v = value(i);
+        each_value(array.as_ref(), |v| {
             if v.is_none() && !self.optional {
                 return Err(format!(
                     "column '{}' is required and a value is null",
@@ -154,8 +118,8 @@ impl ProseWriter {
             {
                 self.close_page()?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn push(&mut self, v: Option<&[u8]>) {
@@ -167,10 +131,7 @@ impl ProseWriter {
         }
         p.rows += 1;
         if self.optional {
-            match p.runs.last_mut() {
-                Some((d, n)) if *d == v.is_some() && *n < u32::MAX >> 2 => *n += 1,
-                _ => p.runs.push((v.is_some(), 1)),
-            }
+            push_level(&mut p.runs, v.is_some());
         }
         let Some(v) = v else {
             p.nulls += 1;
@@ -272,6 +233,9 @@ impl ProseWriter {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
 
     use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray, StringViewArray};
     use arrow_schema::{DataType, Field, Schema};
