@@ -29,14 +29,15 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 use parquet::basic::{Encoding, PageType};
-use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::file::metadata::PageEncodingStats;
 use parquet::file::properties::WriterProperties;
-use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::file::reader::Length;
 use parquet::schema::types::ColumnDescPtr;
 
-use super::chunk::{each_value, push_level, rle_levels, PageEntry, PageIndex, Settings};
-use super::raw_leaf::RawChunk;
+use super::chunk::{
+    each_value, push_level, rle_levels, ChunkBytes, PageEntry, PageIndex, PageKind, RawChunk,
+    Settings,
+};
 
 /// A value's key in the dictionary's map: for one of at most 12 bytes, its Arrow view (length in
 /// the low 32 bits, the bytes after, zero-padded) — what a view array holds already.
@@ -324,10 +325,9 @@ impl LabelWriter {
         if self.open.rows > 0 {
             self.pages.push(std::mem::take(&mut self.open));
         }
-        let bad = |e: parquet::errors::ParquetError| format!("encoding a label column: {e}");
         let with_dictionary = self.dict.plain_bytes <= self.dictionary_limit;
         let mut index = PageIndex::new(self.settings, self.optional, &self.props);
-        let mut sink = TrackedWrite::new(Vec::new());
+        let mut chunk = ChunkBytes::default();
         let mut stats = vec![];
         if with_dictionary {
             let mut plain = Vec::with_capacity(self.dict.plain_bytes);
@@ -336,18 +336,12 @@ impl LabelWriter {
                 plain.extend_from_slice(&(v.len() as u32).to_le_bytes());
                 plain.extend_from_slice(v);
             }
-            let page = CompressedPage::new(
-                Page::DictionaryPage {
-                    buf: self.settings.compress(&plain)?,
-                    num_values: self.dict.at.len() as u32,
-                    encoding: Encoding::PLAIN,
-                    is_sorted: false,
-                },
+            let spec = chunk.push_page(
+                PageKind::Dictionary,
+                self.settings.compress(&plain)?,
                 plain.len(),
-            );
-            let spec = SerializedPageWriter::new(&mut sink)
-                .write_page(page)
-                .map_err(bad)?;
+                self.dict.at.len() as u32,
+            )?;
             index.add_bytes(&spec);
             stats.push(PageEncodingStats {
                 page_type: PageType::DICTIONARY_PAGE,
@@ -355,11 +349,11 @@ impl LabelWriter {
                 count: 1,
             });
         }
-        let data_page_offset = sink.bytes_written() as i64;
-        let encoding = if with_dictionary {
-            Encoding::RLE_DICTIONARY
+        let data_page_offset = chunk.len() as i64;
+        let (encoding, kind) = if with_dictionary {
+            (Encoding::RLE_DICTIONARY, PageKind::DictionaryIds)
         } else {
-            Encoding::PLAIN
+            (Encoding::PLAIN, PageKind::Plain)
         };
         let bit_width = bits_for(self.dict.at.len().saturating_sub(1) as u64);
         let mut buf = Vec::new();
@@ -379,20 +373,12 @@ impl LabelWriter {
                     buf.extend_from_slice(v);
                 }
             }
-            let page = CompressedPage::new(
-                Page::DataPage {
-                    buf: self.settings.compress(&buf)?,
-                    num_values: p.rows as u32,
-                    encoding,
-                    def_level_encoding: Encoding::RLE,
-                    rep_level_encoding: Encoding::RLE,
-                    statistics: None,
-                },
+            let spec = chunk.push_page(
+                kind,
+                self.settings.compress(&buf)?,
                 buf.len(),
-            );
-            let spec = SerializedPageWriter::new(&mut sink)
-                .write_page(page)
-                .map_err(bad)?;
+                p.rows as u32,
+            )?;
             let dict = &self.dict;
             let lo = p.used.iter().map(|id| dict.value(*id)).min();
             let hi = p.used.iter().map(|id| dict.value(*id)).max();
@@ -409,8 +395,7 @@ impl LabelWriter {
             encoding,
             count: self.pages.len() as i32,
         });
-        let bytes = sink.into_inner().map_err(bad)?;
-        index.finish(self.descr, bytes, data_page_offset, with_dictionary, stats)
+        index.finish(self.descr, chunk, data_page_offset, with_dictionary, stats)
     }
 }
 

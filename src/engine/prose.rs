@@ -28,14 +28,14 @@ use std::cell::RefCell;
 use arrow_array::ArrayRef;
 use arrow_schema::DataType;
 use parquet::basic::{Encoding, PageType};
-use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::file::metadata::PageEncodingStats;
 use parquet::file::properties::WriterProperties;
-use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use super::chunk::{each_value, push_level, rle_levels, PageEntry, PageIndex, Settings};
-use super::raw_leaf::RawChunk;
+use super::chunk::{
+    each_value, push_level, rle_levels, ChunkBytes, PageEntry, PageIndex, PageKind, RawChunk,
+    Settings,
+};
 
 /// Bytes kept free in front of a page's values for its definition levels (a 4-byte length, then
 /// RLE runs of 2 to 6 bytes each): a page with no null needs 6. A page whose levels need more is
@@ -70,7 +70,7 @@ pub(super) struct ProseWriter {
     page_bytes: usize,
     page_rows: usize,
     page: OpenPage,
-    sink: TrackedWrite<Vec<u8>>,
+    chunk: ChunkBytes,
     index: PageIndex,
     pages: i32,
 }
@@ -78,12 +78,10 @@ pub(super) struct ProseWriter {
 impl ProseWriter {
     /// A writer for leaf `descr` holding arrays of `data_type` under `props`; `None` when the
     /// column or the settings are not ones this writer makes (see the module's doc).
-    /// `expected`: about how many bytes the chunk will take (room is made for them at once).
     pub(super) fn new(
         descr: ColumnDescPtr,
         data_type: &DataType,
         props: &WriterProperties,
-        expected: usize,
     ) -> Option<ProseWriter> {
         let settings = Settings::of(&descr, data_type, props, false)?;
         let optional = descr.max_def_level() == 1;
@@ -96,7 +94,7 @@ impl ProseWriter {
                 buf: PAGE.with(|k| std::mem::take(&mut *k.borrow_mut())),
                 ..OpenPage::default()
             },
-            sink: TrackedWrite::new(Vec::with_capacity(expected)),
+            chunk: ChunkBytes::default(),
             index: PageIndex::new(settings, optional, props),
             pages: 0,
             descr,
@@ -175,20 +173,9 @@ impl ProseWriter {
         };
         let uncompressed = page.len();
         let body = self.settings.compress(page)?;
-        let compressed = CompressedPage::new(
-            Page::DataPage {
-                buf: body,
-                num_values: p.rows as u32,
-                encoding: Encoding::PLAIN,
-                def_level_encoding: Encoding::RLE,
-                rep_level_encoding: Encoding::RLE,
-                statistics: None,
-            },
-            uncompressed,
-        );
-        let spec = SerializedPageWriter::new(&mut self.sink)
-            .write_page(compressed)
-            .map_err(|e| format!("writing a page: {e}"))?;
+        let spec = self
+            .chunk
+            .push_page(PageKind::Plain, body, uncompressed, p.rows as u32)?;
 
         let of = |r: Option<(usize, usize)>| r.map(|(a, n)| &p.buf[a..a + n]);
         self.index.add(PageEntry {
@@ -217,10 +204,7 @@ impl ProseWriter {
         let mut buf = std::mem::take(&mut self.page.buf);
         buf.clear();
         PAGE.with(|k| *k.borrow_mut() = buf);
-        let bytes = self
-            .sink
-            .into_inner()
-            .map_err(|e| format!("encoding a prose column: {e}"))?;
+        let bytes = std::mem::take(&mut self.chunk);
         let stats = vec![PageEncodingStats {
             page_type: PageType::DATA_PAGE,
             encoding: Encoding::PLAIN,
@@ -265,7 +249,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![field.clone()]));
         let descr = ArrowSchemaConverter::new().convert(&schema).unwrap();
         let mut w =
-            ProseWriter::new(descr.column(0), field.data_type(), props, 0).expect("a prose column");
+            ProseWriter::new(descr.column(0), field.data_type(), props).expect("a prose column");
         for p in parts {
             w.write(p).unwrap();
         }

@@ -7,20 +7,15 @@ use std::sync::Arc;
 use arrow_buffer::BooleanBuffer;
 use bytes::Bytes;
 use parquet::column::reader::{get_column_reader, ColumnReader};
-use parquet::column::writer::{get_column_writer, ColumnCloseResult, ColumnWriter};
+use parquet::column::writer::{get_column_writer, ColumnWriter};
 use parquet::data_type::Int96;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 
+use super::chunk::RawChunk;
 use crate::io::parquet::FileSource;
-
-/// An encoded column chunk held in memory, ready to be appended to a row group.
-pub struct RawChunk {
-    pub bytes: Bytes,
-    pub close: ColumnCloseResult,
-}
 
 /// Levels and values of one leaf of a row group, with the rows `keep` selects kept.
 struct Kept {
@@ -140,7 +135,7 @@ pub fn copy_kept_int96(
     };
     let bytes = sink.into_inner().map_err(|e| e.to_string())?;
     Ok(RawChunk {
-        bytes: Bytes::from(bytes),
+        bytes: Bytes::from(bytes).into(),
         close,
     })
 }

@@ -17,10 +17,11 @@ use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 
+use super::chunk::RawChunk;
 use super::job::{FileJob, Readers};
 use super::labels::LabelWriter;
 use super::prose::ProseWriter;
-use super::raw_leaf::{copy_kept_int96, RawChunk};
+use super::raw_leaf::copy_kept_int96;
 use crate::error::{Error, ReadError, Result};
 use crate::io::pages;
 use crate::io::parquet::{FileSource, RowGroupPages};
@@ -809,7 +810,6 @@ fn own_writers(
     skip_leaves: &[usize],
     skip_roots: &[usize],
     props: &Arc<parquet::file::properties::WriterProperties>,
-    kept: u64,
 ) -> Vec<Option<OwnWriter>> {
     let descr = readers.pq.file_metadata().schema_descr();
     let group = readers.pq.row_group(rg);
@@ -827,17 +827,8 @@ fn own_writers(
                 let input = group.column(leaf);
                 if !skip_leaves.contains(&leaf) {
                     writers[leaf] = if super::job::holds_prose(input) {
-                        // About the input chunk's share of the kept rows, with some to spare.
-                        let share = kept as f64 / group.num_rows().max(1) as f64;
-                        let expected =
-                            (input.compressed_size().max(0) as f64 * share * 1.25) as usize;
-                        ProseWriter::new(
-                            descr.column(leaf),
-                            field.data_type(),
-                            props,
-                            expected + (64 << 10),
-                        )
-                        .map(|w| OwnWriter::Prose(Box::new(w)))
+                        ProseWriter::new(descr.column(leaf), field.data_type(), props)
+                            .map(|w| OwnWriter::Prose(Box::new(w)))
                     } else {
                         LabelWriter::new(descr.column(leaf), field.data_type(), props)
                             .map(|w| OwnWriter::Labels(Box::new(w)))
@@ -945,7 +936,7 @@ fn encode_kept(
         .copied()
         .chain(spliced.iter().map(|s| s.leaf))
         .collect();
-    let mut own = own_writers(readers, rg, &schema, &skip_leaves, &skip_roots, props, kept);
+    let mut own = own_writers(readers, rg, &schema, &skip_leaves, &skip_roots, props);
     let chunks = match &payload_mask {
         None => {
             // Every column was read in pass 1 (or is spliced).

@@ -31,13 +31,13 @@ use parquet::file::metadata::{
 };
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::WriterProperties;
-use parquet::file::reader::ChunkReader;
+use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
 
-use super::raw_leaf::RawChunk;
+use super::chunk::{ChunkBytes, RawChunk};
 use crate::io::pages::{ChunkPages, Page, PageKind};
 use crate::io::parquet::FileSource;
 
@@ -231,7 +231,8 @@ pub(super) fn splice_column(
     let mut segments = encode_segments(&sources, &descr, &pieces, keep, props)?;
     segments.reverse();
 
-    let mut out: Vec<u8> = Vec::with_capacity(len as usize);
+    // The previous chunk's pages are taken as slices of it, not copied (see `ChunkBytes`).
+    let mut out = ChunkBytes::default();
     let mut uncompressed = 0i64;
     let first_data = at(locs[0].offset);
     if pchunk.dictionary_page_offset().is_some() {
@@ -244,9 +245,9 @@ pub(super) fn splice_column(
             .filter(|p| (p.header_len + p.compressed) as usize == first_data)
             .ok_or_else(|| bad("its dictionary page is not its first".into()))?;
         uncompressed += (dict.header_len + dict.uncompressed) as i64;
-        out.extend_from_slice(&prev_bytes[..first_data]);
+        out.push(prev_bytes.slice(..first_data));
     }
-    let data_start = out.len();
+    let data_start = out.len() as usize;
     let mut entries: Vec<PageEntry> = Vec::new();
     let mut seg_meta: Vec<ColumnCloseResult> = Vec::new();
     for piece in &pieces {
@@ -254,7 +255,7 @@ pub(super) fn splice_column(
             Piece::Copy(i) => {
                 let l = &locs[*i];
                 let page =
-                    &prev_bytes[at(l.offset)..at(l.offset) + l.compressed_page_size as usize];
+                    prev_bytes.slice(at(l.offset)..at(l.offset) + l.compressed_page_size as usize);
                 uncompressed += (data_pages[*i].header_len + data_pages[*i].uncompressed) as i64;
                 let (a, b) = spans[*i];
                 entries.push(PageEntry {
@@ -272,7 +273,7 @@ pub(super) fn splice_column(
                         .unencoded_byte_array_data_bytes()
                         .and_then(|v| v.get(*i).copied()),
                 });
-                out.extend_from_slice(page);
+                out.push(page);
             }
             Piece::Encode(..) => {
                 let (bytes, close) = segments.pop().ok_or("a segment went missing")?;
@@ -304,7 +305,7 @@ pub(super) fn splice_column(
                     });
                 }
                 uncompressed += close.metadata.uncompressed_size();
-                out.extend_from_slice(&bytes);
+                out.push(bytes);
                 seg_meta.push(close);
             }
         }
@@ -316,7 +317,7 @@ pub(super) fn splice_column(
     }
 
     let close = ColumnCloseResult {
-        bytes_written: out.len() as u64,
+        bytes_written: out.len(),
         rows_written: kept as u64,
         metadata: chunk_metadata(
             &descr,
@@ -324,7 +325,7 @@ pub(super) fn splice_column(
             &seg_meta,
             &entries,
             removed,
-            out.len(),
+            out.len() as usize,
             uncompressed,
             data_start,
         )
@@ -334,10 +335,7 @@ pub(super) fn splice_column(
         offset_index: Some(offset_index(&entries)),
     };
     Ok(Some(Spliced {
-        chunk: RawChunk {
-            bytes: Bytes::from(out),
-            close,
-        },
+        chunk: RawChunk { bytes: out, close },
         pages_copied,
     }))
 }
