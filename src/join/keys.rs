@@ -727,7 +727,7 @@ pub fn lookup(keys: &Keys, array: &dyn Array) -> std::result::Result<Vec<u32>, S
 
 /// [`lookup`]'s usual case: ids of the snapshot keys' own 64-bit type (`keys`, sorted and
 /// distinct), not a dictionary. Gathered as (id, row), 16 bytes where the general path's 128-bit
-/// keys take 32 and a call per row, and ordered as [`in_key_order`] orders them; `above` as for
+/// keys take 32 and a call per row, and ordered by [`by_key_bucket`] as the general path is; `above` as for
 /// [`guided_search`]. On the join write-heavy job the lookups' share of the samples fell from
 /// 2.1 % to 1.7 %; what is left is mostly the probes' cache misses in the keys.
 fn lookup_native<T: Ord + Copy + Default>(
@@ -745,23 +745,7 @@ fn lookup_native<T: Ord + Copy + Default>(
         Some(n) => probes.extend(n.valid_indices().map(|i| (ids[i], i as u32))),
         None => probes.extend(ids.iter().enumerate().map(|(i, k)| (*k, i as u32))),
     }
-    if probes.len() >= BUCKETED_FROM && last > first {
-        let scale = (BUCKETS - 1) as f64 / above(last, first) as f64;
-        let bucket = |(k, _): &(T, u32)| {
-            if *k <= first {
-                0
-            } else if *k >= last {
-                BUCKETS - 1
-            } else {
-                ((above(*k, first) as f64 * scale) as usize).min(BUCKETS - 1)
-            }
-        };
-        let mut ordered = vec![(T::default(), 0u32); probes.len()];
-        counting_scatter(&probes, &mut ordered, &mut vec![0; BUCKETS], bucket);
-        probes = ordered;
-    } else {
-        probes.sort_unstable();
-    }
+    by_key_bucket(&mut probes, first, last, above);
     for (k, row) in probes {
         if let Some(at) = guided_search(keys, k, above) {
             out[row as usize] = at as u32;
@@ -773,7 +757,7 @@ fn lookup_native<T: Ord + Copy + Default>(
 /// Rows a lookup gathers before it orders them by bucket rather than by a sort.
 const BUCKETED_FROM: usize = 1 << 14;
 
-/// Buckets of [`in_key_order`] and [`lookup_native`].
+/// Buckets of [`by_key_bucket`].
 const BUCKETS: usize = 1 << 16;
 
 /// Order `ints` (key, row) for probing `keys`: by the key's place in the range of the keys, in
@@ -794,25 +778,40 @@ fn in_key_order(keys: &Keys, ints: &mut Vec<(i128, u32)>) {
             .map(|(a, b)| (*a as i128, *b as i128)),
         _ => None,
     };
-    let Some((first, last)) = range.filter(|(a, b)| b > a && ints.len() >= BUCKETED_FROM) else {
-        ints.sort_unstable();
+    match range {
+        // Both ends are one type's (i64 or u64), so every distance from `first` within them
+        // fits a u64, which converts to f64 in an instruction (an i128 takes a call, once a row).
+        Some((first, last)) => by_key_bucket(ints, first, last, |v, first| (v - first) as u64),
+        None => ints.sort_unstable(),
+    }
+}
+
+/// Order `probes` (key, row) by the key's place in `first..=last` (the keys' range), in
+/// [`BUCKETS`] buckets; fewer than [`BUCKETED_FROM`] probes, or a range of one key, are sorted.
+/// `above(x, first)`: how far `x` is above `first`, for `first <= x <= last`.
+fn by_key_bucket<T: Ord + Copy + Default>(
+    probes: &mut Vec<(T, u32)>,
+    first: T,
+    last: T,
+    above: impl Fn(T, T) -> u64,
+) {
+    if probes.len() < BUCKETED_FROM || last <= first {
+        probes.sort_unstable();
         return;
-    };
-    // Both ends are one type's (i64 or u64), so every distance from `first` within them fits a
-    // u64, which converts to f64 in an instruction (an i128 takes a call, once a row).
-    let scale = (BUCKETS - 1) as f64 / (last - first) as u64 as f64;
-    let bucket = |v: i128| -> usize {
-        if v <= first {
+    }
+    let scale = (BUCKETS - 1) as f64 / above(last, first) as f64;
+    let bucket = |(k, _): &(T, u32)| {
+        if *k <= first {
             0
-        } else if v >= last {
+        } else if *k >= last {
             BUCKETS - 1
         } else {
-            (((v - first) as u64 as f64 * scale) as usize).min(BUCKETS - 1)
+            ((above(*k, first) as f64 * scale) as usize).min(BUCKETS - 1)
         }
     };
-    let mut out = vec![(0i128, 0u32); ints.len()];
-    counting_scatter(ints, &mut out, &mut vec![0; BUCKETS], |(v, _)| bucket(*v));
-    *ints = out;
+    let mut ordered = vec![(T::default(), 0u32); probes.len()];
+    counting_scatter(probes, &mut ordered, &mut vec![0; BUCKETS], bucket);
+    *probes = ordered;
 }
 
 /// A counting sort's two passes: `items` into `out` (as long) by `bucket` (below
