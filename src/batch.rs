@@ -217,6 +217,7 @@ impl BatchFilter {
                 user_id: policy.columns.user_id.as_deref(),
                 pseudonymize: None,
                 policy,
+                labels_as_dictionaries: false,
             },
             batch,
             &decision.rule,

@@ -9,7 +9,7 @@ use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, ArrowWriterOption
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, Type as PhysicalType};
 use parquet::file::metadata::{KeyValue, ParquetMetaData};
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::schema::types::SchemaDescriptor;
 
 use crate::decide::FileDecider;
@@ -91,6 +91,8 @@ pub struct FileJob {
     /// First row index of each row group within the file.
     pub(super) rg_first_row: Vec<u64>,
     pub(super) manifest_schema: SchemaRef,
+    /// The manifest's Parquet schema, for the label writers of its label columns.
+    pub(super) manifest_descr: Arc<SchemaDescriptor>,
     pub(super) manifest_factory: ArrowRowGroupWriterFactory,
     pub(super) manifest_props: WriterProperties,
     /// HMAC key for `--pseudonymize-user-ids`.
@@ -372,6 +374,11 @@ impl FileJob {
         let manifest_props = manifest_props(policy, &manifest_schema, user_id_dictionary);
         let manifest_factory =
             factory_for(&manifest_schema, manifest_props.clone(), None).map_err(writer_err)?;
+        let manifest_descr = Arc::new(
+            parquet::arrow::ArrowSchemaConverter::new()
+                .convert(&manifest_schema)
+                .map_err(writer_err)?,
+        );
         Ok(FileJob {
             input,
             decider,
@@ -388,6 +395,7 @@ impl FileJob {
             raw_leaves,
             rg_first_row,
             manifest_schema,
+            manifest_descr,
             manifest_factory,
             manifest_props,
             pseudonymize: options.pseudonymize.clone(),
@@ -733,19 +741,15 @@ pub fn manifest_schema(policy: &Policy, schema: &Schema, pseudonymized: bool) ->
 
 /// Writer settings of the exclusion manifest. Row numbers ascend and record ids are unique
 /// (and often ascend too): no dictionary attempt, delta-encoded when they are integers, which
-/// costs less CPU than compressing them plain and makes them ~20 % smaller. No statistics on
-/// the string columns: `source_file` is the same in every row of a manifest file, and nearly
-/// every row group holds many rules and regions, so min/max would prune nothing while costing a
-/// comparison per row (a dictionary page per row group lists the values instead).
+/// costs less CPU than compressing them plain and makes them ~20 % smaller. The label columns
+/// (`source_file`, `rule`, `region`) are written by the label writer, with a dictionary and
+/// page statistics taken over each page's few distinct values.
 fn manifest_props(policy: &Policy, schema: &Schema, user_id_dictionary: bool) -> WriterProperties {
     let mut b = base_props(Some(vec![
         KeyValue::new(POLICY_KEY.into(), policy.id.clone()),
         KeyValue::new(POLICY_SHA_KEY.into(), policy.sha256.clone()),
     ]))
     .set_compression(Compression::ZSTD(Default::default()));
-    for name in ["source_file", "rule", "region"] {
-        b = b.set_column_statistics_enabled(name.into(), EnabledStatistics::None);
-    }
     for name in ["row", "record_id"] {
         let Ok(field) = schema.field_with_name(name) else {
             continue;
