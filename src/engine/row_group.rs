@@ -712,22 +712,23 @@ pub(crate) fn manifest_rows(
         ),
         as_dict,
     )?);
-    let schema = if as_dict {
-        let fields: Vec<Field> = of
-            .schema
-            .fields()
-            .iter()
-            .zip(&cols)
-            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-            .collect();
-        Arc::new(Schema::new_with_metadata(
-            fields,
-            of.schema.metadata().clone(),
-        ))
-    } else {
-        of.schema.clone()
-    };
-    RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+    batch_of(of.schema, cols).map_err(|e| e.to_string())
+}
+
+/// `cols` as a batch of `schema`'s fields, each typed as its column is (the manifest's label
+/// columns may be dictionaries of the strings the schema says).
+fn batch_of(
+    schema: &SchemaRef,
+    cols: Vec<ArrayRef>,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(&cols)
+        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+        .collect();
+    let typed = Schema::new_with_metadata(fields, schema.metadata().clone());
+    RecordBatch::try_new(Arc::new(typed), cols)
 }
 
 /// `batch` with each column in `schema`'s type (the manifest's label columns, dictionaries
@@ -775,29 +776,18 @@ fn encode_manifest(
         })
         .collect();
     // What no writer of ours takes goes to the Arrow writer in the schema's type.
-    let batch = if own.iter().all(Option::is_some) || batch.schema() == *schema {
-        batch
-    } else {
-        let cols = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .zip(&own)
-            .map(|((c, f), w)| match w {
-                None if c.data_type() != f.data_type() => arrow_cast::cast(c, f.data_type()),
-                _ => Ok(c.clone()),
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .zip(&cols)
-            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-            .collect();
-        let typed = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-        RecordBatch::try_new(typed, cols).map_err(|e| e.to_string())?
-    };
+    let batch = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .zip(&own)
+        .map(|((c, f), w)| match w {
+            None if c.data_type() != f.data_type() => arrow_cast::cast(c, f.data_type()),
+            _ => Ok(c.clone()),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .and_then(|cols| batch_of(schema, cols))
+        .map_err(|e| e.to_string())?;
     let (chunks, _) = encode_batches_with(
         &job.manifest_factory,
         schema,
