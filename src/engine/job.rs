@@ -1,16 +1,19 @@
 //! One input file bound to the policy ([`FileJob::prepare`]): the decider, the readers of both
 //! passes, and the writer settings its outputs are encoded with.
 
-use std::sync::{Arc, Mutex};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, ArrowWriterOptions};
+use parquet::arrow::arrow_writer::{
+    ArrowColumnWriter, ArrowRowGroupWriterFactory, ArrowWriterOptions,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, Type as PhysicalType};
 use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::{WriterProperties, WriterVersion};
-use parquet::schema::types::SchemaDescriptor;
+use parquet::schema::types::{SchemaDescriptor, Type};
 
 use crate::decide::FileDecider;
 use crate::error::{Error, Result};
@@ -80,7 +83,7 @@ pub struct FileJob {
     indexed: Mutex<Option<Arc<Readers>>>,
     /// Output writer factories and their properties, one per distinct codec set;
     /// `rg_factory[rg]` indexes them.
-    pub(super) factories: Vec<(Arc<ArrowRowGroupWriterFactory>, Arc<WriterProperties>)>,
+    pub(super) factories: Vec<(Arc<WriterFactories>, Arc<WriterProperties>)>,
     pub(super) rg_factory: Vec<usize>,
     /// Writer properties of the data file (those of row group 0's codecs).
     pub(super) data_props: WriterProperties,
@@ -93,7 +96,7 @@ pub struct FileJob {
     pub(super) manifest_schema: SchemaRef,
     /// The manifest's Parquet schema, for the label writers of its label columns.
     pub(super) manifest_descr: Arc<SchemaDescriptor>,
-    pub(super) manifest_factory: ArrowRowGroupWriterFactory,
+    pub(super) manifest_factory: WriterFactories,
     pub(super) manifest_props: WriterProperties,
     /// HMAC key for `--pseudonymize-user-ids`.
     pub(super) pseudonymize: Option<Arc<Vec<u8>>>,
@@ -338,8 +341,7 @@ impl FileJob {
         let mut factories = Vec::with_capacity(writers.codec_sets.len());
         for codecs in &writers.codec_sets {
             let props = writers.props_for(codecs);
-            let factory = factory_for(&data_schema, props.clone(), Some(schema_descr.as_ref()))
-                .map_err(writer_err)?;
+            let factory = WriterFactories::new(&data_schema, &props, &schema_descr, true);
             factories.push((Arc::new(factory), Arc::new(props)));
         }
         let data_props = writers.props_for(&writers.default_codecs);
@@ -372,13 +374,13 @@ impl FileJob {
             })
         });
         let manifest_props = manifest_props(policy, &manifest_schema, user_id_dictionary);
-        let manifest_factory =
-            factory_for(&manifest_schema, manifest_props.clone(), None).map_err(writer_err)?;
         let manifest_descr = Arc::new(
             parquet::arrow::ArrowSchemaConverter::new()
                 .convert(&manifest_schema)
                 .map_err(writer_err)?,
         );
+        let manifest_factory =
+            WriterFactories::new(&manifest_schema, &manifest_props, &manifest_descr, false);
         Ok(FileJob {
             input,
             decider,
@@ -763,6 +765,95 @@ fn manifest_props(policy: &Policy, schema: &Schema, user_id_dictionary: bool) ->
         b = b.set_column_dictionary_enabled("user_id".into(), false);
     }
     b.build()
+}
+
+/// The Arrow column writers of an output schema, made per root column and only for the roots
+/// a row group's Arrow writer writes.
+///
+/// Making a column writer makes its codec, and the parquet crate's zstd codec makes a compression
+/// and a decompression context, each of which runs `cpuid` (zstd 1.5.7's BMI2 probe, not cached).
+/// Under a hypervisor every `cpuid` traps to it: about 16 µs a context on the bench machine, where
+/// compressing a small page with a context kept takes 1. A factory of the whole schema made a
+/// writer for every leaf, also for those our own writers take (text, labels) and those copied
+/// (spliced, INT96): on 2,000 files of 500 rows, context making was a fifth of the run's CPU.
+pub(super) struct WriterFactories {
+    schema: SchemaRef,
+    props: WriterProperties,
+    /// The root columns' Parquet types, when the factories are to use them (an input's schema)
+    /// rather than derive them from the Arrow fields (the manifest's).
+    parquet: Option<(String, Vec<Arc<Type>>)>,
+    /// Each root column's leaves.
+    leaves: Vec<Range<usize>>,
+    /// Each root column's factory, made on first use.
+    roots: Vec<OnceLock<std::result::Result<ArrowRowGroupWriterFactory, String>>>,
+}
+
+impl WriterFactories {
+    /// Factories for `schema` (whose Parquet schema is `descr`) with `props`; `use_descr`:
+    /// write `descr`'s types rather than the ones the Arrow fields convert to.
+    pub(super) fn new(
+        schema: &SchemaRef,
+        props: &WriterProperties,
+        descr: &SchemaDescriptor,
+        use_descr: bool,
+    ) -> WriterFactories {
+        let roots = descr.root_schema().get_fields();
+        let mut leaves = vec![0..0; roots.len()];
+        for leaf in 0..descr.num_columns() {
+            let r = &mut leaves[descr.get_column_root_idx(leaf)];
+            *r = if r.start == r.end {
+                leaf..leaf + 1
+            } else {
+                r.start..leaf + 1
+            };
+        }
+        WriterFactories {
+            schema: schema.clone(),
+            props: props.clone(),
+            parquet: use_descr.then(|| (descr.root_schema().name().to_string(), roots.to_vec())),
+            leaves,
+            roots: (0..roots.len()).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The leaves of every root column, in order.
+    pub(super) fn leaves(&self) -> &[Range<usize>] {
+        &self.leaves
+    }
+
+    /// Which roots' factories have been made.
+    #[cfg(test)]
+    pub(super) fn made(&self) -> Vec<bool> {
+        self.roots.iter().map(|r| r.get().is_some()).collect()
+    }
+
+    /// New writers of root column `root`'s leaves, for one row group.
+    pub(super) fn writers(
+        &self,
+        root: usize,
+    ) -> std::result::Result<Vec<ArrowColumnWriter>, String> {
+        let factory = self.roots[root].get_or_init(|| {
+            let field = self.schema.field(root).clone();
+            let schema =
+                Arc::new(Schema::new(vec![field]).with_metadata(self.schema.metadata().clone()));
+            let descr = match &self.parquet {
+                Some((name, roots)) => Some(SchemaDescriptor::new(Arc::new(
+                    Type::group_type_builder(name)
+                        .with_fields(vec![roots[root].clone()])
+                        .build()
+                        .map_err(|e| e.to_string())?,
+                ))),
+                None => None,
+            };
+            factory_for(&schema, self.props.clone(), descr.as_ref()).map_err(|e| e.to_string())
+        });
+        let factory = factory
+            .as_ref()
+            .map_err(|e| format!("creating column writers: {e}"))?;
+        factory
+            .create_column_writers(0)
+            .map_err(|e| format!("creating column writers: {e}"))
+    }
 }
 
 /// A writer factory for `schema` with `props`, built off a writer to nowhere: the factory only

@@ -19,10 +19,10 @@ use arrow_array::{
 use arrow_buffer::BooleanBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
-use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowColumnWriter};
 
 use super::chunk::RawChunk;
-use super::job::{FileJob, Readers};
+use super::job::{FileJob, Readers, WriterFactories};
 use super::labels::LabelWriter;
 use super::prose::ProseWriter;
 use super::raw_leaf::copy_kept_int96;
@@ -801,7 +801,9 @@ fn encode_manifest(
         .zip(own)
         .map(|(chunk, own)| match own {
             Some(w) => w.close().map(OutChunk::Raw),
-            None => Ok(OutChunk::Arrow(chunk)),
+            None => chunk
+                .map(OutChunk::Arrow)
+                .ok_or_else(|| "a manifest column has no writer".to_string()),
         })
         .collect()
 }
@@ -828,22 +830,35 @@ impl OwnWriter {
     }
 }
 
-/// Encode batches of `schema` into one row group's column chunks with `factory`'s settings.
+/// Encode batches of `schema` into one row group's column chunks with `factories`' settings.
 /// Leaves listed in `skip` are not written (the caller encodes them itself); the batches lack
 /// the root columns listed in `skip_roots` (flat, one leaf each), whose writers write nothing.
 /// The flat leaves that have a writer in `own` (by leaf index) are written by it and not by the
-/// Arrow writer (whose chunk of them is empty).
+/// Arrow writer. A leaf's chunk is `None` where no Arrow writer was made for it: only roots with
+/// a leaf the Arrow writer writes get writers (see [`WriterFactories`]).
 fn encode_batches_with(
-    factory: &ArrowRowGroupWriterFactory,
+    factories: &WriterFactories,
     schema: &Schema,
     skip: &[usize],
     skip_roots: &[usize],
     own: &mut [Option<OwnWriter>],
     batches: impl Iterator<Item = std::result::Result<RecordBatch, String>>,
-) -> std::result::Result<(Vec<ArrowColumnChunk>, u64), String> {
-    let mut writers = factory
-        .create_column_writers(0)
-        .map_err(|e| format!("creating column writers: {e}"))?;
+) -> std::result::Result<(Vec<Option<ArrowColumnChunk>>, u64), String> {
+    let leaves = factories.leaves();
+    let mut writers: Vec<Option<ArrowColumnWriter>> = (0..leaves.last().map_or(0, |r| r.end))
+        .map(|_| None)
+        .collect();
+    for (root, range) in leaves.iter().enumerate() {
+        let arrow_writes = range
+            .clone()
+            .any(|l| !skip.contains(&l) && !matches!(own.get(l), Some(Some(_))));
+        if skip_roots.contains(&root) || !arrow_writes {
+            continue;
+        }
+        for (w, leaf) in factories.writers(root)?.into_iter().zip(range.clone()) {
+            writers[leaf] = Some(w);
+        }
+    }
     let mut rows = 0u64;
     for batch in batches {
         let batch = batch?;
@@ -865,10 +880,11 @@ fn encode_batches_with(
                 continue;
             }
             for column in compute_leaves(field, array).map_err(|e| format!("encoding: {e}"))? {
-                let w = writers
-                    .get_mut(leaf)
-                    .ok_or("more leaf columns than writers")?;
                 if !skip.contains(&leaf) {
+                    let w = writers
+                        .get_mut(leaf)
+                        .and_then(Option::as_mut)
+                        .ok_or("more leaf columns than writers")?;
                     w.write(&column)
                         .map_err(|e| format!("encoding column '{}': {e}", field.name()))?;
                 }
@@ -878,7 +894,10 @@ fn encode_batches_with(
     }
     let chunks = writers
         .into_iter()
-        .map(|w| w.close().map_err(|e| format!("encoding: {e}")))
+        .map(|w| {
+            w.map(|w| w.close().map_err(|e| format!("encoding: {e}")))
+                .transpose()
+        })
         .collect::<std::result::Result<_, _>>()?;
     Ok((chunks, rows))
 }
@@ -1127,8 +1146,146 @@ fn encode_kept(
         } else if job.raw_leaves.contains(&leaf) {
             OutChunk::Raw(copy_kept_int96(source, &readers.pq, rg, leaf, keep, props)?)
         } else {
-            OutChunk::Arrow(chunk)
+            OutChunk::Arrow(
+                chunk.ok_or_else(|| ReadError::Invalid(format!("column {leaf} has no writer")))?,
+            )
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, StructArray};
+    use arrow_schema::{DataType, Field, Fields, Schema};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+
+    use super::{encode_batches_with, LabelWriter, OwnWriter, WriterFactories};
+
+    /// A flat root, a struct of two leaves, a string and an integer: leaves 0 to 4.
+    fn batch() -> RecordBatch {
+        let inner = Fields::from(vec![
+            Field::new("x", DataType::Int32, true),
+            Field::new("y", DataType::Utf8, true),
+        ]);
+        let s = StructArray::new(
+            inner.clone(),
+            vec![
+                Arc::new(Int32Array::from(vec![Some(1), None, Some(3), Some(4)])) as ArrayRef,
+                Arc::new(StringArray::from(vec![
+                    Some("p"),
+                    Some("q"),
+                    None,
+                    Some("r"),
+                ])),
+            ],
+            None,
+        );
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("s", DataType::Struct(inner), true),
+            Field::new("t", DataType::Utf8, true),
+            Field::new("u", DataType::Int32, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(vec![10, 11, 12, 13])),
+                Arc::new(s),
+                Arc::new(StringArray::from(vec![
+                    Some("uk"),
+                    None,
+                    Some("fr"),
+                    Some("uk"),
+                ])),
+                Arc::new(Int32Array::from(vec![Some(7), Some(8), None, Some(9)])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn props() -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+            .build()
+    }
+
+    #[test]
+    fn arrow_writers_are_made_only_for_the_roots_the_arrow_writer_writes() {
+        let b = batch();
+        let descr = ArrowSchemaConverter::new().convert(&b.schema()).unwrap();
+        let props = props();
+        for use_descr in [true, false] {
+            let f = WriterFactories::new(&b.schema(), &props, &descr, use_descr);
+            assert_eq!(f.leaves(), &[0..1, 1..3, 3..4, 4..5]);
+            // `t` taken by a label writer, `u` by the caller.
+            let mut own: Vec<Option<OwnWriter>> = (0..5).map(|_| None).collect();
+            own[3] = LabelWriter::new(descr.column(3), &DataType::Utf8, &props)
+                .map(|w| OwnWriter::Labels(Box::new(w)));
+            assert!(own[3].is_some());
+            let (chunks, rows) = encode_batches_with(
+                &f,
+                &b.schema(),
+                &[4],
+                &[],
+                &mut own,
+                [Ok(b.clone())].into_iter(),
+            )
+            .unwrap();
+            assert_eq!(rows, 4);
+            let made: Vec<bool> = chunks.iter().map(Option::is_some).collect();
+            assert_eq!(made, [true, true, true, false, false]);
+            // No factory, so no column writer and no codec, for the roots nobody asked of it.
+            assert_eq!(f.made(), [true, true, false, false]);
+        }
+    }
+
+    #[test]
+    fn chunks_of_the_roots_factories_make_the_file_the_whole_schema_would() {
+        let b = batch();
+        let descr = ArrowSchemaConverter::new().convert(&b.schema()).unwrap();
+        for use_descr in [true, false] {
+            let f = WriterFactories::new(&b.schema(), &props(), &descr, use_descr);
+            let mut own: Vec<Option<OwnWriter>> = (0..5).map(|_| None).collect();
+            let (chunks, _) = encode_batches_with(
+                &f,
+                &b.schema(),
+                &[],
+                &[],
+                &mut own,
+                [Ok(b.clone())].into_iter(),
+            )
+            .unwrap();
+            // Appended to a row group of the whole schema: each chunk's column descriptor must
+            // be the whole schema's, or the writer refuses it.
+            let mut file = Vec::new();
+            let options =
+                parquet::arrow::arrow_writer::ArrowWriterOptions::new().with_properties(props());
+            let (mut w, _) = ArrowWriter::try_new_with_options(&mut file, b.schema(), options)
+                .and_then(|w| w.into_serialized_writer())
+                .unwrap();
+            let mut group = w.next_row_group().unwrap();
+            for c in chunks {
+                c.expect("every leaf written")
+                    .append_to_row_group(&mut group)
+                    .unwrap();
+            }
+            group.close().unwrap();
+            w.close().unwrap();
+            let back: Vec<RecordBatch> =
+                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file))
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+            assert_eq!(back.len(), 1);
+            assert_eq!(back[0].columns(), b.columns());
+        }
+    }
 }
