@@ -6,7 +6,8 @@
 //! file is read and written through [`io`]. [`cli`] holds the raw command line, [`plan`] the
 //! validated one, and [`commands`] one module per subcommand. [`reuse`] carries a previous
 //! output's work into a run (`--reuse`), [`journal`] an interrupted one's (`--resume`). [`batch`]
-//! decides Arrow batches in memory (the Python module).
+//! decides Arrow batches in memory (the Python module). [`zstd_contexts`] keeps the zstd contexts
+//! the parquet crate drops, for the next it makes.
 
 pub(crate) mod allocator;
 pub mod batch;
@@ -30,6 +31,7 @@ pub(crate) mod reuse;
 pub(crate) mod signals;
 pub(crate) mod summary;
 pub(crate) mod values;
+pub mod zstd_contexts;
 
 pub use cli::main;
 pub use commands::run;

@@ -389,3 +389,21 @@ fn page_headers_holding_long_statistics_are_read() {
     assert!(i64s(&kept, "post_id").iter().all(|id| id.unwrap() % 3 != 0));
     keep_for_crosscheck(&out, "long-page-statistics");
 }
+
+/// The test binaries are linked as the corpusgate binary is (`build.rs`): zstd's context
+/// constructors and destructors wrapped, so that the contexts the parquet crate drops are handed
+/// out again (`src/zstd_contexts.rs`). Linux with glibc only, where the link is wrapped.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn zstd_contexts_dropped_are_handed_out_again() {
+    let before = corpusgate::zstd_contexts::reused();
+    for _ in 0..8 {
+        drop(zstd::bulk::Compressor::new(3).unwrap());
+        drop(zstd::bulk::Decompressor::new().unwrap());
+    }
+    // Other tests make and drop contexts meanwhile, which can only add to the count.
+    assert!(
+        corpusgate::zstd_contexts::reused() >= before + 14,
+        "the link does not wrap zstd's context constructors"
+    );
+}
