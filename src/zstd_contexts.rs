@@ -42,21 +42,54 @@ pub fn reused() -> u64 {
     REUSED.load(Ordering::Relaxed)
 }
 
-fn take(kept: &Mutex<Vec<usize>>) -> Option<usize> {
-    let ctx = kept.lock().ok()?.pop()?;
-    REUSED.fetch_add(1, Ordering::Relaxed);
-    Some(ctx)
+/// A kept context, or a new one from `make`.
+///
+/// # Safety
+/// `make` is zstd's constructor of the kind `kept` holds.
+unsafe fn take<T>(kept: &Mutex<Vec<usize>>, make: unsafe extern "C" fn() -> *mut T) -> *mut T {
+    match kept.lock().ok().and_then(|mut v| v.pop()) {
+        Some(ctx) => {
+            REUSED.fetch_add(1, Ordering::Relaxed);
+            ctx as *mut T
+        }
+        // SAFETY: zstd's constructor, no arguments.
+        None => unsafe { make() },
+    }
 }
 
-/// Keeps `ctx` if there is room; `false`: the caller frees it.
-fn keep(kept: &Mutex<Vec<usize>>, ctx: usize) -> bool {
-    match kept.lock() {
-        Ok(mut v) if v.len() < KEEP => {
-            v.push(ctx);
-            true
-        }
-        _ => false,
+/// `ctx` reset and kept, or freed when it cannot be reset or `kept` is full.
+///
+/// # Safety
+/// `ctx` is null or a live context of `kept`'s kind that no one uses any more; `reset` and
+/// `free` are zstd's functions for that kind.
+unsafe fn give_back<T>(
+    kept: &Mutex<Vec<usize>>,
+    ctx: *mut T,
+    reset: unsafe extern "C" fn(*mut T, zstd_sys::ZSTD_ResetDirective) -> usize,
+    free: unsafe extern "C" fn(*mut T) -> usize,
+) -> usize {
+    if ctx.is_null() {
+        return 0;
     }
+    // SAFETY: a live context no one else uses. Resetting session and parameters is allowed in
+    // any state and returns it to the state zstd makes it in (its memory aside).
+    let reset = unsafe {
+        reset(
+            ctx,
+            zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
+        )
+    };
+    // SAFETY: a size_t result of zstd's, checked as zstd checks them.
+    if unsafe { zstd_sys::ZSTD_isError(reset) } == 0 {
+        if let Ok(mut v) = kept.lock() {
+            if v.len() < KEEP {
+                v.push(ctx as usize);
+                return 0;
+            }
+        }
+    }
+    // SAFETY: not kept, so freed here, once.
+    unsafe { free(ctx) }
 }
 
 /// What the link calls for `ZSTD_createCCtx`.
@@ -65,11 +98,8 @@ fn keep(kept: &Mutex<Vec<usize>>, ctx: usize) -> bool {
 /// Called as `ZSTD_createCCtx`: the context returned is the caller's until it frees it.
 #[no_mangle]
 pub unsafe extern "C" fn __wrap_ZSTD_createCCtx() -> *mut zstd_sys::ZSTD_CCtx {
-    match take(&COMPRESSION) {
-        Some(ctx) => ctx as *mut zstd_sys::ZSTD_CCtx,
-        // SAFETY: zstd's own constructor (the same as ZSTD_createCCtx's), no arguments.
-        None => unsafe { zstd_sys::ZSTD_createCStream() },
-    }
+    // SAFETY: ZSTD_createCStream makes what ZSTD_createCCtx makes (a CStream is a CCtx).
+    unsafe { take(&COMPRESSION, zstd_sys::ZSTD_createCStream) }
 }
 
 /// What the link calls for `ZSTD_freeCCtx`.
@@ -78,23 +108,15 @@ pub unsafe extern "C" fn __wrap_ZSTD_createCCtx() -> *mut zstd_sys::ZSTD_CCtx {
 /// Called as `ZSTD_freeCCtx`: `ctx` is null or a context the caller owns and no longer uses.
 #[no_mangle]
 pub unsafe extern "C" fn __wrap_ZSTD_freeCCtx(ctx: *mut zstd_sys::ZSTD_CCtx) -> usize {
-    if ctx.is_null() {
-        return 0;
-    }
-    // SAFETY: `ctx` is a live context no one else uses; resetting session and parameters is
-    // allowed in any state and returns it to the state ZSTD_createCCtx makes (its memory aside).
-    let reset = unsafe {
-        zstd_sys::ZSTD_CCtx_reset(
+    // SAFETY: as the caller promises; the compression kind's functions.
+    unsafe {
+        give_back(
+            &COMPRESSION,
             ctx,
-            zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
+            zstd_sys::ZSTD_CCtx_reset,
+            zstd_sys::ZSTD_freeCStream,
         )
-    };
-    // SAFETY: a size_t result of zstd's, checked as zstd checks them.
-    if unsafe { zstd_sys::ZSTD_isError(reset) } == 0 && keep(&COMPRESSION, ctx as usize) {
-        return 0;
     }
-    // SAFETY: as above; the context is not kept, so it is freed here, once.
-    unsafe { zstd_sys::ZSTD_freeCStream(ctx) }
 }
 
 /// What the link calls for `ZSTD_createDCtx`.
@@ -103,11 +125,8 @@ pub unsafe extern "C" fn __wrap_ZSTD_freeCCtx(ctx: *mut zstd_sys::ZSTD_CCtx) -> 
 /// Called as `ZSTD_createDCtx`: the context returned is the caller's until it frees it.
 #[no_mangle]
 pub unsafe extern "C" fn __wrap_ZSTD_createDCtx() -> *mut zstd_sys::ZSTD_DCtx {
-    match take(&DECOMPRESSION) {
-        Some(ctx) => ctx as *mut zstd_sys::ZSTD_DCtx,
-        // SAFETY: zstd's own constructor (the same as ZSTD_createDCtx's), no arguments.
-        None => unsafe { zstd_sys::ZSTD_createDStream() },
-    }
+    // SAFETY: ZSTD_createDStream makes what ZSTD_createDCtx makes (a DStream is a DCtx).
+    unsafe { take(&DECOMPRESSION, zstd_sys::ZSTD_createDStream) }
 }
 
 /// What the link calls for `ZSTD_freeDCtx`.
@@ -116,22 +135,15 @@ pub unsafe extern "C" fn __wrap_ZSTD_createDCtx() -> *mut zstd_sys::ZSTD_DCtx {
 /// Called as `ZSTD_freeDCtx`: `ctx` is null or a context the caller owns and no longer uses.
 #[no_mangle]
 pub unsafe extern "C" fn __wrap_ZSTD_freeDCtx(ctx: *mut zstd_sys::ZSTD_DCtx) -> usize {
-    if ctx.is_null() {
-        return 0;
-    }
-    // SAFETY: as for compression contexts.
-    let reset = unsafe {
-        zstd_sys::ZSTD_DCtx_reset(
+    // SAFETY: as the caller promises; the decompression kind's functions.
+    unsafe {
+        give_back(
+            &DECOMPRESSION,
             ctx,
-            zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
+            zstd_sys::ZSTD_DCtx_reset,
+            zstd_sys::ZSTD_freeDStream,
         )
-    };
-    // SAFETY: a size_t result of zstd's.
-    if unsafe { zstd_sys::ZSTD_isError(reset) } == 0 && keep(&DECOMPRESSION, ctx as usize) {
-        return 0;
     }
-    // SAFETY: as above; freed here, once.
-    unsafe { zstd_sys::ZSTD_freeDStream(ctx) }
 }
 
 /// How many contexts of each kind (compression, decompression) are kept now.
