@@ -14,10 +14,12 @@
 //! A context reset so is one as made, but for the memory it already holds: zstd's output is the
 //! same for the same parameters and input whatever the context compressed before (our own
 //! writers keep one context per thread and level for that reason, and their outputs are
-//! byte-identical across thread counts). The functions that really make and free contexts are
-//! called by their stream names (`ZSTD_createCStream` is `ZSTD_createCCtx` in zstd), which the
-//! link does not wrap, so nothing here needs the `__real_` symbols: the library links without
-//! the wrapping as well (the Python module), and then none of this is called.
+//! byte-identical across thread counts; the tests below check it against `ZSTD_compress`). The
+//! functions that really make and free contexts are called by their stream names
+//! (`ZSTD_createCStream` is `ZSTD_createCCtx` in zstd), which the link does not wrap, so nothing
+//! here needs the `__real_` symbols: the library links without the wrapping as well (the
+//! examples, the fuzz targets, the library's own unit tests), and then none of this is called.
+//! The binary, the integration tests and the Python module are wrapped (`build/zstd_wrap.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
