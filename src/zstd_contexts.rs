@@ -9,7 +9,7 @@
 //! takes ~1 µs. The parquet crate takes no context from its caller, so the link (`build.rs`)
 //! wraps zstd's `ZSTD_createCCtx`, `ZSTD_freeCCtx`, `ZSTD_createDCtx` and `ZSTD_freeDCtx`: a
 //! context freed is reset to its state as made (session and parameters) and kept, up to
-//! [`KEEP`] of each kind, and the next one asked for is taken from those kept.
+//! `KEEP` (8) of each kind, and the next one asked for is taken from those kept.
 //!
 //! A context reset so is one as made, but for the memory it already holds: zstd's output is the
 //! same for the same parameters and input whatever the context compressed before (our own
