@@ -344,6 +344,15 @@ impl SortedRows {
     }
 }
 
+/// What [`KeyBuf::newest_by_slot`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Newest {
+    /// The winning row of each key, in key order.
+    pub winners: Vec<u32>,
+    /// `(winner, row)`: rows tied with their key's winner, in key order.
+    pub ties: Vec<(u32, u32)>,
+}
+
 /// A byte key's sort entry: the 8 bytes after the keys' common prefix (big-endian, zero-padded)
 /// decide unless equal.
 struct ByteEntry {
@@ -465,6 +474,113 @@ impl KeyBuf {
                 valid[i].then(|| KeyRef::Bytes(&data[offsets[i] as usize..offsets[i + 1] as usize]))
             }
         }
+    }
+
+    /// The newest row of each key without sorting, for integer keys that span not many more
+    /// values than there are rows (ids from a sequence, the usual export): one slot per value
+    /// between the least and the greatest key, holding the row that wins it so far, in one
+    /// pass over the rows. `None` for byte keys and for keys too sparse for that (random or
+    /// hashed ids), which [`KeyBuf::sorted_rows`] orders instead.
+    ///
+    /// It answers as the sorted rows do: per key, the row with the greatest `updated` wins, the
+    /// first of them in row order on a tie; winners in key order. `ties`: `(winner, row)` for
+    /// every other row of a key that ties with its winner (every other row, `all_tie`), key by
+    /// key in key order and in row order within a key, for the caller to check they agree.
+    /// `only`: these keys alone, as for `sorted_rows`.
+    pub(super) fn newest_by_slot(
+        &self,
+        updated: &[i64],
+        only: Option<&KeySet>,
+        all_tie: bool,
+    ) -> Option<Newest> {
+        let KeyBuf::Int { vals, valid } = self else {
+            return None;
+        };
+        let n = vals.len();
+        if n >= u32::MAX as usize {
+            return None;
+        }
+        let only = only.map(|o| int_set(&o.ints));
+        let wanted = |i: usize| valid[i] && only.as_ref().is_none_or(|o| o.contains(vals[i]));
+        const CHUNK: usize = 1 << 16;
+        let (least, most) = vals
+            .par_chunks(CHUNK)
+            .zip(valid.par_chunks(CHUNK))
+            .map(|(chunk, ok)| {
+                let mut b = (i128::MAX, i128::MIN);
+                for (v, ok) in chunk.iter().zip(ok) {
+                    if *ok && only.as_ref().is_none_or(|o| o.contains(*v)) {
+                        b = (b.0.min(*v), b.1.max(*v));
+                    }
+                }
+                b
+            })
+            .reduce(
+                || (i128::MAX, i128::MIN),
+                |a, b| (a.0.min(b.0), a.1.max(b.1)),
+            );
+        if least > most {
+            return Some(Newest::default());
+        }
+        // A slot (4 bytes) and a flag per value: at most ~20 bytes per row beside the ~30 the
+        // rows hold already, as many as a sort's entries and scratch.
+        let slots = most - least + 1;
+        if slots > 4 * n as i128 + (1 << 16) {
+            return None;
+        }
+        let slots = slots as usize;
+        let mut winner = vec![u32::MAX; slots];
+        let mut shared = vec![false; slots];
+        // Each thread takes the keys of one range of slots, reading every row in row order (a
+        // sequential read) and writing only its own slots, which then stay in its cache.
+        let per = slots.div_ceil(rayon::current_num_threads().clamp(1, 8));
+        let ties: Vec<Vec<(u32, u32)>> = winner
+            .par_chunks_mut(per)
+            .zip(shared.par_chunks_mut(per))
+            .enumerate()
+            .map(|(t, (winner, shared))| {
+                let first = least + (t * per) as i128;
+                let len = winner.len() as i128;
+                // Every row of a key held by more than one, in row order: a key's first row
+                // when its second comes, then each that comes.
+                let mut rows_of_shared: Vec<(usize, u32)> = Vec::new();
+                for i in 0..n {
+                    let at = vals[i] - first;
+                    if at < 0 || at >= len || !wanted(i) {
+                        continue;
+                    }
+                    let s = at as usize;
+                    let w = winner[s];
+                    if w == u32::MAX {
+                        winner[s] = i as u32;
+                        continue;
+                    }
+                    if !shared[s] {
+                        shared[s] = true;
+                        rows_of_shared.push((s, w));
+                    }
+                    rows_of_shared.push((s, i as u32));
+                    // Strictly newer only: of rows equally new, the first stays.
+                    if updated[i] > updated[w as usize] {
+                        winner[s] = i as u32;
+                    }
+                }
+                rows_of_shared.retain(|&(s, r)| {
+                    let w = winner[s] as usize;
+                    r as usize != w && (all_tie || updated[r as usize] == updated[w])
+                });
+                // Stable: row order within a key.
+                rows_of_shared.sort_by_key(|t| t.0);
+                rows_of_shared
+                    .into_iter()
+                    .map(|(s, r)| (winner[s], r))
+                    .collect()
+            })
+            .collect();
+        Some(Newest {
+            winners: winner.into_iter().filter(|w| *w != u32::MAX).collect(),
+            ties: ties.concat(),
+        })
     }
 
     /// The rows with a key, ordered by key, then newest first (`updated`), then by position, and
@@ -1041,6 +1157,119 @@ mod tests {
             .collect();
         starts.push(order.len() as u32);
         (order, starts)
+    }
+
+    /// What `newest_by_slot` must give, from the comparison order: each run's first row, and
+    /// the rows tied with it (`all_tie`: every other row), key by key.
+    fn newest_reference(b: &KeyBuf, updated: &[i64], all_tie: bool) -> Newest {
+        let (order, starts) = reference(b, updated);
+        let mut want = Newest::default();
+        for run in starts.windows(2) {
+            let run = &order[run[0] as usize..run[1] as usize];
+            want.winners.push(run[0]);
+            let mut tied: Vec<(u32, u32)> = run[1..]
+                .iter()
+                .filter(|r| all_tie || updated[**r as usize] == updated[run[0] as usize])
+                .map(|r| (run[0], *r))
+                .collect();
+            // Within a key, the order does not matter (the caller names the key); rows.
+            tied.sort_unstable();
+            want.ties.extend(tied);
+        }
+        want
+    }
+
+    #[test]
+    fn newest_by_slot_picks_the_rows_the_sorted_order_picks() {
+        let mut lcg = crate::test_lcg(23);
+        let mut next = move || lcg() >> 33;
+        let mut dense_seen = 0;
+        for round in 0..60u64 {
+            // Dense ids (a sequence, with gaps), sparse ones, some beyond i64; duplicates with
+            // tied and differing times; nulls; narrowed to some keys or not.
+            let rows = 1 + (next() % 3000) as usize;
+            let span =
+                [rows as i128 / 2 + 1, 4 * rows as i128, 1 << 40, 1 << 70][round as usize % 4];
+            let base: i128 =
+                [0, -500, 1_000_000, i128::from(i64::MAX) - 10][(round / 4) as usize % 4];
+            let keys: Vec<Option<i128>> = (0..rows)
+                .map(|_| (next() % 30 != 0).then(|| base + (next() as i128 * 7919) % span))
+                .collect();
+            let updated: Vec<i64> = (0..rows)
+                .map(|_| [i64::MIN, 0, 1, 2, -3][(next() % 5) as usize])
+                .collect();
+            let mut b = KeyBuf::new(KeyKind::Int);
+            if keys.iter().flatten().all(|k| i64::try_from(*k).is_ok()) {
+                b.push_array(&arrow_array::Int64Array::from_iter(
+                    keys.iter().map(|k| k.map(|k| k as i64)),
+                ))
+                .unwrap();
+            } else {
+                let wide: Vec<Option<KeyRef>> = keys.iter().map(|k| k.map(KeyRef::Int)).collect();
+                if let KeyBuf::Int { vals, valid } = &mut b {
+                    for k in wide {
+                        vals.push(match k {
+                            Some(KeyRef::Int(v)) => v,
+                            _ => 0,
+                        });
+                        valid.push(k.is_some());
+                    }
+                }
+            }
+            let narrow = round % 3 == 0;
+            let mut only = KeySet::default();
+            let mut reference_buf = KeyBuf::new(KeyKind::Int);
+            if let (
+                KeyBuf::Int { vals, valid },
+                KeyBuf::Int {
+                    vals: rv,
+                    valid: rok,
+                },
+            ) = (&b, &mut reference_buf)
+            {
+                let some: std::collections::HashSet<i128> = vals
+                    .iter()
+                    .zip(valid)
+                    .filter(|(_, ok)| **ok)
+                    .map(|(v, _)| *v)
+                    .filter(|v| v.rem_euclid(3) == 0)
+                    .collect();
+                only.ints.extend(some.iter().copied());
+                rv.extend_from_slice(vals);
+                rok.extend(
+                    valid
+                        .iter()
+                        .zip(vals)
+                        .map(|(ok, v)| *ok && (!narrow || some.contains(v))),
+                );
+            }
+            for all_tie in [false, true] {
+                let got = b.newest_by_slot(&updated, narrow.then_some(&only), all_tie);
+                let Some(mut got) = got else {
+                    // Only keys too sparse for slots are left to the sort.
+                    assert!(
+                        span > 4 * rows as i128 + (1 << 16),
+                        "round {round}: no slots"
+                    );
+                    continue;
+                };
+                dense_seen += 1;
+                let want = newest_reference(&reference_buf, &updated, all_tie);
+                assert_eq!(
+                    got.winners, want.winners,
+                    "round {round}, all_tie {all_tie}"
+                );
+                // Tied rows come key by key, in key order.
+                let keys_in_order = got.ties.windows(2).all(|w| {
+                    reference_buf.get(w[0].0 as usize) <= reference_buf.get(w[1].0 as usize)
+                });
+                assert!(keys_in_order, "round {round}: ties out of key order");
+                got.ties
+                    .sort_by_key(|t| (reference_buf.get(t.0 as usize), t.1));
+                assert_eq!(got.ties, want.ties, "round {round}, all_tie {all_tie}");
+            }
+        }
+        assert!(dense_seen >= 40, "{dense_seen}");
     }
 
     #[test]

@@ -404,6 +404,39 @@ fn newest_rows(
     only: Option<&KeySet>,
 ) -> Result<Vec<u32>> {
     let (keys, updated) = (&rows.keys, &rows.updated);
+    let all_tie = spec.updated_at.is_none();
+    let same = |first: usize, other: usize| {
+        rows.region[other] == rows.region[first]
+            && rows.consent[other] == rows.consent[first]
+            && rows
+                .extras
+                .iter()
+                .all(|a| same_value(a.as_ref(), first, other))
+    };
+    let disagree = |first: usize| {
+        let why = match &spec.updated_at {
+            None => "the policy maps no consent_table.updated_at to pick the newest".to_string(),
+            Some(u) => format!("their newest {u} values are equal"),
+        };
+        snapshot_err(
+            path,
+            &spec.key,
+            format!(
+                "key {} appears in rows with different values and {why}; fix the snapshot or map updated_at",
+                describe_key(keys.get(first).expect("non-null"))
+            ),
+        )
+    };
+    if let Some(newest) = keys.newest_by_slot(updated, only, all_tie) {
+        // The tied rows come key by key, in key order: the first that disagrees names the key
+        // the sorting way below would name.
+        for (first, other) in newest.ties {
+            if !same(first as usize, other as usize) {
+                return Err(disagree(first as usize));
+            }
+        }
+        return Ok(newest.winners);
+    }
     let sorted = keys.sorted_rows(updated, only);
     let mut winners: Vec<u32> = Vec::with_capacity(sorted.starts.len().saturating_sub(1));
     for run in sorted.starts.windows(2) {
@@ -411,31 +444,12 @@ fn newest_rows(
         let first = run[0] as usize;
         for &other in &run[1..] {
             let other = other as usize;
-            let tie = spec.updated_at.is_none() || updated[other] == updated[first];
+            let tie = all_tie || updated[other] == updated[first];
             if !tie {
                 break;
             }
-            let same = rows.region[other] == rows.region[first]
-                && rows.consent[other] == rows.consent[first]
-                && rows
-                    .extras
-                    .iter()
-                    .all(|a| same_value(a.as_ref(), first, other));
-            if !same {
-                let why = match &spec.updated_at {
-                    None => {
-                        "the policy maps no consent_table.updated_at to pick the newest".to_string()
-                    }
-                    Some(u) => format!("their newest {u} values are equal"),
-                };
-                return Err(snapshot_err(
-                    path,
-                    &spec.key,
-                    format!(
-                        "key {} appears in rows with different values and {why}; fix the snapshot or map updated_at",
-                        describe_key(keys.get(first).expect("non-null"))
-                    ),
-                ));
+            if !same(first, other) {
+                return Err(disagree(first));
             }
         }
         winners.push(first as u32);
@@ -736,6 +750,35 @@ mod tests {
             e.contains("column 'id': key 1 appears in rows with different values and their newest at values are equal"),
             "{e}"
         );
+        // Of two keys whose tied rows disagree, the lesser is named, whichever comes first
+        // and whether the keys are dense enough for slots or sorted (2^40 apart).
+        for far in [0i64, 1 << 40] {
+            let loc = snapshot(
+                dir.path(),
+                &[
+                    (far + 5, "GB", "opt_in", 5),
+                    (far + 5, "FR", "opt_in", 5),
+                    (3, "GB", "opt_in", 1),
+                    (far + 2, "GB", "opt_in", 4),
+                    (far + 2, "DE", "opt_in", 4),
+                    (far + 2, "DE", "opt_in", 3),
+                ],
+            );
+            let e = load_consent_table(
+                &loc,
+                spec,
+                p.consent_values.as_ref(),
+                ReadOptions::default(),
+                None,
+            )
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(
+                e.contains(&format!("column 'id': key {} appears in rows", far + 2)),
+                "{e}"
+            );
+        }
         // Equal rows tied for newest are one member.
         let loc = snapshot(
             dir.path(),
