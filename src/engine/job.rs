@@ -341,7 +341,7 @@ impl FileJob {
         let mut factories = Vec::with_capacity(writers.codec_sets.len());
         for codecs in &writers.codec_sets {
             let props = writers.props_for(codecs);
-            let factory = WriterFactories::new(&data_schema, &props, &schema_descr, true);
+            let factory = WriterFactories::new(&data_schema, &props, &schema_descr);
             factories.push((Arc::new(factory), Arc::new(props)));
         }
         let data_props = writers.props_for(&writers.default_codecs);
@@ -380,7 +380,7 @@ impl FileJob {
                 .map_err(writer_err)?,
         );
         let manifest_factory =
-            WriterFactories::new(&manifest_schema, &manifest_props, &manifest_descr, false);
+            WriterFactories::new(&manifest_schema, &manifest_props, &manifest_descr);
         Ok(FileJob {
             input,
             decider,
@@ -779,9 +779,9 @@ fn manifest_props(policy: &Policy, schema: &Schema, user_id_dictionary: bool) ->
 pub(super) struct WriterFactories {
     schema: SchemaRef,
     props: WriterProperties,
-    /// The root columns' Parquet types, when the factories are to use them (an input's schema)
-    /// rather than derive them from the Arrow fields (the manifest's).
-    parquet: Option<(String, Vec<Arc<Type>>)>,
+    /// The Parquet schema's name and root columns' types, which the writers write (an input's
+    /// types, or the manifest's as converted from its Arrow fields).
+    parquet: (String, Vec<Arc<Type>>),
     /// Each root column's leaves.
     leaves: Vec<Range<usize>>,
     /// Each root column's factory, made on first use.
@@ -789,13 +789,11 @@ pub(super) struct WriterFactories {
 }
 
 impl WriterFactories {
-    /// Factories for `schema` (whose Parquet schema is `descr`) with `props`; `use_descr`:
-    /// write `descr`'s types rather than the ones the Arrow fields convert to.
+    /// Factories for `schema`, written as Parquet schema `descr`, with `props`.
     pub(super) fn new(
         schema: &SchemaRef,
         props: &WriterProperties,
         descr: &SchemaDescriptor,
-        use_descr: bool,
     ) -> WriterFactories {
         let roots = descr.root_schema().get_fields();
         let mut leaves = vec![0..0; roots.len()];
@@ -810,7 +808,7 @@ impl WriterFactories {
         WriterFactories {
             schema: schema.clone(),
             props: props.clone(),
-            parquet: use_descr.then(|| (descr.root_schema().name().to_string(), roots.to_vec())),
+            parquet: (descr.root_schema().name().to_string(), roots.to_vec()),
             leaves,
             roots: (0..roots.len()).map(|_| OnceLock::new()).collect(),
         }
@@ -836,16 +834,14 @@ impl WriterFactories {
             let field = self.schema.field(root).clone();
             let schema =
                 Arc::new(Schema::new(vec![field]).with_metadata(self.schema.metadata().clone()));
-            let descr = match &self.parquet {
-                Some((name, roots)) => Some(SchemaDescriptor::new(Arc::new(
-                    Type::group_type_builder(name)
-                        .with_fields(vec![roots[root].clone()])
-                        .build()
-                        .map_err(|e| e.to_string())?,
-                ))),
-                None => None,
-            };
-            factory_for(&schema, self.props.clone(), descr.as_ref()).map_err(|e| e.to_string())
+            let (name, roots) = &self.parquet;
+            let descr = SchemaDescriptor::new(Arc::new(
+                Type::group_type_builder(name)
+                    .with_fields(vec![roots[root].clone()])
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ));
+            factory_for(&schema, self.props.clone(), &descr).map_err(|e| e.to_string())
         });
         let factory = factory
             .as_ref()
@@ -856,17 +852,17 @@ impl WriterFactories {
     }
 }
 
-/// A writer factory for `schema` with `props`, built off a writer to nowhere: the factory only
-/// needs the schema and properties, so workers can encode before the output file is opened.
+/// A writer factory for `schema`, written as `parquet_schema`, with `props`, built off a writer
+/// to nowhere: the factory only needs the schemas and properties, so workers can encode before
+/// the output file is opened.
 pub(super) fn factory_for(
     schema: &SchemaRef,
     props: WriterProperties,
-    parquet_schema: Option<&SchemaDescriptor>,
+    parquet_schema: &SchemaDescriptor,
 ) -> parquet::errors::Result<ArrowRowGroupWriterFactory> {
-    let mut options = ArrowWriterOptions::new().with_properties(props);
-    if let Some(d) = parquet_schema {
-        options = options.with_parquet_schema(d.clone());
-    }
+    let options = ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_parquet_schema(parquet_schema.clone());
     let writer = ArrowWriter::try_new_with_options(std::io::sink(), schema.clone(), options)?;
     Ok(writer.into_serialized_writer()?.1)
 }

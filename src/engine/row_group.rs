@@ -1220,72 +1220,68 @@ mod tests {
         let b = batch();
         let descr = ArrowSchemaConverter::new().convert(&b.schema()).unwrap();
         let props = props();
-        for use_descr in [true, false] {
-            let f = WriterFactories::new(&b.schema(), &props, &descr, use_descr);
-            assert_eq!(f.leaves(), &[0..1, 1..3, 3..4, 4..5]);
-            // `t` taken by a label writer, `u` by the caller.
-            let mut own: Vec<Option<OwnWriter>> = (0..5).map(|_| None).collect();
-            own[3] = LabelWriter::new(descr.column(3), &DataType::Utf8, &props)
-                .map(|w| OwnWriter::Labels(Box::new(w)));
-            assert!(own[3].is_some());
-            let (chunks, rows) = encode_batches_with(
-                &f,
-                &b.schema(),
-                &[4],
-                &[],
-                &mut own,
-                [Ok(b.clone())].into_iter(),
-            )
-            .unwrap();
-            assert_eq!(rows, 4);
-            let made: Vec<bool> = chunks.iter().map(Option::is_some).collect();
-            assert_eq!(made, [true, true, true, false, false]);
-            // No factory, so no column writer and no codec, for the roots nobody asked of it.
-            assert_eq!(f.made(), [true, true, false, false]);
-        }
+        let f = WriterFactories::new(&b.schema(), &props, &descr);
+        assert_eq!(f.leaves(), &[0..1, 1..3, 3..4, 4..5]);
+        // `t` taken by a label writer, `u` by the caller.
+        let mut own: Vec<Option<OwnWriter>> = (0..5).map(|_| None).collect();
+        own[3] = LabelWriter::new(descr.column(3), &DataType::Utf8, &props)
+            .map(|w| OwnWriter::Labels(Box::new(w)));
+        assert!(own[3].is_some());
+        let (chunks, rows) = encode_batches_with(
+            &f,
+            &b.schema(),
+            &[4],
+            &[],
+            &mut own,
+            [Ok(b.clone())].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(rows, 4);
+        let made: Vec<bool> = chunks.iter().map(Option::is_some).collect();
+        assert_eq!(made, [true, true, true, false, false]);
+        // No factory, so no column writer and no codec, for the roots nobody asked of it.
+        assert_eq!(f.made(), [true, true, false, false]);
     }
 
     #[test]
     fn chunks_of_the_roots_factories_make_the_file_the_whole_schema_would() {
         let b = batch();
         let descr = ArrowSchemaConverter::new().convert(&b.schema()).unwrap();
-        for use_descr in [true, false] {
-            let f = WriterFactories::new(&b.schema(), &props(), &descr, use_descr);
-            let mut own: Vec<Option<OwnWriter>> = (0..5).map(|_| None).collect();
-            let (chunks, _) = encode_batches_with(
-                &f,
-                &b.schema(),
-                &[],
-                &[],
-                &mut own,
-                [Ok(b.clone())].into_iter(),
-            )
+        let f = WriterFactories::new(&b.schema(), &props(), &descr);
+        let mut own: Vec<Option<OwnWriter>> = (0..5).map(|_| None).collect();
+        let (chunks, _) = encode_batches_with(
+            &f,
+            &b.schema(),
+            &[],
+            &[],
+            &mut own,
+            [Ok(b.clone())].into_iter(),
+        )
+        .unwrap();
+        // Appended to a row group of the whole schema: each chunk's column descriptor must
+        // be the whole schema's, or the writer refuses it.
+        let mut file = Vec::new();
+        let options =
+            parquet::arrow::arrow_writer::ArrowWriterOptions::new().with_properties(props());
+        let (mut w, _) = ArrowWriter::try_new_with_options(&mut file, b.schema(), options)
+            .and_then(|w| w.into_serialized_writer())
             .unwrap();
-            // Appended to a row group of the whole schema: each chunk's column descriptor must
-            // be the whole schema's, or the writer refuses it.
-            let mut file = Vec::new();
-            let options =
-                parquet::arrow::arrow_writer::ArrowWriterOptions::new().with_properties(props());
-            let (mut w, _) = ArrowWriter::try_new_with_options(&mut file, b.schema(), options)
-                .and_then(|w| w.into_serialized_writer())
+        let mut group = w.next_row_group().unwrap();
+        for c in chunks {
+            c.expect("every leaf written")
+                .append_to_row_group(&mut group)
                 .unwrap();
-            let mut group = w.next_row_group().unwrap();
-            for c in chunks {
-                c.expect("every leaf written")
-                    .append_to_row_group(&mut group)
-                    .unwrap();
-            }
-            group.close().unwrap();
-            w.close().unwrap();
-            let back: Vec<RecordBatch> =
-                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file))
-                    .unwrap()
-                    .build()
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-            assert_eq!(back.len(), 1);
-            assert_eq!(back[0].columns(), b.columns());
         }
+        group.close().unwrap();
+        w.close().unwrap();
+        let back: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file))
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].columns(), b.columns());
     }
 }
