@@ -362,11 +362,23 @@ struct ByteEntry {
     len: u32,
 }
 
+/// Bounds of no key: any key widens them to itself.
+pub(super) const NO_BOUNDS: (i128, i128) = (i128::MAX, i128::MIN);
+
+/// Bounds holding both `a` and `b`.
+fn widen(a: (i128, i128), b: (i128, i128)) -> (i128, i128) {
+    (a.0.min(b.0), a.1.max(b.1))
+}
+
 /// Keys gathered while loading, before sorting.
 pub(super) enum KeyBuf {
     Int {
         vals: Vec<i128>,
         valid: Vec<bool>,
+        /// At most the least valid key and at least the greatest (`(i128::MAX, i128::MIN)` when
+        /// none was pushed): taken as the keys are gathered, where a plain column's bounds cost
+        /// a vectorised pass over its native integers, not one over the widened keys.
+        bounds: (i128, i128),
     },
     Bytes {
         offsets: Vec<u64>,
@@ -386,6 +398,7 @@ impl KeyBuf {
             KeyKind::Int => KeyBuf::Int {
                 vals: Vec::with_capacity(rows),
                 valid: Vec::with_capacity(rows),
+                bounds: NO_BOUNDS,
             },
             _ => {
                 let mut offsets = Vec::with_capacity(rows + 1);
@@ -401,12 +414,43 @@ impl KeyBuf {
 
     pub(super) fn push_array(&mut self, array: &dyn Array) -> std::result::Result<(), String> {
         match self {
-            KeyBuf::Int { vals, valid } => {
+            KeyBuf::Int {
+                vals,
+                valid,
+                bounds,
+            } => {
                 // Plain integer columns in bulk (a snapshot's million keys, one call per key
                 // through `for_each_key`, were half of concatenating its rows).
                 macro_rules! bulk {
                     ($t:ty) => {{
                         let a = array.as_primitive::<$t>();
+                        let values = a.values();
+                        // Over the native integers, which the compiler vectorises.
+                        let native = match a.nulls() {
+                            None => values.first().map(|f| {
+                                values
+                                    .iter()
+                                    .fold((*f, *f), |(l, h), x| (l.min(*x), h.max(*x)))
+                            }),
+                            // A null's slot may hold anything: the valid keys' bounds only.
+                            Some(n) => {
+                                let mut b: Option<(
+                                    <$t as ArrowPrimitiveType>::Native,
+                                    <$t as ArrowPrimitiveType>::Native,
+                                )> = None;
+                                for (x, ok) in values.iter().zip(n.iter()) {
+                                    if ok {
+                                        b = Some(
+                                            b.map_or((*x, *x), |(l, h)| (l.min(*x), h.max(*x))),
+                                        );
+                                    }
+                                }
+                                b
+                            }
+                        };
+                        if let Some((l, h)) = native {
+                            *bounds = widen(*bounds, (l as i128, h as i128));
+                        }
                         let start = vals.len();
                         vals.extend(a.values().iter().map(|v| *v as i128));
                         match a.nulls() {
@@ -436,6 +480,9 @@ impl KeyBuf {
                         Some(KeyRef::Int(i)) => Some(i),
                         _ => None,
                     };
+                    if let Some(i) = v {
+                        *bounds = widen(*bounds, (i, i));
+                    }
                     vals.push(v.unwrap_or(0));
                     valid.push(v.is_some());
                 })
@@ -465,7 +512,7 @@ impl KeyBuf {
 
     pub(super) fn get(&self, i: usize) -> Option<KeyRef<'_>> {
         match self {
-            KeyBuf::Int { vals, valid } => valid[i].then(|| KeyRef::Int(vals[i])),
+            KeyBuf::Int { vals, valid, .. } => valid[i].then(|| KeyRef::Int(vals[i])),
             KeyBuf::Bytes {
                 offsets,
                 data,
@@ -493,32 +540,40 @@ impl KeyBuf {
         only: Option<&KeySet>,
         all_tie: bool,
     ) -> Option<Newest> {
-        let KeyBuf::Int { vals, valid } = self else {
+        let KeyBuf::Int {
+            vals,
+            valid,
+            bounds,
+        } = self
+        else {
             return None;
         };
         let n = vals.len();
         if n >= u32::MAX as usize {
             return None;
         }
-        let only = only.map(|o| int_set(&o.ints));
-        let wanted = |i: usize| valid[i] && only.as_ref().is_none_or(|o| o.contains(vals[i]));
+        let only_set = only.map(|o| int_set(&o.ints));
+        let only = only_set.as_ref();
+        let wanted = |i: usize| valid[i] && only.is_none_or(|o| o.contains(vals[i]));
         const CHUNK: usize = 1 << 16;
-        let (least, most) = vals
-            .par_chunks(CHUNK)
-            .zip(valid.par_chunks(CHUNK))
-            .map(|(chunk, ok)| {
-                let mut b = (i128::MAX, i128::MIN);
-                for (v, ok) in chunk.iter().zip(ok) {
-                    if *ok && only.as_ref().is_none_or(|o| o.contains(*v)) {
-                        b = (b.0.min(*v), b.1.max(*v));
+        // All keys wanted: the bounds taken while gathering them (a key in no row's slot only
+        // leaves a slot empty). Some: those keys' own bounds.
+        let (least, most) = if only.is_none() {
+            *bounds
+        } else {
+            vals.par_chunks(CHUNK)
+                .zip(valid.par_chunks(CHUNK))
+                .map(|(chunk, ok)| {
+                    let mut b = (i128::MAX, i128::MIN);
+                    for (v, ok) in chunk.iter().zip(ok) {
+                        if *ok && only.is_none_or(|o| o.contains(*v)) {
+                            b = widen(b, (*v, *v));
+                        }
                     }
-                }
-                b
-            })
-            .reduce(
-                || (i128::MAX, i128::MIN),
-                |a, b| (a.0.min(b.0), a.1.max(b.1)),
-            );
+                    b
+                })
+                .reduce(|| NO_BOUNDS, widen)
+        };
         if least > most {
             return Some(Newest::default());
         }
@@ -534,7 +589,8 @@ impl KeyBuf {
         // Each thread takes the keys of one range of slots, reading every row in row order (a
         // sequential read) and writing only its own slots, which then stay in its cache.
         let per = slots.div_ceil(rayon::current_num_threads().clamp(1, 8));
-        let ties: Vec<Vec<(u32, u32)>> = winner
+        let last = slots.div_ceil(per) - 1;
+        let found: Vec<Option<Vec<(u32, u32)>>> = winner
             .par_chunks_mut(per)
             .zip(shared.par_chunks_mut(per))
             .enumerate()
@@ -546,7 +602,16 @@ impl KeyBuf {
                 let mut rows_of_shared: Vec<(usize, u32)> = Vec::new();
                 for i in 0..n {
                     let at = vals[i] - first;
-                    if at < 0 || at >= len || !wanted(i) {
+                    if at < 0 || at >= len {
+                        // A wanted key outside every range: bounds that do not hold, which
+                        // the sort, needing none, is left to answer.
+                        let outside = (t == 0 && at < 0) || (t == last && at >= len);
+                        if outside && wanted(i) {
+                            return None;
+                        }
+                        continue;
+                    }
+                    if !wanted(i) {
                         continue;
                     }
                     let s = at as usize;
@@ -571,12 +636,15 @@ impl KeyBuf {
                 });
                 // Stable: row order within a key.
                 rows_of_shared.sort_by_key(|t| t.0);
-                rows_of_shared
-                    .into_iter()
-                    .map(|(s, r)| (winner[s], r))
-                    .collect()
+                Some(
+                    rows_of_shared
+                        .into_iter()
+                        .map(|(s, r)| (winner[s], r))
+                        .collect(),
+                )
             })
             .collect();
+        let ties: Vec<Vec<(u32, u32)>> = found.into_iter().collect::<Option<_>>()?;
         Some(Newest {
             winners: winner.into_iter().filter(|w| *w != u32::MAX).collect(),
             ties: ties.concat(),
@@ -593,7 +661,7 @@ impl KeyBuf {
         // bytes), the time inverted (`!t` orders newest first), and the row last, so that no two
         // entries are equal and any sort gives the one order.
         match self {
-            KeyBuf::Int { vals, valid } => {
+            KeyBuf::Int { vals, valid, .. } => {
                 let only = only.map(|o| int_set(&o.ints));
                 let wanted =
                     |i: usize| valid[i] && only.as_ref().is_none_or(|o| o.contains(vals[i]));
@@ -1206,8 +1274,16 @@ mod tests {
                 .unwrap();
             } else {
                 let wide: Vec<Option<KeyRef>> = keys.iter().map(|k| k.map(KeyRef::Int)).collect();
-                if let KeyBuf::Int { vals, valid } = &mut b {
+                if let KeyBuf::Int {
+                    vals,
+                    valid,
+                    bounds,
+                } = &mut b
+                {
                     for k in wide {
+                        if let Some(KeyRef::Int(v)) = k {
+                            *bounds = widen(*bounds, (v, v));
+                        }
                         vals.push(match k {
                             Some(KeyRef::Int(v)) => v,
                             _ => 0,
@@ -1220,10 +1296,11 @@ mod tests {
             let mut only = KeySet::default();
             let mut reference_buf = KeyBuf::new(KeyKind::Int);
             if let (
-                KeyBuf::Int { vals, valid },
+                KeyBuf::Int { vals, valid, .. },
                 KeyBuf::Int {
                     vals: rv,
                     valid: rok,
+                    ..
                 },
             ) = (&b, &mut reference_buf)
             {
@@ -1270,6 +1347,27 @@ mod tests {
             }
         }
         assert!(dense_seen >= 40, "{dense_seen}");
+    }
+
+    #[test]
+    fn bounds_that_do_not_hold_leave_the_keys_to_the_sort() {
+        let mut b = KeyBuf::new(KeyKind::Int);
+        b.push_array(&arrow_array::Int64Array::from(vec![
+            Some(5),
+            None,
+            Some(9),
+            Some(7),
+        ]))
+        .unwrap();
+        let updated = [0i64; 4];
+        let got = b.newest_by_slot(&updated, None, false).unwrap();
+        assert_eq!(got.winners, [0, 3, 2]);
+        for wrong in [(6, 9), (5, 8)] {
+            if let KeyBuf::Int { bounds, .. } = &mut b {
+                *bounds = wrong;
+            }
+            assert_eq!(b.newest_by_slot(&updated, None, false), None, "{wrong:?}");
+        }
     }
 
     #[test]

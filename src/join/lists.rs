@@ -113,6 +113,10 @@ fn read_text(name: &str, path: &Location, kind: KeyKind) -> Result<KeyBuf> {
     Ok(match kind {
         KeyKind::Int => KeyBuf::Int {
             valid: vec![true; ints.len()],
+            bounds: (
+                ints.iter().copied().min().unwrap_or(i128::MAX),
+                ints.iter().copied().max().unwrap_or(i128::MIN),
+            ),
             vals: ints,
         },
         _ => KeyBuf::Bytes {
