@@ -689,6 +689,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = policy();
         let spec = p.consent_table.as_ref().unwrap();
+        let load = |loc: &Location| {
+            load_consent_table(
+                loc,
+                spec,
+                p.consent_values.as_ref(),
+                ReadOptions::default(),
+                None,
+            )
+        };
         let loc = snapshot(
             dir.path(),
             &[
@@ -697,14 +706,7 @@ mod tests {
                 (1, "DE", "opt_out", 9),
             ],
         );
-        let t = load_consent_table(
-            &loc,
-            spec,
-            p.consent_values.as_ref(),
-            ReadOptions::default(),
-            None,
-        )
-        .unwrap();
+        let t = load(&loc).unwrap();
         assert_eq!((t.info.rows, t.info.distinct), (3, 2));
         let i = t.keys.find(KeyRef::Int(1)).unwrap() as usize;
         assert_eq!(
@@ -736,16 +738,7 @@ mod tests {
             dir.path(),
             &[(1, "GB", "opt_in", 5), (1, "FR", "opt_in", 5)],
         );
-        let e = load_consent_table(
-            &loc,
-            spec,
-            p.consent_values.as_ref(),
-            ReadOptions::default(),
-            None,
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let e = load(&loc).err().unwrap().to_string();
         assert!(
             e.contains("column 'id': key 1 appears in rows with different values and their newest at values are equal"),
             "{e}"
@@ -764,16 +757,7 @@ mod tests {
                     (far + 2, "DE", "opt_in", 3),
                 ],
             );
-            let e = load_consent_table(
-                &loc,
-                spec,
-                p.consent_values.as_ref(),
-                ReadOptions::default(),
-                None,
-            )
-            .err()
-            .unwrap()
-            .to_string();
+            let e = load(&loc).err().unwrap().to_string();
             assert!(
                 e.contains(&format!("column 'id': key {} appears in rows", far + 2)),
                 "{e}"
@@ -784,14 +768,7 @@ mod tests {
             dir.path(),
             &[(1, "GB", "opt_in", 5), (1, "GB", "opt_in", 5)],
         );
-        let t = load_consent_table(
-            &loc,
-            spec,
-            p.consent_values.as_ref(),
-            ReadOptions::default(),
-            None,
-        )
-        .unwrap();
+        let t = load(&loc).unwrap();
         assert_eq!(t.info.distinct, 1);
     }
 }
