@@ -575,7 +575,12 @@ impl KeyBuf {
                 .reduce(|| NO_BOUNDS, widen)
         };
         if least > most {
-            return Some(Newest::default());
+            // No key, by the bounds: said only once no row holds one the sort would take.
+            return if (0..n).any(wanted) {
+                None
+            } else {
+                Some(Newest::default())
+            };
         }
         // A slot (4 bytes) and a flag per value: at most ~20 bytes per row beside the ~30 the
         // rows hold already, as many as a sort's entries and scratch.
@@ -1362,7 +1367,7 @@ mod tests {
         let updated = [0i64; 4];
         let got = b.newest_by_slot(&updated, None, false).unwrap();
         assert_eq!(got.winners, [0, 3, 2]);
-        for wrong in [(6, 9), (5, 8)] {
+        for wrong in [(6, 9), (5, 8), NO_BOUNDS] {
             if let KeyBuf::Int { bounds, .. } = &mut b {
                 *bounds = wrong;
             }
