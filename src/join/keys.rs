@@ -370,6 +370,23 @@ fn widen(a: (i128, i128), b: (i128, i128)) -> (i128, i128) {
     (a.0.min(b.0), a.1.max(b.1))
 }
 
+/// The bounds of the valid keys in `vals` (of `only`, when given); [`NO_BOUNDS`] when none.
+fn wanted_bounds(vals: &[i128], valid: &[bool], only: Option<&SparseSet<i128>>) -> (i128, i128) {
+    const CHUNK: usize = 1 << 16;
+    vals.par_chunks(CHUNK)
+        .zip(valid.par_chunks(CHUNK))
+        .map(|(chunk, ok)| {
+            let mut b = NO_BOUNDS;
+            for (v, ok) in chunk.iter().zip(ok) {
+                if *ok && only.is_none_or(|o| o.contains(*v)) {
+                    b = widen(b, (*v, *v));
+                }
+            }
+            b
+        })
+        .reduce(|| NO_BOUNDS, widen)
+}
+
 /// Keys gathered while loading, before sorting.
 pub(super) enum KeyBuf {
     Int {
@@ -555,24 +572,11 @@ impl KeyBuf {
         let only_set = only.map(|o| int_set(&o.ints));
         let only = only_set.as_ref();
         let wanted = |i: usize| valid[i] && only.is_none_or(|o| o.contains(vals[i]));
-        const CHUNK: usize = 1 << 16;
         // All keys wanted: the bounds taken while gathering them (a key in no row's slot only
         // leaves a slot empty). Some: those keys' own bounds.
-        let (least, most) = if only.is_none() {
-            *bounds
-        } else {
-            vals.par_chunks(CHUNK)
-                .zip(valid.par_chunks(CHUNK))
-                .map(|(chunk, ok)| {
-                    let mut b = (i128::MAX, i128::MIN);
-                    for (v, ok) in chunk.iter().zip(ok) {
-                        if *ok && only.is_none_or(|o| o.contains(*v)) {
-                            b = widen(b, (*v, *v));
-                        }
-                    }
-                    b
-                })
-                .reduce(|| NO_BOUNDS, widen)
+        let (least, most) = match only {
+            None => *bounds,
+            Some(_) => wanted_bounds(vals, valid, only),
         };
         if least > most {
             // No key, by the bounds: said only once no row holds one the sort would take.
@@ -670,14 +674,10 @@ impl KeyBuf {
                 let only = only.map(|o| int_set(&o.ints));
                 let wanted =
                     |i: usize| valid[i] && only.as_ref().is_none_or(|o| o.contains(vals[i]));
-                let Some((least, most)) = (0..vals.len())
-                    .into_par_iter()
-                    .filter(|i| wanted(*i))
-                    .map(|i| (vals[i], vals[i]))
-                    .reduce_with(|a, b| (a.0.min(b.0), a.1.max(b.1)))
-                else {
+                let (least, most) = wanted_bounds(vals, valid, only.as_ref());
+                if least > most {
                     return SortedRows::of::<u64>(&[], |_| 0, |_, _| true);
-                };
+                }
                 // Entries gathered in one pass on the pool's threads, in row order, straight into
                 // place (collected through a filter, a million members' went through per-thread
                 // buffers grown by doubling, then copied: two thirds of the sort's time).
