@@ -903,11 +903,14 @@ fn encode_batches_with(
 }
 
 /// The kept rows of each column pass 1 read, in the column's own type, by root column index.
+/// Those of `labelled` roots that pass 1 read as a dictionary of the column's own type stay
+/// dictionaries (a label writer takes them).
 fn reused_kept(
     job: &FileJob,
     decided: &RecordBatch,
     keep: &BooleanArray,
     all_kept: bool,
+    labelled: &[usize],
 ) -> std::result::Result<Vec<Option<ArrayRef>>, String> {
     let schema = job.input.parquet.schema();
     let mut reused: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
@@ -919,7 +922,9 @@ fn reused_kept(
             arrow_select::filter::filter(col.as_ref(), keep).map_err(|e| e.to_string())?
         };
         let want = schema.field(*root).data_type();
-        reused[*root] = Some(if col.data_type() == want {
+        let label_dictionary = labelled.contains(root)
+            && matches!(col.data_type(), DataType::Dictionary(_, v) if v.as_ref() == want);
+        reused[*root] = Some(if col.data_type() == want || label_dictionary {
             col
         } else {
             crate::decide::cast_exact(col.as_ref(), want)?
@@ -1002,7 +1007,7 @@ fn encode_kept(
     // copied the whole text once more (1.3 % of a write-heavy run's CPU).
     let reused_roots: Vec<usize> = job.reused.iter().map(|(root, _)| *root).collect();
     let payload_fields = readers.payload.schema().fields();
-    let schema: SchemaRef = Arc::new(Schema::new(
+    let plain_schema = Schema::new(
         full.fields()
             .iter()
             .enumerate()
@@ -1010,6 +1015,43 @@ fn encode_kept(
             .map(|(i, f)| match payload_fields.get(i) {
                 Some(p) if !reused_roots.contains(&i) && p.data_type() != f.data_type() => {
                     Arc::new(f.as_ref().clone().with_data_type(p.data_type().clone()))
+                }
+                _ => f.clone(),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let (factory, props) = &job.factories[job.rg_factory[rg]];
+    let skip_leaves: Vec<usize> = job
+        .raw_leaves
+        .iter()
+        .copied()
+        .chain(spliced.iter().map(|s| s.leaf))
+        .collect();
+    let mut own = own_writers(readers, rg, &plain_schema, &skip_leaves, &skip_roots, props);
+    // The policy columns pass 1 read as dictionaries that a label writer encodes are handed to
+    // it as they are: it maps each dictionary value once, where a cast back to strings made it
+    // look up every row's value.
+    let descr = readers.pq.file_metadata().schema_descr();
+    let labelled: Vec<usize> = (0..descr.num_columns())
+        .filter(|leaf| matches!(own[*leaf], Some(OwnWriter::Labels(_))))
+        .map(|leaf| descr.get_column_root_idx(leaf))
+        .collect();
+    let all_kept = kept as usize == keep.len();
+    let keep_mask = BooleanArray::new(keep.clone(), None);
+    let reused = reused_kept(job, decided, &keep_mask, all_kept, &labelled)?;
+    let schema: SchemaRef = Arc::new(Schema::new(
+        plain_schema
+            .fields()
+            .iter()
+            .zip(
+                reused
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !skip_roots.contains(i)),
+            )
+            .map(|(f, (_, r))| match r {
+                Some(c) if c.data_type() != f.data_type() => {
+                    Arc::new(f.as_ref().clone().with_data_type(c.data_type().clone()))
                 }
                 _ => f.clone(),
             })
@@ -1025,9 +1067,6 @@ fn encode_kept(
         }
         m => m.clone(),
     };
-    let all_kept = kept as usize == keep.len();
-    let keep_mask = BooleanArray::new(keep.clone(), None);
-    let reused = reused_kept(job, decided, &keep_mask, all_kept)?;
     // Reassemble batches: payload columns from the reader, the others sliced from the re-used
     // columns at the same kept-row offset.
     let mut out_offset = 0usize;
@@ -1065,15 +1104,7 @@ fn encode_kept(
         .map_err(|e| e.to_string())
     };
 
-    let (factory, props) = &job.factories[job.rg_factory[rg]];
     let batch_rows = payload_batch_rows(readers.pq.row_group(rg));
-    let skip_leaves: Vec<usize> = job
-        .raw_leaves
-        .iter()
-        .copied()
-        .chain(spliced.iter().map(|s| s.leaf))
-        .collect();
-    let mut own = own_writers(readers, rg, &schema, &skip_leaves, &skip_roots, props);
     let chunks = match &payload_mask {
         None => {
             // Every column was read in pass 1 (or is spliced).
