@@ -631,13 +631,7 @@ mod tests {
                 let arrays: Vec<ArrayRef> = parts.iter().map(|p| make(p)).collect();
                 let f = label_file(field.clone(), &arrays, &props);
                 assert_eq!(read_back(&f), want, "{kind}, round {round}");
-                let r = SerializedFileReader::new_with_options(
-                    f.clone(),
-                    parquet::file::serialized_reader::ReadOptionsBuilder::new()
-                        .with_page_index()
-                        .build(),
-                )
-                .unwrap();
+                let r = with_page_index(&f);
                 let index = r.metadata().page_index().unwrap();
                 let locations = index.offset_index(0, 0).unwrap().page_locations();
                 let mut pages: Vec<usize> = locations
@@ -702,16 +696,21 @@ mod tests {
         }
     }
 
-    /// The chunk's and each page's statistics bound the values they cover, as the Arrow writer's
-    /// would: exact min and max, null counts, null pages.
-    fn check_statistics(file: &Bytes, want: &[Option<String>]) {
-        let reader = SerializedFileReader::new_with_options(
+    /// A reader of `file` that has read its page index.
+    fn with_page_index(file: &Bytes) -> SerializedFileReader<Bytes> {
+        SerializedFileReader::new_with_options(
             file.clone(),
             parquet::file::serialized_reader::ReadOptionsBuilder::new()
                 .with_page_index()
                 .build(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The chunk's and each page's statistics bound the values they cover, as the Arrow writer's
+    /// would: exact min and max, null counts, null pages.
+    fn check_statistics(file: &Bytes, want: &[Option<String>]) {
+        let reader = with_page_index(file);
         let meta = reader.metadata();
         let chunk = meta.row_group(0).column(0);
         let present: Vec<&[u8]> = want.iter().flatten().map(|s| s.as_bytes()).collect();
