@@ -3,6 +3,7 @@
 //! Each test makes its own bucket. Objects are read and written from the tests through
 //! corpusgate's own object layer, which the same environment points at the server.
 
+use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -132,22 +133,56 @@ impl S3 {
     }
 
     /// A new empty bucket; returns `s3://NAME`.
+    ///
+    /// The server is a Python development server: while the tests' parallel runs keep it busy it
+    /// can refuse or reset a connection (seen as a bucket that could not be made, twice in two
+    /// days on these 2-core machines). corpusgate's own calls retry such failures, so this one
+    /// does too; making a bucket twice is harmless (the server answers 200 again).
     pub fn bucket(&self, name: &str) -> String {
+        let mut failed = Vec::new();
+        for attempt in 0..20u64 {
+            match self.put_bucket(name) {
+                Ok(reply) => {
+                    assert!(
+                        reply.starts_with("HTTP/1.1 200"),
+                        "creating bucket {name}: {reply}"
+                    );
+                    return format!("s3://{name}");
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionRefused
+                            | ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::BrokenPipe
+                            | ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    failed.push(e.to_string());
+                    std::thread::sleep(Duration::from_millis(50 * (attempt + 1).min(10)));
+                }
+                Err(e) => panic!("creating bucket {name}: {e}"),
+            }
+        }
+        panic!("creating bucket {name}: every attempt failed: {failed:?}")
+    }
+
+    /// One `PUT /NAME` on a connection of its own; the server's reply.
+    fn put_bucket(&self, name: &str) -> std::io::Result<String> {
         use std::io::{Read, Write};
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         write!(
             s,
             "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.port
-        )
-        .unwrap();
+        )?;
         let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert!(
-            reply.starts_with("HTTP/1.1 200"),
-            "creating bucket {name}: {reply}"
-        );
-        format!("s3://{name}")
+        s.read_to_string(&mut reply)?;
+        if reply.is_empty() {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        Ok(reply)
     }
 
     /// Run the binary with the server's environment (plus `extra`).
