@@ -370,6 +370,11 @@ fn widen(a: (i128, i128), b: (i128, i128)) -> (i128, i128) {
     (a.0.min(b.0), a.1.max(b.1))
 }
 
+/// The bounds of `vals`; [`NO_BOUNDS`] when there are none.
+pub(super) fn bounds_of(vals: &[i128]) -> (i128, i128) {
+    vals.iter().fold(NO_BOUNDS, |b, v| widen(b, (*v, *v)))
+}
+
 /// The bounds of the valid keys in `vals` (of `only`, when given); [`NO_BOUNDS`] when none.
 fn wanted_bounds(vals: &[i128], valid: &[bool], only: Option<&SparseSet<i128>>) -> (i128, i128) {
     const CHUNK: usize = 1 << 16;

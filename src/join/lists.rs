@@ -3,7 +3,7 @@
 
 use std::io::BufRead;
 
-use super::keys::{KeyBuf, KeyKind, Keys};
+use super::keys::{bounds_of, KeyBuf, KeyKind, Keys};
 use super::{source_sha256, SourceInfo};
 use crate::error::{Error, Result};
 use crate::io::discover::parquet_files_under;
@@ -113,10 +113,7 @@ fn read_text(name: &str, path: &Location, kind: KeyKind) -> Result<KeyBuf> {
     Ok(match kind {
         KeyKind::Int => KeyBuf::Int {
             valid: vec![true; ints.len()],
-            bounds: (
-                ints.iter().copied().min().unwrap_or(i128::MAX),
-                ints.iter().copied().max().unwrap_or(i128::MIN),
-            ),
+            bounds: bounds_of(&ints),
             vals: ints,
         },
         _ => KeyBuf::Bytes {
