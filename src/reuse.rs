@@ -411,11 +411,11 @@ fn exists(loc: &Location) -> Result<bool> {
 }
 
 /// The key hashes of the changed members, asked about for every row of every input whose
-/// outputs PREV_OUT holds; hashes already, so they are their own slots.
+/// outputs PREV_OUT holds; slotted by their mix (an integer key's hash is the key itself).
 type ChangedSet = crate::join::SparseSet<u64>;
 
 fn changed_set(hashes: Vec<u64>) -> ChangedSet {
-    ChangedSet::new(hashes, |h| h)
+    ChangedSet::new(hashes, digest::mix)
 }
 
 /// Look at `prev` for a run with `header` (`rules`: the policy's rule count; `digests`: this

@@ -10,8 +10,10 @@
 //! two 64-bit digests collide. It is not cryptographic, and need not be: whoever can write the
 //! snapshot can change a member's decision outright, so a crafted collision gains them nothing,
 //! and for changes that are not crafted XXH64's collisions are as rare as any 64-bit hash's.
-//! The key hash is a fast mix ([`key_hash`]): a colliding key hash only ever makes more rows look
-//! changed, never fewer.
+//! The key hash ([`key_hash`]) keeps an integer key's order (a 64-bit key maps to itself, its
+//! sign bit flipped), so the digests of a snapshot's members, which come in key order, need no
+//! sort; other keys are mixed. A colliding key hash only ever makes more rows look changed,
+//! never fewer.
 
 use std::fmt::Write as _;
 
@@ -30,8 +32,9 @@ const CHUNK: usize = 1 << 16;
 /// (`/typed`: each extra's Arrow type is digested with its value; before, a snapshot whose extra
 /// changed type, Float64 to Float32 say, with values that print alike went unseen. `-short`:
 /// the same facts in fewer bytes. `xxh64`: the digests were SHA-256's first 8 bytes, a tenth of
-/// the CPU of a night with a few changed members.)
-pub const HASH_NAME: &str = "splitmix-64+xxh64/typed-short";
+/// the CPU of a night with a few changed members. `ordered-`: 64-bit integer keys hash to
+/// themselves, in order.)
+pub const HASH_NAME: &str = "ordered-splitmix-64+xxh64/typed-short";
 
 /// A length as digested: LEB128 (Thrift's varint, 7 bits a byte, low first).
 fn push_len(buf: &mut Vec<u8>, n: usize) {
@@ -75,8 +78,9 @@ fn digest_of(bytes: &[u8]) -> u64 {
     twox_hash::XxHash64::oneshot(0, bytes)
 }
 
-/// splitmix64's finaliser: every input bit moves every output bit.
-fn mix(mut x: u64) -> u64 {
+/// splitmix64's finaliser: every input bit moves every output bit. Also what spreads ordered
+/// key hashes over a bitmap's slots ([`crate::join::SparseSet`]).
+pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 27;
@@ -85,17 +89,25 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// The hash that names a member: equal for the same key whatever column type carried it
-/// (integers by value, strings and binaries by their bytes). Not cryptographic, for it is
-/// computed for every row of every file a changed snapshot may touch (SHA-256 was a tenth of
-/// such a run): keys that collide only make more rows look changed, and the digests that say
-/// whether a member changed are XXH64 ([`digest_of`]).
+/// (integers by value, strings and binaries by their bytes). An integer that fits 64 bits is
+/// its own hash, the sign bit flipped, so hashes order as the keys do: a snapshot's members,
+/// sorted by key, are then digested in hash order, and the million entries of a night need no
+/// sort (a sixth of the phase that finds the changed members). Wider integers and byte keys are
+/// mixed (splitmix64's finaliser); not cryptographic, for it is computed for every row of every
+/// file a changed snapshot may touch (SHA-256 was a tenth of such a run). Keys that collide (a
+/// mixed one and an integer, say) only make more rows look changed, and the digests that say
+/// whether a member changed are XXH64 ([`digest_of`]). Whatever slots or filters these hashes
+/// go into mix them first.
 pub fn key_hash(k: KeyRef) -> u64 {
     const STEP: u64 = 0x9E37_79B9_7F4A_7C15;
     match k {
-        KeyRef::Int(v) => {
-            let v = v as u128;
-            mix(mix(v as u64 ^ 0x2545_F491_4F6C_DD1D).wrapping_add(STEP) ^ (v >> 64) as u64)
-        }
+        KeyRef::Int(v) => match i64::try_from(v) {
+            Ok(v) => (v as u64) ^ (1 << 63),
+            Err(_) => {
+                let v = v as u128;
+                mix(mix(v as u64 ^ 0x2545_F491_4F6C_DD1D).wrapping_add(STEP) ^ (v >> 64) as u64)
+            }
+        },
         KeyRef::Bytes(b) => {
             let mut h = mix(b.len() as u64 ^ 0xD6E8_FEB8_6659_FD93);
             for chunk in b.chunks(8) {
@@ -149,14 +161,16 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                 Ok((name, tagged, a))
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
-        // In chunks on the pool (a formatter is per chunk): one SHA-256 per member.
+        // In chunks on the pool (a formatter is per chunk): one XXH64 per member.
         let chunks: Vec<std::ops::Range<usize>> = (0..t.keys.len())
             .step_by(CHUNK)
             .map(|s| s..(s + CHUNK).min(t.keys.len()))
             .collect();
-        let table_parts = chunks
-            .into_par_iter()
-            .map(|range| -> std::result::Result<Vec<(u64, u64)>, String> {
+        // Written in place, chunk by chunk, in the keys' order (which, for integer keys, is
+        // the hashes' order: see `in_hash_order`).
+        let mut table_part = vec![(0u64, 0u64); t.keys.len()];
+        table_part.par_chunks_mut(CHUNK).zip(chunks).try_for_each(
+            |(out, range)| -> std::result::Result<(), String> {
                 let formatters = plain
                     .iter()
                     .map(|(name, tagged, a)| {
@@ -168,10 +182,9 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                         .map_err(|e| format!("consent_table extra column '{name}': {e}"))
                     })
                     .collect::<std::result::Result<Vec<_>, String>>()?;
-                let mut part = Vec::with_capacity(range.len());
                 let mut buf: Vec<u8> = Vec::with_capacity(128);
                 let mut text = String::new();
-                for i in range {
+                for (o, i) in out.iter_mut().zip(range) {
                     let k = t.keys.get(i);
                     buf.clear();
                     key_bytes(&mut buf, k);
@@ -197,12 +210,12 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
                             buf.extend_from_slice(text.as_bytes());
                         }
                     }
-                    part.push((key_hash(k), digest_of(&buf)));
+                    *o = (key_hash(k), digest_of(&buf));
                 }
-                Ok(part)
-            })
-            .collect::<std::result::Result<Vec<_>, String>>()?;
-        parts.extend(table_parts);
+                Ok(())
+            },
+        )?;
+        parts.push(table_part);
     }
     for l in &join.lists {
         let part: Vec<(u64, u64)> = (0..l.keys.len())
@@ -221,7 +234,63 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
             .collect();
         parts.push(part);
     }
-    Ok(combine_sorted(sorted_by_hash(parts)))
+    Ok(combine_sorted(in_hash_order(parts)))
+}
+
+/// The entries of `parts` in the order one `sort_unstable` of them all would give. Parts that
+/// are each in that order already (integer keys: the table's members and each list's come in
+/// key order, which their hashes keep) are merged; any other is sorted by [`sorted_by_hash`].
+fn in_hash_order(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
+    let ordered = |p: &[(u64, u64)]| p.windows(2).all(|w| w[0] <= w[1]);
+    if !parts.par_iter().all(|p| ordered(p)) {
+        return sorted_by_hash(parts);
+    }
+    // Runs: consecutive parts that continue one another (a table's chunks) joined first.
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut last: Option<(u64, u64)> = None;
+    for p in &parts {
+        match (sizes.last_mut(), last, p.first()) {
+            (Some(n), Some(l), Some(f)) if l <= *f => *n += 1,
+            (Some(n), _, None) => *n += 1,
+            _ => sizes.push(1),
+        }
+        last = p.last().copied().or(last);
+    }
+    let mut parts = parts.into_iter();
+    let mut runs: Vec<Vec<(u64, u64)>> = sizes
+        .into_iter()
+        .map(|n| {
+            let mut group: Vec<Vec<(u64, u64)>> = parts.by_ref().take(n).collect();
+            match group.len() {
+                1 => group.pop().unwrap_or_default(),
+                _ => group.concat(),
+            }
+        })
+        .collect();
+    // Then merged two at a time, the shortest first (lists are short beside a snapshot).
+    runs.sort_by_key(|r| std::cmp::Reverse(r.len()));
+    while runs.len() > 1 {
+        let (b, a) = (
+            runs.pop().unwrap_or_default(),
+            runs.pop().unwrap_or_default(),
+        );
+        let mut m = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            if b[j] < a[i] {
+                m.push(b[j]);
+                j += 1;
+            } else {
+                m.push(a[i]);
+                i += 1;
+            }
+        }
+        m.extend_from_slice(&a[i..]);
+        m.extend_from_slice(&b[j..]);
+        let at = runs.partition_point(|r| r.len() > m.len());
+        runs.insert(at, m);
+    }
+    runs.pop().unwrap_or_default()
 }
 
 /// The entries of `parts` in the order one `sort_unstable` of them all would give (by hash,
@@ -369,7 +438,7 @@ impl<'a> ChangedKeys<'a> {
 mod tests {
     use super::*;
 
-    const PINNED_INT: u64 = 2_155_874_496_232_077_831;
+    const PINNED_WIDE: u64 = 10_182_182_120_187_189_334;
     const PINNED_BYTES: u64 = 3_211_041_958_896_201_038;
     const PINNED_DIGEST: u64 = 8_677_931_650_343_686_593;
 
@@ -557,8 +626,67 @@ mod tests {
         assert!(seen.insert(key_hash(KeyRef::Int(1 << 64))));
         assert!(seen.insert(key_hash(KeyRef::Int(-1))));
         // Recorded in every _state/keys.parquet: a change here must change HASH_NAME.
-        assert_eq!(key_hash(KeyRef::Int(1)), PINNED_INT);
+        assert_eq!(key_hash(KeyRef::Int(1)), 0x8000_0000_0000_0001);
+        assert_eq!(key_hash(KeyRef::Int(1 << 64)), PINNED_WIDE);
         assert_eq!(key_hash(KeyRef::Bytes(b"user-1")), PINNED_BYTES);
+    }
+
+    #[test]
+    fn integer_keys_hash_in_their_order() {
+        let keys = [
+            i64::MIN,
+            i64::MIN + 1,
+            -1_000_000,
+            -1,
+            0,
+            1,
+            999_999,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        for w in keys.windows(2) {
+            let h = |k: i64| key_hash(KeyRef::Int(k as i128));
+            assert!(h(w[0]) < h(w[1]), "{} {}", w[0], w[1]);
+        }
+        // Beyond 64 bits the hash is a mix, order aside.
+        assert_ne!(
+            key_hash(KeyRef::Int(u64::MAX as i128)),
+            key_hash(KeyRef::Int(-1))
+        );
+    }
+
+    #[test]
+    fn parts_in_order_merge_as_one_sort_would() {
+        let mut x = 0x0bad_5eed_u64;
+        let mut next = move || {
+            x = mix(x.wrapping_add(0x9E37_79B9_7F4A_7C15));
+            x
+        };
+        let sorted = |mut v: Vec<(u64, u64)>| {
+            v.sort_unstable();
+            v
+        };
+        // A table's chunks (consecutive runs), lists overlapping them, repeated hashes, empty
+        // parts anywhere, the extremes.
+        let table = sorted((0..200_000).map(|_| (next() >> 1, next())).collect());
+        let mut parts: Vec<Vec<(u64, u64)>> = vec![Vec::new()];
+        parts.extend(table.chunks(CHUNK).map(<[_]>::to_vec));
+        parts.push(Vec::new());
+        parts.push(sorted(
+            (0..5_000).map(|_| (next() >> 1, next() % 3)).collect(),
+        ));
+        parts.push(sorted(
+            table[..100].iter().map(|(h, d)| (*h, d ^ 1)).collect(),
+        ));
+        parts.push(vec![(0, 0), (u64::MAX, u64::MAX)]);
+        parts.push(vec![(0, 0), (0, 0), (5, 1)]);
+        let reference = sorted(parts.concat());
+        assert_eq!(in_hash_order(parts.clone()), reference);
+        // One part out of order: sorted as any hashes are.
+        parts.push(vec![(9, 0), (3, 0)]);
+        assert_eq!(in_hash_order(parts.clone()), sorted(parts.concat()));
+        assert_eq!(in_hash_order(Vec::new()), Vec::new());
+        assert_eq!(in_hash_order(vec![Vec::new(), Vec::new()]), Vec::new());
     }
 
     #[test]

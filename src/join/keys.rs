@@ -163,10 +163,11 @@ impl<T: Ord + Copy> SparseSet<T> {
     }
 }
 
-/// Integer keys as a [`SparseSet`], slotted by their key hash.
+/// Integer keys as a [`SparseSet`], slotted by their key hash mixed (the hash alone keeps the
+/// keys' order, and ids spaced by a power of two would share slots).
 fn int_set(keys: &HashSet<i128>) -> SparseSet<i128> {
     SparseSet::new(keys.iter().copied().collect(), |k| {
-        super::digest::key_hash(KeyRef::Int(k))
+        super::digest::mix(super::digest::key_hash(KeyRef::Int(k)))
     })
 }
 
