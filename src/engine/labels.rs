@@ -227,21 +227,10 @@ impl LabelWriter {
                 Ok(())
             })?;
             let mut of_key: Vec<Option<u32>> = vec![None; values.len()];
-            let keys = d.keys();
-            // `normalized_keys` refuses a dictionary of no values, which all-null rows may have.
-            let normalized = if values.is_empty() {
-                if keys.null_count() < keys.len() {
-                    return Err("a dictionary key beyond its values".into());
-                }
-                vec![0; keys.len()]
-            } else {
-                d.normalized_keys()
-            };
-            for (i, k) in normalized.into_iter().enumerate() {
-                let id = if keys.is_null(i) {
-                    None
-                } else {
-                    match of_key.get(k).copied().flatten() {
+            crate::values::for_each_dictionary_key(d.keys(), |_, k| {
+                let id = match k {
+                    None => None,
+                    Some(k) => match of_key.get(k).copied().flatten() {
                         Some(id) => Some(id),
                         None => {
                             let v = values.get(k).ok_or("a dictionary key beyond its values")?;
@@ -249,10 +238,10 @@ impl LabelWriter {
                             of_key[k] = id;
                             id
                         }
-                    }
+                    },
                 };
-                self.push(id)?;
-            }
+                self.push(id)
+            })?;
             return Ok(());
         }
         match array.data_type() {

@@ -202,20 +202,10 @@ pub(crate) fn for_each_key<'a>(
         if let Some(e) = err {
             return Err(e);
         }
-        let keys = dict.normalized_keys();
-        let nulls = dict.keys().logical_nulls();
-        for (i, k) in keys.iter().enumerate() {
-            let valid = nulls.as_ref().is_none_or(|n| n.is_valid(i));
-            f(
-                i,
-                if valid {
-                    per_value.get(*k).copied().flatten()
-                } else {
-                    None
-                },
-            );
-        }
-        return Ok(());
+        return crate::values::for_each_dictionary_key(dict.keys(), |i, k| {
+            f(i, k.and_then(|k| per_value.get(k).copied().flatten()));
+            Ok(())
+        });
     }
     match array.data_type() {
         DataType::Int8 => ints!(Int8Type),

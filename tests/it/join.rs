@@ -615,6 +615,47 @@ fn sample_data_join_example_runs() {
     }
 }
 
+/// A user-id column read as a dictionary whose rows are all null may hold no values at all
+/// (pyarrow writes such a column for a file without member ids): its rows join no member, so
+/// they are decided as rows without a snapshot row. Before, arrow's `normalized_keys` asserted
+/// on the empty dictionary and the run failed, exit 1, "internal error while decoding".
+#[test]
+fn a_dictionary_user_id_column_of_no_values_joins_no_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = read_all(&root().join("sample-data/corpus/part-00000.parquet"));
+    let rows = part.num_rows();
+    let no_ids: ArrayRef = Arc::new(
+        DictionaryArray::<Int32Type>::try_new(
+            Int32Array::from(vec![None::<i32>; rows]),
+            Arc::new(Int64Array::from(Vec::<i64>::new())),
+        )
+        .unwrap(),
+    );
+    let schema = part.schema();
+    let at = schema.index_of("member_id").unwrap();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[at] = Field::new("member_id", no_ids.data_type().clone(), true);
+    let mut columns = part.columns().to_vec();
+    columns[at] = no_ids;
+    let corpus = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let input = dir.path().join("in/part.parquet");
+    write(&input, &corpus);
+    let out = dir.path().join("out");
+    sample_join_run(input.parent().unwrap(), &out);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["totals"]["rows"], rows as u64);
+    assert_eq!(
+        summary["totals"]["kept"], 0,
+        "no member, no consent: nothing kept"
+    );
+    assert_eq!(summary["by_rule"]["unknown-region"]["rows"], rows as u64);
+    assert_eq!(
+        read_all(&out.join("excluded/part.parquet")).num_rows(),
+        rows
+    );
+}
+
 /// The manifest's user ids take a dictionary only when the input's user ids had one (and
 /// repeat), as the data file's do: a snapshot's million members overflow a dictionary, whose
 /// fallback is larger than plain pages alone.
