@@ -113,43 +113,32 @@ pub fn per_row<T: Copy>(
 
 /// `f(row, key)` for every row of a dictionary array's `keys`, in order, until `f` fails: the
 /// key as an index into the dictionary's values (not checked against them), `None` for a null
-/// key. Unlike arrow's
-/// `normalized_keys`, nothing is allocated (a million rows' keys were 8 MB to fault in and
-/// read back) and a dictionary of no values, which all-null rows may carry, is no panic.
+/// key. Unlike arrow's `normalized_keys`, nothing is allocated (a million rows' keys were 8 MB
+/// to fault in and read back) and a dictionary of no values, which all-null rows may carry, is
+/// no panic.
 pub fn for_each_dictionary_key(
     keys: &dyn Array,
     mut f: impl FnMut(usize, Option<usize>) -> std::result::Result<(), String>,
 ) -> std::result::Result<(), String> {
     use arrow_buffer::ArrowNativeType;
-    macro_rules! each {
-        ($t:ty) => {{
-            let k = keys.as_primitive::<$t>();
-            match k.nulls() {
+    arrow_array::downcast_integer_array!(
+        keys => {
+            match keys.nulls() {
                 None => {
-                    for (i, v) in k.values().iter().enumerate() {
+                    for (i, v) in keys.values().iter().enumerate() {
                         f(i, Some(v.as_usize()))?
                     }
                 }
                 Some(n) => {
-                    for (i, v) in k.values().iter().enumerate() {
+                    for (i, v) in keys.values().iter().enumerate() {
                         f(i, n.is_valid(i).then(|| v.as_usize()))?
                     }
                 }
             }
-        }};
-    }
-    match keys.data_type() {
-        DataType::Int8 => each!(Int8Type),
-        DataType::Int16 => each!(Int16Type),
-        DataType::Int32 => each!(Int32Type),
-        DataType::Int64 => each!(Int64Type),
-        DataType::UInt8 => each!(UInt8Type),
-        DataType::UInt16 => each!(UInt16Type),
-        DataType::UInt32 => each!(UInt32Type),
-        DataType::UInt64 => each!(UInt64Type),
-        other => return Err(format!("dictionary keys of type {other}")),
-    }
-    Ok(())
+            Ok(())
+        }
+        other => Err(format!("dictionary keys of type {other}")),
+    )
 }
 
 /// `f` of every row (`null` for null). `f` must depend on its argument only: a short value is
