@@ -241,39 +241,17 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
 /// The entries of `parts` in the order one `sort_unstable` of them all would give. Parts that
 /// are each in that order already (integer keys: the table's members and each list's come in
 /// key order, which their hashes keep) are merged; any other is sorted by [`sorted_by_hash`].
-fn in_hash_order(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
+fn in_hash_order(mut parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
     let ordered = |p: &[(u64, u64)]| p.windows(2).all(|w| w[0] <= w[1]);
     if !parts.par_iter().all(|p| ordered(p)) {
         return sorted_by_hash(parts);
     }
-    // Runs: consecutive parts that continue one another (a table's chunks) joined first.
-    let mut sizes: Vec<usize> = Vec::new();
-    let mut last: Option<(u64, u64)> = None;
-    for p in &parts {
-        match (sizes.last_mut(), last, p.first()) {
-            (Some(n), Some(l), Some(f)) if l <= *f => *n += 1,
-            (Some(n), _, None) => *n += 1,
-            _ => sizes.push(1),
-        }
-        last = p.last().copied().or(last);
-    }
-    let mut parts = parts.into_iter();
-    let mut runs: Vec<Vec<(u64, u64)>> = sizes
-        .into_iter()
-        .map(|n| {
-            let mut group: Vec<Vec<(u64, u64)>> = parts.by_ref().take(n).collect();
-            match group.len() {
-                1 => group.pop().unwrap_or_default(),
-                _ => group.concat(),
-            }
-        })
-        .collect();
-    // Then merged two at a time, the shortest first (lists are short beside a snapshot).
-    runs.sort_by_key(|r| std::cmp::Reverse(r.len()));
-    while runs.len() > 1 {
+    // Merged two at a time, the shortest first (lists are short beside a snapshot).
+    parts.sort_by_key(|r| std::cmp::Reverse(r.len()));
+    while parts.len() > 1 {
         let (b, a) = (
-            runs.pop().unwrap_or_default(),
-            runs.pop().unwrap_or_default(),
+            parts.pop().unwrap_or_default(),
+            parts.pop().unwrap_or_default(),
         );
         let mut m = Vec::with_capacity(a.len() + b.len());
         let (mut i, mut j) = (0, 0);
@@ -288,10 +266,10 @@ fn in_hash_order(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
         }
         m.extend_from_slice(&a[i..]);
         m.extend_from_slice(&b[j..]);
-        let at = runs.partition_point(|r| r.len() > m.len());
-        runs.insert(at, m);
+        let at = parts.partition_point(|r| r.len() > m.len());
+        parts.insert(at, m);
     }
-    runs.pop().unwrap_or_default()
+    parts.pop().unwrap_or_default()
 }
 
 /// The entries of `parts` in the order one `sort_unstable` of them all would give (by hash,
