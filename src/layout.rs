@@ -32,7 +32,7 @@ use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::io::{open_parquet, Location, OutputFile, ParquetFile, ReadOptions, Written};
+use crate::io::{open_parquet, Checksum, Location, OutputFile, ParquetFile, ReadOptions, Written};
 use crate::summary::FileStats;
 
 /// Row groups of this many rows when only a target size is given (DuckDB writes 122,880;
@@ -344,7 +344,8 @@ fn write_part(
     {
         options = options.with_parquet_schema(descr.as_ref().clone());
     }
-    let file = OutputFile::create(&location)?;
+    // summary.json shows each part's SHA-256.
+    let file = OutputFile::create_with(&location, Checksum::Sha256)?;
     let mut writer = ArrowWriter::try_new_with_options(file, first.schema.clone(), options)
         .map_err(|e| write_err(&location, e))?;
     let mut inputs: Vec<PartInput> = Vec::new();
@@ -407,13 +408,17 @@ fn write_part(
         writer.flushed_row_groups().len() as u64 + u64::from(writer.in_progress_rows() > 0);
     let file = writer.into_inner().map_err(|e| write_err(&location, e))?;
     let written = file.finish()?;
+    let sha256 = match &written.sha256 {
+        Some(s) => s.clone(),
+        None => crate::io::sha256_of(&location)?.1,
+    };
     Ok((
         PartRecord {
             path: plan.name.clone(),
             rows,
             row_groups,
             bytes: written.size,
-            sha256: written.sha256.clone(),
+            sha256,
             inputs,
         },
         written,

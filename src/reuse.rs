@@ -103,7 +103,23 @@ pub struct KeysRecord {
     hash: String,
     members: u64,
     size: u64,
-    sha256: String,
+    /// Its checksum (one of the two: see `io::checksum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    xxh3: Option<String>,
+}
+
+impl KeysRecord {
+    /// The file as written.
+    fn written(&self) -> Written {
+        Written {
+            size: self.size,
+            sha256: self.sha256.clone(),
+            xxh3: self.xxh3.clone(),
+            etag: None,
+        }
+    }
 }
 
 /// This run's member digests, computed on first use (a run whose snapshot and lists are
@@ -147,11 +163,7 @@ pub fn write_state(
         (None, Some(digests)) => {
             let copied = match copy {
                 Some(c) => {
-                    let w = Written {
-                        size: c.record.size,
-                        sha256: c.record.sha256.clone(),
-                        etag: None,
-                    };
+                    let w = c.record.written();
                     crate::io::adopt(&c.from, &at, &w)?.map(|_| c.record.clone())
                 }
                 None => None,
@@ -256,14 +268,10 @@ pub fn commit_shards(
     let state = out.join(STATE_DIR);
     let mut written = Vec::new();
     if let Some(k) = &first.keys {
-        let w = Written {
-            size: k.size,
-            sha256: k.sha256.clone(),
-            etag: None,
-        };
+        let w = k.written();
         let at = state.join(KEYS);
         // A commit run again finds it in place already.
-        let in_place = matches!(crate::io::sha256_of(&at), Ok((size, sha)) if size == w.size && sha == w.sha256);
+        let in_place = w.holds(&at);
         if !in_place && crate::io::adopt(keys, &at, &w)?.is_none() {
             return Err(Error::Usage(format!(
                 "{keys}: not the member digests the shards recorded; run any shard again (after removing its marker) and commit"
@@ -324,6 +332,7 @@ fn write_keys(at: &Location, digests: &[(u64, u64)]) -> Result<KeysRecord> {
         members: digests.len() as u64,
         size: written.size,
         sha256: written.sha256,
+        xxh3: written.xxh3,
     })
 }
 
@@ -538,15 +547,19 @@ fn changed_keys(
     if record.hash != digest::HASH_NAME {
         return Ok(Err(format!("{at} holds {} digests", record.hash)));
     }
+    let written = record.written();
+    let Some((kind, recorded)) = written.checksum() else {
+        return Ok(Err(format!("{at} has no checksum recorded")));
+    };
     // The record is hashed on another thread while it is merged here: what the merge found
     // is used only if the bytes hash as recorded.
     let (checked, merged) = std::thread::scope(|s| {
-        let checked = s.spawn(|| crate::io::sha256_of(at));
+        let checked = s.spawn(|| crate::io::checksum::checksum_of(at, kind));
         let merged = merge_record(at, digests, read);
         (checked.join(), merged)
     });
     match checked {
-        Ok(Ok((size, sha))) if size == record.size && sha == record.sha256 => {}
+        Ok(Ok((size, sum))) if size == record.size && sum == recorded => {}
         Ok(Ok(_)) => {
             return Ok(Err(format!(
                 "{at} is not as recorded (truncated or altered)"

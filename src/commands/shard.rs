@@ -462,7 +462,7 @@ fn marker_location(out: &Location, index: usize) -> Location {
 }
 
 /// Whether everything a marker lists is still as written: an object by its size and the ETag
-/// the store gave it, a file by its size and SHA-256.
+/// the store gave it, a file by its size and checksum.
 fn marker_valid(out: &Location, marker: &Marker) -> bool {
     marker.files.par_iter().all(|f| {
         f.outputs()
@@ -470,9 +470,7 @@ fn marker_valid(out: &Location, marker: &Marker) -> bool {
             .all(|(kind, w)| match (out.join(kind).join(&f.rel), &w.etag) {
                 (Location::Object(o), Some(etag)) => object::head(&o)
                     .is_ok_and(|i| i.size == w.size && i.e_tag.as_ref() == Some(etag)),
-                (at, _) => {
-                    sha256_of(&at).is_ok_and(|(size, sha)| size == w.size && sha == w.sha256)
-                }
+                (at, _) => w.holds(&at),
             })
     })
 }
@@ -724,13 +722,10 @@ fn promote(from: &Location, to: &Location) -> Result<Written> {
             if let Some(parent) = t.parent() {
                 fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
             }
-            let (size, sha256) = sha256_of(from)?;
+            let kind = io::Checksum::for_location(from);
+            let (size, hex) = io::checksum::checksum_of(from, kind)?;
             fs::rename(f, t).map_err(|e| Error::io("promoting", to.clone(), e))?;
-            Ok(Written {
-                size,
-                sha256,
-                etag: None,
-            })
+            Ok(Written::with(size, kind, hex))
         }
         (Location::Object(f), Location::Object(t)) => {
             // The attempt's run recorded what it wrote; no need to read it back.
@@ -847,14 +842,7 @@ fn commit_object(
     small.extend((0..p.shards.len()).map(|i| format!("_shards/shard-{i:05}.json")));
     for rel in small {
         let (size, sha256) = sha256_of(&out.join(&rel))?;
-        listed.insert(
-            rel,
-            Written {
-                size,
-                sha256,
-                etag: None,
-            },
-        );
+        listed.insert(rel, Written::with(size, io::Checksum::Sha256, sha256));
     }
     let present = object::list(o).map_err(|e| Error::io("listing output", out.clone(), e))?;
     // Attempts that died mid-upload left them open; completed ones left no record. (The

@@ -6,10 +6,11 @@
 //! - [`parquet`] — opening and reading Parquet, checked and guarded.
 //! - [`footer`], [`pages`], [`thrift`] — the checks made before the parquet crate parses anything.
 //! - [`memory`] — the `--max-memory` cap.
-//! - [`write`] — creating files atomically, with their checksum.
+//! - [`write`] — creating files atomically, with their checksum ([`checksum`]: which kind).
 //! - [`anatomy`] — taking files apart and rebuilding them (mutation tests, fuzz seeds).
 
 pub mod anatomy;
+pub(crate) mod checksum;
 pub(crate) mod direct;
 pub(crate) mod discover;
 pub(crate) mod footer;
@@ -21,6 +22,7 @@ pub(crate) mod parquet;
 pub mod thrift;
 pub(crate) mod write;
 
+pub(crate) use checksum::Checksum;
 pub(crate) use discover::{discover, InputFile};
 pub use location::Location;
 pub use parquet::ReadOptions;

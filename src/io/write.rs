@@ -1,6 +1,7 @@
 //! The one path by which corpusgate creates a file: [`OutputFile`]. It is written under a hidden
 //! temporary name beside its final one (`.NAME.part`, which no reader of a directory picks up),
-//! through a SHA-256 hasher, synced to disk, and only then renamed to its name — so a file that
+//! through a hasher (of the kind [`super::checksum`] gives it), synced to disk, and only then
+//! renamed to its name — so a file that
 //! exists under its final name is complete, and its size and checksum come back to be recorded
 //! without reading it again. An object is streamed to its store by a multipart upload (at most
 //! a few parts in memory), which makes it visible under its key only when complete; an
@@ -9,8 +10,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
-
+use super::checksum::{Checksum, Hasher};
 use super::direct::DiskFile;
 use super::object::{self, ObjectLocation};
 use super::Location;
@@ -21,17 +21,63 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct Written {
     pub size: u64,
-    pub sha256: String,
+    /// Its SHA-256, where it is shown (see [`super::checksum`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Its XXH3-128, where only corpusgate reads it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3: Option<String>,
     /// The store's ETag of an object written (none for a local file): names this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+}
+
+impl Written {
+    /// What a hasher computed over `size` bytes.
+    pub fn of(size: u64, hasher: Hasher) -> Written {
+        let kind = hasher.kind();
+        Written::with(size, kind, hasher.finish())
+    }
+
+    /// `size` bytes whose checksum of `kind` is `hex`.
+    pub fn with(size: u64, kind: Checksum, hex: String) -> Written {
+        let (sha256, xxh3) = match kind {
+            Checksum::Sha256 => (Some(hex), None),
+            Checksum::Xxh3 => (None, Some(hex)),
+        };
+        Written {
+            size,
+            sha256,
+            xxh3,
+            etag: None,
+        }
+    }
+
+    /// The checksum to check it by, the quicker when it has both; none when it has neither
+    /// (then nothing can vouch for the file).
+    pub fn checksum(&self) -> Option<(Checksum, &str)> {
+        match (&self.xxh3, &self.sha256) {
+            (Some(x), _) => Some((Checksum::Xxh3, x)),
+            (None, Some(s)) => Some((Checksum::Sha256, s)),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether `location` holds exactly these bytes: its size and checksum as recorded (read
+    /// and hashed again). False when it cannot be read.
+    pub fn holds(&self, location: &Location) -> bool {
+        let Some((kind, hex)) = self.checksum() else {
+            return false;
+        };
+        matches!(super::checksum::checksum_of(location, kind), Ok((size, h)) if size == self.size && h == hex)
+    }
 }
 
 /// A file being written; see the module documentation.
 pub struct OutputFile {
     location: Location,
     out: Option<Sink>,
-    hasher: Sha256,
+    hasher: Hasher,
     size: u64,
 }
 
@@ -41,8 +87,15 @@ enum Sink {
 }
 
 impl OutputFile {
-    /// Start writing the file that will be `location` (its directory is created).
+    /// Start writing the file that will be `location` (its directory is created), with the
+    /// checksum [`Checksum::for_location`] gives it.
     pub fn create(location: &Location) -> Result<OutputFile> {
+        OutputFile::create_with(location, Checksum::for_location(location))
+    }
+
+    /// [`OutputFile::create`] with a checksum of `kind`: SHA-256 for a file whose checksum is
+    /// shown (a laid-out run's parts). An object always gets SHA-256 (its `_SUCCESS` lists it).
+    pub fn create_with(location: &Location, kind: Checksum) -> Result<OutputFile> {
         let path = match location {
             Location::Local(p) => p,
             Location::Object(o) => {
@@ -51,7 +104,7 @@ impl OutputFile {
                 return Ok(OutputFile {
                     location: location.clone(),
                     out: Some(Sink::Object(upload)),
-                    hasher: Sha256::new(),
+                    hasher: Hasher::new(Checksum::Sha256),
                     size: 0,
                 });
             }
@@ -68,7 +121,7 @@ impl OutputFile {
         Ok(OutputFile {
             location: location.clone(),
             out: Some(Sink::Local { tmp, file: f }),
-            hasher: Sha256::new(),
+            hasher: Hasher::new(kind),
             size: 0,
         })
     }
@@ -108,10 +161,10 @@ impl OutputFile {
                     .map_err(|e| Error::io("uploading", self.location.clone(), e))?
             }
         }
+        let hasher = std::mem::replace(&mut self.hasher, Hasher::new(Checksum::Xxh3));
         let written = Written {
-            size: self.size,
-            sha256: crate::policy::hex(&std::mem::take(&mut self.hasher).finalize()),
             etag,
+            ..Written::of(self.size, hasher)
         };
         if let Location::Object(o) = &self.location {
             objects_written()
@@ -240,8 +293,8 @@ pub fn move_written(from: &Location, to: &Location, written: &Written) -> Result
                 super::object::copy(a, b).map_err(|e| Error::io("copying to", to.clone(), e))?;
             let moved = Written {
                 size: info.size,
-                sha256: written.sha256.clone(),
                 etag: info.e_tag,
+                ..written.clone()
             };
             objects_written()
                 .lock()
@@ -305,8 +358,8 @@ pub fn adopt(from: &Location, to: &Location, w: &Written) -> Result<Option<Writt
                 Ok(i) if i.size == w.size => {
                     let written = Written {
                         size: i.size,
-                        sha256: w.sha256.clone(),
                         etag: i.e_tag,
+                        ..w.clone()
                     };
                     crate::io::written_object_reused(t, written.clone());
                     Ok(Some(written))
@@ -321,12 +374,18 @@ pub fn adopt(from: &Location, to: &Location, w: &Written) -> Result<Option<Writt
     copy_checked(from, to, w)
 }
 
-/// A copy through [`OutputFile`], kept only if it hashes as recorded.
+/// A copy through [`OutputFile`], kept only if it hashes as recorded (by the record's own kind
+/// of checksum, which may not be the one the copy gets).
 fn copy_checked(from: &Location, to: &Location, w: &Written) -> Result<Option<Written>> {
     use std::io::Write;
+    let Some((kind, recorded)) = w.checksum() else {
+        return Ok(None);
+    };
+    let mut check = Hasher::new(kind);
     let mut out = OutputFile::create(to)?;
     let mut failed: Option<std::io::Error> = None;
     let read = crate::io::read_chunks(from, |b| {
+        check.update(b);
         if failed.is_none() {
             if let Err(e) = out.write_all(b) {
                 failed = Some(e);
@@ -341,7 +400,7 @@ fn copy_checked(from: &Location, to: &Location, w: &Written) -> Result<Option<Wr
         return Err(Error::io("writing", to.clone(), e));
     }
     let written = out.finish()?;
-    if written.size != w.size || written.sha256 != w.sha256 {
+    if written.size != w.size || check.finish() != recorded {
         // Not what PREV_OUT recorded: this copy must not stand as a reused output.
         let _ = remove_written(to);
         return Ok(None);
@@ -363,11 +422,37 @@ mod tests {
         let w = f.finish().unwrap();
         assert_eq!(std::fs::read(loc.local_path().unwrap()).unwrap(), b"{}");
         assert_eq!(w.size, 2);
+        // A local file gets XXH3-128 unless asked for SHA-256.
+        assert_eq!(w.sha256, None);
+        let (kind, hex) = w.checksum().unwrap();
+        assert_eq!(kind, Checksum::Xxh3);
         assert_eq!(
-            w.sha256,
-            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+            super::super::checksum::checksum_of(&loc, kind).unwrap(),
+            (2, hex.to_owned())
         );
-        assert_eq!(super::super::sha256_of(&loc).unwrap(), (2, w.sha256));
+        assert!(w.holds(&loc));
+        let unchecked = Written {
+            xxh3: None,
+            ..w.clone()
+        };
+        assert!(
+            !unchecked.holds(&loc),
+            "a record without a checksum vouches for nothing"
+        );
+        std::fs::write(loc.local_path().unwrap(), b"[]").unwrap();
+        assert!(!w.holds(&loc), "same size, other bytes");
+        std::fs::write(loc.local_path().unwrap(), b"{}").unwrap();
+
+        let shown = Location::local(dir.path().join("sub/c.json"));
+        let mut f = OutputFile::create_with(&shown, Checksum::Sha256).unwrap();
+        f.write_all(b"{}").unwrap();
+        let w = f.finish().unwrap();
+        assert_eq!(
+            w.sha256.as_deref(),
+            Some("44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")
+        );
+        assert!(w.holds(&shown));
+        std::fs::remove_file(shown.local_path().unwrap()).unwrap();
 
         let loc2 = Location::local(dir.path().join("sub/b.json"));
         let mut g = OutputFile::create(&loc2).unwrap();

@@ -982,6 +982,88 @@ fn a_previous_output_that_cannot_vouch_for_itself_is_not_used() {
     assert_same_as_fresh(&out, &fresh);
 }
 
+/// `_state/` records written before local outputs got XXH3-128 name a SHA-256: they are checked
+/// by it, so such a PREV_OUT is reused as before and one altered under them is caught; a record
+/// with no checksum at all vouches for nothing.
+#[test]
+fn records_that_name_a_sha256_are_checked_by_it() {
+    use sha2::{Digest, Sha256};
+    let (dir, mut world) = first_night(11);
+    let prev = dir.path().join("out-0");
+    let files_json = prev.join("_state/files.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&files_json).unwrap()).unwrap();
+    let as_sha256 = |record: &mut Value, file: PathBuf| {
+        let hex: String = Sha256::digest(std::fs::read(&file).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let fields = record.as_object_mut().unwrap();
+        assert!(fields.remove("xxh3").is_some(), "{file:?}: {fields:?}");
+        fields.insert("sha256".into(), Value::from(hex));
+    };
+    as_sha256(&mut state["keys"], prev.join("_state/keys.parquet"));
+    for e in state["entries"].as_array_mut().unwrap() {
+        let rel = e["rel"].as_str().unwrap().to_owned();
+        as_sha256(&mut e["data"], prev.join("data").join(&rel));
+        as_sha256(&mut e["excluded"], prev.join("excluded").join(&rel));
+        if !e["decisions"].is_null() {
+            as_sha256(
+                &mut e["decisions"],
+                prev.join("_state/decisions").join(&rel),
+            );
+        }
+    }
+    std::fs::write(&files_json, state.to_string()).unwrap();
+
+    // The snapshot changes, so the night checks keys.parquet against its record.
+    world.members[1] = Some((Some("BR"), Some("opt_in"), None));
+    world.write(dir.path());
+    let fresh = dir.path().join("fresh");
+    assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+    let spoiled = |name: &str, spoil: &dyn Fn(&Path)| -> (Value, String) {
+        let copy = dir.path().join(name);
+        let status = std::process::Command::new("cp")
+            .args(["-a", p(&prev), p(&copy)])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        spoil(&copy);
+        let out = dir.path().join(format!("out-{name}"));
+        let (code, err) = filter(dir.path(), &out, &["--reuse", p(&copy)]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert_same_as_fresh(&out, &fresh);
+        (summary(&out)["reuse"].clone(), err)
+    };
+
+    let (r, err) = spoiled("as-recorded", &|_| {});
+    assert!(r["fallback"].is_null(), "{r} {err}");
+    assert_eq!(r["changed_keys"], 1, "{r}");
+    // The member is in every file; the rest of each comes from PREV_OUT, decisions included
+    // (their records checked by SHA-256 too).
+    assert!(r["row_groups_reused"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["decisions_reused"].as_u64().unwrap() > 0, "{r}");
+
+    // Same size, one byte changed: SHA-256 tells.
+    let (r, err) = spoiled("altered", &|copy| {
+        let k = copy.join("_state/keys.parquet");
+        let mut b = std::fs::read(&k).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x55;
+        std::fs::write(&k, b).unwrap();
+    });
+    assert!(err.contains("not as recorded"), "{err}");
+    assert_eq!(r["row_groups_reused"], 0, "{r}");
+
+    let (r, err) = spoiled("unchecked", &|copy| {
+        let f = copy.join("_state/files.json");
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        v["keys"].as_object_mut().unwrap().remove("sha256");
+        std::fs::write(&f, v.to_string()).unwrap();
+    });
+    assert!(err.contains("no checksum recorded"), "{err}");
+    assert_eq!(r["row_groups_reused"], 0, "{r}");
+}
+
 #[test]
 fn reuse_replaces_its_own_previous_output_with_overwrite() {
     let (dir, world) = first_night(3);
