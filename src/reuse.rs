@@ -5,10 +5,10 @@
 //! so no reader of `data/` takes it for data):
 //! - `files.json`: the job's [`Header`] (format, version, policy hash, join hashes, output
 //!   options), what summary.json says of each joined source, and one journal [`Entry`] per
-//!   completed input: its identity, its outputs' sizes and SHA-256, its counts and the rows
+//!   completed input: its identity, its outputs' sizes and checksums, its counts and the rows
 //!   kept of each row group;
 //! - `keys.parquet`, when the run joined a snapshot or lists: `(key_hash, digest)` of every
-//!   member, sorted by hash (see [`crate::join::digest`]), its size and SHA-256 in `files.json`;
+//!   member, sorted by hash (see [`crate::join::digest`]), its size and checksum in `files.json`;
 //! - `decisions/<rel>`, when the run joined anything: each row's decision (rule, region,
 //!   matched or not; see `engine::decisions`), about a byte per row, and per row group a filter
 //!   of its members' key hashes, recorded in the entry.
@@ -29,7 +29,7 @@
 //!
 //! Below the file: in an input that holds a changed key, only the rows of changed members are
 //! decided again; every other row's decision is PREV_OUT's record (read only when its size and
-//! SHA-256 are as recorded; else the row group is decided in full). A row group whose decisions
+//! checksum are as recorded; else the row group is decided in full). A row group whose decisions
 //! are all as recorded takes its data and manifest row groups from PREV_OUT byte for byte
 //! ([`PreviousRowGroups`]); when that holds for every row group, the file's outputs are
 //! PREV_OUT's own files, taken whole. A row group where a decision flipped is spliced page by

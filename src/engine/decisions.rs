@@ -13,7 +13,7 @@
 //!   only by runs that join a snapshot or lists (only they have changed members).
 //! - The member filter answers "may this row group hold one of these members?" with no false
 //!   "no": a later `--reuse` reads the user ids only of the row groups it says "maybe" for.
-//! - A reader trusts the file only when its size and SHA-256 are what `_state/files.json`
+//! - A reader trusts the file only when its size and checksum are what `_state/files.json`
 //!   records and every code it hands out names a rule of this policy and a known region; else
 //!   the rows are decided afresh.
 
