@@ -20,6 +20,8 @@ use arrow_buffer::BooleanBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowColumnWriter};
+use parquet::arrow::ProjectionMask;
+use parquet::schema::types::SchemaDescriptor;
 
 use super::chunk::RawChunk;
 use super::job::{FileJob, Readers, WriterFactories};
@@ -278,8 +280,33 @@ pub(super) fn process_row_group(
         // No decision flipped: PREV_OUT's row group holds today's rows.
         DataOut::Previous(t.previous.clone(), t.at)
     } else {
-        let checked = job.input.parquet.check_row_group(&footer.pq, rg)?;
-        let readers = match &checked.corrected {
+        let parquet = &job.input.parquet;
+        let descr = footer.pq.file_metadata().schema_descr();
+        // The large columns a touched row group splices from PREV_OUT's pages: the input's
+        // chunks of them are read only for rows kept today and not by PREV_OUT (an opt-in), so
+        // they are walked (and fetched, from a bucket) only then, not here. The input has the
+        // identity PREV_OUT recorded: those are the pages walked when PREV_OUT was written.
+        let spliceable = match &touched {
+            Some(t) if !(kept == rows && job.pass_through) => splice_leaves(job, rg, descr, t),
+            _ => Vec::new(),
+        };
+        let leaves_but = |skip: &[usize]| {
+            ProjectionMask::leaves(
+                descr,
+                (0..descr.num_columns()).filter(|l| !skip.contains(l)),
+            )
+        };
+        let mut checked = if spliceable.is_empty() {
+            parquet.check_row_group(&footer.pq, rg)?
+        } else {
+            let skip: Vec<usize> = spliceable.iter().map(|(_, leaf)| *leaf).collect();
+            parquet.check_columns_alone(&footer.pq, rg, &leaves_but(&skip))?
+        };
+        if checked.corrected.is_some() && !spliceable.is_empty() {
+            // A footer that is not what the pages say is corrected from every chunk's walk.
+            checked = parquet.check_row_group(&footer.pq, rg)?;
+        }
+        let mut readers = match &checked.corrected {
             Some(pq) => Arc::new(job.readers_for(pq.clone())?),
             None => footer.clone(),
         };
@@ -288,9 +315,46 @@ pub(super) fn process_row_group(
             DataOut::PassThrough(readers)
         } else {
             let spliced = match &touched {
-                Some(t) => splice_columns(job, rg, &readers, &source, &keep, t),
-                None => Vec::new(),
+                Some(t) if !spliceable.is_empty() => {
+                    // The input's chunk of a spliced column, walked before any page of it is read.
+                    let check_input = |leaf: usize| {
+                        let only = ProjectionMask::leaves(descr, [leaf]);
+                        parquet
+                            .check_columns_alone(&footer.pq, rg, &only)
+                            .is_ok_and(|c| c.corrected.is_none())
+                    };
+                    splice_columns(
+                        job,
+                        rg,
+                        &readers,
+                        &source,
+                        &keep,
+                        t,
+                        &spliceable,
+                        &check_input,
+                    )
+                }
+                _ => Vec::new(),
             };
+            // A large column left to be encoded afresh is walked now, as a fresh run walks it.
+            let rest: Vec<usize> = spliceable
+                .iter()
+                .map(|(_, leaf)| *leaf)
+                .filter(|leaf| !spliced.iter().any(|s| s.leaf == *leaf))
+                .collect();
+            if !rest.is_empty() && !checked.complete {
+                let mask = ProjectionMask::leaves(descr, rest);
+                if parquet
+                    .check_columns_alone(&footer.pq, rg, &mask)?
+                    .corrected
+                    .is_some()
+                {
+                    let whole = parquet.check_row_group(&footer.pq, rg)?;
+                    if let Some(pq) = &whole.corrected {
+                        readers = Arc::new(job.readers_for(pq.clone())?);
+                    }
+                }
+            }
             pages_reused = spliced.iter().map(|s| s.pages_copied).sum();
             let batch = match batch.take() {
                 Some(b) => b,
@@ -345,6 +409,16 @@ struct Touched {
 }
 
 impl Touched {
+    /// PREV_OUT's row group of it, read from `source` (its data file's).
+    fn prev_group<'a>(&'a self, source: &'a FileSource) -> super::splice::PrevGroup<'a> {
+        super::splice::PrevGroup {
+            source,
+            pq: &self.previous.meta,
+            at: self.at,
+            rows: &self.prev_rows,
+        }
+    }
+
     fn of(
         p: &Arc<super::job::PreviousRowGroups>,
         first: u64,
@@ -399,9 +473,24 @@ impl Touched {
     }
 }
 
+/// The `(root, leaf)` columns of a touched row group worth splicing from PREV_OUT's pages.
+fn splice_leaves(
+    job: &FileJob,
+    rg: usize,
+    descr: &SchemaDescriptor,
+    t: &Touched,
+) -> Vec<(usize, usize)> {
+    let props = &job.factories[job.rg_factory[rg]].1;
+    let prev_source = t.previous.data.source();
+    let mut skip_roots: Vec<usize> = job.reused.iter().map(|(root, _)| *root).collect();
+    skip_roots.extend(job.raw_leaves.iter().map(|l| descr.get_column_root_idx(*l)));
+    super::splice::candidates(descr, &t.prev_group(&prev_source), props, &skip_roots)
+}
+
 /// The large columns of a touched row group spliced from PREV_OUT's pages (see `splice`); a
 /// column that cannot be (PREV_OUT's pages not as its index says, or none clean) is left to be
 /// encoded afresh, which reports any problem with the input.
+#[allow(clippy::too_many_arguments)]
 fn splice_columns(
     job: &FileJob,
     rg: usize,
@@ -409,21 +498,16 @@ fn splice_columns(
     source: &FileSource,
     keep: &BooleanBuffer,
     t: &Touched,
+    leaves: &[(usize, usize)],
+    check_input: &dyn Fn(usize) -> bool,
 ) -> Vec<SplicedColumn> {
     let props = &job.factories[job.rg_factory[rg]].1;
     let descr = readers.pq.file_metadata().schema_descr();
     let prev_source = t.previous.data.source();
-    let prev = super::splice::PrevGroup {
-        source: &prev_source,
-        pq: &t.previous.meta,
-        at: t.at,
-        rows: &t.prev_rows,
-    };
-    let mut skip_roots: Vec<usize> = job.reused.iter().map(|(root, _)| *root).collect();
-    skip_roots.extend(job.raw_leaves.iter().map(|l| descr.get_column_root_idx(*l)));
+    let prev = t.prev_group(&prev_source);
     let removed = t.flips.iter().any(|f| !keep.value(*f as usize));
     let mut out = Vec::new();
-    for (root, leaf) in super::splice::candidates(descr, &prev, props, &skip_roots) {
+    for &(root, leaf) in leaves {
         // New pages are plain: the copied ones may refer to PREV_OUT's dictionary page.
         let plain = Arc::new(
             (**props)
@@ -434,7 +518,7 @@ fn splice_columns(
         );
         // PREV_OUT's chunk walked and checked as any chunk read or copied is; one whose pages
         // are not as its footer and index say is not spliced.
-        let mask = parquet::arrow::ProjectionMask::leaves(descr, [leaf]);
+        let mask = ProjectionMask::leaves(descr, [leaf]);
         let walked = match t
             .previous
             .data
@@ -454,6 +538,7 @@ fn splice_columns(
             &t.flips,
             removed,
             &plain,
+            &|| check_input(leaf),
         ) {
             out.push(SplicedColumn {
                 root,

@@ -136,6 +136,7 @@ pub(super) fn splice_column(
     flips: &[u32],
     removed: bool,
     props: &Arc<WriterProperties>,
+    check_input: &dyn Fn() -> bool,
 ) -> Result<Option<Spliced>, String> {
     let descr = in_pq.file_metadata().schema_descr().column(leaf);
     let name = descr.path().string();
@@ -227,6 +228,7 @@ pub(super) fn splice_column(
         prev,
         prev_chunk: pchunk,
         prev_locations: locs,
+        check_input,
     };
     let mut segments = encode_segments(&sources, &descr, &pieces, keep, props)?;
     segments.reverse();
@@ -348,6 +350,9 @@ struct Sources<'a> {
     prev: &'a PrevGroup<'a>,
     prev_chunk: &'a ColumnChunkMetaData,
     prev_locations: &'a [parquet::file::page_index::offset_index::PageLocation],
+    /// Walks the input's chunk of the column (as `ParquetFile::check_columns`): true when its
+    /// pages are as its footer and index say. Called before any page of it is read.
+    check_input: &'a dyn Fn() -> bool,
 }
 
 /// A column reader of byte arrays that moves forward only, and where it is.
@@ -462,6 +467,11 @@ fn encode_segments(
                     .map_err(|m| format!("PREV_OUT's column '{name}': {m}"))
             } else {
                 if input.is_none() {
+                    if !(src.check_input)() {
+                        return Err(format!(
+                            "column '{name}': its pages are not as its footer says"
+                        ));
+                    }
                     let locations = src
                         .in_pq
                         .page_index()

@@ -822,6 +822,28 @@ impl ParquetFile {
         rg: usize,
         leaves: Option<&ProjectionMask>,
     ) -> Result<RowGroupPages> {
+        self.check(pq, rg, leaves, leaves.is_some())
+    }
+
+    /// [`Self::check_columns`] for `leaves`, without starting the next row groups' chunks of
+    /// them on their way: for chunks only this row group needs (those of a row group whose
+    /// large columns are spliced from PREV_OUT, and then one of those columns if it is read).
+    pub fn check_columns_alone(
+        &self,
+        pq: &Arc<ParquetMetaData>,
+        rg: usize,
+        leaves: &ProjectionMask,
+    ) -> Result<RowGroupPages> {
+        self.check(pq, rg, Some(leaves), false)
+    }
+
+    fn check(
+        &self,
+        pq: &Arc<ParquetMetaData>,
+        rg: usize,
+        leaves: Option<&ProjectionMask>,
+        ahead: bool,
+    ) -> Result<RowGroupPages> {
         let group = pq.row_group(rg);
         let wanted = |i: usize| leaves.is_none_or(|m| m.leaf_included(i));
         // An object's chunks are fetched at once, concurrently, before any page is walked.
@@ -844,7 +866,7 @@ impl ParquetFile {
                 .collect()
         };
         let ranges = ranges_of(rg);
-        if leaves.is_some() {
+        if ahead {
             // The policy's columns of the next row groups start on their way now, so that the
             // network's latency hides behind this row group's work. Payload is never fetched
             // ahead: only a decision says whether a row group needs it. One row group at a

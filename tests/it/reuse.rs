@@ -1385,6 +1385,70 @@ fn finding_a_changed_members_rows_in_a_bucket_fetches_no_text() {
     );
 }
 
+/// An input in a bucket one of whose members opts out: the row group holding the member's rows
+/// is spliced, its text taken from PREV_OUT's pages, and the input's text chunk is not fetched
+/// (today keeps no row PREV_OUT did not). Before, the spliced row group was checked, and so
+/// fetched, whole.
+#[test]
+fn a_spliced_row_group_in_a_bucket_fetches_none_of_the_inputs_text() {
+    let s3 = crate::s3::server();
+    let bucket = s3.bucket("splice-fetch");
+    let (dir, mut world) = big_world(41, "BR");
+    let file = dir.path().join("in/big.parquet");
+    crate::s3::put(
+        &format!("{bucket}/in/big.parquet"),
+        &std::fs::read(&file).unwrap(),
+    );
+    let in_bucket = |out: &Path, extra: &[&str]| {
+        let extra = [&["--progress", "never"], extra].concat();
+        let mut args = job_args("filter", dir.path(), p(out), &extra);
+        *args.last_mut().unwrap() = format!("{bucket}/in");
+        s3.run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    let prev = dir.path().join("night-0");
+    let (code, _, err) = in_bucket(&prev, &[]);
+    assert_eq!(code, 0, "{err}");
+    let m = members_in_big_file(dir.path(), &world)[0];
+    world.members[m] = Some((Some("BR"), Some("opt_out"), None));
+    world.write(dir.path());
+    let out = dir.path().join("night-1");
+    let (code, _, err) = in_bucket(&out, &["--reuse", p(&prev)]);
+    assert_eq!(code, 0, "{err}");
+    let fresh = dir.path().join("fresh-1");
+    let (code, _, err) = in_bucket(&fresh, &[]);
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    let r = &s["reuse"];
+    assert_eq!(r["row_groups_spliced"], 1, "{r}");
+    assert!(r["pages_reused"].as_u64().unwrap() >= 5, "{r}");
+    assert_eq!(
+        same_outputs(&out, &fresh).unwrap(),
+        vec!["big.parquet".to_string()]
+    );
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap();
+    let meta = parquet::file::reader::FileReader::metadata(&reader);
+    let text: u64 = meta
+        .row_groups()
+        .iter()
+        .flat_map(|g| g.columns())
+        .filter(|c| c.column_path().string() == "text")
+        .map(|c| c.compressed_size() as u64)
+        .sum();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        text > size / 2,
+        "the text is most of the file: {text} of {size}"
+    );
+    let fetched = s["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched < size - text * 9 / 10,
+        "fetched {fetched} bytes of {size}, of which the text is {text}"
+    );
+}
+
 /// The same splice with PREV_OUT in a bucket (a real S3 server): PREV_OUT's manifest and the
 /// pages copied are read from its objects.
 #[test]
