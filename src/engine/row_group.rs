@@ -336,22 +336,20 @@ pub(super) fn process_row_group(
                 }
                 _ => Vec::new(),
             };
-            // A large column left to be encoded afresh is walked now, as a fresh run walks it.
-            let rest: Vec<usize> = spliceable
+            // A large column left to be encoded afresh is walked now, as a fresh run walks it
+            // (and held against `--max-memory` with the others); a chunk that is not as the
+            // footer says has the row group walked whole, for the footer corrected from it.
+            let unspliced: Vec<usize> = spliceable
                 .iter()
                 .map(|(_, leaf)| *leaf)
                 .filter(|leaf| !spliced.iter().any(|s| s.leaf == *leaf))
                 .collect();
-            if !rest.is_empty() && !checked.complete {
-                let mask = ProjectionMask::leaves(descr, rest);
-                if parquet
-                    .check_columns_alone(&footer.pq, rg, &mask)?
-                    .corrected
-                    .is_some()
-                {
-                    let whole = parquet.check_row_group(&footer.pq, rg)?;
-                    if let Some(pq) = &whole.corrected {
-                        readers = Arc::new(job.readers_for(pq.clone())?);
+            if !unspliced.is_empty() && !checked.complete {
+                let more = ProjectionMask::leaves(descr, unspliced);
+                let rest = parquet.check_more_columns(&footer.pq, rg, &checked, &more)?;
+                if rest.corrected.is_some() {
+                    if let Some(pq) = parquet.check_row_group(&footer.pq, rg)?.corrected {
+                        readers = Arc::new(job.readers_for(pq)?);
                     }
                 }
             }

@@ -67,11 +67,12 @@ impl Hasher {
         }
     }
 
-    /// The checksum in lower-case hex (64 digits for SHA-256, 32 for XXH3-128).
-    pub fn finish(self) -> String {
+    /// The checksum in lower-case hex (64 digits for SHA-256, 32 for XXH3-128) of the bytes
+    /// fed so far (the hasher is then as new: a SHA-256 one is reset).
+    pub fn finish(&mut self) -> String {
         use sha2::Digest;
         match self {
-            Hasher::Sha256(h) => crate::policy::hex(&h.finalize()),
+            Hasher::Sha256(h) => crate::policy::hex(&h.finalize_reset()),
             Hasher::Xxh3(h) => format!("{:032x}", h.finish_128()),
         }
     }

@@ -837,6 +837,39 @@ impl ParquetFile {
         self.check(pq, rg, Some(leaves), false)
     }
 
+    /// [`Self::check_columns_alone`] for the `more` leaves of row group `rg`, after `checked`
+    /// walked others of it: the memory decoding both needs must fit `--max-memory` together,
+    /// as it must when one walk checks them all.
+    pub fn check_more_columns(
+        &self,
+        pq: &Arc<ParquetMetaData>,
+        rg: usize,
+        checked: &RowGroupPages,
+        more: &ProjectionMask,
+    ) -> Result<RowGroupPages> {
+        let rest = self.check(pq, rg, Some(more), false)?;
+        let rows = pq.row_group(rg).num_rows().max(0) as u64;
+        let needed = checked
+            .chunks
+            .iter()
+            .chain(&rest.chunks)
+            .map(ChunkPages::decode_bytes)
+            .fold(
+                rows.saturating_mul(pages::BYTES_PER_VALUE),
+                u64::saturating_add,
+            );
+        if needed > self.options.max_memory {
+            return Err(self.err(
+                Some(rg),
+                ReadError::Memory {
+                    needed,
+                    cap: self.options.max_memory,
+                },
+            ));
+        }
+        Ok(rest)
+    }
+
     fn check(
         &self,
         pq: &Arc<ParquetMetaData>,

@@ -34,7 +34,7 @@ pub struct Written {
 
 impl Written {
     /// What a hasher computed over `size` bytes.
-    pub fn of(size: u64, hasher: Hasher) -> Written {
+    pub fn of(size: u64, hasher: &mut Hasher) -> Written {
         let kind = hasher.kind();
         Written::with(size, kind, hasher.finish())
     }
@@ -161,10 +161,9 @@ impl OutputFile {
                     .map_err(|e| Error::io("uploading", self.location.clone(), e))?
             }
         }
-        let hasher = std::mem::replace(&mut self.hasher, Hasher::new(Checksum::Xxh3));
         let written = Written {
             etag,
-            ..Written::of(self.size, hasher)
+            ..Written::of(self.size, &mut self.hasher)
         };
         if let Location::Object(o) = &self.location {
             objects_written()

@@ -1322,78 +1322,28 @@ fn a_flipped_decision_splices_the_pages_around_it() {
     }
 }
 
-/// An input in a bucket (a real S3 server), one of whose members changes without any decision
-/// flipping: finding the member's rows reads the row group's user ids, and only those (and the
-/// other columns the policy reads) are fetched, never the text. Before, reading one column
-/// checked, and so fetched, every chunk of the row group.
-#[test]
-fn finding_a_changed_members_rows_in_a_bucket_fetches_no_text() {
-    let s3 = crate::s3::server();
-    let bucket = s3.bucket("search");
-    let (dir, mut world) = big_world(31, "BR");
-    let file = dir.path().join("in/big.parquet");
-    crate::s3::put(
-        &format!("{bucket}/in/big.parquet"),
-        &std::fs::read(&file).unwrap(),
-    );
-    let in_bucket = |out: &Path, extra: &[&str]| {
-        let extra = [&["--progress", "never"], extra].concat();
-        let mut args = job_args("filter", dir.path(), p(out), &extra);
-        *args.last_mut().unwrap() = format!("{bucket}/in");
-        s3.run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
-    };
-    let prev = dir.path().join("night-0");
-    let (code, _, err) = in_bucket(&prev, &[]);
-    assert_eq!(code, 0, "{err}");
-    // A member the file holds moves between two regions the policy allows.
-    let m = members_in_big_file(dir.path(), &world)[0];
-    world.members[m] = Some((Some("US"), Some("opt_in"), None));
-    world.write(dir.path());
-    let out = dir.path().join("night-1");
-    let (code, _, err) = in_bucket(&out, &["--reuse", p(&prev)]);
-    assert_eq!(code, 0, "{err}");
-    let fresh = dir.path().join("fresh-1");
-    let (code, _, err) = in_bucket(&fresh, &[]);
-    assert_eq!(code, 0, "{err}");
-    let s = summary(&out);
-    let r = &s["reuse"];
-    assert_eq!(r["changed_keys"], 1, "{r}");
-    assert_eq!(r["row_groups_searched"], 1, "{r}");
-    assert_eq!(r["row_groups_spliced"], 0, "{r}");
-    assert_eq!(same_outputs(&out, &fresh).unwrap(), Vec::<String>::new());
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
-        std::fs::File::open(&file).unwrap(),
-    )
-    .unwrap();
-    let meta = parquet::file::reader::FileReader::metadata(&reader);
-    let group = meta.row_group(0);
-    let text: u64 = group
-        .columns()
-        .iter()
-        .filter(|c| c.column_path().string() == "text")
-        .map(|c| c.compressed_size() as u64)
-        .sum();
-    let size = std::fs::metadata(&file).unwrap().len();
-    assert!(
-        text > size / 2,
-        "the text is most of the file: {text} of {size}"
-    );
-    let fetched = s["bytes_fetched"].as_u64().unwrap();
-    assert!(
-        fetched < size - text / 2,
-        "fetched {fetched} bytes of {size}, of which the text is {text}"
-    );
+/// Two nights of a big world whose input is in a bucket of a real S3 server (the outputs are
+/// local): night 1 makes `change` to the first member the big file holds, with `--reuse` of night
+/// 0, and a fresh run beside it. Gives night 1's summary, its output and the fresh one's, the
+/// input's size and the bytes of its text chunks.
+struct BucketNight {
+    summary: Value,
+    out: PathBuf,
+    fresh: PathBuf,
+    size: u64,
+    text: u64,
+    _dir: tempfile::TempDir,
 }
 
-/// An input in a bucket one of whose members opts out: the row group holding the member's rows
-/// is spliced, its text taken from PREV_OUT's pages, and the input's text chunk is not fetched
-/// (today keeps no row PREV_OUT did not). Before, the spliced row group was checked, and so
-/// fetched, whole.
-#[test]
-fn a_spliced_row_group_in_a_bucket_fetches_none_of_the_inputs_text() {
+fn bucket_night(
+    seed: u64,
+    region: &'static str,
+    bucket: &str,
+    change: impl FnOnce(&mut World, usize),
+) -> BucketNight {
     let s3 = crate::s3::server();
-    let bucket = s3.bucket("splice-fetch");
-    let (dir, mut world) = big_world(41, "BR");
+    let bucket = s3.bucket(bucket);
+    let (dir, mut world) = big_world(seed, region);
     let file = dir.path().join("in/big.parquet");
     crate::s3::put(
         &format!("{bucket}/in/big.parquet"),
@@ -1403,28 +1353,18 @@ fn a_spliced_row_group_in_a_bucket_fetches_none_of_the_inputs_text() {
         let extra = [&["--progress", "never"], extra].concat();
         let mut args = job_args("filter", dir.path(), p(out), &extra);
         *args.last_mut().unwrap() = format!("{bucket}/in");
-        s3.run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+        let (code, _, err) = s3.run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert_eq!(code, 0, "{err}");
     };
     let prev = dir.path().join("night-0");
-    let (code, _, err) = in_bucket(&prev, &[]);
-    assert_eq!(code, 0, "{err}");
+    in_bucket(&prev, &[]);
     let m = members_in_big_file(dir.path(), &world)[0];
-    world.members[m] = Some((Some("BR"), Some("opt_out"), None));
+    change(&mut world, m);
     world.write(dir.path());
     let out = dir.path().join("night-1");
-    let (code, _, err) = in_bucket(&out, &["--reuse", p(&prev)]);
-    assert_eq!(code, 0, "{err}");
+    in_bucket(&out, &["--reuse", p(&prev)]);
     let fresh = dir.path().join("fresh-1");
-    let (code, _, err) = in_bucket(&fresh, &[]);
-    assert_eq!(code, 0, "{err}");
-    let s = summary(&out);
-    let r = &s["reuse"];
-    assert_eq!(r["row_groups_spliced"], 1, "{r}");
-    assert!(r["pages_reused"].as_u64().unwrap() >= 5, "{r}");
-    assert_eq!(
-        same_outputs(&out, &fresh).unwrap(),
-        vec!["big.parquet".to_string()]
-    );
+    in_bucket(&fresh, &[]);
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(
         std::fs::File::open(&file).unwrap(),
     )
@@ -1442,10 +1382,65 @@ fn a_spliced_row_group_in_a_bucket_fetches_none_of_the_inputs_text() {
         text > size / 2,
         "the text is most of the file: {text} of {size}"
     );
-    let fetched = s["bytes_fetched"].as_u64().unwrap();
+    BucketNight {
+        summary: summary(&out),
+        out,
+        fresh,
+        size,
+        text,
+        _dir: dir,
+    }
+}
+
+/// An input in a bucket (a real S3 server), one of whose members changes without any decision
+/// flipping: finding the member's rows reads the row group's user ids, and only those (and the
+/// other columns the policy reads) are fetched, never the text. Before, reading one column
+/// checked, and so fetched, every chunk of the row group.
+#[test]
+fn finding_a_changed_members_rows_in_a_bucket_fetches_no_text() {
+    // A member the file holds moves between two regions the policy allows.
+    let n = bucket_night(31, "BR", "search", |world, m| {
+        world.members[m] = Some((Some("US"), Some("opt_in"), None));
+    });
+    let r = &n.summary["reuse"];
+    assert_eq!(r["changed_keys"], 1, "{r}");
+    assert_eq!(r["row_groups_searched"], 1, "{r}");
+    assert_eq!(r["row_groups_spliced"], 0, "{r}");
+    assert_eq!(
+        same_outputs(&n.out, &n.fresh).unwrap(),
+        Vec::<String>::new()
+    );
+    let fetched = n.summary["bytes_fetched"].as_u64().unwrap();
     assert!(
-        fetched < size - text * 9 / 10,
-        "fetched {fetched} bytes of {size}, of which the text is {text}"
+        fetched < n.size - n.text / 2,
+        "fetched {fetched} bytes of {}, of which the text is {}",
+        n.size,
+        n.text
+    );
+}
+
+/// An input in a bucket one of whose members opts out: the row group holding the member's rows
+/// is spliced, its text taken from PREV_OUT's pages, and the input's text chunk is not fetched
+/// (today keeps no row PREV_OUT did not). Before, the spliced row group was checked, and so
+/// fetched, whole.
+#[test]
+fn a_spliced_row_group_in_a_bucket_fetches_none_of_the_inputs_text() {
+    let n = bucket_night(41, "BR", "splice-fetch", |world, m| {
+        world.members[m] = Some((Some("BR"), Some("opt_out"), None));
+    });
+    let r = &n.summary["reuse"];
+    assert_eq!(r["row_groups_spliced"], 1, "{r}");
+    assert!(r["pages_reused"].as_u64().unwrap() >= 5, "{r}");
+    assert_eq!(
+        same_outputs(&n.out, &n.fresh).unwrap(),
+        vec!["big.parquet".to_string()]
+    );
+    let fetched = n.summary["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched < n.size - n.text * 9 / 10,
+        "fetched {fetched} bytes of {}, of which the text is {}",
+        n.size,
+        n.text
     );
 }
 
