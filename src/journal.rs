@@ -3,9 +3,10 @@
 //! It lives in the temporary sibling as `.journal.jsonl`, one JSON object per line. The first
 //! line ([`Header`]) records what the run depends on (format, policy, snapshot and lists by
 //! content hash, output settings); each further line ([`Entry`]) is one completed input file: its
-//! identity, the size and checksum (`io::checksum`) of its two outputs as written, and its counts. `--resume`
-//! reuses a file's outputs only when the header matches, the input has the same identity and
-//! both outputs still hash as recorded; the journal is removed before the output is committed.
+//! identity, the size and checksum (`io::checksum`) of its two outputs as written, and its
+//! counts. `--resume` reuses a file's outputs only when the header matches, the input has the
+//! same identity and both outputs still hash as recorded; the journal is removed before the
+//! output is committed.
 //!
 //! A line cut short by a crash (no newline at its end) is ignored. A whole line that does not
 //! parse is an error naming the journal and what is wrong with the line, never skipped silently.

@@ -74,10 +74,7 @@ pub(crate) fn read_chunks(location: &Location, mut update: impl FnMut(&[u8])) ->
 
 /// Size and hex SHA-256 of a file's bytes.
 pub(crate) fn sha256_of(location: &Location) -> Result<(u64, String)> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let size = read_chunks(location, |b| h.update(b))?;
-    Ok((size, crate::policy::hex(&h.finalize())))
+    checksum::checksum_of(location, Checksum::Sha256)
 }
 
 /// Read a whole small file (policy, key, JSON state) into memory.

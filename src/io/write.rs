@@ -1,11 +1,10 @@
 //! The one path by which corpusgate creates a file: [`OutputFile`]. It is written under a hidden
 //! temporary name beside its final one (`.NAME.part`, which no reader of a directory picks up),
 //! through a hasher (of the kind [`super::checksum`] gives it), synced to disk, and only then
-//! renamed to its name — so a file that
-//! exists under its final name is complete, and its size and checksum come back to be recorded
-//! without reading it again. An object is streamed to its store by a multipart upload (at most
-//! a few parts in memory), which makes it visible under its key only when complete; an
-//! unfinished upload is aborted.
+//! renamed to its name — so a file that exists under its final name is complete, and its size
+//! and checksum come back to be recorded without reading it again. An object is streamed to its
+//! store by a multipart upload (at most a few parts in memory), which makes it visible under its
+//! key only when complete; an unfinished upload is aborted.
 
 use std::io::Write;
 use std::path::PathBuf;
