@@ -9,9 +9,11 @@
 //! - [`chunk`]: what those two share: settings, codec, levels, page index and metadata.
 //! - [`labels`]: dictionary-encoded string columns, encoded without its per-row hashing.
 //! - [`splice`]: `--reuse` of PREV_OUT's pages in a row group holding a changed member.
+//! - [`byte_rows`]: a text chunk read row by row as slices of its pages (prose, splice).
 //! - [`sink`]: one file's data and manifest outputs.
 //! - [`scheduler`]: tasks on a thread pool, results appended in input order, memory bounded.
 
+mod byte_rows;
 mod chunk;
 mod decisions;
 mod job;

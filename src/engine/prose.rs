@@ -26,12 +26,14 @@
 use std::cell::RefCell;
 
 use arrow_array::ArrayRef;
+use arrow_buffer::BooleanBuffer;
 use arrow_schema::DataType;
 use parquet::basic::{Encoding, PageType};
 use parquet::file::metadata::PageEncodingStats;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnDescPtr;
 
+use super::byte_rows::ByteRows;
 use super::chunk::{
     each_value, push_level, rle_levels, ChunkBytes, PageEntry, PageIndex, PageKind, RawChunk,
     Settings,
@@ -103,21 +105,46 @@ impl ProseWriter {
 
     /// Append the values of `array` (of the type the writer was made for), nulls included.
     pub(super) fn write(&mut self, array: &ArrayRef) -> Result<(), String> {
-        each_value(array.as_ref(), |v| {
-            if v.is_none() && !self.optional {
-                return Err(format!(
-                    "column '{}' is required and a value is null",
-                    self.descr.path()
-                ));
+        each_value(array.as_ref(), |v| self.append(v))
+    }
+
+    /// Append the rows `keep` holds of the chunk `rows` reads, read from its pages directly:
+    /// a string's values are checked to be UTF-8 here, the kept ones only (an Arrow reader
+    /// checks every value of the chunk, and copies each before this writer copies it again).
+    pub(super) fn write_kept(
+        &mut self,
+        rows: &mut ByteRows,
+        keep: &BooleanBuffer,
+    ) -> Result<(), String> {
+        let utf8 = self.settings.utf8;
+        rows.each_kept(keep, |row, v| {
+            if let (true, Some(v)) = (utf8, v) {
+                if parquet::utf8::check_valid_utf8(v).is_err() {
+                    let why = std::str::from_utf8(v).err().map(|e| e.to_string());
+                    return Err(format!(
+                        "row {row} of the row group holds a value that is not UTF-8 ({})",
+                        why.unwrap_or_default()
+                    ));
+                }
             }
-            self.push(v);
-            if self.page.rows >= self.page_rows
-                || self.page.buf.len() - LEVELS_ROOM >= self.page_bytes
-            {
-                self.close_page()?;
-            }
-            Ok(())
+            self.append(v)
         })
+    }
+
+    /// One more value; the page closes when it reaches its size or row limit.
+    fn append(&mut self, v: Option<&[u8]>) -> Result<(), String> {
+        if v.is_none() && !self.optional {
+            return Err(format!(
+                "column '{}' is required and a value is null",
+                self.descr.path()
+            ));
+        }
+        self.push(v);
+        if self.page.rows >= self.page_rows || self.page.buf.len() - LEVELS_ROOM >= self.page_bytes
+        {
+            self.close_page()?;
+        }
+        Ok(())
     }
 
     fn push(&mut self, v: Option<&[u8]>) {

@@ -23,6 +23,7 @@ use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowColumn
 use parquet::arrow::ProjectionMask;
 use parquet::schema::types::SchemaDescriptor;
 
+use super::byte_rows::ByteRows;
 use super::chunk::RawChunk;
 use super::job::{FileJob, Readers, WriterFactories};
 use super::labels::LabelWriter;
@@ -1066,6 +1067,63 @@ fn own_writers(
     writers
 }
 
+/// The prose leaves pass 2 reads in row group `rg` (flat, not read in pass 1 nor spliced, not
+/// INT96), each encoded by a [`ProseWriter`] from the kept rows of its pages, read directly
+/// (see [`ProseWriter::write_kept`]). Pages with no kept row go unread where the offset index
+/// says where pages start, as the Arrow reader's row selection skips them.
+fn prose_from_pages(
+    job: &FileJob,
+    rg: usize,
+    readers: &Readers,
+    source: &FileSource,
+    keep: &BooleanBuffer,
+    props: &Arc<parquet::file::properties::WriterProperties>,
+    spliced: &[SplicedColumn],
+) -> std::result::Result<Vec<SplicedColumn>, ReadError> {
+    let Some(mask) = &job.payload_mask else {
+        return Ok(Vec::new());
+    };
+    let descr = readers.pq.file_metadata().schema_descr();
+    let group = readers.pq.row_group(rg);
+    let roots = descr.root_schema().get_fields();
+    let payload = readers.payload.schema();
+    let mut out = Vec::new();
+    for leaf in 0..descr.num_columns().min(group.num_columns()) {
+        let root = descr.get_column_root_idx(leaf);
+        let wanted = roots.get(root).is_some_and(|f| f.is_primitive())
+            && mask.leaf_included(leaf)
+            && !spliced.iter().any(|s| s.root == root)
+            && !job.reused.iter().any(|(r, _)| *r == root)
+            && !job.raw_leaves.contains(&leaf)
+            && super::job::holds_prose(group.column(leaf));
+        let field = payload.fields().get(root);
+        let writer = field
+            .filter(|_| wanted)
+            .and_then(|f| ProseWriter::new(descr.column(leaf), f.data_type(), props));
+        let Some(mut writer) = writer else {
+            continue;
+        };
+        let column = descr.column(leaf);
+        let name = column.path().string();
+        let locations = readers
+            .pq
+            .page_index()
+            .and_then(|i| i.offset_index(rg, leaf))
+            .map(|o| o.page_locations().clone());
+        let chunk = ByteRows::open(source, group.column(leaf), keep.len(), locations, &column)
+            .and_then(|mut rows| writer.write_kept(&mut rows, keep))
+            .and_then(|()| writer.close())
+            .map_err(|m| ReadError::Invalid(format!("column '{name}': {m}")))?;
+        out.push(SplicedColumn {
+            root,
+            leaf,
+            chunk,
+            pages_copied: 0,
+        });
+    }
+    Ok(out)
+}
+
 /// Pass 2: decode the kept rows of the columns pass 1 did not read, and encode them with the
 /// kept rows of those it did (`decided`, filtered and cast back from the dictionaries pass 1
 /// asked for) as output column chunks. INT96 leaves are copied value by value; the `spliced`
@@ -1082,6 +1140,12 @@ fn encode_kept(
     spliced: Vec<SplicedColumn>,
 ) -> std::result::Result<Vec<OutChunk>, ReadError> {
     let full = job.input.parquet.schema();
+    let (factory, props) = &job.factories[job.rg_factory[rg]];
+    // The prose read from its pages is taken out of the batches as a spliced column is.
+    let mut spliced = spliced;
+    let direct = prose_from_pages(job, rg, readers, source, keep, props, &spliced)?;
+    spliced.extend(direct);
+    spliced.sort_by_key(|s| s.leaf);
     let skip_roots: Vec<usize> = spliced.iter().map(|s| s.root).collect();
     // The batches encoded: the schema without the spliced columns, with the payload's strings
     // and binaries as the views pass 2 read them as. The writer takes a view for a string or
@@ -1103,7 +1167,6 @@ fn encode_kept(
             })
             .collect::<Vec<_>>(),
     );
-    let (factory, props) = &job.factories[job.rg_factory[rg]];
     let skip_leaves: Vec<usize> = job
         .raw_leaves
         .iter()

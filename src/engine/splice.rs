@@ -23,7 +23,6 @@ use std::sync::Arc;
 use arrow_buffer::BooleanBuffer;
 use bytes::Bytes;
 use parquet::basic::{BoundaryOrder, ConvertedType, LogicalType, SortOrder, Type as PhysicalType};
-use parquet::column::reader::{get_column_reader, ColumnReader};
 use parquet::column::writer::{get_column_writer, ColumnCloseResult, ColumnWriter};
 use parquet::data_type::ByteArray;
 use parquet::file::metadata::{
@@ -32,11 +31,11 @@ use parquet::file::metadata::{
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, Length};
-use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
 
+use super::byte_rows::ByteRows;
 use super::chunk::{ChunkBytes, RawChunk};
 use crate::io::pages::{ChunkPages, Page, PageKind};
 use crate::io::parquet::FileSource;
@@ -355,63 +354,6 @@ struct Sources<'a> {
     check_input: &'a dyn Fn() -> bool,
 }
 
-/// A column reader of byte arrays that moves forward only, and where it is.
-struct Cursor {
-    reader: parquet::column::reader::ColumnReaderImpl<parquet::data_type::ByteArrayType>,
-    at: usize,
-}
-
-impl Cursor {
-    fn open(
-        source: &FileSource,
-        chunk: &ColumnChunkMetaData,
-        rows: usize,
-        locations: Option<Vec<parquet::file::page_index::offset_index::PageLocation>>,
-        descr: &Arc<ColumnDescriptor>,
-    ) -> Result<Cursor, String> {
-        let pages = SerializedPageReader::new(Arc::new(source.clone()), chunk, rows, locations)
-            .map_err(|e| e.to_string())?;
-        match get_column_reader(descr.clone(), Box::new(pages)) {
-            ColumnReader::ByteArrayColumnReader(reader) => Ok(Cursor { reader, at: 0 }),
-            _ => Err("not a byte array column".into()),
-        }
-    }
-
-    /// Append rows `from..from + n` (at or after where it is) to `values` and `defs`.
-    fn read(
-        &mut self,
-        from: usize,
-        n: usize,
-        values: &mut Vec<ByteArray>,
-        defs: Option<&mut Vec<i16>>,
-    ) -> Result<(), String> {
-        if from < self.at {
-            return Err(format!("row {from} asked for after row {}", self.at));
-        }
-        if from > self.at {
-            let want = from - self.at;
-            let skipped = self.reader.skip_records(want).map_err(|e| e.to_string())?;
-            if skipped != want {
-                return Err(format!("it ends before row {from}"));
-            }
-            self.at = from;
-        }
-        let end = from + n;
-        let mut defs = defs;
-        while self.at < end {
-            let (records, _, _) = self
-                .reader
-                .read_records(end - self.at, defs.as_deref_mut(), None, values)
-                .map_err(|e| e.to_string())?;
-            if records == 0 {
-                return Err(format!("it ends before row {}", self.at));
-            }
-            self.at += records;
-        }
-        Ok(())
-    }
-}
-
 /// The values of the kept rows of each `Encode` piece, encoded as plain pages. A row PREV_OUT
 /// kept too is read from PREV_OUT's chunk (a page or two around the flipped rows, already
 /// filtered); only the rows kept today and not by PREV_OUT are read from the input.
@@ -426,8 +368,8 @@ fn encode_segments(
     let rows = keep.len();
     let prev_rows = src.prev.rows;
     let leaf = descr_leaf(src.in_pq, descr).ok_or("no such leaf")?;
-    let mut input: Option<Cursor> = None;
-    let mut prev = Cursor::open(
+    let mut input: Option<ByteRows> = None;
+    let mut prev = ByteRows::open(
         src.prev.source,
         src.prev_chunk,
         prev_rows.len(),
@@ -477,7 +419,7 @@ fn encode_segments(
                         .page_index()
                         .and_then(|i| i.offset_index(src.rg, leaf))
                         .map(|o| o.page_locations().clone());
-                    input = Some(Cursor::open(
+                    input = Some(ByteRows::open(
                         src.input,
                         src.in_pq.row_group(src.rg).column(leaf),
                         rows,

@@ -544,3 +544,122 @@ fn an_unknown_logical_type_is_named_before_any_output() {
     let (code, err) = filter(&["--policy", p(&keep), "--dry-run", p(&odd)]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// A file whose `text` (a STRING column of prose) holds bytes that are not UTF-8 in row `bad`,
+/// written by parquet-rs's low-level writer, which does not check them (as some writers do
+/// not), at zstd (so that corpusgate encodes the text with its own writer, from the pages it
+/// reads itself: see `engine::prose`). Rows are 200, in two row groups; row `i` is from GB (excluded by [`PAUSE_GB`]) when
+/// `i % 10 == 3`, else from the US.
+fn text_not_utf8(path: &Path, bad: usize) -> Vec<Vec<u8>> {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message m { required int64 post_id; required binary country (STRING); \
+             required binary text (STRING); }",
+        )
+        .unwrap(),
+    );
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(Default::default()))
+            .set_dictionary_enabled(false)
+            .build(),
+    );
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w =
+        SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
+    let texts: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            let mut t = format!("row {i:03}: {}", "a sentence of prose, ".repeat(5)).into_bytes();
+            if i == bad {
+                t.extend_from_slice(b"\xff\xfe not UTF-8");
+            }
+            t
+        })
+        .collect();
+    for half in [0..100usize, 100..200] {
+        let mut rg = w.next_row_group().unwrap();
+        let ids: Vec<i64> = half.clone().map(|i| i as i64).collect();
+        let countries: Vec<ByteArray> = half
+            .clone()
+            .map(|i| ByteArray::from(if i % 10 == 3 { "GB" } else { "US" }))
+            .collect();
+        let text: Vec<ByteArray> = half.map(|i| ByteArray::from(texts[i].clone())).collect();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(&ids, None, None)
+            .unwrap();
+        col.close().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&countries, None, None)
+            .unwrap();
+        col.close().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&text, None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+    texts
+}
+
+/// Rows from GB excluded, every other row kept.
+const PAUSE_GB: &str = "policy: pause-gb\ncolumns: {record_id: post_id, region: country}\n\
+    region_groups: {PAUSED: [GB]}\ndefault: include\n\
+    rules:\n  - id: paused\n    if: { region: [PAUSED] }\n    then: exclude\n";
+
+#[test]
+fn text_that_is_not_utf8_in_a_kept_row_is_an_error_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in/posts.parquet");
+    text_not_utf8(&input, 117);
+    let policy = dir.path().join("pause-gb.yaml");
+    std::fs::write(&policy, PAUSE_GB).unwrap();
+    let out = dir.path().join("out");
+    let (code, err) = filter(&["--policy", p(&policy), "-o", p(&out), p(&input)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("posts.parquet"), "{err}");
+    // Row 117 is the 18th of the second row group.
+    assert!(
+        err.contains(
+            "posts.parquet (row group 1): column 'text': row 17 of the row group holds a value \
+             that is not UTF-8 (invalid utf-8 sequence of 1 bytes from index 114)"
+        ),
+        "{err}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
+}
+
+#[test]
+fn text_that_is_not_utf8_in_an_excluded_row_is_never_written_nor_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in/posts.parquet");
+    // Row 113 is from GB: excluded, its text never written.
+    let texts = text_not_utf8(&input, 113);
+    let policy = dir.path().join("pause-gb.yaml");
+    std::fs::write(&policy, PAUSE_GB).unwrap();
+    let out = dir.path().join("out");
+    let (code, err) = filter(&["--policy", p(&policy), "-o", p(&out), p(&input)]);
+    assert_eq!(code, 0, "{err}");
+    let kept = read_all(&out.join("data/posts.parquet"));
+    let want: Vec<usize> = (0..200).filter(|i| i % 10 != 3).collect();
+    assert_eq!(
+        post_ids(&kept),
+        want.iter().map(|i| *i as i64).collect::<Vec<_>>()
+    );
+    let got = strings(&kept, "text");
+    for (row, text) in want.iter().zip(&got) {
+        assert_eq!(
+            text.as_deref().map(str::as_bytes),
+            Some(texts[*row].as_slice())
+        );
+    }
+    keep_for_crosscheck(&out, "text-not-utf8-excluded");
+}
