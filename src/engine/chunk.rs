@@ -198,13 +198,24 @@ impl ChunkReader for ChunkBytes {
 #[derive(Clone, Copy)]
 pub(super) struct Settings {
     pub utf8: bool,
-    pub zstd_level: Option<i32>,
+    pub codec: PageCodec,
+}
+
+/// The codecs our writers compress pages with: the output's, when it is one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PageCodec {
+    Uncompressed,
+    /// At this level.
+    Zstd(i32),
+    /// Raw snappy, as the parquet crate's codec writes it (pyarrow's, Spark's and DuckDB's
+    /// default, so what `--compression preserve` writes most often).
+    Snappy,
 }
 
 impl Settings {
     /// The settings for leaf `descr` holding arrays of `data_type` (or dictionaries of them)
     /// under `props`, when they are ones our writers make: a top-level BYTE_ARRAY ordered as
-    /// bytes, with a dictionary or without as `dictionary` says, at zstd or uncompressed, with
+    /// bytes, with a dictionary or without as `dictionary` says, at zstd, snappy or no codec, with
     /// page statistics, in PARQUET_1_0 pages without page header statistics or bloom filter.
     pub(super) fn of(
         descr: &ColumnDescPtr,
@@ -222,9 +233,10 @@ impl Settings {
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => false,
             _ => return None,
         };
-        let zstd_level = match props.compression(path) {
-            Compression::ZSTD(l) => Some(l.compression_level()),
-            Compression::UNCOMPRESSED => None,
+        let codec = match props.compression(path) {
+            Compression::ZSTD(l) => PageCodec::Zstd(l.compression_level()),
+            Compression::SNAPPY => PageCodec::Snappy,
+            Compression::UNCOMPRESSED => PageCodec::Uncompressed,
             _ => return None,
         };
         let fits = descr.physical_type() == Type::BYTE_ARRAY
@@ -236,18 +248,41 @@ impl Settings {
             && !props.write_page_header_statistics(path)
             && props.writer_version() == WriterVersion::PARQUET_1_0
             && props.bloom_filter_properties(path).is_none();
-        fits.then_some(Settings { utf8, zstd_level })
+        fits.then_some(Settings { utf8, codec })
     }
 
     /// `page` compressed as the chunk's codec says.
     pub(super) fn compress(&self, page: &[u8]) -> Result<Bytes, String> {
-        match self.zstd_level {
-            Some(level) => {
+        match self.codec {
+            PageCodec::Zstd(level) => {
                 zstd_compress(level, page).map_err(|e| format!("compressing a page: {e}"))
             }
-            None => Ok(Bytes::copy_from_slice(page)),
+            PageCodec::Snappy => {
+                snappy_compress(page).map_err(|e| format!("compressing a page: {e}"))
+            }
+            PageCodec::Uncompressed => Ok(Bytes::copy_from_slice(page)),
         }
     }
+
+    /// The codec as the chunk's metadata names it.
+    fn compression(&self) -> parquet::errors::Result<Compression> {
+        Ok(match self.codec {
+            PageCodec::Zstd(l) => Compression::ZSTD(parquet::basic::ZstdLevel::try_new(l)?),
+            PageCodec::Snappy => Compression::SNAPPY,
+            PageCodec::Uncompressed => Compression::UNCOMPRESSED,
+        })
+    }
+}
+
+thread_local! {
+    /// A thread's snappy encoder (its hash table), kept from page to page.
+    static SNAPPY: RefCell<snap::raw::Encoder> = RefCell::new(snap::raw::Encoder::new());
+}
+
+/// `src` compressed as raw snappy, the bytes the parquet crate's snappy codec writes (the same
+/// encoder, into a buffer of its own).
+fn snappy_compress(src: &[u8]) -> Result<Bytes, snap::Error> {
+    SNAPPY.with(|e| e.borrow_mut().compress_vec(src).map(Bytes::from))
 }
 
 thread_local! {
@@ -457,10 +492,7 @@ impl PageIndex {
             &[Encoding::PLAIN, Encoding::RLE]
         };
         let mut meta = ColumnChunkMetaData::builder(descr.clone())
-            .set_compression(match self.settings.zstd_level {
-                Some(l) => Compression::ZSTD(parquet::basic::ZstdLevel::try_new(l).map_err(bad)?),
-                None => Compression::UNCOMPRESSED,
-            })
+            .set_compression(self.settings.compression().map_err(bad)?)
             .set_encodings_mask(parquet::basic::EncodingMask::new_from_encodings(
                 encodings.iter(),
             ))

@@ -13,7 +13,7 @@
 //! writer doing it: about 1 % less CPU on the write-heavy job.
 //!
 //! Where it applies ([`LabelWriter::new`]): a top-level column, physical type BYTE_ARRAY ordered
-//! as bytes, that the output writes with a dictionary, at zstd or uncompressed, with page
+//! as bytes, that the output writes with a dictionary, at zstd, snappy or no codec, with page
 //! statistics, in PARQUET_1_0 pages without page header statistics or bloom filter. A chunk whose
 //! dictionary outgrows the dictionary page limit is written PLAIN, with no dictionary (the Arrow
 //! writer would fall back to PLAIN from that row on).
@@ -643,6 +643,7 @@ mod tests {
     fn values_come_back_from_every_input_type() {
         for codec in [
             Compression::UNCOMPRESSED,
+            Compression::SNAPPY,
             Compression::ZSTD(ZstdLevel::try_new(3).unwrap()),
         ] {
             let props = props(codec, 1000, 1 << 20);

@@ -13,7 +13,7 @@
 //! against the Arrow writer's 1.05 s at zstd level 3 (one thread, 500,000 values of ~400 bytes).
 //!
 //! Where it applies ([`ProseWriter::new`]): a top-level column, physical type BYTE_ARRAY ordered
-//! as bytes, that the output writes without a dictionary, at zstd or uncompressed, with page
+//! as bytes, that the output writes without a dictionary, at zstd, snappy or no codec, with page
 //! statistics, in PARQUET_1_0 pages without page header statistics (the engine's settings for
 //! prose). Anything else is left to the Arrow writer.
 //!
@@ -390,6 +390,7 @@ mod tests {
         let field = Field::new("text", DataType::Utf8View, true);
         for codec in [
             Compression::ZSTD(ZstdLevel::try_new(3).unwrap()),
+            Compression::SNAPPY,
             Compression::UNCOMPRESSED,
         ] {
             let p = props(64 << 10, codec);
