@@ -550,7 +550,8 @@ fn splice_columns(
     out
 }
 
-/// A column chunk spliced from PREV_OUT's pages.
+/// A column's output chunk made outside pass 2's batches: spliced from PREV_OUT's pages, or a
+/// prose column read from its own pages (`prose_from_pages`; no page copied).
 pub(super) struct SplicedColumn {
     root: usize,
     leaf: usize,
