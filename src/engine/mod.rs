@@ -11,6 +11,7 @@
 //! - [`splice`]: `--reuse` of PREV_OUT's pages in a row group holding a changed member.
 //! - [`byte_rows`]: a text chunk read row by row as slices of its pages (prose, splice).
 //! - [`sink`]: one file's data and manifest outputs.
+//! - [`spare`]: work a row group hands to the pool's idle threads, results in order.
 //! - [`scheduler`]: tasks on a thread pool, results appended in input order, memory bounded.
 
 mod byte_rows;
@@ -23,6 +24,7 @@ mod raw_leaf;
 mod row_group;
 mod scheduler;
 mod sink;
+mod spare;
 mod splice;
 #[cfg(test)]
 mod tests;

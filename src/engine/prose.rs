@@ -38,6 +38,7 @@ use super::chunk::{
     each_value, push_level, rle_levels, ChunkBytes, PageEntry, PageIndex, PageKind, RawChunk,
     Settings,
 };
+use super::spare::Ordered;
 
 /// Bytes kept free in front of a page's values for its definition levels (a 4-byte length, then
 /// RLE runs of 2 to 6 bytes each): a page with no null needs 6. A page whose levels need more is
@@ -75,6 +76,10 @@ pub(super) struct ProseWriter {
     chunk: ChunkBytes,
     index: PageIndex,
     pages: i32,
+    /// Closed pages being compressed, here or on an idle thread, written in order.
+    compressing: Ordered<(ClosedPage, Result<bytes::Bytes, String>)>,
+    /// Buffers of pages written, for the next ones.
+    spare: Vec<Vec<u8>>,
 }
 
 impl ProseWriter {
@@ -99,6 +104,8 @@ impl ProseWriter {
             chunk: ChunkBytes::default(),
             index: PageIndex::new(settings, optional, props),
             pages: 0,
+            compressing: Ordered::new(rayon::current_num_threads()),
+            spare: Vec::new(),
             descr,
         })
     }
@@ -175,7 +182,7 @@ impl ProseWriter {
         }
     }
 
-    /// Encode, compress and write the open page.
+    /// Encode the open page and hand it over to be compressed and written (see [`super::spare`]).
     fn close_page(&mut self) -> Result<(), String> {
         let mut p = std::mem::take(&mut self.page);
         if p.rows == 0 {
@@ -189,36 +196,42 @@ impl ProseWriter {
         } else {
             Vec::new()
         };
-        let assembled;
-        let page: &[u8] = if levels.len() <= LEVELS_ROOM {
+        let (start, assembled) = if levels.len() <= LEVELS_ROOM {
             let start = LEVELS_ROOM - levels.len();
             p.buf[start..LEVELS_ROOM].copy_from_slice(&levels);
-            &p.buf[start..]
+            (start, None)
         } else {
-            assembled = [levels.as_slice(), &p.buf[LEVELS_ROOM..]].concat();
-            &assembled
+            (0, Some([levels.as_slice(), &p.buf[LEVELS_ROOM..]].concat()))
         };
-        let uncompressed = page.len();
-        let body = self.settings.compress(page)?;
-        let spec = self
-            .chunk
-            .push_page(PageKind::Plain, body, uncompressed, p.rows as u32)?;
-
-        let of = |r: Option<(usize, usize)>| r.map(|(a, n)| &p.buf[a..a + n]);
-        self.index.add(PageEntry {
-            spec: &spec,
+        let closed = ClosedPage {
+            buf: p.buf,
+            start,
+            assembled,
             rows: p.rows,
             nulls: p.nulls,
-            bounds: of(p.min).zip(of(p.max)),
+            min: p.min,
+            max: p.max,
             value_bytes,
-        });
-        self.pages += 1;
-
-        // The buffer, its capacity kept, for the next page.
-        p.buf.clear();
+        };
+        let settings = self.settings;
+        let compress = move || {
+            let body = settings.compress(closed.bytes());
+            (closed, body)
+        };
+        let (chunk, index, pages, spare) = (
+            &mut self.chunk,
+            &mut self.index,
+            &mut self.pages,
+            &mut self.spare,
+        );
+        self.compressing.push(compress, |(page, body)| {
+            write_page(chunk, index, pages, spare, page, body?)
+        })?;
+        // The runs' and a buffer's capacity kept for the next page (the one just written when
+        // the page was compressed here).
         p.runs.clear();
         self.page = OpenPage {
-            buf: p.buf,
+            buf: self.spare.pop().unwrap_or_default(),
             runs: p.runs,
             ..OpenPage::default()
         };
@@ -228,8 +241,19 @@ impl ProseWriter {
     /// The chunk, its metadata and page index.
     pub(super) fn close(mut self) -> Result<RawChunk, String> {
         self.close_page()?;
-        let mut buf = std::mem::take(&mut self.page.buf);
-        buf.clear();
+        let (chunk, index, pages, spare) = (
+            &mut self.chunk,
+            &mut self.index,
+            &mut self.pages,
+            &mut self.spare,
+        );
+        self.compressing
+            .finish(|(page, body)| write_page(chunk, index, pages, spare, page, body?))?;
+        let buf = std::mem::take(&mut self.page.buf);
+        let buf = match buf.capacity() {
+            0 => self.spare.pop().unwrap_or_default(),
+            _ => buf,
+        };
         PAGE.with(|k| *k.borrow_mut() = buf);
         let bytes = std::mem::take(&mut self.chunk);
         let stats = vec![PageEncodingStats {
@@ -239,6 +263,57 @@ impl ProseWriter {
         }];
         self.index.finish(self.descr, bytes, 0, false, stats)
     }
+}
+
+/// A page encoded, on its way to be compressed.
+struct ClosedPage {
+    /// The open page's buffer: [`LEVELS_ROOM`] bytes, then the values.
+    buf: Vec<u8>,
+    /// Where the page (levels, then values) starts in `buf`...
+    start: usize,
+    /// ... unless its levels did not fit in front: then the page is this.
+    assembled: Option<Vec<u8>>,
+    rows: usize,
+    nulls: usize,
+    min: Option<(usize, usize)>,
+    max: Option<(usize, usize)>,
+    value_bytes: i64,
+}
+
+impl ClosedPage {
+    fn bytes(&self) -> &[u8] {
+        match &self.assembled {
+            Some(a) => a,
+            None => &self.buf[self.start..],
+        }
+    }
+}
+
+/// Append `page`, compressed as `body`, to the chunk and its index, in the order pages closed;
+/// its buffer, emptied, goes to `spare`.
+fn write_page(
+    chunk: &mut ChunkBytes,
+    index: &mut PageIndex,
+    pages: &mut i32,
+    spare: &mut Vec<Vec<u8>>,
+    page: ClosedPage,
+    body: bytes::Bytes,
+) -> Result<(), String> {
+    let uncompressed = page.bytes().len();
+    let spec = chunk.push_page(PageKind::Plain, body, uncompressed, page.rows as u32)?;
+    let of = |r: Option<(usize, usize)>| r.map(|(a, n)| &page.buf[a..a + n]);
+    index.add(PageEntry {
+        spec: &spec,
+        rows: page.rows,
+        nulls: page.nulls,
+        bounds: of(page.min).zip(of(page.max)),
+        value_bytes: page.value_bytes,
+    });
+    *pages += 1;
+    let mut buf = page.buf;
+    buf.clear();
+    spare.push(buf);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ struct Tasks<'a> {
     /// Per task: finished, it holds nothing it encoded nor anything fetched (see `submit`).
     small: Vec<bool>,
     rx: mpsc::Receiver<TaskResult>,
+    /// Tasks submitted and not finished (see [`super::spare`]).
+    busy: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<'a> Tasks<'a> {
@@ -106,6 +108,9 @@ impl<'a> Tasks<'a> {
             let (f, rg) = self.list[t];
             let job: &'s FileJob = &self.jobs[f];
             let tx = tx.clone();
+            // Counted from now, not from when it starts: while tasks wait for a thread, no
+            // thread is idle for long.
+            let counted = super::spare::Counted::start(&self.busy);
             scope.spawn(move |_| {
                 let r = match crate::signals::requested() {
                     Some(signal) => Err(Error::Interrupted { signal, kept: true }),
@@ -120,6 +125,7 @@ impl<'a> Tasks<'a> {
                             })
                     }
                 };
+                drop(counted);
                 let _ = tx.send((t, r));
             });
             self.held = self.held.saturating_add(est);
@@ -282,9 +288,11 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
         .rev()
         .map(|(t, (f, _))| (*f, t))
         .collect();
+    let (busy, see_busy) = super::spare::busy_counter();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(plan.threads)
         .thread_name(|i| format!("corpusgate-{i}"))
+        .start_handler(see_busy)
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
     let (tx, rx) = mpsc::channel::<TaskResult>();
@@ -305,6 +313,7 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
         discard_below: 0,
         pending: BTreeMap::new(),
         rx,
+        busy,
     };
     let mut room = ctx.collect_excluded;
 
