@@ -295,6 +295,18 @@ fn run_with(
     let started_at = now_rfc3339();
     let policy = plan.policy.as_ref();
     crate::signals::install();
+    // Every run that loads the snapshot or lists records their hashes (and `--reuse` compares
+    // them first): hashed from now on, beside what follows (see `join::hash_ahead`).
+    let sources = &plan.join;
+    join::hash_ahead(
+        sources
+            .consent_table
+            .iter()
+            .filter(|_| policy.consent_table.is_some())
+            .chain(sources.user_lists.iter().map(|(_, l)| l))
+            .cloned()
+            .collect(),
+    );
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(plan.threads)
         .build()

@@ -232,10 +232,64 @@ pub(crate) fn read_unchanged<T>(
 
 /// The content hash recorded for a snapshot or list at `location` (file or directory).
 pub fn path_sha256(location: &Location) -> Result<String> {
+    wait_for_ahead(location);
+    path_sha256_now(location)
+}
+
+fn path_sha256_now(location: &Location) -> Result<String> {
     if crate::io::is_dir(location) {
-        source_sha256(location, &parquet_files_under(location)?)
+        source_sha256_now(location, &parquet_files_under(location)?)
     } else {
-        source_sha256(location, &[])
+        source_sha256_now(location, &[])
+    }
+}
+
+/// Sources a thread of [`hash_ahead`] is hashing now, and the signal that one is done.
+static AHEAD: std::sync::Mutex<Vec<Location>> = std::sync::Mutex::new(Vec::new());
+static AHEAD_DONE: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Hash the snapshot and lists at `sources` on a thread of their own, from the start of a run
+/// that will need their hashes, into the memory [`source_sha256`] takes them from. Hashing is
+/// sequential: done where it was needed, it kept one core busy while the other waited (a tenth
+/// of a `--reuse` night that adds one file); here it runs beside opening the inputs and reading
+/// PREV_OUT's record. A hash asked for meanwhile waits for this one; one that fails is not
+/// remembered, so whoever asks next computes it and meets its error where it always did.
+pub fn hash_ahead(sources: Vec<Location>) {
+    if sources.is_empty() {
+        return;
+    }
+    AHEAD
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(sources.iter().cloned());
+    /// Takes a source off [`AHEAD`] when dropped, however its hash ended.
+    struct Done(Location);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            let mut ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = ahead.iter().position(|l| *l == self.0) {
+                ahead.swap_remove(i);
+            }
+            AHEAD_DONE.notify_all();
+        }
+    }
+    let done: Vec<Done> = sources.into_iter().map(Done).collect();
+    let hashing = move || {
+        for d in done {
+            let _ = crate::guard::catch(|| path_sha256_now(&d.0));
+        }
+    };
+    // Not started (no thread to be had): each `Done` is dropped here, and nothing waits.
+    let _ = std::thread::Builder::new()
+        .name("corpusgate-hash".into())
+        .spawn(hashing);
+}
+
+/// Wait while a thread of [`hash_ahead`] hashes `root`.
+fn wait_for_ahead(root: &Location) {
+    let mut ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+    while ahead.contains(root) {
+        ahead = AHEAD_DONE.wait(ahead).unwrap_or_else(|p| p.into_inner());
     }
 }
 
@@ -272,6 +326,11 @@ fn remember(root: &Location, ids: Identities, hash: &str) {
 /// (`files`, the Parquet files under it; ignored for a file). Taken from an earlier hash of the
 /// same files with the same identities, when this process made one.
 pub(crate) fn source_sha256(root: &Location, files: &[InputFile]) -> Result<String> {
+    wait_for_ahead(root);
+    source_sha256_now(root, files)
+}
+
+fn source_sha256_now(root: &Location, files: &[InputFile]) -> Result<String> {
     let dir = crate::io::is_dir(root);
     let before = identities_of(root, dir)?;
     // The hash is of `files`: remembered under the identities of those files only (a file
@@ -374,6 +433,34 @@ mod tests {
         assert_eq!(
             of_three,
             source_sha256(&root, &parquet_files_under(&root).unwrap()).unwrap()
+        );
+    }
+
+    /// A hash taken ahead is the one taken when asked for, asked for while it is being taken
+    /// or after; one that failed is computed again by whoever asks, and fails there.
+    #[test]
+    fn a_hash_taken_ahead_is_the_one_asked_for_and_a_failed_one_fails_where_it_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("snapshot.parquet");
+        // Large enough that askers arrive while it is hashed.
+        std::fs::write(&big, vec![7u8; 32 << 20]).unwrap();
+        let at = Location::local(&big);
+        let missing = Location::local(dir.path().join("missing.parquet"));
+        hash_ahead(vec![at.clone(), missing.clone()]);
+        let asked: Vec<String> = std::thread::scope(|s| {
+            let askers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| path_sha256(&at).unwrap()))
+                .collect();
+            askers.into_iter().map(|a| a.join().unwrap()).collect()
+        });
+        let direct = sha256_of(&at).unwrap().1;
+        assert!(asked.iter().all(|h| *h == direct), "{asked:?} {direct}");
+        let e = path_sha256(&missing).unwrap_err().to_string();
+        assert!(e.contains("missing.parquet"), "{e}");
+        let ahead = AHEAD.lock().unwrap();
+        assert!(
+            !ahead.contains(&at) && !ahead.contains(&missing),
+            "left marked as hashed"
         );
     }
 }
