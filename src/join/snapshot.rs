@@ -93,6 +93,10 @@ fn updated_values(file: &Location, col: &str, a: &dyn Array) -> Result<Vec<i64>>
         .collect())
 }
 
+/// Rows of a snapshot row group whose keys one task reads, when only some members are wanted
+/// (four of the reader's batches).
+const KEY_PIECE: usize = 4 * 64 * 1024;
+
 /// Read one snapshot file; returns its rows and its key kind. With `only`, the key column is
 /// read first and the other columns of the rows holding those keys alone: a night that indexes
 /// the members of one new file need not build the rest of a million members' values.
@@ -125,18 +129,32 @@ fn read_part(
             }
             return Ok(());
         };
-        // Row groups on the pool's threads (the key column of each is read whole), their
-        // few selected rows handed on in order.
-        let selected = (0..pq.num_row_groups())
+        // Pieces of row groups on the pool's threads, their few selected rows handed on in
+        // order. A piece's key column is read whole (a snapshot of one file is often one row
+        // group, whose million keys kept one thread busy while the other waited); the pages
+        // before and after it are skipped unread, by the offset index or by their headers'
+        // value counts (a key column is flat).
+        let pieces: Vec<(usize, usize, usize)> = (0..pq.num_row_groups())
+            .flat_map(|rg| {
+                let rows = meta.row_group(rg).num_rows().max(0) as usize;
+                (0..rows)
+                    .step_by(KEY_PIECE)
+                    .map(move |a| (rg, a, KEY_PIECE.min(rows - a)))
+            })
+            .collect();
+        let selected = pieces
             .into_par_iter()
-            .map(|rg| -> Result<Vec<RecordBatch>> {
-                let mut wanted: Vec<bool> = Vec::new();
+            .map(|(rg, from, n)| -> Result<Vec<RecordBatch>> {
+                use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+                let mut wanted: Vec<bool> = Vec::with_capacity(n);
+                let piece =
+                    RowSelection::from(vec![RowSelector::skip(from), RowSelector::select(n)]);
                 pq.read_row_group(
                     &meta,
                     rg,
                     Some(&[spec.key.as_str()]),
                     64 * 1024,
-                    None,
+                    Some(piece),
                     &mut |b| {
                         let keys = b.column_by_name(&spec.key).expect("projected");
                         wanted.extend(
@@ -150,10 +168,11 @@ fn read_part(
                 if !wanted.contains(&true) {
                     return Ok(batches);
                 }
-                let select = parquet::arrow::arrow_reader::RowSelection::from_filters(&[
+                let mut select = vec![RowSelector::skip(from)];
+                select.extend(Vec::<RowSelector>::from(RowSelection::from_filters(&[
                     arrow_array::BooleanArray::from(wanted),
-                ]);
-                columns(rg, Some(select), &mut |b| {
+                ])));
+                columns(rg, Some(RowSelection::from(select)), &mut |b| {
                     batches.push(b);
                     Ok(())
                 })?;
@@ -682,6 +701,94 @@ mod tests {
             cut.consent.as_ref().unwrap()[i],
             cut.consent.as_ref().unwrap()[j]
         );
+    }
+
+    #[test]
+    fn a_snapshot_loaded_for_some_members_answers_for_them_as_the_whole_one_does() {
+        // One row group of more rows than a piece of the narrow read (KEY_PIECE), pages of
+        // 10,000 rows: pieces start and end inside pages, and a member's rows fall in several
+        // pieces (its newest in a later one, or an earlier one). With and without an offset
+        // index: without, the pages before a piece are skipped by their headers.
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy();
+        let spec = p.consent_table.as_ref().unwrap();
+        let n = 2 * KEY_PIECE + 12_345;
+        let countries = ["GB", "DE", "US", "FR", "JP", "CH"];
+        let member = |i: usize| (i * 7 % 300_001) as i64;
+        let at = |i: usize| ((i * 31) % 1_000_003) as i64;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values((0..n).map(member))) as ArrayRef,
+            ),
+            (
+                "country",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| countries[i * 13 % countries.len()]),
+                )),
+            ),
+            (
+                "consent",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| ["opt_in", "opt_out"][i / 3 % 2]),
+                )),
+            ),
+            ("at", Arc::new(Int64Array::from_iter_values((0..n).map(at)))),
+        ])
+        .unwrap();
+        // Members at the pieces' edges, and others scattered.
+        let mut asked: Vec<usize> = [0, 1, KEY_PIECE - 1, KEY_PIECE, 2 * KEY_PIECE, n - 1]
+            .into_iter()
+            .chain((0..n).step_by(997))
+            .collect();
+        asked.sort();
+        let mut only = KeySet::default();
+        only.add_column(&Int64Array::from_iter_values(
+            asked.iter().map(|i| member(*i)),
+        ))
+        .unwrap();
+        for index in [true, false] {
+            let path = dir.path().join(format!("snap-{index}.parquet"));
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_max_row_group_row_count(Some(n))
+                .set_data_page_row_count_limit(10_000)
+                .set_write_batch_size(1_000)
+                .set_statistics_enabled(if index {
+                    parquet::file::properties::EnabledStatistics::Page
+                } else {
+                    parquet::file::properties::EnabledStatistics::Chunk
+                })
+                .set_offset_index_disabled(!index)
+                .build();
+            crate::io::parquet::write_for_test(&path, &batch, props);
+            let loc = Location::local(&path);
+            let meta = crate::io::parquet::open_parquet(&loc, ReadOptions::default()).unwrap();
+            assert_eq!(meta.num_row_groups(), 1);
+            let chunk = meta.parquet_meta().row_group(0).column(0).clone();
+            assert_eq!(chunk.offset_index_offset().is_some(), index);
+            let load = |only| {
+                let cv = p.consent_values.as_ref();
+                load_consent_table(&loc, spec, cv, ReadOptions::default(), only).unwrap()
+            };
+            let whole = load(None);
+            let some = load(Some(&only));
+            let distinct: std::collections::HashSet<i64> =
+                asked.iter().map(|i| member(*i)).collect();
+            assert_eq!(some.info.distinct, distinct.len() as u64, "index: {index}");
+            for k in distinct {
+                let key = KeyRef::Int(k as i128);
+                let (i, j) = (whole.keys.find(key).unwrap(), some.keys.find(key).unwrap());
+                let (i, j) = (i as usize, j as usize);
+                let r = |t: &ConsentTable, x: usize| {
+                    (
+                        t.region.as_ref().unwrap()[x],
+                        t.consent.as_ref().unwrap()[x],
+                    )
+                };
+                assert_eq!(r(&some, j), r(&whole, i), "member {k}, index: {index}");
+            }
+            assert!(some.keys.find(KeyRef::Int(member(2) as i128)).is_none());
+        }
     }
 
     #[test]
