@@ -454,7 +454,7 @@ fn encode_segments(
         if text {
             if let Some(v) = values
                 .iter()
-                .find(|v| std::str::from_utf8(v.data()).is_err())
+                .find(|v| parquet::utf8::check_valid_utf8(v.data()).is_err())
             {
                 return Err(format!(
                     "column '{name}' holds a value that is not UTF-8 ({} bytes)",
