@@ -104,7 +104,11 @@ impl ProseWriter {
             chunk: ChunkBytes::default(),
             index: PageIndex::new(settings, optional, props),
             pages: 0,
-            compressing: Ordered::new(rayon::current_num_threads()),
+            // As many pages pending as the pool has threads (off a pool, where nothing is
+            // handed over, one: asking rayon elsewhere would start its global pool).
+            compressing: Ordered::new(
+                rayon::current_thread_index().map_or(1, |_| rayon::current_num_threads()),
+            ),
             spare: Vec::new(),
             descr,
         })
