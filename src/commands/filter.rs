@@ -710,9 +710,9 @@ fn reuse_unchanged(
         .map(|l| ("consent_table", l))
         .chain(sources.user_lists.iter().map(|(n, l)| (n.as_str(), l)))
         .collect();
-    // A source whose size is not the one PREV_OUT recorded changed: hashing it here, on one
-    // thread before anything else can start, would only say so (its load hashes it beside the
-    // read). That is most nights.
+    // A source whose size is not the one PREV_OUT recorded changed: waiting here for its hash
+    // (being taken ahead, see `join::hash_ahead`) would only say so, before anything else could
+    // start; its load takes the hash when it needs it. That is most nights.
     let state = match crate::reuse::read_state(prev)? {
         Ok(state) => state,
         Err(_) => return no,
