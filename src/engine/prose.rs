@@ -124,7 +124,7 @@ impl ProseWriter {
     /// checks every value of the chunk, and copies each before this writer copies it again).
     pub(super) fn write_kept(
         &mut self,
-        rows: &mut ByteRows,
+        rows: ByteRows,
         keep: &BooleanBuffer,
     ) -> Result<(), String> {
         let utf8 = self.settings.utf8;
