@@ -397,6 +397,7 @@ fn run_with(
             policy.rules.len(),
             digests,
             plan.read,
+            Some(&pool),
         )?),
         _ => None,
     };
@@ -731,8 +732,15 @@ fn reuse_unchanged(
         plan,
         Some(hashes.iter().map(|(n, h)| format!("{n}:{h}")).collect()),
     );
-    let loaded =
-        crate::reuse::load_state(prev, state, &header, policy.rules.len(), None, plan.read);
+    let loaded = crate::reuse::load_state(
+        prev,
+        state,
+        &header,
+        policy.rules.len(),
+        None,
+        plan.read,
+        None,
+    );
     let mut previous = match loaded? {
         crate::reuse::Loaded::Usable(p) => p,
         crate::reuse::Loaded::Unusable(_) => return no,
