@@ -3,13 +3,13 @@
 //! value that is not asked for. What `splice` reads PREV_OUT's and the input's text with, and
 //! what `prose` reads the kept rows of an input's text with ([`ByteRows::each_kept`]).
 //!
-//! Two ways to read: the parquet crate's column reader ([`ByteRows::open`], every encoding), and
-//! for [`ByteRows::each_kept`] of a chunk opened with [`ByteRows::open_kept`], our own walk of
-//! its PLAIN pages. The column reader hands each value over as a `ByteArray`, a reference-counted
-//! slice of its page: two atomic operations and a decoder call a value, ~2 % of the CPU of a
-//! write-heavy job. The walk reads the page's levels and lengths and hands over plain slices. A
-//! page it does not read (a dictionary, an encoding other than PLAIN, levels not RLE) hands the
-//! rest of the chunk to the column reader, from that page on.
+//! Two ways to read: the parquet crate's column reader ([`ByteRows::open`], every encoding),
+//! and, for [`ByteRows::each_kept`] of a chunk made [`ByteRows::walking`], our own walk of its
+//! PLAIN and dictionary-encoded pages. The column reader hands each value over as a `ByteArray`,
+//! a reference-counted slice of its page: two atomic operations and a decoder call a value, ~2 %
+//! of the CPU of a write-heavy job. The walk reads the page's levels, lengths or dictionary
+//! indices and hands over plain slices. A page it does not read (another encoding, levels not
+//! RLE, a second dictionary) hands the rest of the chunk to the column reader, from that page on.
 
 use std::sync::Arc;
 
@@ -61,12 +61,13 @@ impl Chunk {
 enum Read {
     Reader(Box<ColumnReaderImpl<ByteArrayType>>),
     /// Our walk of the pages, from the start of the next one (at `ByteRows::at`).
-    Pages(Box<SerializedPageReader<FileSource>>, Box<Chunk>),
+    Pages(Box<SerializedPageReader<FileSource>>),
 }
 
 /// A column reader of byte arrays that moves forward only, and where it is.
 pub(super) struct ByteRows {
     read: Read,
+    chunk: Box<Chunk>,
     optional: bool,
     at: usize,
 }
@@ -81,53 +82,37 @@ impl ByteRows {
         locations: Option<Vec<PageLocation>>,
         descr: &Arc<ColumnDescriptor>,
     ) -> Result<ByteRows, String> {
-        let chunk = Self::chunk(source, chunk, rows, locations, descr)?;
-        Ok(ByteRows {
-            read: Read::Reader(Box::new(chunk.reader()?)),
-            optional: descr.max_def_level() == 1,
-            at: 0,
-        })
-    }
-
-    /// As [`ByteRows::open`], for [`ByteRows::each_kept`] to walk its PLAIN pages itself.
-    pub(super) fn open_kept(
-        source: &FileSource,
-        chunk: &ColumnChunkMetaData,
-        rows: usize,
-        locations: Option<Vec<PageLocation>>,
-        descr: &Arc<ColumnDescriptor>,
-    ) -> Result<ByteRows, String> {
-        let chunk = Self::chunk(source, chunk, rows, locations, descr)?;
-        Ok(ByteRows {
-            read: Read::Pages(Box::new(chunk.pages()?), Box::new(chunk)),
-            optional: descr.max_def_level() == 1,
-            at: 0,
-        })
-    }
-
-    fn chunk(
-        source: &FileSource,
-        chunk: &ColumnChunkMetaData,
-        rows: usize,
-        locations: Option<Vec<PageLocation>>,
-        descr: &Arc<ColumnDescriptor>,
-    ) -> Result<Chunk, String> {
         if descr.max_rep_level() > 0 || descr.max_def_level() > 1 {
             return Err("not a flat column".into());
         }
-        Ok(Chunk {
+        let chunk = Chunk {
             source: source.clone(),
             meta: chunk.clone(),
             rows,
             locations,
             descr: descr.clone(),
+        };
+        Ok(ByteRows {
+            read: Read::Reader(Box::new(chunk.reader()?)),
+            chunk: Box::new(chunk),
+            optional: descr.max_def_level() == 1,
+            at: 0,
         })
+    }
+
+    /// For [`ByteRows::each_kept`] to walk the chunk's PLAIN and dictionary pages itself (from
+    /// its start: a reader that has moved is left as it is).
+    pub(super) fn walking(mut self) -> Result<ByteRows, String> {
+        if self.at == 0 {
+            self.read = Read::Pages(Box::new(self.chunk.pages()?));
+        }
+        Ok(self)
     }
 
     /// The column reader, opened at the row the walk of the pages got to.
     fn reader(&mut self) -> Result<&mut ColumnReaderImpl<ByteArrayType>, String> {
-        if let Read::Pages(_, chunk) = &self.read {
-            let mut reader = chunk.reader()?;
+        if let Read::Pages(_) = &self.read {
+            let mut reader = self.chunk.reader()?;
             if self.at > 0 {
                 let skipped = reader.skip_records(self.at).map_err(|e| e.to_string())?;
                 if skipped != self.at {
@@ -138,7 +123,7 @@ impl ByteRows {
         }
         match &mut self.read {
             Read::Reader(r) => Ok(r),
-            Read::Pages(..) => unreachable!("replaced above"),
+            Read::Pages(_) => Err("the column reader is not open".into()),
         }
     }
 
@@ -243,7 +228,7 @@ impl ByteRows {
         keep: &BooleanBuffer,
         f: &mut impl FnMut(usize, Option<&[u8]>) -> Result<(), String>,
     ) -> Result<usize, String> {
-        let Read::Pages(pages, _) = &mut self.read else {
+        let Read::Pages(pages) = &mut self.read else {
             return Ok(0);
         };
         let base = self.at;
@@ -650,12 +635,7 @@ mod tests {
             .map(|o| o.page_locations().clone())
             .filter(|_| indexed);
         let descr = meta.file_metadata().schema_descr().column(0);
-        let open = if walk {
-            ByteRows::open_kept
-        } else {
-            ByteRows::open
-        };
-        let rows = open(
+        let rows = ByteRows::open(
             &pq.source(),
             meta.row_group(0).column(0),
             keep.len(),
@@ -663,6 +643,7 @@ mod tests {
             &descr,
         )
         .unwrap();
+        let rows = if walk { rows.walking().unwrap() } else { rows };
         let mut got = Vec::new();
         rows.each_kept(keep, |row, v| {
             got.push((row, v.map(<[u8]>::to_vec)));

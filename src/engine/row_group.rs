@@ -1111,7 +1111,8 @@ fn prose_from_pages(
             .page_index()
             .and_then(|i| i.offset_index(rg, leaf))
             .map(|o| o.page_locations().clone());
-        let chunk = ByteRows::open_kept(source, group.column(leaf), keep.len(), locations, &column)
+        let chunk = ByteRows::open(source, group.column(leaf), keep.len(), locations, &column)
+            .and_then(ByteRows::walking)
             .and_then(|rows| writer.write_kept(rows, keep))
             .and_then(|()| writer.close())
             .map_err(|m| ReadError::Invalid(format!("column '{name}': {m}")))?;
