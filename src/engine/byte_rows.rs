@@ -293,18 +293,6 @@ impl ByteRows {
                     data.rows
                 ));
             }
-            let defined = match data.levels {
-                None => n,
-                Some(levels) => {
-                    let mut d = 0;
-                    hybrid(levels, 1, n, |v, c| {
-                        d += v as usize * c;
-                        Ok(())
-                    })
-                    .map_err(|m| format!("its definition levels: {m}"))?;
-                    d
-                }
-            };
             // Each defined value of the page, in order.
             let mut cursor = data.values;
             let mut next_index = 0usize;
@@ -313,6 +301,19 @@ impl ByteRows {
                 true => {
                     let Some((buf, at)) = &dictionary else {
                         return Err("a dictionary-encoded page without a dictionary".into());
+                    };
+                    // The indices are as many as the defined rows (PLAIN values need no count).
+                    let defined = match data.levels {
+                        None => n,
+                        Some(levels) => {
+                            let mut d = 0;
+                            hybrid(levels, 1, n, |v, c| {
+                                d += v as usize * c;
+                                Ok(())
+                            })
+                            .map_err(|m| format!("its definition levels: {m}"))?;
+                            d
+                        }
                     };
                     let (&width, rest) = data
                         .values
