@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::PreviousRowGroups;
 use crate::error::{Error, Result};
 use crate::io::{object, Location, OutputFile, ReadOptions, Written};
-use crate::join::digest::{self, ChangedKeys};
+use crate::join::digest::{self, ChangedKeys, MergedRun};
 use crate::join::{JoinRecord, SourceInfo};
 use crate::journal::{Entry, Header};
 
@@ -595,9 +595,14 @@ fn merge_record(
     use rayon::prelude::*;
     let pq = crate::io::open_parquet(at, read).map_err(|e| e.to_string())?;
     let meta = pq.parquet_meta().clone();
-    // A row group's entries, as recorded.
-    let entries = |rg: usize| -> std::result::Result<Vec<(u64, u64)>, String> {
-        let mut out = Vec::new();
+    // A row group of the record, decoded and merged with the members of today's its hashes
+    // span, and how many entries it holds. Decoding the record was most of the merge (~10 ms
+    // of a night's wall at a million members, on one thread), and merging it in order on one
+    // thread, behind the row groups decoded on the others, most of the rest: each row group is
+    // now decoded and merged on the run's threads, holding only its own entries, and the runs
+    // are taken in order after (`ChangedKeys::push_run`).
+    let merged_run = |rg: usize| -> std::result::Result<(Option<MergedRun>, u64), String> {
+        let mut entries: Vec<(u64, u64)> = Vec::new();
         let mut bad: Option<String> = None;
         pq.read_row_group(&meta, rg, None, 1 << 16, None, &mut |b| {
             if bad.is_some() {
@@ -614,33 +619,34 @@ fn merge_record(
                 b.column(0).as_primitive::<UInt64Type>(),
                 b.column(1).as_primitive::<UInt64Type>(),
             );
-            out.extend(h.values().iter().copied().zip(d.values().iter().copied()));
+            entries.extend(h.values().iter().copied().zip(d.values().iter().copied()));
             Ok(())
         })
         .map_err(|e| e.to_string())?;
-        bad.map_or(Ok(out), Err)
+        if let Some(m) = bad {
+            return Err(m);
+        }
+        let n = entries.len() as u64;
+        let run = digest::merge_run(digests, entries).map_err(|m| format!("{at}: {m}"))?;
+        Ok((run, n))
     };
-    // Decoding the record was most of the merge (~10 ms of a night's wall at a million
-    // members, on one thread): its row groups are decoded on the run's threads, a few at a
-    // time so that only those are held, and merged in order.
-    let window = pool.map_or(1, |p| 2 * p.current_num_threads());
+    let runs: Vec<std::result::Result<(Option<MergedRun>, u64), String>> = match pool {
+        Some(p) if pq.num_row_groups() > 1 => p.install(|| {
+            (0..pq.num_row_groups())
+                .into_par_iter()
+                .map(merged_run)
+                .collect()
+        }),
+        _ => (0..pq.num_row_groups()).map(merged_run).collect(),
+    };
     let mut merge = ChangedKeys::new(digests);
     let mut members = 0u64;
-    for start in (0..pq.num_row_groups()).step_by(window) {
-        let end = (start + window).min(pq.num_row_groups());
-        let parts: Vec<std::result::Result<Vec<(u64, u64)>, String>> = match pool {
-            Some(p) if end - start > 1 => {
-                p.install(|| (start..end).into_par_iter().map(entries).collect())
-            }
-            _ => (start..end).map(entries).collect(),
-        };
-        for part in parts {
-            let part = part?;
-            for &(h, d) in &part {
-                merge.push(h, d).map_err(|m| format!("{at}: {m}"))?;
-            }
-            members += part.len() as u64;
+    for run in runs {
+        let (run, n) = run?;
+        if let Some(run) = run {
+            merge.push_run(run).map_err(|m| format!("{at}: {m}"))?;
         }
+        members += n;
     }
     Ok((merge.finish(), members))
 }

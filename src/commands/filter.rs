@@ -332,8 +332,9 @@ fn run_with(
     )?;
     crate::failpoint::hit("snapshot-loaded");
     // The snapshot's load and index, and the footers' parsing, freed much on the preparing
-    // pool's threads, whose arenas the engine's threads do not allocate from.
-    crate::allocator::release_free();
+    // pool's threads, whose arenas the engine's threads do not allocate from: handed back on a
+    // thread of its own while the digests and the engine go on.
+    crate::allocator::release_free_later();
     let total_bytes: u64 = jobs.iter().map(|j| j.total_bytes()).sum();
     let progress = Progress::new(plan.progress, total_bytes);
     // PREV_OUT as the messages of a run that stops while reusing it name it.
