@@ -383,6 +383,69 @@ fn wanted_bounds(vals: &[i128], valid: &[bool], only: Option<&SparseSet<i128>>) 
         .reduce(|| NO_BOUNDS, widen)
 }
 
+/// Whether `array` holds integers [`fill_plain`] takes as they are.
+fn is_plain_int(array: &dyn Array) -> bool {
+    matches!(
+        array.data_type(),
+        DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64
+    )
+}
+
+/// A plain integer array's keys widened into `vals` and their validity into `valid` (both its
+/// length), a null's slot 0 as `for_each_key` gives it; returns the valid keys' bounds (`None`
+/// when none is valid). Bounds are taken over the native integers, which the compiler
+/// vectorises, not over the widened keys.
+fn fill_plain(array: &dyn Array, vals: &mut [i128], valid: &mut [bool]) -> Option<(i128, i128)> {
+    macro_rules! bulk {
+        ($t:ty) => {{
+            let a = array.as_primitive::<$t>();
+            let values = a.values();
+            let native = match a.nulls() {
+                None => values.first().map(|f| {
+                    values
+                        .iter()
+                        .fold((*f, *f), |(l, h), x| (l.min(*x), h.max(*x)))
+                }),
+                // A null's slot may hold anything: the valid keys' bounds only.
+                Some(n) => {
+                    let mut b: Option<(
+                        <$t as ArrowPrimitiveType>::Native,
+                        <$t as ArrowPrimitiveType>::Native,
+                    )> = None;
+                    for (x, ok) in values.iter().zip(n.iter()) {
+                        if ok {
+                            b = Some(b.map_or((*x, *x), |(l, h)| (l.min(*x), h.max(*x))));
+                        }
+                    }
+                    b
+                }
+            };
+            for (v, x) in vals.iter_mut().zip(values.iter()) {
+                *v = *x as i128;
+            }
+            match a.nulls() {
+                None => valid.fill(true),
+                Some(n) => {
+                    for ((v, ok), is) in vals.iter_mut().zip(valid.iter_mut()).zip(n.iter()) {
+                        *ok = is;
+                        if !is {
+                            *v = 0;
+                        }
+                    }
+                }
+            }
+            native.map(|(l, h)| (l as i128, h as i128))
+        }};
+    }
+    match array.data_type() {
+        DataType::Int32 => bulk!(Int32Type),
+        DataType::Int64 => bulk!(Int64Type),
+        DataType::UInt32 => bulk!(UInt32Type),
+        DataType::UInt64 => bulk!(UInt64Type),
+        _ => None,
+    }
+}
+
 /// Keys gathered while loading, before sorting.
 pub(super) enum KeyBuf {
     Int {
@@ -425,6 +488,48 @@ impl KeyBuf {
         }
     }
 
+    /// The keys of `arrays`, in order. Plain integer keys are widened and copied on the pool,
+    /// each array into its own part of the buffer: pushed one array after another, a million
+    /// members' keys (16 MB written and faulted in) kept one thread busy ~5 ms of a `--reuse`
+    /// night's critical path while the other had nothing to do. Other keys are pushed in turn.
+    pub(super) fn gather(
+        kind: KeyKind,
+        arrays: &[&dyn Array],
+    ) -> std::result::Result<KeyBuf, String> {
+        let rows: usize = arrays.iter().map(|a| a.len()).sum();
+        if kind != KeyKind::Int || arrays.len() < 2 || !arrays.iter().all(|a| is_plain_int(*a)) {
+            let mut keys = KeyBuf::with_capacity(kind, rows);
+            for a in arrays {
+                keys.push_array(*a)?;
+            }
+            return Ok(keys);
+        }
+        // Zeroed on the pool too (and so faulted in there), then filled array by array.
+        let mut vals: Vec<i128> = Vec::with_capacity(rows);
+        vals.par_extend(rayon::iter::repeat_n(0i128, rows));
+        let mut valid: Vec<bool> = Vec::with_capacity(rows);
+        valid.par_extend(rayon::iter::repeat_n(false, rows));
+        let mut parts: Vec<(&dyn Array, &mut [i128], &mut [bool])> =
+            Vec::with_capacity(arrays.len());
+        let (mut v, mut ok) = (vals.as_mut_slice(), valid.as_mut_slice());
+        for a in arrays {
+            let (here, rest) = std::mem::take(&mut v).split_at_mut(a.len());
+            let (here_ok, rest_ok) = std::mem::take(&mut ok).split_at_mut(a.len());
+            parts.push((*a, here, here_ok));
+            v = rest;
+            ok = rest_ok;
+        }
+        let bounds = parts
+            .into_par_iter()
+            .map(|(a, v, ok)| fill_plain(a, v, ok).unwrap_or(NO_BOUNDS))
+            .reduce(|| NO_BOUNDS, widen);
+        Ok(KeyBuf::Int {
+            vals,
+            valid,
+            bounds,
+        })
+    }
+
     pub(super) fn push_array(&mut self, array: &dyn Array) -> std::result::Result<(), String> {
         match self {
             KeyBuf::Int {
@@ -434,59 +539,14 @@ impl KeyBuf {
             } => {
                 // Plain integer columns in bulk (a snapshot's million keys, one call per key
                 // through `for_each_key`, were half of concatenating its rows).
-                macro_rules! bulk {
-                    ($t:ty) => {{
-                        let a = array.as_primitive::<$t>();
-                        let values = a.values();
-                        // Over the native integers, which the compiler vectorises.
-                        let native = match a.nulls() {
-                            None => values.first().map(|f| {
-                                values
-                                    .iter()
-                                    .fold((*f, *f), |(l, h), x| (l.min(*x), h.max(*x)))
-                            }),
-                            // A null's slot may hold anything: the valid keys' bounds only.
-                            Some(n) => {
-                                let mut b: Option<(
-                                    <$t as ArrowPrimitiveType>::Native,
-                                    <$t as ArrowPrimitiveType>::Native,
-                                )> = None;
-                                for (x, ok) in values.iter().zip(n.iter()) {
-                                    if ok {
-                                        b = Some(
-                                            b.map_or((*x, *x), |(l, h)| (l.min(*x), h.max(*x))),
-                                        );
-                                    }
-                                }
-                                b
-                            }
-                        };
-                        if let Some((l, h)) = native {
-                            *bounds = widen(*bounds, (l as i128, h as i128));
-                        }
-                        let start = vals.len();
-                        vals.extend(a.values().iter().map(|v| *v as i128));
-                        match a.nulls() {
-                            None => valid.resize(start + a.len(), true),
-                            Some(n) => {
-                                // As `for_each_key` gives them: a null's slot holds 0.
-                                for (v, ok) in vals[start..].iter_mut().zip(n.iter()) {
-                                    if !ok {
-                                        *v = 0;
-                                    }
-                                }
-                                valid.extend(n.iter());
-                            }
-                        }
-                        return Ok(());
-                    }};
-                }
-                match array.data_type() {
-                    DataType::Int32 => bulk!(Int32Type),
-                    DataType::Int64 => bulk!(Int64Type),
-                    DataType::UInt32 => bulk!(UInt32Type),
-                    DataType::UInt64 => bulk!(UInt64Type),
-                    _ => {}
+                if is_plain_int(array) {
+                    let start = vals.len();
+                    vals.resize(start + array.len(), 0);
+                    valid.resize(start + array.len(), false);
+                    if let Some(b) = fill_plain(array, &mut vals[start..], &mut valid[start..]) {
+                        *bounds = widen(*bounds, b);
+                    }
+                    return Ok(());
                 }
                 for_each_key(array, &mut |_, k| {
                     let v = match k {
@@ -1089,6 +1149,77 @@ mod tests {
     use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray, UInt64Array};
 
     use super::*;
+
+    #[test]
+    fn keys_gathered_on_the_pool_are_the_keys_pushed_in_turn() {
+        use arrow_array::{Int32Array, Int64Array, UInt32Array, UInt64Array};
+        let parts: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![
+                Some(5),
+                None,
+                Some(-7),
+                Some(i64::MAX),
+            ])),
+            Arc::new(Int64Array::from(Vec::<i64>::new())),
+            Arc::new(Int32Array::from(vec![Some(3), Some(i32::MIN)])),
+            Arc::new(UInt64Array::from(vec![None, Some(u64::MAX), Some(0)])),
+            Arc::new(UInt32Array::from(vec![Some(9); 70_000])),
+            Arc::new(Int64Array::from(vec![None, None])),
+        ];
+        let pushed = |arrays: &[&dyn Array]| {
+            let mut b = KeyBuf::new(KeyKind::Int);
+            for a in arrays {
+                b.push_array(*a).unwrap();
+            }
+            b
+        };
+        let all: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        for arrays in [&all[..], &all[..1], &all[1..2], &all[5..], &all[2..4]] {
+            let (
+                KeyBuf::Int {
+                    vals,
+                    valid,
+                    bounds,
+                },
+                KeyBuf::Int {
+                    vals: v2,
+                    valid: ok2,
+                    bounds: b2,
+                },
+            ) = (
+                KeyBuf::gather(KeyKind::Int, arrays).unwrap(),
+                pushed(arrays),
+            )
+            else {
+                panic!("integer keys");
+            };
+            assert_eq!((vals, valid, bounds), (v2, ok2, b2));
+        }
+        // A dictionary of integers is pushed in turn, as before.
+        let dict: ArrayRef = Arc::new(
+            arrow_array::DictionaryArray::<arrow_array::types::Int32Type>::try_new(
+                Int32Array::from(vec![1, 0, 1]),
+                Arc::new(Int64Array::from(vec![40, 41])),
+            )
+            .unwrap(),
+        );
+        let mixed: Vec<&dyn Array> = vec![parts[0].as_ref(), dict.as_ref()];
+        let (
+            KeyBuf::Int { vals, valid, .. },
+            KeyBuf::Int {
+                vals: v2,
+                valid: ok2,
+                ..
+            },
+        ) = (
+            KeyBuf::gather(KeyKind::Int, &mixed).unwrap(),
+            pushed(&mixed),
+        )
+        else {
+            panic!("integer keys");
+        };
+        assert_eq!((vals, valid), (v2, ok2));
+    }
 
     fn keys_of(array: &dyn Array, kind: KeyKind) -> Keys {
         let mut b = KeyBuf::new(kind);

@@ -360,15 +360,15 @@ fn concat(
 ) -> Result<Rows> {
     // Sized once: grown by doubling, a million members' buffers were copied and faulted in
     // again and again (a fifth of a run that reads the snapshot to index a few members).
-    // The keys (the largest) are gathered on one thread of the pool, the rest on the other.
+    // The keys (the largest, gathered on the pool: see `KeyBuf::gather`) beside the rest.
     let rows: usize = parts.iter().map(|p| p.updated.len()).sum();
     let gather_keys = || -> Result<KeyBuf> {
-        let mut keys = KeyBuf::with_capacity(kind, rows);
-        for k in parts.iter().flat_map(|p| &p.keys) {
-            keys.push_array(k.as_ref())
-                .map_err(|m| snapshot_err(path, &spec.key, m))?;
-        }
-        Ok(keys)
+        let arrays: Vec<&dyn Array> = parts
+            .iter()
+            .flat_map(|p| &p.keys)
+            .map(|k| k.as_ref())
+            .collect();
+        KeyBuf::gather(kind, &arrays).map_err(|m| snapshot_err(path, &spec.key, m))
     };
     let gather_rest = || {
         let mut region = Vec::with_capacity(rows);
