@@ -581,7 +581,7 @@ impl WriterSettings {
                 .pq
                 .row_groups()
                 .first()
-                .and_then(|rg| prose_page_bytes(rg.column(i)))
+                .and_then(|rg| prose_page_bytes(rg.column(i), codec))
             {
                 b = b.set_column_data_page_size_limit(path, bytes);
             }
@@ -591,15 +591,34 @@ impl WriterSettings {
 }
 
 /// The page size of a prose column (see [`holds_prose`]; `None`: not prose, the writer's
-/// default): a sixteenth of its input chunk, between 1 and 4 MiB. zstd compresses larger units a
-/// little smaller (at level 3 on the bench's text, 0.3 % smaller over 2 MiB than over the
-/// default 1 MiB, 0.4 % over 4 MiB, 0.6 % over 8 MiB: what puts the output at DuckDB's size or
-/// below), and no reader skips pages of prose; but `--reuse` splices a changed row group by the
-/// page, re-encoding the pages around a flipped row, so a chunk keeps a few pages even when most
-/// of its rows leave.
-fn prose_page_bytes(c: &parquet::file::metadata::ColumnChunkMetaData) -> Option<usize> {
+/// default) written with `codec`. `--reuse` splices a changed row group by the page, re-encoding
+/// the page around each flipped row, so the smaller the page, the less a night re-encodes; zstd
+/// from level 3 and brotli are the codecs that compress a unit larger than that much smaller:
+/// - zstd from level 3 and brotli: a sixteenth of the input chunk, between 1 and 4 MiB. Their
+///   windows reach 2 MiB and more: on the bench's text at level 3, units of 512 KiB come out
+///   0.7 % larger than 1 MiB, 1 MiB 0.3 % larger than 2 MiB and 0.6 % larger than 8 MiB, what
+///   puts the output at DuckDB's size or below (issue 15); and a chunk keeps a few pages even
+///   when most of its rows leave.
+/// - every other codec: 512 KiB. Their windows are 512 KiB or less (zstd level 1's; level 2's is
+///   1 MiB), so larger units gain little: on the nightly bench's text, 1 MiB units are 0.39 %
+///   smaller than 512 KiB at zstd 1 (the `preserve` default), 0.34 % at zstd 2, 0.32 % at gzip
+///   6, and snappy and lz4 compress in blocks of 64 KiB anyway. The 10-per-million night
+///   re-encodes half as much as at 1 MiB: 0.245 s against 0.275 s, fresh runs 2.24 and 2.19 s
+///   (ten alternating nights, three fresh runs each).
+fn prose_page_bytes(
+    c: &parquet::file::metadata::ColumnChunkMetaData,
+    codec: Compression,
+) -> Option<usize> {
     const MIB: usize = 1 << 20;
-    holds_prose(c).then(|| (c.uncompressed_size().max(0) as usize / 16).clamp(MIB, 4 * MIB))
+    let far_reaching = match codec {
+        Compression::ZSTD(level) => level.compression_level() >= 3,
+        Compression::BROTLI(_) => true,
+        _ => false,
+    };
+    holds_prose(c).then(|| match far_reaching {
+        true => (c.uncompressed_size().max(0) as usize / 16).clamp(MIB, 4 * MIB),
+        false => MIB / 2,
+    })
 }
 
 /// Whether a column chunk holds prose: byte arrays of more than 64 bytes on average, which
@@ -887,20 +906,42 @@ mod tests {
     }
 
     #[test]
-    fn prose_pages_are_a_sixteenth_of_the_input_chunk_between_1_and_4_mib() {
+    fn prose_pages_are_large_only_for_codecs_that_look_far_back() {
+        use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
         const MIB: i64 = 1 << 20;
-        // 131,072 rows of ~400-byte posts: 52 MB in, pages of 3.25 MiB.
+        let zstd = |l| Compression::ZSTD(ZstdLevel::try_new(l).unwrap());
+        // 131,072 rows of ~400-byte posts: 52 MB in, pages of 3.25 MiB at zstd 3 and brotli.
         let posts = chunk(PhysicalType::BYTE_ARRAY, 131_072, 52 * MIB);
-        assert_eq!(prose_page_bytes(&posts), Some(52 * (1 << 20) / 16));
-        // Small chunks keep the default 1 MiB; huge ones stop at 4 MiB.
+        assert_eq!(prose_page_bytes(&posts, zstd(3)), Some(52 * (1 << 20) / 16));
+        assert_eq!(
+            prose_page_bytes(&posts, zstd(19)),
+            Some(52 * (1 << 20) / 16)
+        );
+        let brotli = Compression::BROTLI(BrotliLevel::default());
+        assert_eq!(prose_page_bytes(&posts, brotli), Some(52 * (1 << 20) / 16));
+        // Small chunks keep 1 MiB there; huge ones stop at 4 MiB.
         let small = chunk(PhysicalType::BYTE_ARRAY, 10_000, 4 * MIB);
-        assert_eq!(prose_page_bytes(&small), Some(1 << 20));
+        assert_eq!(prose_page_bytes(&small, zstd(3)), Some(1 << 20));
         let huge = chunk(PhysicalType::BYTE_ARRAY, 131_072, 1024 * MIB);
-        assert_eq!(prose_page_bytes(&huge), Some(4 << 20));
+        assert_eq!(prose_page_bytes(&huge, zstd(3)), Some(4 << 20));
+        // Every other codec: 512 KiB, whatever the chunk.
+        let gzip = Compression::GZIP(GzipLevel::default());
+        for codec in [
+            zstd(1),
+            zstd(2),
+            gzip,
+            Compression::SNAPPY,
+            Compression::LZ4_RAW,
+            Compression::UNCOMPRESSED,
+        ] {
+            for c in [&posts, &small, &huge] {
+                assert_eq!(prose_page_bytes(c, codec), Some(512 << 10), "{codec:?}");
+            }
+        }
         // Short strings and numbers are not prose: the writer's default.
         let codes = chunk(PhysicalType::BYTE_ARRAY, 131_072, 131_072 * 8);
-        assert_eq!(prose_page_bytes(&codes), None);
+        assert_eq!(prose_page_bytes(&codes, zstd(3)), None);
         let numbers = chunk(PhysicalType::INT64, 1_000, 1024 * MIB);
-        assert_eq!(prose_page_bytes(&numbers), None);
+        assert_eq!(prose_page_bytes(&numbers, zstd(1)), None);
     }
 }
