@@ -201,11 +201,6 @@ impl Journal {
         })
     }
 
-    /// Record a completed file; durable before it returns.
-    pub fn append(&self, entry: &Entry) -> Result<()> {
-        self.append_all(std::slice::from_ref(entry))
-    }
-
     /// Record several completed files at once (a local journal is synced once for all).
     pub fn append_all(&self, entries: &[Entry]) -> Result<()> {
         if entries.is_empty() {
@@ -415,7 +410,7 @@ mod tests {
         let loc = Location::local(dir.path());
         let header = Header::new("p", vec![], "preserve".into());
         let j = Journal::create(&loc, &header, &[entry("a.parquet")]).unwrap();
-        j.append(&entry("b.parquet")).unwrap();
+        j.append_all(&[entry("b.parquet")]).unwrap();
         drop(j);
         // A crash in the middle of a third line.
         let path = dir.path().join(JOURNAL);

@@ -230,12 +230,13 @@ impl DecisionsWriter {
             })
     }
 
-    pub fn finish(self) -> Result<Written> {
+    /// The file complete, to be synced and moved to its name ([`crate::io::Unsynced::place`]).
+    pub fn finish(self) -> Result<crate::io::Unsynced> {
         let out = self.writer.into_inner().map_err(|source| Error::Write {
             path: self.at.clone(),
             source,
         })?;
-        out.finish()
+        out.finish_unsynced()
     }
 }
 

@@ -1,6 +1,9 @@
 //! The in-order scheduler: row groups of every input run as tasks on a rayon pool, and the one
 //! writer (the calling thread) appends their results to each output file strictly in input order,
-//! so the bytes written do not depend on the thread count.
+//! so the bytes written do not depend on the thread count. A completed file goes to the placer
+//! (a thread of its own), which syncs its outputs, moves them to their names and only then
+//! journals it, while the writer goes on with the next file; the run returns once every file is
+//! placed, or with the first error either met.
 //!
 //! Memory stays bounded whatever the corpus size: at most `2 × threads + 1` tasks are in flight
 //! or waiting to be written with output they encoded, and together they may not plan to use more
@@ -18,7 +21,7 @@ use arrow_array::RecordBatch;
 
 use super::job::{FileJob, Input};
 use super::row_group::{process_row_group, RowGroupResult};
-use super::sink::{FileSink, FileWritten};
+use super::sink::{FileSink, FileWritten, ToPlace};
 use crate::error::{Error, Result};
 use crate::io::{Identity, Location};
 use crate::journal::{Entry, Journal};
@@ -243,7 +246,7 @@ fn write_file<'a, 's>(
     policy: &'s Policy,
     ctx: &RunContext,
     room: &mut usize,
-) -> std::result::Result<(FileStats, Counts, Vec<RecordBatch>, Option<FileWritten>), Error>
+) -> std::result::Result<(FileStats, Counts, Vec<RecordBatch>, Option<ToPlace>), Error>
 where
     'a: 's,
 {
@@ -296,7 +299,6 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
     let (tx, rx) = mpsc::channel::<TaskResult>();
-    let (jtx, jrx) = mpsc::channel::<Result<()>>();
     let mut tasks = Tasks {
         jobs,
         small: vec![false; list.len()],
@@ -317,66 +319,112 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
     };
     let mut room = ctx.collect_excluded;
 
-    pool.in_place_scope(|scope| -> Result<Vec<FileOutcome>> {
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut journal_pending = 0usize;
-        let mut result: Result<()> = Ok(());
-        for (f, job) in jobs.iter().enumerate() {
-            if let Some(e) = ctx.resumed.get(&f) {
-                ctx.progress.advance(e.stats.rows, job.total_bytes());
-                outcomes.push(FileOutcome::Done {
-                    stats: e.stats.clone(),
-                    counts: e.counts.clone(),
-                    excluded: Vec::new(),
-                });
-                continue;
-            }
-            let first = first_task_of.get(&f).copied().unwrap_or(0);
-            let done = write_file(f, first, &mut tasks, scope, &tx, policy, ctx, &mut room);
-            job.release_index();
-            match done {
-                Ok((stats, counts, excluded, written)) => {
-                    if let (Some(journal), Some(written)) = (ctx.journal, written) {
-                        let jtx = jtx.clone();
-                        let (stats, counts) = (stats.clone(), counts.clone());
-                        let input = &job.input;
-                        journal_pending += 1;
-                        scope.spawn(move |_| {
-                            let r = journal_entry(input, written, stats, counts)
-                                .and_then(|e| journal.append(&e));
-                            let _ = jtx.send(r);
+    // Each file's outputs are synced, moved to their names and journaled on a thread of their
+    // own, in the order the files complete: the writer goes on to the next file meanwhile, and
+    // the syncs of files completed together find most of their work done by the first.
+    std::thread::scope(|threads| {
+        let (ptx, prx) = mpsc::sync_channel::<Placing>(PLACING_AHEAD);
+        let placer = std::thread::Builder::new()
+            .name("corpusgate-place".into())
+            .spawn_scoped(threads, move || place_all(prx, ctx.journal))
+            .map_err(|e| Error::Usage(format!("cannot start a thread: {e}")))?;
+        let written = pool.in_place_scope(|scope| -> Result<Vec<FileOutcome>> {
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            let mut result: Result<()> = Ok(());
+            for (f, job) in jobs.iter().enumerate() {
+                if let Some(e) = ctx.resumed.get(&f) {
+                    ctx.progress.advance(e.stats.rows, job.total_bytes());
+                    outcomes.push(FileOutcome::Done {
+                        stats: e.stats.clone(),
+                        counts: e.counts.clone(),
+                        excluded: Vec::new(),
+                    });
+                    continue;
+                }
+                let first = first_task_of.get(&f).copied().unwrap_or(0);
+                let done = write_file(f, first, &mut tasks, scope, &tx, policy, ctx, &mut room);
+                job.release_index();
+                match done {
+                    Ok((stats, counts, excluded, to_place)) => {
+                        if let Some(to_place) = to_place {
+                            let placing = Placing {
+                                input: &job.input,
+                                to_place,
+                                stats: stats.clone(),
+                                counts: counts.clone(),
+                            };
+                            // The placer stopped at an error: it says which when joined.
+                            if ptx.send(placing).is_err() {
+                                break;
+                            }
+                        }
+                        outcomes.push(FileOutcome::Done {
+                            stats,
+                            counts,
+                            excluded,
                         });
                     }
-                    outcomes.push(FileOutcome::Done {
-                        stats,
-                        counts,
-                        excluded,
-                    });
-                }
-                Err(e) if ctx.skip_unreadable && e.is_input_error() => {
-                    // Quarantine this file: drop its remaining row groups, go on.
-                    tasks.abandon_before(first + job.num_row_groups());
-                    outcomes.push(FileOutcome::Skipped {
-                        path: job.input.location().clone(),
-                        error: e.to_string(),
-                    });
-                }
-                Err(e) => {
-                    result = Err(e);
-                    break;
+                    Err(e) if ctx.skip_unreadable && e.is_input_error() => {
+                        // Quarantine this file: drop its remaining row groups, go on.
+                        tasks.abandon_before(first + job.num_row_groups());
+                        outcomes.push(FileOutcome::Skipped {
+                            path: job.input.location().clone(),
+                            error: e.to_string(),
+                        });
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
             }
-        }
-        tasks.drain();
-        for _ in 0..journal_pending {
-            if let Ok(Err(e)) = jrx.recv() {
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
-        }
-        result.map(|_| outcomes)
+            tasks.drain();
+            result.map(|_| outcomes)
+        });
+        drop(ptx);
+        let placed = placer.join().unwrap_or_else(|_| {
+            Err(Error::Usage(
+                "the thread that syncs the outputs stopped unexpectedly".into(),
+            ))
+        });
+        // The writer's own error first: the placer's may only follow from it.
+        let outcomes = written?;
+        placed?;
+        Ok(outcomes)
     })
+}
+
+/// Files completed and not yet synced, at most: each holds its outputs open.
+const PLACING_AHEAD: usize = 16;
+
+/// A completed file on its way to the placer.
+struct Placing<'a> {
+    input: &'a Input,
+    to_place: ToPlace,
+    stats: FileStats,
+    counts: Counts,
+}
+
+/// Sync each completed file's outputs and move them to their names, then journal the files,
+/// as many at once as have completed meanwhile (one sync of the journal for them all). Stops at
+/// the first error, which it returns (dropping what is still queued: its temporaries go).
+fn place_all(rx: mpsc::Receiver<Placing<'_>>, journal: Option<&Journal>) -> Result<()> {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let mut entries = Vec::with_capacity(batch.len());
+        for p in batch {
+            crate::failpoint::hit("placing");
+            let written = p.to_place.place()?;
+            if journal.is_some() {
+                entries.push(journal_entry(p.input, written, p.stats, p.counts)?);
+            }
+        }
+        if let Some(journal) = journal {
+            journal.append_all(&entries)?;
+        }
+    }
+    Ok(())
 }
 
 /// The journal entry of a completed file: its input's identity (checked unchanged since it was

@@ -17,7 +17,7 @@ use super::job::FileJob;
 use super::row_group::{DataOut, ManifestOut, OutChunk, RowGroupResult};
 use crate::error::{Error, Result};
 use crate::io::parquet::FileSource;
-use crate::io::{Location, OutputFile, Written};
+use crate::io::{Location, OutputFile, Unsynced, Written};
 use crate::summary::FileStats;
 
 /// One output Parquet file being written row group by row group.
@@ -112,13 +112,13 @@ impl ChunkFile {
         Ok(())
     }
 
-    fn finish(self) -> Result<Written> {
+    fn finish(self) -> Result<Unsynced> {
         let location = self.location;
         let out = self.writer.into_inner().map_err(|e| Error::Write {
             path: location.clone(),
             source: e,
         })?;
-        out.finish()
+        out.finish_unsynced()
     }
 }
 
@@ -277,12 +277,41 @@ impl Files {
         Ok(())
     }
 
-    fn finish(self) -> Result<FileWritten> {
-        Ok(FileWritten {
+    fn finish(self) -> Result<ToPlace> {
+        Ok(ToPlace::Files(Box::new(UnsyncedFiles {
             data: self.data.finish()?,
             excluded: self.manifest.finish()?,
             decisions: self.decisions.map(|d| d.finish()).transpose()?,
-        })
+        })))
+    }
+}
+
+/// A file's outputs, complete, as [`FileSink::close`] leaves them: to be synced and moved to
+/// their names ([`ToPlace::place`]) before the file is journaled.
+pub(super) enum ToPlace {
+    /// In place already (PREV_OUT's files, taken whole).
+    Placed(Box<FileWritten>),
+    Files(Box<UnsyncedFiles>),
+}
+
+pub(super) struct UnsyncedFiles {
+    data: Unsynced,
+    excluded: Unsynced,
+    decisions: Option<Unsynced>,
+}
+
+impl ToPlace {
+    /// Sync each output and move it to its name (each sync after the first finds most of what
+    /// it would write written by the ones before it).
+    pub fn place(self) -> Result<FileWritten> {
+        match self {
+            ToPlace::Placed(w) => Ok(*w),
+            ToPlace::Files(f) => Ok(FileWritten {
+                data: f.data.place()?,
+                excluded: f.excluded.place()?,
+                decisions: f.decisions.map(Unsynced::place).transpose()?,
+            }),
+        }
     }
 }
 
@@ -408,11 +437,11 @@ impl FileSink {
     }
 
     /// Finish the files (a dry run writes none).
-    pub fn close(self) -> Result<(FileStats, Option<FileWritten>)> {
+    pub fn close(self) -> Result<(FileStats, Option<ToPlace>)> {
         self.input.release(None);
         let files = match self.held {
             Some(h) => match h.previous.take_whole(&h.spec.out)? {
-                Some(w) => return Ok((self.stats, Some(w))),
+                Some(w) => return Ok((self.stats, Some(ToPlace::Placed(Box::new(w))))),
                 // PREV_OUT's files are not as recorded: written after all.
                 None => Some(h.write(&self.input)?),
             },

@@ -29,7 +29,7 @@ pub use parquet::ReadOptions;
 pub(crate) use parquet::{open_parquet, Identity, ParquetFile};
 pub(crate) use write::{
     adopt, move_written, remove_written, write_file, written_object_reused, written_objects,
-    written_objects_reset, OutputFile, Written,
+    written_objects_reset, OutputFile, Unsynced, Written,
 };
 
 use crate::error::{Error, Result};

@@ -2,7 +2,9 @@
 //! temporary name beside its final one (`.NAME.part`, which no reader of a directory picks up),
 //! through a hasher (of the kind [`super::checksum`] gives it), synced to disk, and only then
 //! renamed to its name — so a file that exists under its final name is complete, and its size
-//! and checksum come back to be recorded without reading it again. An object is streamed to its
+//! and checksum come back to be recorded without reading it again ([`OutputFile::finish`]; or in
+//! two steps, [`OutputFile::finish_unsynced`] then [`Unsynced::place`], so that the thread that
+//! writes need not wait for the disk). An object is streamed to its
 //! store by a multipart upload (at most a few parts in memory), which makes it visible under its
 //! key only when complete; an unfinished upload is aborted.
 
@@ -126,34 +128,24 @@ impl OutputFile {
     }
 
     /// Flush, sync and move the file to its name.
-    pub fn finish(mut self) -> Result<Written> {
+    pub fn finish(self) -> Result<Written> {
+        self.finish_unsynced()?.place()
+    }
+
+    /// Flush the file, leaving its sync and its move to its name to [`Unsynced::place`]: a sync
+    /// waits for the disk, which the thread that writes the next file need not do. An object is
+    /// complete (visible under its key) already.
+    pub fn finish_unsynced(mut self) -> Result<Unsynced> {
         let mut etag = None;
+        let mut local = None;
         match self.out.take().expect("finished once") {
-            Sink::Local { tmp, file } => {
-                let f = file
-                    .finish()
-                    .map_err(|e| Error::io("writing", self.location.clone(), e));
-                let f = match f {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(e);
-                    }
-                };
-                let synced = f.sync_all();
-                drop(f);
-                let placed = synced
-                    .map_err(|e| Error::io("syncing", self.location.clone(), e))
-                    .and_then(|()| {
-                        let to = self.location.local_path().expect("a local sink");
-                        std::fs::rename(&tmp, to)
-                            .map_err(|e| Error::io("renaming into place", self.location.clone(), e))
-                    });
-                if placed.is_err() {
+            Sink::Local { tmp, file } => match file.finish() {
+                Ok(f) => local = Some((tmp, f)),
+                Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
+                    return Err(Error::io("writing", self.location.clone(), e));
                 }
-                placed?;
-            }
+            },
             Sink::Object(upload) => {
                 etag = upload
                     .finish()
@@ -170,7 +162,51 @@ impl OutputFile {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(o.clone(), written.clone());
         }
-        Ok(written)
+        Ok(Unsynced {
+            location: self.location.clone(),
+            written,
+            local,
+        })
+    }
+}
+
+/// A file written in full under its temporary name, not yet synced nor moved to its name
+/// ([`OutputFile::finish_unsynced`]). Dropped before [`Unsynced::place`], its temporary is
+/// removed: it never reaches its name.
+pub struct Unsynced {
+    location: Location,
+    written: Written,
+    /// The temporary and the open file, of a local file (`None`: an object, complete).
+    local: Option<(PathBuf, std::fs::File)>,
+}
+
+impl Unsynced {
+    /// Sync the file and move it to its name; what was written.
+    pub fn place(mut self) -> Result<Written> {
+        if let Some((tmp, f)) = self.local.take() {
+            let synced = f.sync_all();
+            drop(f);
+            let placed = synced
+                .map_err(|e| Error::io("syncing", self.location.clone(), e))
+                .and_then(|()| {
+                    let to = self.location.local_path().expect("a local sink");
+                    std::fs::rename(&tmp, to)
+                        .map_err(|e| Error::io("renaming into place", self.location.clone(), e))
+                });
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            placed?;
+        }
+        Ok(self.written.clone())
+    }
+}
+
+impl Drop for Unsynced {
+    fn drop(&mut self) {
+        if let Some((tmp, _)) = self.local.take() {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 }
 
@@ -461,5 +497,53 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn a_file_finished_unsynced_reaches_its_name_only_when_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = || -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        let loc = Location::local(dir.path().join("a.json"));
+        let mut f = OutputFile::create(&loc).unwrap();
+        f.write_all(b"{}").unwrap();
+        let pending = f.finish_unsynced().unwrap();
+        // Complete under its temporary name, not yet under its own.
+        assert_eq!(names(), vec![".a.json.part"]);
+        let w = pending.place().unwrap();
+        assert_eq!(names(), vec!["a.json"]);
+        assert!(w.holds(&loc));
+        assert_eq!(
+            w,
+            Written::with(2, w.checksum().unwrap().0, w.checksum().unwrap().1.into())
+        );
+
+        // Dropped unplaced (a run that failed meanwhile): its temporary goes, nothing is named.
+        let other = Location::local(dir.path().join("b.json"));
+        let mut g = OutputFile::create(&other).unwrap();
+        g.write_all(b"[]").unwrap();
+        let pending = g.finish_unsynced().unwrap();
+        assert_eq!(names(), vec![".b.json.part", "a.json"]);
+        drop(pending);
+        assert_eq!(names(), vec!["a.json"]);
+
+        // Its temporary gone before it is placed: an error naming the file, nothing named.
+        let third = Location::local(dir.path().join("c.json"));
+        let mut h = OutputFile::create(&third).unwrap();
+        h.write_all(b"[]").unwrap();
+        let pending = h.finish_unsynced().unwrap();
+        std::fs::remove_file(dir.path().join(".c.json.part")).unwrap();
+        let e = pending.place().unwrap_err().to_string();
+        assert!(
+            e.contains("renaming into place") && e.contains("c.json"),
+            "{e}"
+        );
+        assert_eq!(names(), vec!["a.json"]);
     }
 }

@@ -613,3 +613,45 @@ fn progress_lines_without_a_terminal() {
         "{err}"
     );
 }
+
+/// A completed file's outputs are synced and moved to their names on a thread of their own
+/// while the writer goes on: one that cannot reach its name there fails the run (exit 1, the
+/// file named) and nothing is committed, as when the writer itself failed.
+#[test]
+fn an_output_that_cannot_reach_its_name_fails_the_run_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 2, 2000);
+    let out = dir.path().join("out");
+    let pause = dir.path().join("pause");
+    let cmd = filter_cmd("opt-in-only.yaml", &out, &input, &[]);
+    let child = spawn_held(cmd, "placing", &pause);
+    // The first file's outputs are complete under their temporary names, held before their
+    // sync: take them away (and any the writer has begun since).
+    let parts: Vec<String> = tree(dir.path())
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .filter(|rel| rel.ends_with(".part"))
+        .collect();
+    assert!(
+        parts.iter().any(|r| r.ends_with(".part-00.parquet.part")),
+        "{parts:?}"
+    );
+    for rel in &parts {
+        std::fs::remove_file(dir.path().join(rel)).unwrap();
+    }
+    std::fs::remove_file(&pause).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("renaming into place") && err.contains("part-00.parquet"),
+        "{err}"
+    );
+    assert!(!out.exists(), "{:?}", tree(&out));
+    let left: Vec<String> = tree(dir.path())
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .filter(|rel| !rel.starts_with("in/"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
