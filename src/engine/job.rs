@@ -592,8 +592,8 @@ impl WriterSettings {
 
 /// The page size of a prose column (see [`holds_prose`]; `None`: not prose, the writer's
 /// default) written with `codec`. `--reuse` splices a changed row group by the page, re-encoding
-/// the page around each flipped row, so the smaller the page, the less a night re-encodes; zstd
-/// from level 3 and brotli are the codecs that compress a unit larger than that much smaller:
+/// the page around each flipped row, so the smaller the page, the less a night re-encodes. Only
+/// codecs that look far back compress larger units noticeably smaller:
 /// - zstd from level 3 and brotli: a sixteenth of the input chunk, between 1 and 4 MiB. Their
 ///   windows reach 2 MiB and more: on the bench's text at level 3, units of 512 KiB come out
 ///   0.7 % larger than 1 MiB, 1 MiB 0.3 % larger than 2 MiB and 0.6 % larger than 8 MiB, what

@@ -247,18 +247,24 @@ pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, S
 /// Whether `v`'s hashes are strictly increasing, checked in pieces on the pool (one pass over
 /// a million members' entries was a few milliseconds of a night with the other thread idle).
 fn strictly_by_hash(v: &[(u64, u64)]) -> bool {
-    v.par_chunks(CHUNK).enumerate().all(|(i, c)| {
-        let joined = i == 0 || v[i * CHUNK - 1].0 < c[0].0;
-        joined && c.windows(2).all(|w| w[0].0 < w[1].0)
-    })
+    each_step_in_pieces(v, |a, b| a.0 < b.0)
 }
 
 /// Whether `p` is in the order `sort_unstable` gives (by hash, then digest), checked in pieces
 /// on the pool.
 fn in_order(p: &[(u64, u64)]) -> bool {
-    p.par_chunks(CHUNK).enumerate().all(|(i, c)| {
-        let joined = i == 0 || p[i * CHUNK - 1] <= c[0];
-        joined && c.windows(2).all(|w| w[0] <= w[1])
+    each_step_in_pieces(p, |a, b| a <= b)
+}
+
+/// Whether `ok` holds of every two neighbours of `v`, pieces of it checked on the pool (each
+/// piece's first entry against the entry before it too).
+fn each_step_in_pieces(
+    v: &[(u64, u64)],
+    ok: impl Fn(&(u64, u64), &(u64, u64)) -> bool + Sync,
+) -> bool {
+    v.par_chunks(CHUNK).enumerate().all(|(i, c)| {
+        let joined = i == 0 || ok(&v[i * CHUNK - 1], &c[0]);
+        joined && c.windows(2).all(|w| ok(&w[0], &w[1]))
     })
 }
 
