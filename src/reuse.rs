@@ -885,6 +885,7 @@ impl Previous {
         now.stats.row_groups_from_previous = 0;
         now.stats.row_groups_spliced = 0;
         now.stats.pages_from_previous = 0;
+        now.stats.manifest_pages_from_previous = 0;
         now.stats.decisions_reused = 0;
         for (sub, w) in now.outputs_mut() {
             let from = self.from.join(sub).join(&e.rel);

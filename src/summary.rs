@@ -145,11 +145,15 @@ pub struct FileStats {
     /// Row groups whose output was copied from PREV_OUT (`--reuse`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub row_groups_from_previous: u64,
-    /// Row groups spliced from PREV_OUT's pages and new ones, and the pages copied (`--reuse`).
+    /// Row groups spliced from PREV_OUT's pages and new ones (their large columns, their
+    /// manifest or both), and the pages copied (`--reuse`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub row_groups_spliced: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pages_from_previous: u64,
+    /// Pages of PREV_OUT's manifests copied into this file's (`--reuse`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub manifest_pages_from_previous: u64,
     /// Rows whose decision was PREV_OUT's record, not decided again (`--reuse`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub decisions_reused: u64,
@@ -188,12 +192,16 @@ pub struct ReuseRecord {
     pub row_groups_recomputed: u64,
     /// Bytes of the reused outputs (data and manifests).
     pub bytes_reused: u64,
-    /// Of the row groups recomputed, those whose large columns were spliced from PREV_OUT's
-    /// pages, and the pages copied so.
+    /// Of the row groups recomputed, those spliced from PREV_OUT's pages (their large columns,
+    /// their manifest or both), and the pages of large columns copied so.
     #[serde(default)]
     pub row_groups_spliced: u64,
     #[serde(default)]
     pub pages_reused: u64,
+    /// Pages of PREV_OUT's manifests copied into the manifests of the row groups recomputed
+    /// (the rest of such a manifest row group encoded afresh).
+    #[serde(default)]
+    pub manifest_pages_reused: u64,
     /// Of the rows of the row groups recomputed, those whose decision was PREV_OUT's record
     /// (only the rows of changed members are decided again).
     #[serde(default)]

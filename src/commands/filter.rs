@@ -527,6 +527,7 @@ fn run_with(
         r.row_groups_recomputed -= copied;
         r.row_groups_spliced += now().map(|s| s.row_groups_spliced).sum::<u64>();
         r.pages_reused += now().map(|s| s.pages_from_previous).sum::<u64>();
+        r.manifest_pages_reused += now().map(|s| s.manifest_pages_from_previous).sum::<u64>();
         r.decisions_reused += now().map(|s| s.decisions_reused).sum::<u64>();
     }
     let (files, counts, excluded) =
@@ -846,6 +847,7 @@ fn reuse_unchanged(
             fallback: None,
             row_groups_spliced: 0,
             pages_reused: 0,
+            manifest_pages_reused: 0,
             decisions_reused: 0,
             row_groups_searched: 0,
         }),
@@ -909,6 +911,7 @@ fn reuse_previous(
                 fallback: Some(why),
                 row_groups_spliced: 0,
                 pages_reused: 0,
+                manifest_pages_reused: 0,
                 decisions_reused: 0,
                 row_groups_searched: 0,
             };
@@ -963,6 +966,7 @@ fn reuse_previous(
         fallback: None,
         row_groups_spliced: 0,
         pages_reused: 0,
+        manifest_pages_reused: 0,
         decisions_reused: 0,
         row_groups_searched: previous.row_groups_searched(),
     };

@@ -987,6 +987,7 @@ fn merge_reuse(summaries: &[&SummaryFile]) -> Option<crate::summary::ReuseRecord
         bytes_reused: sum(|r| r.bytes_reused),
         row_groups_spliced: sum(|r| r.row_groups_spliced),
         pages_reused: sum(|r| r.pages_reused),
+        manifest_pages_reused: sum(|r| r.manifest_pages_reused),
         decisions_reused: sum(|r| r.decisions_reused),
         row_groups_searched: sum(|r| r.row_groups_searched),
         changed_keys: records.iter().filter_map(|r| r.changed_keys).max(),

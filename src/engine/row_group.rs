@@ -73,6 +73,8 @@ pub(super) struct RowGroupResult {
     pub bytes: u64,
     /// `--reuse`: pages copied from PREV_OUT into a spliced chunk.
     pub pages_reused: u64,
+    /// Pages of PREV_OUT's manifest row group copied into this one's (`--reuse`).
+    pub manifest_pages_reused: u64,
     /// Each row's decision and the member filter, when the run records them (see `decisions`).
     pub record: Option<super::decisions::Recorded>,
     /// `--reuse`: rows whose decision was PREV_OUT's record, not decided again.
@@ -119,6 +121,7 @@ pub(super) fn process_row_group(
             data: DataOut::Nothing,
             bytes,
             pages_reused: 0,
+            manifest_pages_reused: 0,
             record: None,
             decisions_reused: 0,
             as_previous: true,
@@ -210,6 +213,21 @@ pub(super) fn process_row_group(
 
     count(policy, &decision, &mut counts);
     let unchanged = prev_codes.as_ref().is_some_and(|(p, now)| p == now);
+    // The input rows whose manifest row is not PREV_OUT's (excluded by one run only, or by
+    // both under another rule or region): only changed members' rows are decided again.
+    let manifest_dirty: Option<Vec<u32>> = match (&prev_codes, &recorded_keep, &job.previous) {
+        (Some((prev, now)), Some(was), Some(p)) => Some(
+            p.changed_rows[rg]
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    let i = i as usize;
+                    prev[i] != now[i] && (!was.value(i) || !keep.value(i))
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
     let record = match prev_codes {
         _ if !job.record_decisions || !write => None,
         Some((_, codes)) => Some(super::decisions::Recorded {
@@ -224,12 +242,15 @@ pub(super) fn process_row_group(
 
     let mut excluded_rows = None;
     let mut manifest = None;
+    let mut manifest_pages_reused = 0u64;
     if (write || collect) && kept < rows {
-        // Decided as PREV_OUT decided: its manifest row group is today's.
+        // Decided as PREV_OUT decided, or differently only for rows both runs keep: its
+        // manifest row group is today's.
+        let same_manifest = unchanged || manifest_dirty.as_ref().is_some_and(Vec::is_empty);
         let copied = job
             .previous
             .as_ref()
-            .filter(|p| unchanged && write && !collect && p.excluded.file().is_some())
+            .filter(|p| same_manifest && write && !collect && p.excluded.file().is_some())
             .and_then(|p| Some(ManifestOut::Previous(p.clone(), p.manifest_row_group[rg]?)));
         if let Some(m) = copied {
             manifest = Some(m);
@@ -251,7 +272,19 @@ pub(super) fn process_row_group(
                 excluded_rows = Some(as_schema_says(&b, &job.manifest_schema).map_err(err)?);
             }
             if write {
-                let chunks = encode_manifest(job, b).map_err(|m| err(m.into()))?;
+                let spliced = match (&manifest_dirty, &recorded_keep) {
+                    (Some(dirty), Some(was)) if !collect => {
+                        splice_manifest(job, rg, &b, &keep, was, dirty)
+                    }
+                    _ => None,
+                };
+                let chunks = match spliced {
+                    Some((chunks, pages)) => {
+                        manifest_pages_reused = pages;
+                        chunks
+                    }
+                    None => encode_manifest(job, b).map_err(|m| err(m.into()))?,
+                };
                 manifest = Some(ManifestOut::Encoded(chunks));
             }
         }
@@ -385,9 +418,82 @@ pub(super) fn process_row_group(
         data,
         bytes,
         pages_reused,
+        manifest_pages_reused,
         record,
         decisions_reused: rows - decided_again,
     })
+}
+
+/// `--reuse`: today's manifest of row group `rg` (`b`, its rows those `keep` excludes) made from
+/// PREV_OUT's manifest row group of it (its rows those `was` excludes) page by page: every page
+/// of each column whose input rows hold none of the `dirty` ones is copied, only today's rows
+/// between copied pages are encoded (see `splice::splice_manifest_column`). The chunks and the
+/// pages copied; `None` when a column cannot be spliced (then it is encoded whole, as a fresh
+/// run does, which also reports any problem).
+fn splice_manifest(
+    job: &FileJob,
+    rg: usize,
+    b: &RecordBatch,
+    keep: &BooleanBuffer,
+    was: &BooleanBuffer,
+    dirty: &[u32],
+) -> Option<(Vec<OutChunk>, u64)> {
+    let p = job.previous.as_ref()?;
+    let at = p.manifest_row_group.get(rg).copied().flatten()?;
+    let (file, meta) = p.excluded.file()?;
+    let descr = &job.manifest_descr;
+    let prev_rows: Vec<u32> = (!was).set_indices().map(|i| i as u32).collect();
+    let now_rows: Vec<u32> = (!keep).set_indices().map(|i| i as u32).collect();
+    if at >= meta.num_row_groups()
+        || meta.row_group(at).num_rows() as usize != prev_rows.len()
+        || b.num_rows() != now_rows.len()
+        || b.num_columns() != descr.num_columns()
+    {
+        return None;
+    }
+    // A row of PREV_OUT's that is not today's: the chunks' min and max are then bounds only.
+    let removed = dirty.iter().any(|&i| !was.value(i as usize));
+    // PREV_OUT's chunks walked and checked as any chunk read or copied is.
+    let walked = file
+        .check_columns(meta, at, None)
+        .ok()
+        .filter(|w| w.corrected.is_none())?;
+    let source = file.source();
+    let prev = super::splice::PrevManifest {
+        source: &source,
+        pq: meta,
+        at,
+        rows: &prev_rows,
+    };
+    let mut chunks = Vec::with_capacity(descr.num_columns());
+    let mut pages = 0;
+    for leaf in 0..descr.num_columns() {
+        let column = descr.column(leaf);
+        let pages_of = walked.chunks.get(leaf).filter(|c| c.exact())?;
+        // New pages are plain: the copied ones may refer to PREV_OUT's dictionary page.
+        let props = Arc::new(
+            job.manifest_props
+                .clone()
+                .into_builder()
+                .set_column_dictionary_enabled(column.path().clone(), false)
+                .build(),
+        );
+        let s = super::splice::splice_manifest_column(
+            &prev,
+            &column,
+            leaf,
+            pages_of,
+            &now_rows,
+            dirty,
+            b.column(leaf),
+            &props,
+            removed,
+        )
+        .ok()??;
+        pages += s.pages_copied;
+        chunks.push(OutChunk::Raw(s.chunk));
+    }
+    Some((chunks, pages))
 }
 
 /// The member filter of a row group whose policy columns are `batch` (`None`: no user ids).

@@ -374,10 +374,11 @@ impl FileSink {
         self.stats.unmatched += r.unmatched;
         self.stats.kept_per_row_group.push(r.kept);
         self.stats.decisions_reused += r.decisions_reused;
-        if r.pages_reused > 0 {
+        if r.pages_reused > 0 || r.manifest_pages_reused > 0 {
             self.stats.row_groups_spliced += 1;
-            self.stats.pages_from_previous += r.pages_reused;
         }
+        self.stats.pages_from_previous += r.pages_reused;
+        self.stats.manifest_pages_from_previous += r.manifest_pages_reused;
         match &r.data {
             DataOut::PassThrough(_) => self.stats.passed_through_row_groups.push(r.rg as u64),
             DataOut::Previous(p, _) => {

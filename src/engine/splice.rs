@@ -98,7 +98,7 @@ pub(super) fn candidates(
 }
 
 /// One piece of the new chunk.
-enum Piece {
+pub(super) enum Piece {
     /// PREV_OUT's page `.0`.
     Copy(usize),
     /// The kept input rows in `.0..​.1`, encoded.
@@ -106,7 +106,7 @@ enum Piece {
 }
 
 /// A page of the new chunk, for its offset and column index.
-struct PageEntry {
+pub(super) struct PageEntry {
     offset: i64,
     size: i32,
     rows: i64,
@@ -144,7 +144,7 @@ pub(super) fn splice_column(
         .pq
         .page_index()
         .ok_or_else(|| bad("no page index".into()))?;
-    let (Some(oi), Some(ColumnIndexMetaData::BYTE_ARRAY(ci))) = (
+    let (Some(oi), Some(ci @ ColumnIndexMetaData::BYTE_ARRAY(_))) = (
         index.offset_index(prev.at, leaf),
         index.column_index(prev.at, leaf),
     ) else {
@@ -214,12 +214,6 @@ pub(super) fn splice_column(
         pieces.push(Piece::Encode(next, rows));
     }
 
-    let prev_bytes = prev
-        .source
-        .get_bytes(start as u64, len as usize)
-        .map_err(|e| bad(e.to_string()))?;
-    let at = |offset: i64| (offset - start) as usize;
-
     let sources = Sources {
         input,
         in_pq,
@@ -229,7 +223,69 @@ pub(super) fn splice_column(
         prev_locations: locs,
         check_input,
     };
-    let mut segments = encode_segments(&sources, &descr, &pieces, keep, props)?;
+    let segments = encode_segments(&sources, &descr, &pieces, keep, props)?;
+    let chunk = PrevChunk {
+        descr: &descr,
+        source: prev.source,
+        chunk: pchunk,
+        walked,
+        data_pages: &data_pages,
+        locations: locs,
+        index: ci,
+        offsets: oi,
+        spans: &spans,
+        order: Order::Bytes,
+    };
+    let chunk = assemble(&chunk, &pieces, segments, removed).map_err(bad)?;
+    let kept = keep.count_set_bits() as u64;
+    if chunk.close.rows_written != kept {
+        return Err(bad(format!(
+            "{} rows spliced where {kept} are kept",
+            chunk.close.rows_written
+        )));
+    }
+    Ok(Some(Spliced {
+        chunk,
+        pages_copied,
+    }))
+}
+
+/// PREV_OUT's chunk of a column being spliced, walked and checked against its index.
+pub(super) struct PrevChunk<'a> {
+    pub descr: &'a Arc<ColumnDescriptor>,
+    pub source: &'a FileSource,
+    pub chunk: &'a ColumnChunkMetaData,
+    pub walked: &'a ChunkPages,
+    /// Its data pages as walked, one per entry of its offset index.
+    pub data_pages: &'a [&'a Page],
+    pub locations: &'a [parquet::file::page_index::offset_index::PageLocation],
+    pub index: &'a ColumnIndexMetaData,
+    pub offsets: &'a parquet::file::page_index::offset_index::OffsetIndexMetaData,
+    /// Each data page's rows, `(first, end)` among the chunk's rows.
+    pub spans: &'a [(usize, usize)],
+    pub order: Order,
+}
+
+/// The new chunk: `pieces` in order, PREV_OUT's pages copied as they are and `segments` (one
+/// per `Encode` piece, as encoded) between them, with its metadata, offset and column index
+/// rebuilt from both. `removed`: whether a value of PREV_OUT's chunk is not in the new one.
+pub(super) fn assemble(
+    prev: &PrevChunk<'_>,
+    pieces: &[Piece],
+    segments: Vec<(Bytes, ColumnCloseResult)>,
+    removed: bool,
+) -> Result<RawChunk, String> {
+    let (pchunk, locs) = (prev.chunk, prev.locations);
+    let start = pchunk
+        .dictionary_page_offset()
+        .unwrap_or(pchunk.data_page_offset());
+    let len = pchunk.compressed_size();
+    let prev_bytes = prev
+        .source
+        .get_bytes(start as u64, len as usize)
+        .map_err(|e| e.to_string())?;
+    let at = |offset: i64| (offset - start) as usize;
+    let mut segments = segments;
     segments.reverse();
 
     // The previous chunk's pages are taken as slices of it, not copied (see `ChunkBytes`).
@@ -238,39 +294,45 @@ pub(super) fn splice_column(
     let first_data = at(locs[0].offset);
     if pchunk.dictionary_page_offset().is_some() {
         // The chunk's first page, up to its first data page.
-        let dict = walked
+        let dict = prev
+            .walked
             .pages
             .first()
             .filter(|p| p.kind == PageKind::Dictionary)
             .filter(|p| at(p.offset as i64) == 0)
             .filter(|p| (p.header_len + p.compressed) as usize == first_data)
-            .ok_or_else(|| bad("its dictionary page is not its first".into()))?;
+            .ok_or("its dictionary page is not its first")?;
         uncompressed += (dict.header_len + dict.uncompressed) as i64;
         out.push(prev_bytes.slice(..first_data));
     }
     let data_start = out.len() as usize;
     let mut entries: Vec<PageEntry> = Vec::new();
     let mut seg_meta: Vec<ColumnCloseResult> = Vec::new();
-    for piece in &pieces {
+    for piece in pieces {
         match piece {
             Piece::Copy(i) => {
                 let l = &locs[*i];
                 let page =
                     prev_bytes.slice(at(l.offset)..at(l.offset) + l.compressed_page_size as usize);
-                uncompressed += (data_pages[*i].header_len + data_pages[*i].uncompressed) as i64;
-                let (a, b) = spans[*i];
+                let walked = prev.data_pages[*i];
+                uncompressed += (walked.header_len + walked.uncompressed) as i64;
+                let (a, b) = prev.spans[*i];
+                let (min, max) =
+                    bounds(prev.index, *i).ok_or("its column index is not of its type")?;
                 entries.push(PageEntry {
                     offset: out.len() as i64,
                     size: l.compressed_page_size,
                     rows: (b - a) as i64,
-                    null_page: ci.is_null_page(*i),
-                    min: ci.min_value(*i).unwrap_or_default().to_vec(),
-                    max: ci.max_value(*i).unwrap_or_default().to_vec(),
-                    nulls: ci
-                        .null_count(*i)
-                        .ok_or_else(|| bad("no null counts".into()))?,
-                    def_histogram: ci.definition_level_histogram(*i).map(<[i64]>::to_vec),
-                    unencoded: oi
+                    null_page: prev.index.is_null_page(*i),
+                    min,
+                    max,
+                    nulls: prev.index.null_count(*i).ok_or("no null counts")?,
+                    def_histogram: prev
+                        .index
+                        .definition_level_histogram(*i)
+                        .map(<[i64]>::to_vec),
+                    unencoded: prev
+                        .offsets
                         .unencoded_byte_array_data_bytes()
                         .and_then(|v| v.get(*i).copied()),
                 });
@@ -278,12 +340,8 @@ pub(super) fn splice_column(
             }
             Piece::Encode(..) => {
                 let (bytes, close) = segments.pop().ok_or("a segment went missing")?;
-                let (Some(soi), Some(ColumnIndexMetaData::BYTE_ARRAY(sci))) =
-                    (&close.offset_index, &close.column_index)
-                else {
-                    // Today's settings index no pages of this column: neither did PREV_OUT's,
-                    // which `candidates` excludes. Encode it afresh.
-                    return Ok(None);
+                let (Some(soi), Some(sci)) = (&close.offset_index, &close.column_index) else {
+                    return Err("its new pages have no page index".into());
                 };
                 let base = out.len() as i64;
                 let slocs = soi.page_locations();
@@ -291,13 +349,15 @@ pub(super) fn splice_column(
                     let next_row = slocs
                         .get(j + 1)
                         .map_or(close.rows_written as i64, |n| n.first_row_index);
+                    let (min, max) =
+                        bounds(sci, j).ok_or("its new pages' index is not of its type")?;
                     entries.push(PageEntry {
                         offset: base + l.offset,
                         size: l.compressed_page_size,
                         rows: next_row - l.first_row_index,
                         null_page: sci.is_null_page(j),
-                        min: sci.min_value(j).unwrap_or_default().to_vec(),
-                        max: sci.max_value(j).unwrap_or_default().to_vec(),
+                        min,
+                        max,
                         nulls: sci.null_count(j).unwrap_or(0),
                         def_histogram: sci.definition_level_histogram(j).map(<[i64]>::to_vec),
                         unencoded: soi
@@ -311,17 +371,12 @@ pub(super) fn splice_column(
             }
         }
     }
-    let kept = keep.count_set_bits();
     let written: i64 = entries.iter().map(|e| e.rows).sum();
-    if written as usize != kept {
-        return Err(bad(format!("{written} rows spliced where {kept} are kept")));
-    }
-
     let close = ColumnCloseResult {
         bytes_written: out.len(),
-        rows_written: kept as u64,
+        rows_written: written as u64,
         metadata: chunk_metadata(
-            &descr,
+            prev.descr,
             pchunk,
             &seg_meta,
             &entries,
@@ -329,16 +384,328 @@ pub(super) fn splice_column(
             out.len() as usize,
             uncompressed,
             data_start,
+            prev.order,
         )
-        .map_err(|e| bad(e.to_string()))?,
+        .map_err(|e| e.to_string())?,
         bloom_filter: None,
-        column_index: Some(column_index(&entries).map_err(|e| bad(e.to_string()))?),
+        column_index: Some(column_index(&entries, prev.order).map_err(|e| e.to_string())?),
         offset_index: Some(offset_index(&entries)),
     };
+    Ok(RawChunk { bytes: out, close })
+}
+
+/// How a spliced column's values order, for its statistics and column index: as unsigned bytes,
+/// or as signed integers (their index holds them little-endian, as PLAIN encodes them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Order {
+    Bytes,
+    Int32,
+    Int64,
+}
+
+impl Order {
+    /// The order of `descr`'s values, when splicing knows it.
+    pub fn of(descr: &ColumnDescriptor) -> Option<Order> {
+        match (descr.physical_type(), descr.sort_order()) {
+            (PhysicalType::BYTE_ARRAY, SortOrder::UNSIGNED) => Some(Order::Bytes),
+            (PhysicalType::INT32, SortOrder::SIGNED) => Some(Order::Int32),
+            (PhysicalType::INT64, SortOrder::SIGNED) => Some(Order::Int64),
+            _ => None,
+        }
+    }
+
+    fn physical(self) -> PhysicalType {
+        match self {
+            Order::Bytes => PhysicalType::BYTE_ARRAY,
+            Order::Int32 => PhysicalType::INT32,
+            Order::Int64 => PhysicalType::INT64,
+        }
+    }
+
+    fn cmp(self, a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+        let int = |v: &[u8]| -> i64 {
+            match self {
+                Order::Int32 => v.try_into().map_or(0, |b| i32::from_le_bytes(b) as i64),
+                _ => v.try_into().map_or(0, i64::from_le_bytes),
+            }
+        };
+        match self {
+            Order::Bytes => a.cmp(b),
+            Order::Int32 | Order::Int64 => int(a).cmp(&int(b)),
+        }
+    }
+}
+
+/// Page `i`'s min and max in `index`, as its column index's bytes (empty for a null page);
+/// `None` for an index of a type splicing does not take.
+fn bounds(index: &ColumnIndexMetaData, i: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    Some(match index {
+        ColumnIndexMetaData::BYTE_ARRAY(ci) => (
+            ci.min_value(i).unwrap_or_default().to_vec(),
+            ci.max_value(i).unwrap_or_default().to_vec(),
+        ),
+        ColumnIndexMetaData::INT64(ci) => (
+            ci.min_value(i)
+                .map_or(Vec::new(), |v| v.to_le_bytes().to_vec()),
+            ci.max_value(i)
+                .map_or(Vec::new(), |v| v.to_le_bytes().to_vec()),
+        ),
+        ColumnIndexMetaData::INT32(ci) => (
+            ci.min_value(i)
+                .map_or(Vec::new(), |v| v.to_le_bytes().to_vec()),
+            ci.max_value(i)
+                .map_or(Vec::new(), |v| v.to_le_bytes().to_vec()),
+        ),
+        _ => return None,
+    })
+}
+
+/// PREV_OUT's manifest row group of one input row group.
+pub(super) struct PrevManifest<'a> {
+    pub source: &'a FileSource,
+    /// PREV_OUT's manifest footer, with its page index.
+    pub pq: &'a ParquetMetaData,
+    pub at: usize,
+    /// The input row (within the row group) of each of its rows, ascending.
+    pub rows: &'a [u32],
+}
+
+/// Splice column `leaf` of a manifest row group: PREV_OUT's pages whose input rows, from their
+/// first to their last, hold no `dirty` row are copied as they are, and today's manifest rows
+/// between them are encoded as new pages. `now_rows`: the input row of each of today's manifest
+/// rows (ascending), whose values `column` holds; `dirty`: the input rows (ascending) whose
+/// manifest row is not PREV_OUT's (it left, it came, or its rule or region changed); `removed`:
+/// whether one of PREV_OUT's rows is not today's. `walked`: PREV_OUT's chunk, its pages walked
+/// and checked against its offset index. `None` when it has one page only or no page of it can
+/// be copied.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn splice_manifest_column(
+    prev: &PrevManifest<'_>,
+    descr: &Arc<ColumnDescriptor>,
+    leaf: usize,
+    walked: &ChunkPages,
+    now_rows: &[u32],
+    dirty: &[u32],
+    column: &arrow_array::ArrayRef,
+    props: &Arc<WriterProperties>,
+    removed: bool,
+) -> Result<Option<Spliced>, String> {
+    let name = descr.path().string();
+    let bad = |m: String| {
+        format!(
+            "PREV_OUT's manifest column '{name}' (row group {}): {m}",
+            prev.at
+        )
+    };
+    let Some(order) = Order::of(descr).filter(|_| descr.max_rep_level() == 0) else {
+        return Ok(None);
+    };
+    let prev_descr = prev.pq.file_metadata().schema_descr();
+    if leaf >= prev_descr.num_columns()
+        || prev_descr.column(leaf).path() != descr.path()
+        || prev_descr.column(leaf).physical_type() != descr.physical_type()
+    {
+        return Ok(None);
+    }
+    let Some(index) = prev.pq.page_index() else {
+        return Ok(None);
+    };
+    let (Some(oi), Some(ci)) = (
+        index.offset_index(prev.at, leaf),
+        index.column_index(prev.at, leaf),
+    ) else {
+        return Ok(None);
+    };
+    if bounds(ci, 0).is_none() || ci.null_count(0).is_none() {
+        return Ok(None);
+    }
+    let pchunk = prev.pq.row_group(prev.at).column(leaf);
+    let locs = oi.page_locations();
+    // A chunk of one page (a row group of at most MANIFEST_PAGE_ROWS excluded rows) costs
+    // little to encode whole, and spliced it would only gain a page.
+    if locs.len() < 2 {
+        return Ok(None);
+    }
+    let total = prev.rows.len();
+    if pchunk.num_values() as usize != total {
+        return Err(bad(format!(
+            "{} values for {total} rows",
+            pchunk.num_values()
+        )));
+    }
+    let data_pages: Vec<&Page> = walked
+        .pages
+        .iter()
+        .filter(|p| matches!(p.kind, PageKind::Data | PageKind::DataV2))
+        .collect();
+    if data_pages.len() != locs.len() {
+        return Err(bad("its offset index does not describe its pages".into()));
+    }
+    let mut spans = Vec::with_capacity(locs.len());
+    for (i, l) in locs.iter().enumerate() {
+        let a = l.first_row_index;
+        let b = locs.get(i + 1).map_or(total as i64, |n| n.first_row_index);
+        if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total {
+            return Err(bad(format!(
+                "its offset index does not describe its rows (page {i})"
+            )));
+        }
+        spans.push((a as usize, b as usize));
+    }
+
+    // Today's manifest rows of the input rows in `lo..hi`, as indices into `now_rows`.
+    let today = |lo: usize, hi: usize| {
+        now_rows.partition_point(|r| (*r as usize) < lo)
+            ..now_rows.partition_point(|r| (*r as usize) < hi)
+    };
+    let mut pieces = Vec::new();
+    let mut next = 0usize;
+    for (i, &(a, b)) in spans.iter().enumerate() {
+        let (lo, hi) = (prev.rows[a] as usize, prev.rows[b - 1] as usize);
+        let d = dirty.partition_point(|x| (*x as usize) < lo);
+        let clean = dirty.get(d).is_none_or(|x| *x as usize > hi);
+        if !clean || lo < next {
+            continue;
+        }
+        // No row of it changed: today's rows there are its rows, one for one.
+        if today(lo, hi + 1).len() != b - a {
+            return Err(bad(format!("page {i} does not hold the rows it should")));
+        }
+        if !today(next, lo).is_empty() {
+            pieces.push(Piece::Encode(next, lo));
+        }
+        pieces.push(Piece::Copy(i));
+        next = hi + 1;
+    }
+    let pages_copied = pieces
+        .iter()
+        .filter(|p| matches!(p, Piece::Copy(_)))
+        .count() as u64;
+    if pages_copied == 0 {
+        return Ok(None);
+    }
+    if !today(next, usize::MAX).is_empty() {
+        pieces.push(Piece::Encode(next, usize::MAX));
+    }
+    let segments = pieces
+        .iter()
+        .filter_map(|p| match *p {
+            Piece::Encode(s, e) => {
+                let r = today(s, e);
+                Some(encode_array(descr, props, &column.slice(r.start, r.len())))
+            }
+            Piece::Copy(_) => None,
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|m| format!("manifest column '{name}': {m}"))?;
+    let chunk = PrevChunk {
+        descr,
+        source: prev.source,
+        chunk: pchunk,
+        walked,
+        data_pages: &data_pages,
+        locations: locs,
+        index: ci,
+        offsets: oi,
+        spans: &spans,
+        order,
+    };
+    let chunk = assemble(&chunk, &pieces, segments, removed).map_err(bad)?;
+    if chunk.close.rows_written as usize != now_rows.len() {
+        return Err(bad(format!(
+            "{} rows spliced where the manifest holds {}",
+            chunk.close.rows_written,
+            now_rows.len()
+        )));
+    }
     Ok(Some(Spliced {
-        chunk: RawChunk { bytes: out, close },
+        chunk,
         pages_copied,
     }))
+}
+
+/// `array`'s values (a flat column of `descr`: integers, or strings and binaries of any Arrow
+/// layout) encoded as a column chunk with `props`.
+fn encode_array(
+    descr: &Arc<ColumnDescriptor>,
+    props: &Arc<WriterProperties>,
+    array: &arrow_array::ArrayRef,
+) -> Result<(Bytes, ColumnCloseResult), String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+    let wrong = || format!("an Arrow {} column", array.data_type());
+    // Strings and binaries of any layout (dictionaries, views) as plain binaries: their
+    // validity is then each row's own, whatever a dictionary's keys say.
+    let array = match descr.physical_type() {
+        PhysicalType::BYTE_ARRAY => {
+            let flat = match array.data_type() {
+                arrow_schema::DataType::Dictionary(_, v) => {
+                    arrow_cast::cast(array, v).map_err(|_| wrong())?
+                }
+                _ => array.clone(),
+            };
+            arrow_cast::cast(&flat, &arrow_schema::DataType::Binary).map_err(|_| wrong())?
+        }
+        _ => array.clone(),
+    };
+    let optional = descr.max_def_level() > 0;
+    if !optional && array.logical_null_count() > 0 {
+        return Err("a null where the column is required".into());
+    }
+    let defs: Option<Vec<i16>> = optional.then(|| {
+        (0..array.len())
+            .map(|i| i16::from(array.is_valid(i)))
+            .collect()
+    });
+    let mut sink = TrackedWrite::new(Vec::new());
+    let close = {
+        let page_writer = SerializedPageWriter::new(&mut sink);
+        let encoding = |e: parquet::errors::ParquetError| format!("encoding: {e}");
+        match get_column_writer(descr.clone(), props.clone(), Box::new(page_writer)) {
+            ColumnWriter::Int64ColumnWriter(mut w) => {
+                let a = array
+                    .as_primitive_opt::<arrow_array::types::Int64Type>()
+                    .ok_or_else(wrong)?;
+                let values: Vec<i64> = a.iter().flatten().collect();
+                w.write_batch(&values, defs.as_deref(), None)
+                    .map_err(encoding)?;
+                w.close().map_err(encoding)?
+            }
+            ColumnWriter::Int32ColumnWriter(mut w) => {
+                let a = array
+                    .as_primitive_opt::<arrow_array::types::Int32Type>()
+                    .ok_or_else(wrong)?;
+                let values: Vec<i32> = a.iter().flatten().collect();
+                w.write_batch(&values, defs.as_deref(), None)
+                    .map_err(encoding)?;
+                w.close().map_err(encoding)?
+            }
+            ColumnWriter::ByteArrayColumnWriter(mut w) => {
+                let binary = array.as_binary_opt::<i32>().ok_or_else(wrong)?;
+                // One copy of the values, each a slice of it (not an allocation a value).
+                let offsets = binary.value_offsets();
+                let (base, end) = (offsets[0] as usize, offsets[binary.len()] as usize);
+                let data = Bytes::copy_from_slice(&binary.value_data()[base..end]);
+                let base = base as i32;
+                let values: Vec<ByteArray> = (0..binary.len())
+                    .filter(|i| binary.is_valid(*i))
+                    .map(|i| {
+                        let (a, b) = (
+                            (offsets[i] - base) as usize,
+                            (offsets[i + 1] - base) as usize,
+                        );
+                        ByteArray::from(data.slice(a..b))
+                    })
+                    .collect();
+                w.write_batch(&values, defs.as_deref(), None)
+                    .map_err(encoding)?;
+                w.close().map_err(encoding)?
+            }
+            _ => return Err(wrong()),
+        }
+    };
+    let bytes = sink.into_inner().map_err(|e| e.to_string())?;
+    Ok((Bytes::from(bytes), close))
 }
 
 /// Where a spliced column's new pages take their values from.
@@ -497,6 +864,7 @@ fn chunk_metadata(
     len: usize,
     uncompressed: i64,
     data_start: usize,
+    order: Order,
 ) -> parquet::errors::Result<ColumnChunkMetaData> {
     let mut encodings = *prev.encodings_mask();
     for s in segments {
@@ -537,35 +905,80 @@ fn chunk_metadata(
             b = b.set_definition_level_histogram(Some(LevelHistogram::from(sum)));
         }
     }
-    if let Some(Statistics::ByteArray(p)) = prev.statistics() {
-        let mut bounds: Vec<&ValueStatistics<ByteArray>> = vec![p];
-        for s in segments {
-            if let Some(Statistics::ByteArray(s)) = s.metadata.statistics() {
-                bounds.push(s);
-            }
-        }
-        let min = bounds
-            .iter()
-            .filter_map(|s| s.min_opt().map(|v| (v, s.min_is_exact())))
-            .min_by(|x, y| x.0.data().cmp(y.0.data()));
-        let max = bounds
-            .iter()
-            .filter_map(|s| s.max_opt().map(|v| (v, s.max_is_exact())))
-            .max_by(|x, y| x.0.data().cmp(y.0.data()));
-        let nulls: i64 = entries.iter().map(|e| e.nulls).sum();
-        let stats = ValueStatistics::new(
-            min.map(|m| m.0.clone()),
-            max.map(|m| m.0.clone()),
-            None,
-            Some(nulls as u64),
-            false,
-        )
-        .with_min_is_exact(min.is_some_and(|m| m.1 && !removed))
-        .with_max_is_exact(max.is_some_and(|m| m.1 && !removed))
-        .with_backwards_compatible_min_max(p.is_min_max_backwards_compatible());
-        b = b.set_statistics(Statistics::ByteArray(stats));
+    let nulls: i64 = entries.iter().map(|e| e.nulls).sum();
+    let stats = match (prev.statistics(), order) {
+        (Some(Statistics::ByteArray(p)), Order::Bytes) => Some(Statistics::ByteArray(merged(
+            p,
+            segments
+                .iter()
+                .filter_map(|s| match s.metadata.statistics() {
+                    Some(Statistics::ByteArray(s)) => Some(s),
+                    _ => None,
+                }),
+            |a, b| a.data().cmp(b.data()),
+            nulls,
+            removed,
+        ))),
+        (Some(Statistics::Int64(p)), Order::Int64) => Some(Statistics::Int64(merged(
+            p,
+            segments
+                .iter()
+                .filter_map(|s| match s.metadata.statistics() {
+                    Some(Statistics::Int64(s)) => Some(s),
+                    _ => None,
+                }),
+            i64::cmp,
+            nulls,
+            removed,
+        ))),
+        (Some(Statistics::Int32(p)), Order::Int32) => Some(Statistics::Int32(merged(
+            p,
+            segments
+                .iter()
+                .filter_map(|s| match s.metadata.statistics() {
+                    Some(Statistics::Int32(s)) => Some(s),
+                    _ => None,
+                }),
+            i32::cmp,
+            nulls,
+            removed,
+        ))),
+        _ => None,
+    };
+    if let Some(stats) = stats {
+        b = b.set_statistics(stats);
     }
     b.build()
+}
+
+/// PREV_OUT's chunk statistics `p` and the new pages' `segments` merged: min and max are bounds
+/// of the values written (PREV_OUT's still hold after values leave), inexact when one left.
+fn merged<'a, T: Clone + 'a>(
+    p: &'a ValueStatistics<T>,
+    segments: impl Iterator<Item = &'a ValueStatistics<T>>,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+    nulls: i64,
+    removed: bool,
+) -> ValueStatistics<T> {
+    let bounds: Vec<&ValueStatistics<T>> = std::iter::once(p).chain(segments).collect();
+    let min = bounds
+        .iter()
+        .filter_map(|s| s.min_opt().map(|v| (v, s.min_is_exact())))
+        .min_by(|x, y| cmp(x.0, y.0));
+    let max = bounds
+        .iter()
+        .filter_map(|s| s.max_opt().map(|v| (v, s.max_is_exact())))
+        .max_by(|x, y| cmp(x.0, y.0));
+    ValueStatistics::new(
+        min.map(|m| m.0.clone()),
+        max.map(|m| m.0.clone()),
+        None,
+        Some(nulls as u64),
+        false,
+    )
+    .with_min_is_exact(min.is_some_and(|m| m.1 && !removed))
+    .with_max_is_exact(max.is_some_and(|m| m.1 && !removed))
+    .with_backwards_compatible_min_max(p.is_min_max_backwards_compatible())
 }
 
 fn offset_index(
@@ -583,8 +996,11 @@ fn offset_index(
     b.build()
 }
 
-fn column_index(entries: &[PageEntry]) -> parquet::errors::Result<ColumnIndexMetaData> {
-    let mut b = ColumnIndexBuilder::new(PhysicalType::BYTE_ARRAY);
+fn column_index(
+    entries: &[PageEntry],
+    order: Order,
+) -> parquet::errors::Result<ColumnIndexMetaData> {
+    let mut b = ColumnIndexBuilder::new(order.physical());
     let histograms = entries.iter().all(|e| e.def_histogram.is_some());
     for e in entries {
         b.append(e.null_page, e.min.clone(), e.max.clone(), e.nulls, None);
@@ -595,8 +1011,9 @@ fn column_index(entries: &[PageEntry]) -> parquet::errors::Result<ColumnIndexMet
     }
     let pages: Vec<&PageEntry> = entries.iter().filter(|e| !e.null_page).collect();
     let pairs = || pages.windows(2).map(|w| (w[0], w[1]));
-    let ascending = pairs().all(|(a, b)| a.min <= b.min && a.max <= b.max);
-    let descending = pairs().all(|(a, b)| a.min >= b.min && a.max >= b.max);
+    let le = |x: &[u8], y: &[u8]| order.cmp(x, y).is_le();
+    let ascending = pairs().all(|(a, b)| le(&a.min, &b.min) && le(&a.max, &b.max));
+    let descending = pairs().all(|(a, b)| le(&b.min, &a.min) && le(&b.max, &a.max));
     b.set_boundary_order(if ascending {
         BoundaryOrder::ASCENDING
     } else if descending {

@@ -395,16 +395,13 @@ fn outputs(out: &Path) -> Outputs {
     (tree(&out.join("data")), tree(&out.join("excluded")))
 }
 
-/// `reused`'s outputs are `fresh`'s: the same files; manifests byte for byte; data files byte
-/// for byte, or — those spliced from PREV_OUT's pages, whose pages are cut elsewhere — with the
-/// same rows, values, order, schema, metadata and row groups. The data files that differ in
-/// their bytes, or why the outputs are not the same.
+/// `reused`'s outputs are `fresh`'s: the same files, each byte for byte or — those spliced from
+/// PREV_OUT's pages (data files and manifests), whose pages are cut elsewhere — with the same
+/// rows, values, order, schema, metadata and row groups. The names of the files that differ in
+/// their bytes (in `data/`, `excluded/` or both), or why the outputs are not the same.
 fn same_outputs(reused: &Path, fresh: &Path) -> Result<Vec<String>, String> {
     let (data, excluded) = outputs(reused);
     let (fresh_data, fresh_excluded) = outputs(fresh);
-    if excluded != fresh_excluded {
-        return Err("excluded/ differs from a fresh run".into());
-    }
     let decisions = |o: &Path| {
         let d = o.join("_state/decisions");
         if d.exists() {
@@ -417,36 +414,45 @@ fn same_outputs(reused: &Path, fresh: &Path) -> Result<Vec<String>, String> {
         return Err("_state/decisions/ differs from a fresh run".into());
     }
     let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    if names(&data) != names(&fresh_data) {
-        return Err(format!(
-            "data/ holds {:?}, a fresh run {:?}",
-            names(&data),
-            names(&fresh_data)
-        ));
-    }
     let mut spliced = Vec::new();
-    for ((name, a), (_, b)) in data.iter().zip(&fresh_data) {
-        if a == b {
-            continue;
+    for (sub, ours, theirs) in [
+        ("data", &data, &fresh_data),
+        ("excluded", &excluded, &fresh_excluded),
+    ] {
+        if names(ours) != names(theirs) {
+            return Err(format!(
+                "{sub}/ holds {:?}, a fresh run {:?}",
+                names(ours),
+                names(theirs)
+            ));
         }
-        spliced.push(name.clone());
-        let file = |o: &Path| {
-            let f = std::fs::File::open(o.join("data").join(name)).unwrap();
-            let b =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
-            let meta = b.metadata().clone();
-            let rows: Vec<i64> = meta.row_groups().iter().map(|r| r.num_rows()).collect();
-            let kv = meta.file_metadata().key_value_metadata().cloned();
-            (read_all(&o.join("data").join(name)), rows, kv)
-        };
-        let (x, y) = (file(reused), file(fresh));
-        if x.0.schema() != y.0.schema() || x.0 != y.0 {
-            return Err(format!("data/{name}: rows, values or schema differ"));
-        }
-        if x.1 != y.1 || x.2 != y.2 {
-            return Err(format!("data/{name}: row groups or metadata differ"));
+        for ((name, a), (_, b)) in ours.iter().zip(theirs.iter()) {
+            if a == b {
+                continue;
+            }
+            if !spliced.contains(name) {
+                spliced.push(name.clone());
+            }
+            let file = |o: &Path| {
+                let at = o.join(sub).join(name);
+                let f = std::fs::File::open(&at).unwrap();
+                let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                    .unwrap();
+                let meta = b.metadata().clone();
+                let rows: Vec<i64> = meta.row_groups().iter().map(|r| r.num_rows()).collect();
+                let kv = meta.file_metadata().key_value_metadata().cloned();
+                (read_all(&at), rows, kv)
+            };
+            let (x, y) = (file(reused), file(fresh));
+            if x.0.schema() != y.0.schema() || x.0 != y.0 {
+                return Err(format!("{sub}/{name}: rows, values or schema differ"));
+            }
+            if x.1 != y.1 || x.2 != y.2 {
+                return Err(format!("{sub}/{name}: row groups or metadata differ"));
+            }
         }
     }
+    spliced.sort();
     Ok(spliced)
 }
 
@@ -500,7 +506,8 @@ fn chain(
     let mut world = World::new(&mut rng, members);
     let mut prev: Option<PathBuf> = None;
     let mut yesterday: Option<World> = None;
-    // The data files whose bytes differed from the fresh run's the night before.
+    // The files (data, manifest or both) whose bytes differed from the fresh run's the night
+    // before.
     let mut differed: Vec<String> = Vec::new();
     for night in 0..4 {
         world.write(dir.path());
@@ -531,8 +538,13 @@ fn chain(
         if !plan {
             let spliced = r["row_groups_spliced"].as_u64().unwrap_or(0);
             let taken_whole = |name: &String| {
-                let bytes = |o: &Path| std::fs::read(o.join("data").join(name)).ok();
-                differed.contains(name) && prev.as_ref().is_some_and(|p| bytes(p) == bytes(&out))
+                let bytes = |o: &Path, sub: &str| std::fs::read(o.join(sub).join(name)).ok();
+                let same = |p: &Path| {
+                    ["data", "excluded"]
+                        .iter()
+                        .all(|sub| bytes(p, sub) == bytes(&out, sub))
+                };
+                differed.contains(name) && prev.as_ref().is_some_and(|p| same(p))
             };
             let new = differ.iter().filter(|n| !taken_whole(n)).count();
             prop_assert!(
@@ -566,14 +578,16 @@ fn chain(
                     "row_groups_from_previous",
                     "row_groups_spliced",
                     "pages_from_previous",
+                    "manifest_pages_from_previous",
                     "decisions_reused",
                 ] {
                     stats.remove(k);
                 }
-                // A spliced data file has other bytes (and its own hash).
+                // A spliced data file or manifest has other bytes (and its own hash).
                 let rel = e["rel"].as_str().unwrap().to_owned();
                 if differ.contains(&rel) {
                     e.as_object_mut().unwrap().remove("data");
+                    e.as_object_mut().unwrap().remove("excluded");
                 }
             }
             v
@@ -1318,6 +1332,71 @@ fn a_flipped_decision_splices_the_pages_around_it() {
         let (code, said) = verify(dir.path(), &out);
         assert_eq!(code, 0, "night {night}: verify: {said}");
         crate::writers::keep_for_crosscheck(&out, &format!("reuse-spliced-{night}"));
+        prev = out;
+    }
+}
+
+/// A big file half of whose rows are excluded (half its members opted out): its manifest row
+/// group holds ~30,000 rows, in pages of 4,096. One night a member opts in (rows leave the
+/// manifest), another opts out (rows come) and a third, opted out, moves to a paused region
+/// (excluded both nights, under another rule): only the manifest pages around their rows are
+/// encoded again, the others are PREV_OUT's, and the manifest holds what a fresh run's holds.
+/// The next night splices the spliced manifest again.
+#[test]
+fn a_flipped_decision_splices_the_manifest_pages_around_it() {
+    let (dir, mut world) = big_world(43, "US");
+    for (i, m) in world.members.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            *m = Some((Some("US"), Some("opt_out"), None));
+        }
+    }
+    world.write(dir.path());
+    let mut prev = dir.path().join("out-0");
+    assert_eq!(filter(dir.path(), &prev, &[]).0, 0);
+    let members = members_in_big_file(dir.path(), &world);
+    let opted_in: Vec<usize> = members.iter().copied().filter(|m| m % 2 == 1).collect();
+    let opted_out: Vec<usize> = members.iter().copied().filter(|m| m % 2 == 0).collect();
+    for night in 1..=2 {
+        let (a, b, c) = (opted_in[night], opted_out[night], opted_out[night + 10]);
+        world.members[a] = Some((Some("US"), Some("opt_out"), None));
+        world.members[b] = Some((Some("US"), Some("opt_in"), None));
+        world.members[c] = Some((Some("DE"), Some("opt_out"), None));
+        world.write(dir.path());
+        let out = dir.path().join(format!("out-{night}"));
+        let fresh = dir.path().join(format!("fresh-{night}"));
+        let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev), "--threads", "2"]);
+        assert_eq!(code, 0, "{err}");
+        let one = dir.path().join(format!("one-thread-{night}"));
+        let (code, err) = filter(dir.path(), &one, &["--reuse", p(&prev), "--threads", "1"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            outputs(&one) == outputs(&out),
+            "night {night}: --threads 1 and 2 differ"
+        );
+        assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+        let r = &summary(&out)["reuse"];
+        let excluded = i64s(&read_all(&out.join("excluded/big.parquet")), "row").len();
+        assert!(
+            excluded > 6 * 4096,
+            "night {night}: {excluded} rows excluded"
+        );
+        // Three members' rows are in a few of the ~8 pages of each of the 6 columns.
+        let copied = r["manifest_pages_reused"].as_u64().unwrap();
+        assert!(copied >= 6 * 3, "night {night}: {r}");
+        assert_eq!(
+            same_outputs(&out, &fresh).unwrap(),
+            vec!["big.parquet".to_string()],
+            "night {night}"
+        );
+        assert_ne!(
+            std::fs::read(out.join("excluded/big.parquet")).unwrap(),
+            std::fs::read(fresh.join("excluded/big.parquet")).unwrap(),
+            "night {night}: the manifest was not spliced"
+        );
+        assert_eq!(comparable(&out), comparable(&fresh));
+        let (code, said) = verify(dir.path(), &out);
+        assert_eq!(code, 0, "night {night}: verify: {said}");
+        crate::writers::keep_for_crosscheck(&out, &format!("reuse-manifest-spliced-{night}"));
         prev = out;
     }
 }
