@@ -3,7 +3,7 @@
 # consent snapshot run fresh, then run again with `--reuse` of that output after a night's
 # change, each against a fresh run of the same night in the same invocation. Every `--reuse`
 # output is compared with the fresh run's (scripts/bench/same_output.py: byte for byte, but data
-# files spliced from PREV_OUT's pages, compared row by row): a difference exits 1.
+# files and manifests spliced from PREV_OUT's pages, compared row by row): a difference exits 1.
 # The report (markdown) goes to stdout and target/bench-results-nightly.md.
 #
 #   NIGHTLY=1 scripts/bench.sh                    # 4M rows in 100 files, 1M members
@@ -79,7 +79,7 @@ timed() {
 }
 
 # same NIGHT REUSED FRESH: the reuse run wrote what the fresh run wrote: byte for byte, but for
-# data files spliced from PREV_OUT's pages, which hold the same rows (same_output.py).
+# data files and manifests spliced from PREV_OUT's pages, which hold the same rows (same_output.py).
 same() {
   local said
   if said=$("$PY" "$BENCH_PY/same_output.py" "$2" "$3" 2>&1); then
@@ -145,7 +145,7 @@ main() {
 ## corpusgate --reuse (bench nightly mode): $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - Machine: nproc $(nproc), $(uname -sr); corpusgate: $("$CG" --version) (bench tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'))
-- Job: \`$JOIN_POLICY\` with \`--consent-table\`; $ROWS rows in $FILES files (row groups of $ROW_GROUP rows, zstd, text ~$TEXT_BYTES B/row), $MEMBERS members scattered through the corpus (gen_corpus, seed $SEED); $REPEAT round(s), fastest run of each kept; every --reuse output the same as the fresh run of the same night, byte for byte but for data files spliced from PREV_OUT's pages, compared row by row (else FAILED below).
+- Job: \`$JOIN_POLICY\` with \`--consent-table\`; $ROWS rows in $FILES files (row groups of $ROW_GROUP rows, zstd, text ~$TEXT_BYTES B/row), $MEMBERS members scattered through the corpus (gen_corpus, seed $SEED); $REPEAT round(s), fastest run of each kept; every --reuse output the same as the fresh run of the same night, byte for byte but for data files and manifests spliced from PREV_OUT's pages, compared row by row (else FAILED below).
 
 | night | fresh s | --reuse s | ratio | target | result | reused: files, row groups (recomputed, spliced), pages, changed members |
 | --- | ---: | ---: | ---: | --- | --- | --- |

@@ -1,6 +1,7 @@
-"""Whether a --reuse output holds what a fresh run's holds: the same files; manifests and the
-recorded decisions (_state/decisions/) byte for byte; data files byte for byte or, where --reuse spliced PREV_OUT's pages (other page
-boundaries, so other bytes), the same rows, values, order, schema, metadata and row groups.
+"""Whether a --reuse output holds what a fresh run's holds: the same files; the recorded decisions
+(_state/decisions/) byte for byte; data files and manifests byte for byte or, where --reuse spliced
+PREV_OUT's pages (other page boundaries, so other bytes), the same rows, values, order, schema,
+metadata and row groups.
 
     python same_output.py REUSED FRESH     # exit 0 and a one-line summary, or exit 1 and why
 """
@@ -24,18 +25,18 @@ def main(reused, fresh):
             if filecmp.cmp(x, y, shallow=False):
                 identical += 1
                 continue
-            if sub != "data":
+            if sub.startswith("_state"):
                 return f"{sub}/{name} differs"
             px, py = pq.ParquetFile(x), pq.ParquetFile(y)
             if px.schema_arrow != py.schema_arrow or px.metadata.metadata != py.metadata.metadata:
-                return f"data/{name}: schema or metadata differ"
+                return f"{sub}/{name}: schema or metadata differ"
             rows = lambda p: [p.metadata.row_group(i).num_rows for i in range(p.metadata.num_row_groups)]
             if rows(px) != rows(py):
-                return f"data/{name}: row groups differ"
+                return f"{sub}/{name}: row groups differ"
             if not px.read().equals(py.read()):
-                return f"data/{name}: rows or values differ"
+                return f"{sub}/{name}: rows or values differ"
             spliced += 1
-    print(f"{identical} files byte-identical, {spliced} spliced with the same rows")
+    print(f"{identical} files byte-identical, {spliced} spliced (data files or manifests) with the same rows")
     return None
 
 
