@@ -1,5 +1,6 @@
-//! `--reuse` inside a row group that holds a changed member, for its large columns: the output
-//! chunk is PREV_OUT's, with only the pages around a row whose decision flipped encoded again.
+//! `--reuse` inside a row group that holds a changed member, for its large columns and its
+//! manifest: the output chunk is PREV_OUT's, with only the pages around a row whose decision
+//! flipped (or, in the manifest, whose rule or region changed) encoded again.
 //!
 //! PREV_OUT's keep mask of the row group is known (its manifest names every row it excluded), and
 //! so is today's. A page of PREV_OUT's chunk whose input rows — from its first to its last, the
@@ -14,9 +15,13 @@
 //! merged. The merged min and max are bounds of the rows written — PREV_OUT's bounds still hold
 //! after rows leave — and are marked inexact when a row left (its value may have been the min).
 //!
-//! Only flat byte-array columns ordered as bytes (strings and binaries: the text) are spliced, the
-//! ones that are large; the others are encoded afresh. The output holds the rows, values and
-//! order a fresh run writes; its page boundaries are PREV_OUT's, so its bytes differ.
+//! Of the data, only flat byte-array columns ordered as bytes (strings and binaries: the text)
+//! are spliced, the ones that are large; the others are encoded afresh. A manifest row group is
+//! spliced column by column ([`splice_manifest_column`]): its rows are the excluded input rows,
+//! so a page of PREV_OUT's is copied when no input row from its first to its last had its
+//! manifest row change, and today's manifest rows between copied pages are encoded (its integer
+//! columns too, in signed order). The output holds the rows, values and order a fresh run
+//! writes; its page boundaries are PREV_OUT's, so its bytes differ.
 
 use std::sync::Arc;
 
@@ -280,6 +285,16 @@ pub(super) fn assemble(
         .dictionary_page_offset()
         .unwrap_or(pchunk.data_page_offset());
     let len = pchunk.compressed_size();
+    // Every page taken is a slice of the chunk's bytes (the walk checked the index against the
+    // pages; this keeps a slice in bounds whatever it found).
+    let inside = |l: &parquet::file::page_index::offset_index::PageLocation| {
+        l.offset >= start
+            && l.compressed_page_size >= 0
+            && l.offset + l.compressed_page_size as i64 <= start + len
+    };
+    if start < 0 || len <= 0 || locs.is_empty() || !locs.iter().all(inside) {
+        return Err("its offset index points outside it".into());
+    }
     let prev_bytes = prev
         .source
         .get_bytes(start as u64, len as usize)
