@@ -168,55 +168,26 @@ pub(super) fn splice_column(
             pchunk.num_values()
         )));
     }
-    // The walk found the index's pages where it says, with these sizes.
-    let data_pages: Vec<&Page> = walked
-        .pages
-        .iter()
-        .filter(|p| matches!(p.kind, PageKind::Data | PageKind::DataV2))
-        .collect();
-    if data_pages.len() != locs.len() {
-        return Err(bad("its offset index does not describe its pages".into()));
-    }
-    // Each page: its rows' range in PREV_OUT's rows, checked before anything is read.
-    let mut spans = Vec::with_capacity(locs.len());
-    for (i, l) in locs.iter().enumerate() {
-        let a = l.first_row_index;
-        let b = locs.get(i + 1).map_or(total as i64, |n| n.first_row_index);
-        if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total {
-            return Err(bad(format!(
-                "its offset index does not describe its rows (page {i})"
-            )));
-        }
-        spans.push((a as usize, b as usize));
-    }
+    let (data_pages, spans) = pages_and_spans(walked, locs, total).map_err(bad)?;
 
     // Which pages are copied, and the input rows encoded between them.
     let kept_in = |lo: usize, hi: usize| keep.slice(lo, hi - lo).count_set_bits();
     let rows = keep.len();
-    let mut pieces = Vec::new();
-    let mut next = 0usize;
-    for (i, &(a, b)) in spans.iter().enumerate() {
-        let (lo, hi) = (prev.rows[a] as usize, prev.rows[b - 1] as usize);
-        let f = flips.partition_point(|x| (*x as usize) < lo);
-        let clean = flips.get(f).is_none_or(|x| *x as usize > hi);
-        if !clean || lo < next || hi >= rows {
-            continue;
-        }
-        if kept_in(next, lo) > 0 {
-            pieces.push(Piece::Encode(next, lo));
-        }
-        pieces.push(Piece::Copy(i));
-        next = hi + 1;
-    }
+    let pieces = pieces_of(
+        &spans,
+        prev.rows,
+        flips,
+        rows,
+        &|lo, hi| kept_in(lo, hi) > 0,
+        &|_, _, _| Ok(()),
+    )
+    .map_err(bad)?;
     let pages_copied = pieces
         .iter()
         .filter(|p| matches!(p, Piece::Copy(_)))
         .count() as u64;
     if pages_copied == 0 {
         return Ok(None);
-    }
-    if kept_in(next, rows) > 0 {
-        pieces.push(Piece::Encode(next, rows));
     }
 
     let sources = Sources {
@@ -253,6 +224,73 @@ pub(super) fn splice_column(
         chunk,
         pages_copied,
     }))
+}
+
+/// The pieces of a spliced chunk whose pages hold the rows `spans` of PREV_OUT's, the input row of
+/// each of which `rows` gives (ascending). A page is copied when none of the input rows from its
+/// first to its last is `changed` (ascending) and `check` (its index and input rows) passes;
+/// the input rows between copied pages, up to `end`, are encoded where `has` says they hold any.
+fn pieces_of(
+    spans: &[(usize, usize)],
+    rows: &[u32],
+    changed: &[u32],
+    end: usize,
+    has: &dyn Fn(usize, usize) -> bool,
+    check: &dyn Fn(usize, usize, usize) -> Result<(), String>,
+) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut next = 0usize;
+    for (i, &(a, b)) in spans.iter().enumerate() {
+        let (lo, hi) = (rows[a] as usize, rows[b - 1] as usize);
+        let c = changed.partition_point(|x| (*x as usize) < lo);
+        let clean = changed.get(c).is_none_or(|x| *x as usize > hi);
+        if !clean || lo < next || hi >= end {
+            continue;
+        }
+        check(i, lo, hi)?;
+        if has(next, lo) {
+            pieces.push(Piece::Encode(next, lo));
+        }
+        pieces.push(Piece::Copy(i));
+        next = hi + 1;
+    }
+    if pieces.iter().any(|p| matches!(p, Piece::Copy(_))) && has(next, end) {
+        pieces.push(Piece::Encode(next, end));
+    }
+    Ok(pieces)
+}
+
+/// A chunk's data pages and each one's rows, `(first, end)` among the chunk's rows.
+type PagesAndSpans<'a> = (Vec<&'a Page>, Vec<(usize, usize)>);
+
+/// The data pages of a chunk of `total` rows as `walked` found them, one per entry of its offset
+/// index `locs`, and each one's rows `(first, end)`: checked before anything of it is read.
+fn pages_and_spans<'a>(
+    walked: &'a ChunkPages,
+    locs: &[parquet::file::page_index::offset_index::PageLocation],
+    total: usize,
+) -> Result<PagesAndSpans<'a>, String> {
+    // The walk found the index's pages where it says, with these sizes.
+    let data_pages: Vec<&Page> = walked
+        .pages
+        .iter()
+        .filter(|p| matches!(p.kind, PageKind::Data | PageKind::DataV2))
+        .collect();
+    if data_pages.len() != locs.len() {
+        return Err("its offset index does not describe its pages".into());
+    }
+    let mut spans = Vec::with_capacity(locs.len());
+    for (i, l) in locs.iter().enumerate() {
+        let a = l.first_row_index;
+        let b = locs.get(i + 1).map_or(total as i64, |n| n.first_row_index);
+        if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total {
+            return Err(format!(
+                "its offset index does not describe its rows (page {i})"
+            ));
+        }
+        spans.push((a as usize, b as usize));
+    }
+    Ok((data_pages, spans))
 }
 
 /// PREV_OUT's chunk of a column being spliced, walked and checked against its index.
@@ -548,59 +586,34 @@ pub(super) fn splice_manifest_column(
             pchunk.num_values()
         )));
     }
-    let data_pages: Vec<&Page> = walked
-        .pages
-        .iter()
-        .filter(|p| matches!(p.kind, PageKind::Data | PageKind::DataV2))
-        .collect();
-    if data_pages.len() != locs.len() {
-        return Err(bad("its offset index does not describe its pages".into()));
-    }
-    let mut spans = Vec::with_capacity(locs.len());
-    for (i, l) in locs.iter().enumerate() {
-        let a = l.first_row_index;
-        let b = locs.get(i + 1).map_or(total as i64, |n| n.first_row_index);
-        if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total {
-            return Err(bad(format!(
-                "its offset index does not describe its rows (page {i})"
-            )));
-        }
-        spans.push((a as usize, b as usize));
-    }
+    let (data_pages, spans) = pages_and_spans(walked, locs, total).map_err(bad)?;
 
     // Today's manifest rows of the input rows in `lo..hi`, as indices into `now_rows`.
     let today = |lo: usize, hi: usize| {
         now_rows.partition_point(|r| (*r as usize) < lo)
             ..now_rows.partition_point(|r| (*r as usize) < hi)
     };
-    let mut pieces = Vec::new();
-    let mut next = 0usize;
-    for (i, &(a, b)) in spans.iter().enumerate() {
-        let (lo, hi) = (prev.rows[a] as usize, prev.rows[b - 1] as usize);
-        let d = dirty.partition_point(|x| (*x as usize) < lo);
-        let clean = dirty.get(d).is_none_or(|x| *x as usize > hi);
-        if !clean || lo < next {
-            continue;
-        }
+    let pieces = pieces_of(
+        &spans,
+        prev.rows,
+        dirty,
+        usize::MAX,
+        &|lo, hi| !today(lo, hi).is_empty(),
         // No row of it changed: today's rows there are its rows, one for one.
-        if today(lo, hi + 1).len() != b - a {
-            return Err(bad(format!("page {i} does not hold the rows it should")));
-        }
-        if !today(next, lo).is_empty() {
-            pieces.push(Piece::Encode(next, lo));
-        }
-        pieces.push(Piece::Copy(i));
-        next = hi + 1;
-    }
+        &|i, lo, hi| {
+            let (a, b) = spans[i];
+            (today(lo, hi + 1).len() == b - a)
+                .then_some(())
+                .ok_or_else(|| format!("page {i} does not hold the rows it should"))
+        },
+    )
+    .map_err(bad)?;
     let pages_copied = pieces
         .iter()
         .filter(|p| matches!(p, Piece::Copy(_)))
         .count() as u64;
     if pages_copied == 0 {
         return Ok(None);
-    }
-    if !today(next, usize::MAX).is_empty() {
-        pieces.push(Piece::Encode(next, usize::MAX));
     }
     let segments = pieces
         .iter()
@@ -637,6 +650,14 @@ pub(super) fn splice_manifest_column(
         chunk,
         pages_copied,
     }))
+}
+
+/// The values of `array` that are not null, when it is an Arrow array of `T`.
+fn non_null<T: arrow_array::ArrowPrimitiveType>(
+    array: &arrow_array::ArrayRef,
+) -> Option<Vec<T::Native>> {
+    use arrow_array::cast::AsArray;
+    Some(array.as_primitive_opt::<T>()?.iter().flatten().collect())
 }
 
 /// `array`'s values (a flat column of `descr`: integers, or strings and binaries of any Arrow
@@ -678,19 +699,13 @@ fn encode_array(
         let encoding = |e: parquet::errors::ParquetError| format!("encoding: {e}");
         match get_column_writer(descr.clone(), props.clone(), Box::new(page_writer)) {
             ColumnWriter::Int64ColumnWriter(mut w) => {
-                let a = array
-                    .as_primitive_opt::<arrow_array::types::Int64Type>()
-                    .ok_or_else(wrong)?;
-                let values: Vec<i64> = a.iter().flatten().collect();
+                let values = non_null::<arrow_array::types::Int64Type>(&array).ok_or_else(wrong)?;
                 w.write_batch(&values, defs.as_deref(), None)
                     .map_err(encoding)?;
                 w.close().map_err(encoding)?
             }
             ColumnWriter::Int32ColumnWriter(mut w) => {
-                let a = array
-                    .as_primitive_opt::<arrow_array::types::Int32Type>()
-                    .ok_or_else(wrong)?;
-                let values: Vec<i32> = a.iter().flatten().collect();
+                let values = non_null::<arrow_array::types::Int32Type>(&array).ok_or_else(wrong)?;
                 w.write_batch(&values, defs.as_deref(), None)
                     .map_err(encoding)?;
                 w.close().map_err(encoding)?
@@ -921,43 +936,31 @@ fn chunk_metadata(
         }
     }
     let nulls: i64 = entries.iter().map(|e| e.nulls).sum();
+    // PREV_OUT's statistics of the chunk and the new pages', of one type.
+    macro_rules! merged_as {
+        ($variant:ident, $p:expr, $cmp:expr) => {
+            Statistics::$variant(merged(
+                $p,
+                segments
+                    .iter()
+                    .filter_map(|s| match s.metadata.statistics() {
+                        Some(Statistics::$variant(s)) => Some(s),
+                        _ => None,
+                    }),
+                $cmp,
+                nulls,
+                removed,
+            ))
+        };
+    }
     let stats = match (prev.statistics(), order) {
-        (Some(Statistics::ByteArray(p)), Order::Bytes) => Some(Statistics::ByteArray(merged(
-            p,
-            segments
-                .iter()
-                .filter_map(|s| match s.metadata.statistics() {
-                    Some(Statistics::ByteArray(s)) => Some(s),
-                    _ => None,
-                }),
-            |a, b| a.data().cmp(b.data()),
-            nulls,
-            removed,
-        ))),
-        (Some(Statistics::Int64(p)), Order::Int64) => Some(Statistics::Int64(merged(
-            p,
-            segments
-                .iter()
-                .filter_map(|s| match s.metadata.statistics() {
-                    Some(Statistics::Int64(s)) => Some(s),
-                    _ => None,
-                }),
-            i64::cmp,
-            nulls,
-            removed,
-        ))),
-        (Some(Statistics::Int32(p)), Order::Int32) => Some(Statistics::Int32(merged(
-            p,
-            segments
-                .iter()
-                .filter_map(|s| match s.metadata.statistics() {
-                    Some(Statistics::Int32(s)) => Some(s),
-                    _ => None,
-                }),
-            i32::cmp,
-            nulls,
-            removed,
-        ))),
+        (Some(Statistics::ByteArray(p)), Order::Bytes) => {
+            Some(merged_as!(ByteArray, p, |a: &ByteArray, b: &ByteArray| a
+                .data()
+                .cmp(b.data())))
+        }
+        (Some(Statistics::Int64(p)), Order::Int64) => Some(merged_as!(Int64, p, i64::cmp)),
+        (Some(Statistics::Int32(p)), Order::Int32) => Some(merged_as!(Int32, p, i32::cmp)),
         _ => None,
     };
     if let Some(stats) = stats {

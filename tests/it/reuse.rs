@@ -1276,6 +1276,25 @@ fn an_altered_decisions_record_is_not_used() {
     assert_eq!(comparable(&out), comparable(&fresh));
 }
 
+/// Night `night` in `dir`: `out-N` reusing `prev` with two threads, checked byte for byte
+/// against the same run with one (the same PREV_OUT gives the same bytes whatever the thread
+/// count), and `fresh-N`, a fresh run.
+fn night_with_both_thread_counts(dir: &Path, prev: &Path, night: usize) -> (PathBuf, PathBuf) {
+    let out = dir.join(format!("out-{night}"));
+    let fresh = dir.join(format!("fresh-{night}"));
+    let (code, err) = filter(dir, &out, &["--reuse", p(prev), "--threads", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let one = dir.join(format!("one-thread-{night}"));
+    let (code, err) = filter(dir, &one, &["--reuse", p(prev), "--threads", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        outputs(&one) == outputs(&out),
+        "night {night}: --threads 1 and 2 differ"
+    );
+    assert_eq!(filter(dir, &fresh, &[]).0, 0);
+    (out, fresh)
+}
+
 /// A member whose decision flips inside a big row group: the pages of its text and topic
 /// columns away from their rows are copied from PREV_OUT, the output holds what a fresh run's
 /// holds, and the next night splices the spliced output again.
@@ -1298,19 +1317,7 @@ fn a_flipped_decision_splices_the_pages_around_it() {
             world.erased.push(b as i64);
         }
         world.write(dir.path());
-        let out = dir.path().join(format!("out-{night}"));
-        let fresh = dir.path().join(format!("fresh-{night}"));
-        let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev), "--threads", "2"]);
-        assert_eq!(code, 0, "{err}");
-        // The same PREV_OUT gives the same bytes whatever the thread count.
-        let one = dir.path().join(format!("one-thread-{night}"));
-        let (code, err) = filter(dir.path(), &one, &["--reuse", p(&prev), "--threads", "1"]);
-        assert_eq!(code, 0, "{err}");
-        assert!(
-            outputs(&one) == outputs(&out),
-            "night {night}: --threads 1 and 2 differ"
-        );
-        assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+        let (out, fresh) = night_with_both_thread_counts(dir.path(), &prev, night);
         let r = &summary(&out)["reuse"];
         assert_eq!(r["row_groups_spliced"], 1, "night {night}: {r}");
         // Only the changed members' rows were decided again; the others' decisions are
@@ -1362,18 +1369,7 @@ fn a_flipped_decision_splices_the_manifest_pages_around_it() {
         world.members[b] = Some((Some("US"), Some("opt_in"), None));
         world.members[c] = Some((Some("DE"), Some("opt_out"), None));
         world.write(dir.path());
-        let out = dir.path().join(format!("out-{night}"));
-        let fresh = dir.path().join(format!("fresh-{night}"));
-        let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev), "--threads", "2"]);
-        assert_eq!(code, 0, "{err}");
-        let one = dir.path().join(format!("one-thread-{night}"));
-        let (code, err) = filter(dir.path(), &one, &["--reuse", p(&prev), "--threads", "1"]);
-        assert_eq!(code, 0, "{err}");
-        assert!(
-            outputs(&one) == outputs(&out),
-            "night {night}: --threads 1 and 2 differ"
-        );
-        assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+        let (out, fresh) = night_with_both_thread_counts(dir.path(), &prev, night);
         let r = &summary(&out)["reuse"];
         let excluded = i64s(&read_all(&out.join("excluded/big.parquet")), "row").len();
         assert!(
