@@ -764,7 +764,7 @@ pub fn manifest_schema(policy: &Policy, schema: &Schema, pseudonymized: bool) ->
 /// `splice::splice_manifest_column`): with the writer's default of 20,000 rows, a flip in a row
 /// group of ~32,000 excluded rows re-encoded all of it. At 4,096 rows the nightly bench's
 /// manifests are 0.9 % larger (14.90 → 15.04 MB).
-pub(super) const MANIFEST_PAGE_ROWS: usize = 4096;
+const MANIFEST_PAGE_ROWS: usize = 4096;
 
 /// Writer settings of the exclusion manifest. Row numbers ascend and record ids are unique
 /// (and often ascend too): no dictionary attempt, delta-encoded when they are integers, which

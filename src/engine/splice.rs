@@ -103,7 +103,7 @@ pub(super) fn candidates(
 }
 
 /// One piece of the new chunk.
-pub(super) enum Piece {
+enum Piece {
     /// PREV_OUT's page `.0`.
     Copy(usize),
     /// The kept input rows in `.0..​.1`, encoded.
@@ -111,7 +111,7 @@ pub(super) enum Piece {
 }
 
 /// A page of the new chunk, for its offset and column index.
-pub(super) struct PageEntry {
+struct PageEntry {
     offset: i64,
     size: i32,
     rows: i64,
@@ -168,13 +168,23 @@ pub(super) fn splice_column(
             pchunk.num_values()
         )));
     }
-    let (data_pages, spans) = pages_and_spans(walked, locs, total).map_err(bad)?;
+    let chunk = PrevChunk::new(
+        &descr,
+        prev.source,
+        pchunk,
+        walked,
+        oi,
+        ci,
+        total,
+        Order::Bytes,
+    )
+    .map_err(bad)?;
 
     // Which pages are copied, and the input rows encoded between them.
     let kept_in = |lo: usize, hi: usize| keep.slice(lo, hi - lo).count_set_bits();
     let rows = keep.len();
     let pieces = pieces_of(
-        &spans,
+        &chunk.spans,
         prev.rows,
         flips,
         rows,
@@ -182,10 +192,7 @@ pub(super) fn splice_column(
         &|_, _, _| Ok(()),
     )
     .map_err(bad)?;
-    let pages_copied = pieces
-        .iter()
-        .filter(|p| matches!(p, Piece::Copy(_)))
-        .count() as u64;
+    let pages_copied = copies(&pieces);
     if pages_copied == 0 {
         return Ok(None);
     }
@@ -200,18 +207,6 @@ pub(super) fn splice_column(
         check_input,
     };
     let segments = encode_segments(&sources, &descr, &pieces, keep, props)?;
-    let chunk = PrevChunk {
-        descr: &descr,
-        source: prev.source,
-        chunk: pchunk,
-        walked,
-        data_pages: &data_pages,
-        locations: locs,
-        index: ci,
-        offsets: oi,
-        spans: &spans,
-        order: Order::Bytes,
-    };
     let chunk = assemble(&chunk, &pieces, segments, removed).map_err(bad)?;
     let kept = keep.count_set_bits() as u64;
     if chunk.close.rows_written != kept {
@@ -254,65 +249,91 @@ fn pieces_of(
         pieces.push(Piece::Copy(i));
         next = hi + 1;
     }
-    if pieces.iter().any(|p| matches!(p, Piece::Copy(_))) && has(next, end) {
+    if copies(&pieces) > 0 && has(next, end) {
         pieces.push(Piece::Encode(next, end));
     }
     Ok(pieces)
 }
 
-/// A chunk's data pages and each one's rows, `(first, end)` among the chunk's rows.
-type PagesAndSpans<'a> = (Vec<&'a Page>, Vec<(usize, usize)>);
-
-/// The data pages of a chunk of `total` rows as `walked` found them, one per entry of its offset
-/// index `locs`, and each one's rows `(first, end)`: checked before anything of it is read.
-fn pages_and_spans<'a>(
-    walked: &'a ChunkPages,
-    locs: &[parquet::file::page_index::offset_index::PageLocation],
-    total: usize,
-) -> Result<PagesAndSpans<'a>, String> {
-    // The walk found the index's pages where it says, with these sizes.
-    let data_pages: Vec<&Page> = walked
-        .pages
-        .iter()
-        .filter(|p| matches!(p.kind, PageKind::Data | PageKind::DataV2))
-        .collect();
-    if data_pages.len() != locs.len() {
-        return Err("its offset index does not describe its pages".into());
-    }
-    let mut spans = Vec::with_capacity(locs.len());
-    for (i, l) in locs.iter().enumerate() {
-        let a = l.first_row_index;
-        let b = locs.get(i + 1).map_or(total as i64, |n| n.first_row_index);
-        if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total {
-            return Err(format!(
-                "its offset index does not describe its rows (page {i})"
-            ));
+impl<'a> PrevChunk<'a> {
+    /// PREV_OUT's chunk of `total` rows, `walked`, with its offset index `offsets` and column
+    /// index `index`: its data pages as the walk found them, one per entry of the offset index,
+    /// and each one's rows, checked before anything of it is read.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        descr: &'a Arc<ColumnDescriptor>,
+        source: &'a FileSource,
+        chunk: &'a ColumnChunkMetaData,
+        walked: &'a ChunkPages,
+        offsets: &'a parquet::file::page_index::offset_index::OffsetIndexMetaData,
+        index: &'a ColumnIndexMetaData,
+        total: usize,
+        order: Order,
+    ) -> Result<PrevChunk<'a>, String> {
+        let locs = offsets.page_locations();
+        // The walk found the index's pages where it says, with these sizes.
+        let data_pages: Vec<&Page> = walked
+            .pages
+            .iter()
+            .filter(|p| matches!(p.kind, PageKind::Data | PageKind::DataV2))
+            .collect();
+        if data_pages.len() != locs.len() {
+            return Err("its offset index does not describe its pages".into());
         }
-        spans.push((a as usize, b as usize));
+        let mut spans = Vec::with_capacity(locs.len());
+        for (i, l) in locs.iter().enumerate() {
+            let a = l.first_row_index;
+            let b = locs.get(i + 1).map_or(total as i64, |n| n.first_row_index);
+            if (i == 0 && a != 0) || a < 0 || b <= a || b as usize > total {
+                return Err(format!(
+                    "its offset index does not describe its rows (page {i})"
+                ));
+            }
+            spans.push((a as usize, b as usize));
+        }
+        Ok(PrevChunk {
+            descr,
+            source,
+            chunk,
+            walked,
+            data_pages,
+            locations: locs,
+            index,
+            offsets,
+            spans,
+            order,
+        })
     }
-    Ok((data_pages, spans))
+}
+
+/// The pages of PREV_OUT's that `pieces` copy.
+fn copies(pieces: &[Piece]) -> u64 {
+    pieces
+        .iter()
+        .filter(|p| matches!(p, Piece::Copy(_)))
+        .count() as u64
 }
 
 /// PREV_OUT's chunk of a column being spliced, walked and checked against its index.
-pub(super) struct PrevChunk<'a> {
-    pub descr: &'a Arc<ColumnDescriptor>,
-    pub source: &'a FileSource,
-    pub chunk: &'a ColumnChunkMetaData,
-    pub walked: &'a ChunkPages,
+struct PrevChunk<'a> {
+    descr: &'a Arc<ColumnDescriptor>,
+    source: &'a FileSource,
+    chunk: &'a ColumnChunkMetaData,
+    walked: &'a ChunkPages,
     /// Its data pages as walked, one per entry of its offset index.
-    pub data_pages: &'a [&'a Page],
-    pub locations: &'a [parquet::file::page_index::offset_index::PageLocation],
-    pub index: &'a ColumnIndexMetaData,
-    pub offsets: &'a parquet::file::page_index::offset_index::OffsetIndexMetaData,
-    /// Each data page's rows, `(first, end)` among the chunk's rows.
-    pub spans: &'a [(usize, usize)],
-    pub order: Order,
+    data_pages: Vec<&'a Page>,
+    locations: &'a [parquet::file::page_index::offset_index::PageLocation],
+    index: &'a ColumnIndexMetaData,
+    offsets: &'a parquet::file::page_index::offset_index::OffsetIndexMetaData,
+    /// Each data page's rows, `(first, end)` among the chunk's `total` rows.
+    spans: Vec<(usize, usize)>,
+    order: Order,
 }
 
 /// The new chunk: `pieces` in order, PREV_OUT's pages copied as they are and `segments` (one
 /// per `Encode` piece, as encoded) between them, with its metadata, offset and column index
 /// rebuilt from both. `removed`: whether a value of PREV_OUT's chunk is not in the new one.
-pub(super) fn assemble(
+fn assemble(
     prev: &PrevChunk<'_>,
     pieces: &[Piece],
     segments: Vec<(Bytes, ColumnCloseResult)>,
@@ -450,7 +471,7 @@ pub(super) fn assemble(
 /// How a spliced column's values order, for its statistics and column index: as unsigned bytes,
 /// or as signed integers (their index holds them little-endian, as PLAIN encodes them).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Order {
+enum Order {
     Bytes,
     Int32,
     Int64,
@@ -458,7 +479,7 @@ pub(super) enum Order {
 
 impl Order {
     /// The order of `descr`'s values, when splicing knows it.
-    pub fn of(descr: &ColumnDescriptor) -> Option<Order> {
+    fn of(descr: &ColumnDescriptor) -> Option<Order> {
         match (descr.physical_type(), descr.sort_order()) {
             (PhysicalType::BYTE_ARRAY, SortOrder::UNSIGNED) => Some(Order::Bytes),
             (PhysicalType::INT32, SortOrder::SIGNED) => Some(Order::Int32),
@@ -586,15 +607,17 @@ pub(super) fn splice_manifest_column(
             pchunk.num_values()
         )));
     }
-    let (data_pages, spans) = pages_and_spans(walked, locs, total).map_err(bad)?;
+    let chunk =
+        PrevChunk::new(descr, prev.source, pchunk, walked, oi, ci, total, order).map_err(bad)?;
 
     // Today's manifest rows of the input rows in `lo..hi`, as indices into `now_rows`.
     let today = |lo: usize, hi: usize| {
         now_rows.partition_point(|r| (*r as usize) < lo)
             ..now_rows.partition_point(|r| (*r as usize) < hi)
     };
+    let spans = &chunk.spans;
     let pieces = pieces_of(
-        &spans,
+        spans,
         prev.rows,
         dirty,
         usize::MAX,
@@ -608,10 +631,7 @@ pub(super) fn splice_manifest_column(
         },
     )
     .map_err(bad)?;
-    let pages_copied = pieces
-        .iter()
-        .filter(|p| matches!(p, Piece::Copy(_)))
-        .count() as u64;
+    let pages_copied = copies(&pieces);
     if pages_copied == 0 {
         return Ok(None);
     }
@@ -626,18 +646,6 @@ pub(super) fn splice_manifest_column(
         })
         .collect::<Result<Vec<_>, String>>()
         .map_err(|m| format!("manifest column '{name}': {m}"))?;
-    let chunk = PrevChunk {
-        descr,
-        source: prev.source,
-        chunk: pchunk,
-        walked,
-        data_pages: &data_pages,
-        locations: locs,
-        index: ci,
-        offsets: oi,
-        spans: &spans,
-        order,
-    };
     let chunk = assemble(&chunk, &pieces, segments, removed).map_err(bad)?;
     if chunk.close.rows_written as usize != now_rows.len() {
         return Err(bad(format!(
