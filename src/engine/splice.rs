@@ -910,7 +910,17 @@ fn chunk_metadata(
             encodings.insert(e);
         }
     }
-    let rows: i64 = entries.iter().map(|e| e.rows).sum();
+    // Sums of what PREV_OUT's page index says: a damaged one is an error (the chunk is then
+    // encoded afresh), never an overflow.
+    let overflow = || parquet::errors::ParquetError::General("a page index sum overflows".into());
+    let sum = |values: &mut dyn Iterator<Item = i64>| {
+        let mut total = 0i64;
+        for v in values {
+            total = total.checked_add(v).ok_or_else(overflow)?;
+        }
+        Ok::<i64, parquet::errors::ParquetError>(total)
+    };
+    let rows = sum(&mut entries.iter().map(|e| e.rows))?;
     let mut b = ColumnChunkMetaData::builder(descr.clone())
         .set_compression_codec(prev.compression_codec())
         .set_encodings_mask(encodings)
@@ -925,7 +935,7 @@ fn chunk_metadata(
         .collect::<Option<Vec<i64>>>()
     {
         if prev.unencoded_byte_array_data_bytes().is_some() {
-            b = b.set_unencoded_byte_array_data_bytes(Some(unencoded.iter().sum()));
+            b = b.set_unencoded_byte_array_data_bytes(Some(sum(&mut unencoded.into_iter())?));
         }
     }
     if prev.definition_level_histogram().is_some() {
@@ -934,16 +944,16 @@ fn chunk_metadata(
             .map(|e| e.def_histogram.clone())
             .collect::<Option<Vec<Vec<i64>>>>()
         {
-            let mut sum = vec![0i64; h.first().map_or(0, Vec::len)];
+            let mut total = vec![0i64; h.first().map_or(0, Vec::len)];
             for page in &h {
-                for (s, v) in sum.iter_mut().zip(page) {
-                    *s += v;
+                for (s, v) in total.iter_mut().zip(page) {
+                    *s = s.checked_add(*v).ok_or_else(overflow)?;
                 }
             }
-            b = b.set_definition_level_histogram(Some(LevelHistogram::from(sum)));
+            b = b.set_definition_level_histogram(Some(LevelHistogram::from(total)));
         }
     }
-    let nulls: i64 = entries.iter().map(|e| e.nulls).sum();
+    let nulls = sum(&mut entries.iter().map(|e| e.nulls))?;
     // PREV_OUT's statistics of the chunk and the new pages', of one type.
     macro_rules! merged_as {
         ($variant:ident, $p:expr, $cmp:expr) => {
@@ -967,14 +977,60 @@ fn chunk_metadata(
                 .data()
                 .cmp(b.data())))
         }
-        (Some(Statistics::Int64(p)), Order::Int64) => Some(merged_as!(Int64, p, i64::cmp)),
-        (Some(Statistics::Int32(p)), Order::Int32) => Some(merged_as!(Int32, p, i32::cmp)),
+        // Integers' chunk bounds from the pages' own: PREV_OUT's chunk statistics cannot say
+        // whether they were exact (the parquet crate reads an integer bound back as exact
+        // whatever the file says), and a bound kept from a row that left, then marked exact by
+        // a later night, is a wrong `min()` in a reader that answers from statistics (DuckDB).
+        (Some(Statistics::Int64(_)), Order::Int64) => {
+            Some(Statistics::Int64(int_bounds(entries, nulls, |b| {
+                b.try_into().ok().map(i64::from_le_bytes)
+            })?))
+        }
+        (Some(Statistics::Int32(_)), Order::Int32) => {
+            Some(Statistics::Int32(int_bounds(entries, nulls, |b| {
+                b.try_into().ok().map(i32::from_le_bytes)
+            })?))
+        }
         _ => None,
     };
     if let Some(stats) = stats {
         b = b.set_statistics(stats);
     }
     b.build()
+}
+
+/// An integer chunk's statistics from its pages' index entries (`decode`: a bound's plain
+/// bytes): the least min and greatest max of its pages that hold a value, exact, as an integer
+/// page's bounds are (never truncated). An entry whose bound does not decode is an error.
+fn int_bounds<T: Copy + Ord>(
+    entries: &[PageEntry],
+    nulls: i64,
+    decode: impl Fn(&[u8]) -> Option<T>,
+) -> parquet::errors::Result<ValueStatistics<T>> {
+    let mut bounds: Option<(T, T)> = None;
+    for e in entries.iter().filter(|e| !e.null_page) {
+        let (Some(min), Some(max)) = (decode(&e.min), decode(&e.max)) else {
+            return Err(parquet::errors::ParquetError::General(
+                "a page's integer bound is not 4 or 8 bytes".into(),
+            ));
+        };
+        bounds = Some(match bounds {
+            None => (min, max),
+            Some((a, b)) => (a.min(min), b.max(max)),
+        });
+    }
+    let exact = bounds.is_some();
+    Ok(ValueStatistics::new(
+        bounds.map(|b| b.0),
+        bounds.map(|b| b.1),
+        None,
+        Some(nulls.max(0) as u64),
+        false,
+    )
+    .with_min_is_exact(exact)
+    .with_max_is_exact(exact)
+    // As the parquet crate's writer does for a signed order: the deprecated fields too.
+    .with_backwards_compatible_min_max(true))
 }
 
 /// PREV_OUT's chunk statistics `p` and the new pages' `segments` merged: min and max are bounds
