@@ -96,8 +96,12 @@ pub(super) fn candidates(
                 index.column_index(prev.at, leaf),
                 Some(ColumnIndexMetaData::BYTE_ARRAY(ci)) if ci.null_count(0).is_some()
             );
-            (pages >= 2 && indexed && chunk.compression() == props.compression(col.path()))
-                .then_some((root, leaf))
+            // The codec, not its level: a file does not record the level it was written at
+            // (the parquet crate reads back every zstd chunk as level 1), and PREV_OUT's options
+            // are this run's (`reuse::load_state`).
+            let same_codec = std::mem::discriminant(&chunk.compression())
+                == std::mem::discriminant(&props.compression(col.path()));
+            (pages >= 2 && indexed && same_codec).then_some((root, leaf))
         })
         .collect()
 }
@@ -378,6 +382,12 @@ fn assemble(
             .ok_or("its dictionary page is not its first")?;
         uncompressed += (dict.header_len + dict.uncompressed) as i64;
         out.push(prev_bytes.slice(..first_data));
+    } else if first_data != 0
+        || (prev.walked.pages.first()).is_some_and(|p| p.kind == PageKind::Dictionary)
+    {
+        // Pages before the first data page that the metadata names no dictionary page: left
+        // out, the data pages would lose their dictionary.
+        return Err("a page its metadata does not name comes before its first data page".into());
     }
     let data_start = out.len() as usize;
     let mut entries: Vec<PageEntry> = Vec::new();
@@ -574,11 +584,23 @@ pub(super) fn splice_manifest_column(
     let Some(order) = Order::of(descr).filter(|_| descr.max_rep_level() == 0) else {
         return Ok(None);
     };
+    // PREV_OUT's column as today's in every way its pages depend on: type (logical type and
+    // repetition included), levels and codec. The record's header makes a difference unlikely
+    // (same version, policy and options); a copied page of another kind would be unreadable.
     let prev_descr = prev.pq.file_metadata().schema_descr();
-    if leaf >= prev_descr.num_columns()
-        || prev_descr.column(leaf).path() != descr.path()
-        || prev_descr.column(leaf).physical_type() != descr.physical_type()
-    {
+    let same_column = leaf < prev_descr.num_columns() && {
+        let p = prev_descr.column(leaf);
+        p.path() == descr.path()
+            && p.self_type() == descr.self_type()
+            && p.max_def_level() == descr.max_def_level()
+            && p.max_rep_level() == descr.max_rep_level()
+    };
+    // The codec, not its level: a file does not record the level it was written at.
+    let same_codec = prev.at < prev.pq.num_row_groups()
+        && leaf < prev.pq.row_group(prev.at).num_columns()
+        && std::mem::discriminant(&prev.pq.row_group(prev.at).column(leaf).compression())
+            == std::mem::discriminant(&props.compression(descr.path()));
+    if !same_column || !same_codec {
         return Ok(None);
     }
     let Some(index) = prev.pq.page_index() else {
