@@ -618,11 +618,11 @@ fn prose_page_bytes(
 ) -> Option<usize> {
     const MIB: usize = 1 << 20;
     holds_prose(c).then(|| match codec {
-        Compression::ZSTD(level) if level.compression_level() >= 3 => {
+        Compression::SNAPPY | Compression::UNCOMPRESSED => MIB / 8,
+        Compression::ZSTD(level) if level.compression_level() < 3 => MIB / 2,
+        Compression::ZSTD(_) | Compression::BROTLI(_) => {
             (c.uncompressed_size().max(0) as usize / 16).clamp(MIB, 4 * MIB)
         }
-        Compression::BROTLI(_) => (c.uncompressed_size().max(0) as usize / 16).clamp(MIB, 4 * MIB),
-        Compression::SNAPPY | Compression::UNCOMPRESSED => MIB / 8,
         _ => MIB / 2,
     })
 }

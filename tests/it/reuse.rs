@@ -1343,6 +1343,19 @@ fn a_flipped_decision_splices_the_pages_around_it() {
     }
 }
 
+/// A big world (seed 43, members in the US) whose even members opted out: half the big file's
+/// rows are excluded, its manifest row group ~30,000 rows in pages of 4,096.
+fn half_opted_out_world() -> (tempfile::TempDir, World) {
+    let (dir, mut world) = big_world(43, "US");
+    for (i, m) in world.members.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            *m = Some((Some("US"), Some("opt_out"), None));
+        }
+    }
+    world.write(dir.path());
+    (dir, world)
+}
+
 /// A big file half of whose rows are excluded (half its members opted out): its manifest row
 /// group holds ~30,000 rows, in pages of 4,096. One night a member opts in (rows leave the
 /// manifest), another opts out (rows come) and a third, opted out, moves to a paused region
@@ -1351,13 +1364,7 @@ fn a_flipped_decision_splices_the_pages_around_it() {
 /// The next night splices the spliced manifest again.
 #[test]
 fn a_flipped_decision_splices_the_manifest_pages_around_it() {
-    let (dir, mut world) = big_world(43, "US");
-    for (i, m) in world.members.iter_mut().enumerate() {
-        if i % 2 == 0 {
-            *m = Some((Some("US"), Some("opt_out"), None));
-        }
-    }
-    world.write(dir.path());
+    let (dir, mut world) = half_opted_out_world();
     let mut prev = dir.path().join("out-0");
     assert_eq!(filter(dir.path(), &prev, &[]).0, 0);
     let members = members_in_big_file(dir.path(), &world);
@@ -1491,13 +1498,7 @@ fn integer_bounds_are_the_values(file: &Path) -> Vec<String> {
 /// answer `min(row)` with a row no longer excluded (found in review).
 #[test]
 fn chained_spliced_manifests_keep_their_integer_bounds_the_values() {
-    let (dir, mut world) = big_world(43, "US");
-    for (i, m) in world.members.iter_mut().enumerate() {
-        if i % 2 == 0 {
-            *m = Some((Some("US"), Some("opt_out"), None));
-        }
-    }
-    world.write(dir.path());
+    let (dir, mut world) = half_opted_out_world();
     let out0 = dir.path().join("out-0");
     assert_eq!(filter(dir.path(), &out0, &[]).0, 0);
     let rows0: Vec<i64> = i64s(&read_all(&out0.join("excluded/big.parquet")), "row")
