@@ -451,7 +451,8 @@ fn splice_manifest(
     {
         return None;
     }
-    // A row of PREV_OUT's that is not today's: the chunks' min and max are then bounds only.
+    // A row of PREV_OUT's that is not today's: the byte-array chunks' min and max are then
+    // bounds only (integer ones come from their pages, exact).
     let removed = dirty.iter().any(|&i| !was.value(i as usize));
     // PREV_OUT's chunks walked and checked as any chunk read or copied is.
     let walked = file

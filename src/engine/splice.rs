@@ -12,8 +12,11 @@
 //!
 //! The chunk's metadata is rebuilt from both: sizes and encodings summed, each page's entry of the
 //! offset and column index taken from PREV_OUT's index or from the new pages', and statistics
-//! merged. The merged min and max are bounds of the rows written — PREV_OUT's bounds still hold
-//! after rows leave — and are marked inexact when a row left (its value may have been the min).
+//! merged. A byte-array chunk's merged min and max are bounds of the rows written — PREV_OUT's
+//! bounds still hold after rows leave — and are marked inexact when a row left (its value may
+//! have been the min). An integer chunk's are its pages' least min and greatest max, exact: the
+//! parquet crate reads integer bounds back as exact whatever the file says, so a bound kept
+//! from a row that left would be passed on as exact a night later.
 //!
 //! Of the data, only flat byte-array columns ordered as bytes (strings and binaries: the text)
 //! are spliced, the ones that are large; the others are encoded afresh. A manifest row group is
@@ -976,28 +979,15 @@ fn chunk_metadata(
         }
     }
     let nulls = sum(&mut entries.iter().map(|e| e.nulls))?;
-    // PREV_OUT's statistics of the chunk and the new pages', of one type.
-    macro_rules! merged_as {
-        ($variant:ident, $p:expr, $cmp:expr) => {
-            Statistics::$variant(merged(
-                $p,
-                segments
-                    .iter()
-                    .filter_map(|s| match s.metadata.statistics() {
-                        Some(Statistics::$variant(s)) => Some(s),
-                        _ => None,
-                    }),
-                $cmp,
-                nulls,
-                removed,
-            ))
-        };
-    }
     let stats = match (prev.statistics(), order) {
         (Some(Statistics::ByteArray(p)), Order::Bytes) => {
-            Some(merged_as!(ByteArray, p, |a: &ByteArray, b: &ByteArray| a
-                .data()
-                .cmp(b.data())))
+            let new_pages = segments
+                .iter()
+                .filter_map(|s| match s.metadata.statistics() {
+                    Some(Statistics::ByteArray(s)) => Some(s),
+                    _ => None,
+                });
+            Some(Statistics::ByteArray(merged(p, new_pages, nulls, removed)))
         }
         // Integers' chunk bounds from the pages' own: PREV_OUT's chunk statistics cannot say
         // whether they were exact (the parquet crate reads an integer bound back as exact
@@ -1055,24 +1045,26 @@ fn int_bounds<T: Copy + Ord>(
     .with_backwards_compatible_min_max(true))
 }
 
-/// PREV_OUT's chunk statistics `p` and the new pages' `segments` merged: min and max are bounds
-/// of the values written (PREV_OUT's still hold after values leave), inexact when one left.
-fn merged<'a, T: Clone + 'a>(
-    p: &'a ValueStatistics<T>,
-    segments: impl Iterator<Item = &'a ValueStatistics<T>>,
-    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+/// A byte-array chunk's statistics: PREV_OUT's `p` and the new pages' `segments` merged. Min and
+/// max are bounds of the values written (PREV_OUT's still hold after values leave; a page's
+/// may be truncated, so they cannot come from the page index as integers' do), inexact when a
+/// value left.
+fn merged<'a>(
+    p: &'a ValueStatistics<ByteArray>,
+    segments: impl Iterator<Item = &'a ValueStatistics<ByteArray>>,
     nulls: i64,
     removed: bool,
-) -> ValueStatistics<T> {
-    let bounds: Vec<&ValueStatistics<T>> = std::iter::once(p).chain(segments).collect();
+) -> ValueStatistics<ByteArray> {
+    let bounds: Vec<&ValueStatistics<ByteArray>> = std::iter::once(p).chain(segments).collect();
+    let cmp = |a: &&ByteArray, b: &&ByteArray| a.data().cmp(b.data());
     let min = bounds
         .iter()
         .filter_map(|s| s.min_opt().map(|v| (v, s.min_is_exact())))
-        .min_by(|x, y| cmp(x.0, y.0));
+        .min_by(|x, y| cmp(&x.0, &y.0));
     let max = bounds
         .iter()
         .filter_map(|s| s.max_opt().map(|v| (v, s.max_is_exact())))
-        .max_by(|x, y| cmp(x.0, y.0));
+        .max_by(|x, y| cmp(&x.0, &y.0));
     ValueStatistics::new(
         min.map(|m| m.0.clone()),
         max.map(|m| m.0.clone()),
