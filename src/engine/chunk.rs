@@ -132,6 +132,17 @@ impl ChunkBytes {
     }
 }
 
+impl ChunkBytes {
+    /// The chunk as one buffer (its pieces copied, unless there is one): for the few pages a
+    /// splice encodes between copied ones.
+    pub(super) fn into_bytes(self) -> Bytes {
+        match <[Bytes; 1]>::try_from(self.pieces) {
+            Ok([one]) => one,
+            Err(pieces) => Bytes::from(pieces.concat()),
+        }
+    }
+}
+
 impl Length for ChunkBytes {
     fn len(&self) -> u64 {
         self.len

@@ -28,6 +28,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
+use bytes::Bytes;
 use parquet::basic::{Encoding, PageType};
 use parquet::file::metadata::PageEncodingStats;
 use parquet::file::properties::WriterProperties;
@@ -216,6 +217,40 @@ impl LabelWriter {
         })
     }
 
+    /// A writer of data pages only, their ids those of `dictionary` (PREV_OUT's dictionary page
+    /// of a manifest column being spliced, whose copied pages refer to it): see
+    /// [`LabelWriter::close_ids`]. `None` as for [`LabelWriter::new`] (with the dictionary off
+    /// in `props`: the chunk's dictionary page is PREV_OUT's), or when `dictionary` holds a value
+    /// twice.
+    pub(super) fn seeded(
+        descr: ColumnDescPtr,
+        data_type: &DataType,
+        props: &WriterProperties,
+        dictionary: &[Bytes],
+    ) -> Option<LabelWriter> {
+        let settings = Settings::of(&descr, data_type, props, false)?;
+        let mut w = LabelWriter {
+            optional: descr.max_def_level() == 1,
+            settings,
+            page_rows: props.data_page_row_count_limit().max(1),
+            page_bytes: props.column_data_page_size_limit(descr.path()).max(1),
+            dictionary_limit: usize::MAX,
+            props: props.clone(),
+            dict: Dictionary::default(),
+            ids: Vec::new(),
+            seen: Vec::new(),
+            pages: Vec::new(),
+            open: PageRows::default(),
+            descr,
+        };
+        for (i, v) in dictionary.iter().enumerate() {
+            if w.dict.id(v) as usize != i {
+                return None;
+            }
+        }
+        Some(w)
+    }
+
     /// Append the values of `array` (of the type the writer was made for), nulls included.
     pub(super) fn write(&mut self, array: &ArrayRef) -> Result<(), String> {
         // Room for the batch's ids at once: grown a row at a time, the chunk's ids were copied
@@ -322,7 +357,23 @@ impl LabelWriter {
     }
 
     /// The chunk, its metadata and page index.
-    pub(super) fn close(mut self) -> Result<RawChunk, String> {
+    pub(super) fn close(self) -> Result<RawChunk, String> {
+        self.encode(true)
+    }
+
+    /// A [`LabelWriter::seeded`] writer's pages, RLE_DICTIONARY pages of ids into the `seed`
+    /// values it was made with, without a dictionary page; `None` when a value written is not
+    /// among them (the pages would need a dictionary of their own).
+    pub(super) fn close_ids(self, seed: usize) -> Result<Option<RawChunk>, String> {
+        if self.dict.at.len() > seed {
+            return Ok(None);
+        }
+        self.encode(false).map(Some)
+    }
+
+    /// The chunk; `own_dictionary`: with its dictionary page (when the values fit it), else
+    /// data pages of ids into a dictionary page written elsewhere.
+    fn encode(mut self, own_dictionary: bool) -> Result<RawChunk, String> {
         if self.open.rows > 0 {
             self.pages.push(std::mem::take(&mut self.open));
         }
@@ -330,7 +381,7 @@ impl LabelWriter {
         let mut index = PageIndex::new(self.settings, self.optional, &self.props);
         let mut chunk = ChunkBytes::default();
         let mut stats = vec![];
-        if with_dictionary {
+        if with_dictionary && own_dictionary {
             let mut plain = Vec::with_capacity(self.dict.plain_bytes);
             for id in 0..self.dict.at.len() as u32 {
                 let v = self.dict.value(id);

@@ -8,7 +8,8 @@
 //! writes there: it is copied as it is (header and compressed bytes). The kept rows between two
 //! copied pages (a flipped row, and the rows of PREV_OUT's pages around it) are read from the
 //! input and encoded as plain pages with the output's codec and statistics settings. A chunk
-//! with a dictionary page keeps it: its copied pages refer to it, the new pages do not.
+//! with a dictionary page keeps it: its copied pages refer to it, and so do a manifest's new
+//! pages of byte arrays (its label columns) when their values are all in it; others are plain.
 //!
 //! The chunk's metadata is rebuilt from both: sizes and encodings summed, each page's entry of the
 //! offset and column index taken from PREV_OUT's index or from the new pages', and statistics
@@ -39,6 +40,7 @@ use parquet::file::metadata::{
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
@@ -660,12 +662,35 @@ pub(super) fn splice_manifest_column(
     if pages_copied == 0 {
         return Ok(None);
     }
+    // A chunk with a dictionary page (the label columns: rule, region, source file): new pages
+    // of ids into it where their values are all in it, as a fresh run's pages are. Plain, a
+    // chain of nights grew the manifest by a few percent a night (rule 2.7×, region 1.5× after
+    // six nights of 100 changed members per million).
+    let dictionary = match pchunk.dictionary_page_offset() {
+        Some(_) if descr.physical_type() == PhysicalType::BYTE_ARRAY => {
+            Some(dictionary_values(prev.source, pchunk, total).map_err(bad)?)
+        }
+        _ => None,
+    };
+    let encode = |array: &arrow_array::ArrayRef| {
+        if let Some(values) = &dictionary {
+            let seeded =
+                super::labels::LabelWriter::seeded(descr.clone(), array.data_type(), props, values);
+            if let Some(mut w) = seeded {
+                w.write(array)?;
+                if let Some(c) = w.close_ids(values.len())? {
+                    return Ok((c.bytes.into_bytes(), c.close));
+                }
+            }
+        }
+        encode_array(descr, props, array)
+    };
     let segments = pieces
         .iter()
         .filter_map(|p| match *p {
             Piece::Encode(s, e) => {
                 let r = today(s, e);
-                Some(encode_array(descr, props, &column.slice(r.start, r.len())))
+                Some(encode(&column.slice(r.start, r.len())))
             }
             Piece::Copy(_) => None,
         })
@@ -683,6 +708,47 @@ pub(super) fn splice_manifest_column(
         chunk,
         pages_copied,
     }))
+}
+
+/// The values of the dictionary page of `chunk` (of `rows` rows), PLAIN byte arrays, in the
+/// order its ids name them.
+fn dictionary_values(
+    source: &FileSource,
+    chunk: &ColumnChunkMetaData,
+    rows: usize,
+) -> Result<Vec<Bytes>, String> {
+    use parquet::column::page::{Page, PageReader};
+    let mut pages = SerializedPageReader::new(Arc::new(source.clone()), chunk, rows, None)
+        .map_err(|e| e.to_string())?;
+    let Some(Page::DictionaryPage {
+        buf,
+        num_values,
+        encoding: parquet::basic::Encoding::PLAIN | parquet::basic::Encoding::PLAIN_DICTIONARY,
+        ..
+    }) = pages.get_next_page().map_err(|e| e.to_string())?
+    else {
+        return Err("its first page is not a PLAIN dictionary page".into());
+    };
+    let bad = || String::from("its dictionary page does not hold the values it says");
+    let mut values = Vec::with_capacity(num_values as usize);
+    let mut at = 0usize;
+    for _ in 0..num_values {
+        let len = buf
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_le_bytes(b) as usize)
+            .ok_or_else(bad)?;
+        let end = (at + 4)
+            .checked_add(len)
+            .filter(|e| *e <= buf.len())
+            .ok_or_else(bad)?;
+        values.push(buf.slice(at + 4..end));
+        at = end;
+    }
+    if at != buf.len() {
+        return Err(bad());
+    }
+    Ok(values)
 }
 
 /// The values of `array` that are not null, when it is an Arrow array of `T`.

@@ -1491,13 +1491,52 @@ fn integer_bounds_are_the_values(file: &Path) -> Vec<String> {
     checked
 }
 
+/// The data pages of `file`'s byte-array chunks that have a dictionary page: how many are
+/// dictionary ids, and the others (`column: encoding`).
+fn pages_beside_a_dictionary(file: &Path) -> (usize, Vec<String>) {
+    use parquet::basic::Encoding;
+    use parquet::column::page::Page;
+    use parquet::file::reader::FileReader;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+        std::fs::File::open(file).unwrap(),
+    )
+    .unwrap();
+    let (mut ids, mut others) = (0, Vec::new());
+    for i in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(i).unwrap();
+        for c in 0..rg.num_columns() {
+            let meta = rg.metadata().column(c);
+            let bytes = meta.column_type() == parquet::basic::Type::BYTE_ARRAY;
+            if meta.dictionary_page_offset().is_none() || !bytes {
+                continue;
+            }
+            let name = meta.column_path().string();
+            let mut pages = rg.get_column_page_reader(c).unwrap();
+            while let Some(page) = pages.get_next_page().unwrap() {
+                let encoding = match page {
+                    Page::DictionaryPage { .. } => continue,
+                    Page::DataPage { encoding, .. } | Page::DataPageV2 { encoding, .. } => encoding,
+                };
+                match encoding {
+                    Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY => ids += 1,
+                    other => others.push(format!("{name}: {other}")),
+                }
+            }
+        }
+    }
+    (ids, others)
+}
+
 /// Spliced manifests chained over nights keep their integer columns' chunk bounds the values'
 /// own. Night 1 the member of the manifest's first (or last) row opts in, so the least (or
 /// greatest) `row` leaves; night 2 only another member, all of whose rows lie between, opts
 /// out. A bound night 1 kept from the row that left, read back night 2 as exact, made DuckDB
 /// answer `min(row)` with a row no longer excluded (found in review).
+/// And the new pages of a byte-array chunk with a dictionary page (rule, region, source file)
+/// are ids into it, as a fresh run's are: written plain, they grew the manifest night after
+/// night.
 #[test]
-fn chained_spliced_manifests_keep_their_integer_bounds_the_values() {
+fn chained_spliced_manifests_keep_their_integer_bounds_and_dictionaries() {
     let (dir, mut world) = half_opted_out_world();
     let out0 = dir.path().join("out-0");
     assert_eq!(filter(dir.path(), &out0, &[]).0, 0);
@@ -1547,6 +1586,11 @@ fn chained_spliced_manifests_keep_their_integer_bounds_the_values() {
         let manifest = out.join("excluded/big.parquet");
         let checked = integer_bounds_are_the_values(&manifest);
         assert!(checked.contains(&"row".to_string()), "{checked:?}");
+        let (ids, others) = pages_beside_a_dictionary(&manifest);
+        assert!(
+            ids > 0 && others.is_empty(),
+            "night {night}: {ids} {others:?}"
+        );
         crate::writers::keep_for_crosscheck(&out, &format!("reuse-manifest-bounds-{night}"));
         prev = out;
     }
