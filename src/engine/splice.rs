@@ -559,6 +559,10 @@ pub(super) struct PrevManifest<'a> {
     pub rows: &'a [u32],
 }
 
+/// How many times the pages of a fresh run's a spliced manifest chunk may hold (see
+/// [`splice_manifest_column`]).
+const MAX_PAGE_GROWTH: usize = 2;
+
 /// Splice column `leaf` of a manifest row group: PREV_OUT's pages whose input rows, from their
 /// first to their last, hold no `dirty` row are copied as they are, and today's manifest rows
 /// between them are encoded as new pages. `now_rows`: the input row of each of today's manifest
@@ -660,6 +664,21 @@ pub(super) fn splice_manifest_column(
     .map_err(bad)?;
     let pages_copied = copies(&pieces);
     if pages_copied == 0 {
+        return Ok(None);
+    }
+    // Night after night, splices cut a manifest's pages smaller (the rows between copied pages
+    // make pages of their own, ~35 bytes a page and column): a chunk that would hold more than
+    // MAX_PAGE_GROWTH times the pages a fresh run writes is encoded whole instead, which costs
+    // little for a manifest and bounds what fragments cost.
+    let limit = props.data_page_row_count_limit().max(1);
+    let pages: usize = pieces
+        .iter()
+        .map(|p| match *p {
+            Piece::Copy(_) => 1,
+            Piece::Encode(s, e) => today(s, e).len().div_ceil(limit),
+        })
+        .sum();
+    if pages > MAX_PAGE_GROWTH * now_rows.len().div_ceil(limit).max(1) {
         return Ok(None);
     }
     // A chunk with a dictionary page (the label columns: rule, region, source file): new pages

@@ -1404,6 +1404,78 @@ fn a_flipped_decision_splices_the_manifest_pages_around_it() {
     }
 }
 
+/// The pages of `column` in `file`, by its offset index.
+fn pages_of(file: &Path, column: &str) -> usize {
+    use parquet::file::reader::FileReader;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new_with_options(
+        std::fs::File::open(file).unwrap(),
+        parquet::file::serialized_reader::ReadOptionsBuilder::new()
+            .with_page_index()
+            .build(),
+    )
+    .unwrap();
+    let meta = reader.metadata();
+    let index = meta.page_index().expect("a page index");
+    let mut pages = 0;
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        let c = (rg.columns().iter())
+            .position(|c| c.column_path().string() == column)
+            .unwrap();
+        pages += index.offset_index(g, c).unwrap().page_locations().len();
+    }
+    pages
+}
+
+/// Night after night, the rows that come into a spliced manifest make pages of their own beside
+/// the copied ones, and the pages of its chunks multiply (~35 bytes each a column): a chunk that
+/// would hold more than twice the pages of a fresh run's is encoded whole. Six nights of three
+/// members opting out each, every night reusing the one before: without the bound, the pages of
+/// the big file's manifest columns pass twice a fresh run's by the fourth night (18 against 8).
+#[test]
+fn a_manifest_spliced_night_after_night_keeps_at_most_twice_a_fresh_runs_pages() {
+    let (dir, mut world) = half_opted_out_world();
+    let mut prev = dir.path().join("out-0");
+    assert_eq!(filter(dir.path(), &prev, &[]).0, 0);
+    let members = members_in_big_file(dir.path(), &world);
+    let opted_in: Vec<usize> = members.iter().copied().filter(|m| m % 2 == 1).collect();
+    let mut spliced = 0;
+    for night in 1..=6 {
+        for m in &opted_in[night * 3..night * 3 + 3] {
+            world.members[*m] = Some((Some("US"), Some("opt_out"), None));
+        }
+        world.write(dir.path());
+        let out = dir.path().join(format!("out-{night}"));
+        let fresh = dir.path().join(format!("fresh-{night}"));
+        let (code, err) = filter(dir.path(), &out, &["--reuse", p(&prev)]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(filter(dir.path(), &fresh, &[]).0, 0);
+        same_outputs(&out, &fresh).unwrap();
+        let manifest = |o: &Path| o.join("excluded/big.parquet");
+        for column in ["row", "rule", "user_id"] {
+            let (now, a_fresh) = (
+                pages_of(&manifest(&out), column),
+                pages_of(&manifest(&fresh), column),
+            );
+            assert!(
+                now <= 2 * a_fresh,
+                "night {night}: {column} in {now} pages, a fresh run's in {a_fresh}"
+            );
+        }
+        if summary(&out)["reuse"]["manifest_pages_reused"]
+            .as_u64()
+            .unwrap()
+            > 0
+        {
+            spliced += 1;
+        }
+        prev = out;
+    }
+    assert!(
+        spliced >= 3,
+        "the manifest was spliced {spliced} nights of 6"
+    );
+}
+
 /// At a codec level other than the parquet crate's default (`zstd:3`, `gzip:9`) the text is
 /// spliced as at the default: a file does not record the level its pages were written at, so
 /// PREV_OUT's chunk reads back as zstd 1 (gzip 6), and a comparison of the levels made every
