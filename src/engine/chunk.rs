@@ -21,7 +21,7 @@ use parquet::file::metadata::{
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::{Statistics, ValueStatistics};
-use parquet::schema::types::ColumnDescPtr;
+use parquet::schema::types::{ColumnDescPtr, ColumnPath};
 
 use crate::io::thrift::put_varint;
 
@@ -260,6 +260,18 @@ impl Settings {
             && props.writer_version() == WriterVersion::PARQUET_1_0
             && props.bloom_filter_properties(path).is_none();
         fits.then_some(Settings { utf8, codec })
+    }
+
+    /// The codec alone of column `path` under `props`, when it is one our writers compress
+    /// with (for pages of values that are not byte arrays).
+    pub(super) fn codec(props: &WriterProperties, path: &ColumnPath) -> Option<Settings> {
+        let codec = match props.compression(path) {
+            Compression::ZSTD(l) => PageCodec::Zstd(l.compression_level()),
+            Compression::SNAPPY => PageCodec::Snappy,
+            Compression::UNCOMPRESSED => PageCodec::Uncompressed,
+            _ => return None,
+        };
+        Some(Settings { utf8: false, codec })
     }
 
     /// `page` compressed as the chunk's codec says.

@@ -452,7 +452,7 @@ impl LabelWriter {
 }
 
 /// Bits to hold every value up to `max` (0 for a dictionary of one value).
-fn bits_for(max: u64) -> u8 {
+pub(super) fn bits_for(max: u64) -> u8 {
     (64 - max.leading_zeros()) as u8
 }
 
@@ -461,7 +461,7 @@ const MAX_GROUPS: usize = 63;
 
 /// `ids` as the RLE/bit-packed hybrid with `width` bits a value: a run of 8 or more alike as an
 /// RLE run, the rest bit-packed in groups of 8 (the last padded with zeros).
-fn rle_hybrid(out: &mut Vec<u8>, ids: &[u32], width: u8) {
+pub(super) fn rle_hybrid(out: &mut Vec<u8>, ids: &[u32], width: u8) {
     let value_bytes = (width as usize).div_ceil(8);
     // ids[literal..i] wait to be bit-packed.
     let mut literal = 0;

@@ -9,6 +9,7 @@
 //! - [`chunk`]: what those two share: settings, codec, levels, page index and metadata.
 //! - [`labels`]: dictionary-encoded string columns, encoded without its per-row hashing.
 //! - [`splice`]: `--reuse` of PREV_OUT's pages in a row group holding a changed member.
+//! - [`splice_dictionary`]: a spliced manifest chunk's dictionary, extended, and its new pages.
 //! - [`byte_rows`]: a text chunk read row by row as slices of its pages (prose, splice).
 //! - [`sink`]: one file's data and manifest outputs.
 //! - [`spare`]: work a row group hands to the pool's idle threads, results in order.
@@ -26,6 +27,7 @@ mod scheduler;
 mod sink;
 mod spare;
 mod splice;
+mod splice_dictionary;
 #[cfg(test)]
 mod tests;
 

@@ -8,8 +8,9 @@
 //! writes there: it is copied as it is (header and compressed bytes). The kept rows between two
 //! copied pages (a flipped row, and the rows of PREV_OUT's pages around it) are read from the
 //! input and encoded as plain pages with the output's codec and statistics settings. A chunk
-//! with a dictionary page keeps it: its copied pages refer to it, and so do a manifest's new
-//! pages of byte arrays (its label columns) when their values are all in it; others are plain.
+//! with a dictionary page keeps it: its copied pages refer to it, the new pages do not. A
+//! manifest's chunk with one keeps it too, extended with the values its new pages hold, and
+//! those are pages of ids into it (`splice_dictionary`).
 //!
 //! The chunk's metadata is rebuilt from both: sizes and encodings summed, each page's entry of the
 //! offset and column index taken from PREV_OUT's index or from the new pages', and statistics
@@ -40,13 +41,13 @@ use parquet::file::metadata::{
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, Length};
-use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
 
 use super::byte_rows::ByteRows;
 use super::chunk::{ChunkBytes, RawChunk};
+use super::splice_dictionary::SplicedDictionary;
 use crate::io::pages::{ChunkPages, Page, PageKind};
 use crate::io::parquet::FileSource;
 
@@ -216,7 +217,7 @@ pub(super) fn splice_column(
         check_input,
     };
     let segments = encode_segments(&sources, &descr, &pieces, keep, props)?;
-    let chunk = assemble(&chunk, &pieces, segments, removed).map_err(bad)?;
+    let chunk = assemble(&chunk, &pieces, segments, removed, None).map_err(bad)?;
     let kept = keep.count_set_bits() as u64;
     if chunk.close.rows_written != kept {
         return Err(bad(format!(
@@ -342,11 +343,14 @@ struct PrevChunk<'a> {
 /// The new chunk: `pieces` in order, PREV_OUT's pages copied as they are and `segments` (one
 /// per `Encode` piece, as encoded) between them, with its metadata, offset and column index
 /// rebuilt from both. `removed`: whether a value of PREV_OUT's chunk is not in the new one.
+/// `dictionary`: the dictionary page (and its size uncompressed, header included) that takes
+/// the place of PREV_OUT's, which then holds its values first.
 fn assemble(
     prev: &PrevChunk<'_>,
     pieces: &[Piece],
     segments: Vec<(Bytes, ColumnCloseResult)>,
     removed: bool,
+    dictionary: Option<(Bytes, i64)>,
 ) -> Result<RawChunk, String> {
     let (pchunk, locs) = (prev.chunk, prev.locations);
     let start = pchunk
@@ -385,8 +389,16 @@ fn assemble(
             .filter(|p| at(p.offset as i64) == 0)
             .filter(|p| (p.header_len + p.compressed) as usize == first_data)
             .ok_or("its dictionary page is not its first")?;
-        uncompressed += (dict.header_len + dict.uncompressed) as i64;
-        out.push(prev_bytes.slice(..first_data));
+        match dictionary {
+            Some((page, size)) => {
+                uncompressed += size;
+                out.push(page);
+            }
+            None => {
+                uncompressed += (dict.header_len + dict.uncompressed) as i64;
+                out.push(prev_bytes.slice(..first_data));
+            }
+        }
     } else if first_data != 0
         || (prev.walked.pages.first()).is_some_and(|p| p.kind == PageKind::Dictionary)
     {
@@ -681,41 +693,54 @@ pub(super) fn splice_manifest_column(
     if pages > MAX_PAGE_GROWTH * now_rows.len().div_ceil(limit).max(1) {
         return Ok(None);
     }
-    // A chunk with a dictionary page (the label columns: rule, region, source file): new pages
-    // of ids into it where their values are all in it, as a fresh run's pages are. Plain, a
-    // chain of nights grew the manifest by a few percent a night (rule 2.7×, region 1.5× after
-    // six nights of 100 changed members per million).
-    let dictionary = match pchunk.dictionary_page_offset() {
-        Some(_) if descr.physical_type() == PhysicalType::BYTE_ARRAY => {
-            Some(dictionary_values(prev.source, pchunk, total).map_err(bad)?)
-        }
-        _ => None,
-    };
-    let encode = |array: &arrow_array::ArrayRef| {
-        if let Some(values) = &dictionary {
-            let seeded =
-                super::labels::LabelWriter::seeded(descr.clone(), array.data_type(), props, values);
-            if let Some(mut w) = seeded {
-                w.write(array)?;
-                if let Some(c) = w.close_ids(values.len())? {
-                    return Ok((c.bytes.into_bytes(), c.close));
-                }
-            }
-        }
-        encode_array(descr, props, array)
-    };
-    let segments = pieces
+    // A chunk with a dictionary page: its new pages are ids into it, extended with the values
+    // they hold that it lacks (see `splice_dictionary`); a chunk that cannot be so is encoded
+    // whole, never given plain pages.
+    let arrays: Vec<arrow_array::ArrayRef> = pieces
         .iter()
         .filter_map(|p| match *p {
             Piece::Encode(s, e) => {
                 let r = today(s, e);
-                Some(encode(&column.slice(r.start, r.len())))
+                Some(column.slice(r.start, r.len()))
             }
             Piece::Copy(_) => None,
         })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|m| format!("manifest column '{name}': {m}"))?;
-    let chunk = assemble(&chunk, &pieces, segments, removed).map_err(bad)?;
+        .collect();
+    let mut dictionary = match pchunk.dictionary_page_offset() {
+        None => None,
+        Some(_) => match SplicedDictionary::read(prev.source, pchunk, total, descr).map_err(bad)? {
+            Some(d) => Some(d),
+            None => return Ok(None),
+        },
+    };
+    if let Some(d) = dictionary.as_mut() {
+        for a in &arrays {
+            if !d.extend(a).map_err(bad)? {
+                return Ok(None);
+            }
+        }
+    }
+    let dictionary_page = match &dictionary {
+        Some(d) => match d.page(descr, props) {
+            Ok(page) => page,
+            Err(_) => return Ok(None),
+        },
+        None => None,
+    };
+    let mut segments = Vec::with_capacity(arrays.len());
+    for a in &arrays {
+        let segment = match &dictionary {
+            Some(d) => match d.encode(descr, props, a) {
+                Ok(Some(s)) => s,
+                Ok(None) => return Ok(None),
+                Err(m) => return Err(format!("manifest column '{name}': {m}")),
+            },
+            None => encode_array(descr, props, a)
+                .map_err(|m| format!("manifest column '{name}': {m}"))?,
+        };
+        segments.push(segment);
+    }
+    let chunk = assemble(&chunk, &pieces, segments, removed, dictionary_page).map_err(bad)?;
     if chunk.close.rows_written as usize != now_rows.len() {
         return Err(bad(format!(
             "{} rows spliced where the manifest holds {}",
@@ -727,47 +752,6 @@ pub(super) fn splice_manifest_column(
         chunk,
         pages_copied,
     }))
-}
-
-/// The values of the dictionary page of `chunk` (of `rows` rows), PLAIN byte arrays, in the
-/// order its ids name them.
-fn dictionary_values(
-    source: &FileSource,
-    chunk: &ColumnChunkMetaData,
-    rows: usize,
-) -> Result<Vec<Bytes>, String> {
-    use parquet::column::page::{Page, PageReader};
-    let mut pages = SerializedPageReader::new(Arc::new(source.clone()), chunk, rows, None)
-        .map_err(|e| e.to_string())?;
-    let Some(Page::DictionaryPage {
-        buf,
-        num_values,
-        encoding: parquet::basic::Encoding::PLAIN | parquet::basic::Encoding::PLAIN_DICTIONARY,
-        ..
-    }) = pages.get_next_page().map_err(|e| e.to_string())?
-    else {
-        return Err("its first page is not a PLAIN dictionary page".into());
-    };
-    let bad = || String::from("its dictionary page does not hold the values it says");
-    let mut values = Vec::with_capacity(num_values as usize);
-    let mut at = 0usize;
-    for _ in 0..num_values {
-        let len = buf
-            .get(at..at + 4)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(|b| u32::from_le_bytes(b) as usize)
-            .ok_or_else(bad)?;
-        let end = (at + 4)
-            .checked_add(len)
-            .filter(|e| *e <= buf.len())
-            .ok_or_else(bad)?;
-        values.push(buf.slice(at + 4..end));
-        at = end;
-    }
-    if at != buf.len() {
-        return Err(bad());
-    }
-    Ok(values)
 }
 
 /// The values of `array` that are not null, when it is an Arrow array of `T`.

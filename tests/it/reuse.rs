@@ -1563,8 +1563,8 @@ fn integer_bounds_are_the_values(file: &Path) -> Vec<String> {
     checked
 }
 
-/// The data pages of `file`'s byte-array chunks that have a dictionary page: how many are
-/// dictionary ids, and the others (`column: encoding`).
+/// The data pages of `file`'s chunks that have a dictionary page: how many are dictionary ids,
+/// and the others (`column: encoding`).
 fn pages_beside_a_dictionary(file: &Path) -> (usize, Vec<String>) {
     use parquet::basic::Encoding;
     use parquet::column::page::Page;
@@ -1578,8 +1578,7 @@ fn pages_beside_a_dictionary(file: &Path) -> (usize, Vec<String>) {
         let rg = reader.get_row_group(i).unwrap();
         for c in 0..rg.num_columns() {
             let meta = rg.metadata().column(c);
-            let bytes = meta.column_type() == parquet::basic::Type::BYTE_ARRAY;
-            if meta.dictionary_page_offset().is_none() || !bytes {
+            if meta.dictionary_page_offset().is_none() {
                 continue;
             }
             let name = meta.column_path().string();
@@ -1604,9 +1603,9 @@ fn pages_beside_a_dictionary(file: &Path) -> (usize, Vec<String>) {
 /// greatest) `row` leaves; night 2 only another member, all of whose rows lie between, opts
 /// out. A bound night 1 kept from the row that left, read back night 2 as exact, made DuckDB
 /// answer `min(row)` with a row no longer excluded (found in review).
-/// And the new pages of a byte-array chunk with a dictionary page (rule, region, source file)
-/// are ids into it, as a fresh run's are: written plain, they grew the manifest night after
-/// night.
+/// And the new pages of a chunk with a dictionary page (rule, region, source file, the integer
+/// user ids) are ids into it, extended with the user ids that come (night 2), as a fresh run's
+/// pages are: written plain, they grew the manifest night after night.
 #[test]
 fn chained_spliced_manifests_keep_their_integer_bounds_and_dictionaries() {
     let (dir, mut world) = half_opted_out_world();
