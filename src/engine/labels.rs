@@ -201,12 +201,26 @@ impl LabelWriter {
         props: &WriterProperties,
     ) -> Option<LabelWriter> {
         let settings = Settings::of(&descr, data_type, props, true)?;
-        Some(LabelWriter {
+        Some(LabelWriter::with(
+            descr,
+            settings,
+            props,
+            props.dictionary_page_size_limit(),
+        ))
+    }
+
+    fn with(
+        descr: ColumnDescPtr,
+        settings: Settings,
+        props: &WriterProperties,
+        dictionary_limit: usize,
+    ) -> LabelWriter {
+        LabelWriter {
             optional: descr.max_def_level() == 1,
             settings,
             page_rows: props.data_page_row_count_limit().max(1),
             page_bytes: props.column_data_page_size_limit(descr.path()).max(1),
-            dictionary_limit: props.dictionary_page_size_limit(),
+            dictionary_limit,
             props: props.clone(),
             dict: Dictionary::default(),
             ids: Vec::new(),
@@ -214,7 +228,7 @@ impl LabelWriter {
             pages: Vec::new(),
             open: PageRows::default(),
             descr,
-        })
+        }
     }
 
     /// A writer of data pages only, their ids those of `dictionary` (PREV_OUT's dictionary page
@@ -229,20 +243,7 @@ impl LabelWriter {
         dictionary: &[Bytes],
     ) -> Option<LabelWriter> {
         let settings = Settings::of(&descr, data_type, props, false)?;
-        let mut w = LabelWriter {
-            optional: descr.max_def_level() == 1,
-            settings,
-            page_rows: props.data_page_row_count_limit().max(1),
-            page_bytes: props.column_data_page_size_limit(descr.path()).max(1),
-            dictionary_limit: usize::MAX,
-            props: props.clone(),
-            dict: Dictionary::default(),
-            ids: Vec::new(),
-            seen: Vec::new(),
-            pages: Vec::new(),
-            open: PageRows::default(),
-            descr,
-        };
+        let mut w = LabelWriter::with(descr, settings, props, usize::MAX);
         for (i, v) in dictionary.iter().enumerate() {
             if w.dict.id(v) as usize != i {
                 return None;

@@ -1468,6 +1468,7 @@ fn a_manifest_spliced_night_after_night_keeps_at_most_twice_a_fresh_runs_pages()
         {
             spliced += 1;
         }
+        crate::writers::keep_for_crosscheck(&out, &format!("reuse-manifest-pages-{night}"));
         prev = out;
     }
     assert!(
