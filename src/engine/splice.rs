@@ -571,8 +571,8 @@ pub(super) struct PrevManifest<'a> {
     pub rows: &'a [u32],
 }
 
-/// How many times the pages of a fresh run's a spliced manifest chunk may hold (see
-/// [`splice_manifest_column`]).
+/// A spliced manifest chunk holds at most this many times the pages a fresh run writes of its
+/// rows (counted by the row limit alone; see [`splice_manifest_column`]).
 const MAX_PAGE_GROWTH: usize = 2;
 
 /// Splice column `leaf` of a manifest row group: PREV_OUT's pages whose input rows, from their

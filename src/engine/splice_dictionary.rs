@@ -382,3 +382,88 @@ fn encode_ints(
     };
     Ok(Some((chunk.into_bytes(), close)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int32Array, RecordBatch};
+    use arrow_schema::{Field, Schema};
+    use parquet::basic::Compression;
+    use parquet::column::reader::{get_column_reader, ColumnReader};
+    use parquet::file::metadata::ColumnChunkMetaData;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::serialized_reader::SerializedPageReader;
+
+    use super::SplicedDictionary;
+    use crate::io::{open_parquet, Location, ReadOptions};
+
+    /// PREV_OUT's INT32 dictionary chunk, extended with the values of new pages (nulls among
+    /// them), and those pages: read back after the new dictionary page, they are the values
+    /// written, ids of PREV_OUT's values unchanged.
+    #[test]
+    fn an_integer_dictionary_extended_reads_back_as_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prev.parquet");
+        let field = Field::new("user_id", arrow_schema::DataType::Int32, true);
+        let schema = Arc::new(Schema::new(vec![field]));
+        let prev: ArrayRef = Arc::new(Int32Array::from(vec![7, -3, 7, 12, -3, 7]));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(Default::default()))
+            .set_data_page_row_count_limit(3)
+            .build();
+        let batch = RecordBatch::try_new(schema, vec![prev]).unwrap();
+        crate::io::parquet::write_for_test(&path, &batch, props.clone());
+        let pq = open_parquet(&Location::local(&path), ReadOptions::default()).unwrap();
+        let meta = pq.parquet_meta().clone();
+        let chunk = meta.row_group(0).column(0);
+        let descr = meta.file_metadata().schema_descr().column(0);
+        let mut d = SplicedDictionary::read(&pq.source(), chunk, 6, &descr)
+            .unwrap()
+            .expect("an INT32 dictionary");
+        assert_eq!(d.prev_len, 3);
+
+        let new: ArrayRef = Arc::new(Int32Array::from(vec![
+            Some(12),
+            None,
+            Some(i32::MIN),
+            Some(7),
+            Some(40),
+            None,
+            Some(i32::MIN),
+        ]));
+        assert!(d.extend(&new).unwrap());
+        assert_eq!(d.len(), 5);
+        let (dictionary, _) = d.page(&descr, &props).unwrap().expect("values appended");
+        let (pages, close) = d.encode(&descr, &props, &new).unwrap().expect("ids");
+        assert_eq!(close.rows_written, 7);
+        assert_eq!(
+            close.offset_index.as_ref().unwrap().page_locations().len(),
+            3
+        );
+
+        // The new dictionary page, then the pages, as one chunk.
+        let bytes = bytes::Bytes::from([dictionary.as_ref(), pages.as_ref()].concat());
+        let read_meta = ColumnChunkMetaData::builder(descr.clone())
+            .set_compression(chunk.compression())
+            .set_dictionary_page_offset(Some(0))
+            .set_data_page_offset(dictionary.len() as i64)
+            .set_total_compressed_size(bytes.len() as i64)
+            .set_num_values(7)
+            .build()
+            .unwrap();
+        let page_reader = SerializedPageReader::new(Arc::new(bytes), &read_meta, 7, None).unwrap();
+        let ColumnReader::Int32ColumnReader(mut r) =
+            get_column_reader(descr.clone(), Box::new(page_reader))
+        else {
+            panic!("not an INT32 reader");
+        };
+        let (mut values, mut defs) = (Vec::new(), Vec::new());
+        let (records, _, _) = r
+            .read_records(100, Some(&mut defs), None, &mut values)
+            .unwrap();
+        assert_eq!(records, 7);
+        assert_eq!(defs, vec![1, 0, 1, 1, 1, 0, 1]);
+        assert_eq!(values, vec![12, i32::MIN, 7, 40, i32::MIN]);
+    }
+}
