@@ -60,6 +60,15 @@ impl From<Bytes> for ChunkBytes {
 }
 
 impl ChunkBytes {
+    /// The chunk as one buffer (its pieces copied, unless there is one): for the few pages a
+    /// splice encodes between copied ones.
+    pub(super) fn into_bytes(self) -> Bytes {
+        match <[Bytes; 1]>::try_from(self.pieces) {
+            Ok([one]) => one,
+            Err(pieces) => Bytes::from(pieces.concat()),
+        }
+    }
+
     /// Append `b`.
     pub(super) fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
@@ -129,17 +138,6 @@ impl ChunkBytes {
         self.push(Bytes::from(header));
         self.push(body);
         Ok(spec)
-    }
-}
-
-impl ChunkBytes {
-    /// The chunk as one buffer (its pieces copied, unless there is one): for the few pages a
-    /// splice encodes between copied ones.
-    pub(super) fn into_bytes(self) -> Bytes {
-        match <[Bytes; 1]>::try_from(self.pieces) {
-            Ok([one]) => one,
-            Err(pieces) => Bytes::from(pieces.concat()),
-        }
     }
 }
 
@@ -244,12 +242,7 @@ impl Settings {
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => false,
             _ => return None,
         };
-        let codec = match props.compression(path) {
-            Compression::ZSTD(l) => PageCodec::Zstd(l.compression_level()),
-            Compression::SNAPPY => PageCodec::Snappy,
-            Compression::UNCOMPRESSED => PageCodec::Uncompressed,
-            _ => return None,
-        };
+        let codec = Settings::codec(props, path)?.codec;
         let fits = descr.physical_type() == Type::BYTE_ARRAY
             && descr.sort_order() == SortOrder::UNSIGNED
             && descr.max_rep_level() == 0
