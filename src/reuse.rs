@@ -320,8 +320,14 @@ fn write_keys(at: &Location, digests: &[(u64, u64)]) -> Result<KeysRecord> {
     let schema = keys_schema();
     let mut w = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(err)?;
     for chunk in digests.chunks(1 << 16) {
-        let h: ArrayRef = Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|p| p.0)));
-        let d: ArrayRef = Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|p| p.1)));
+        // Collected as vectors of the exact length (Arrow's `from_iter_values` grows a buffer
+        // value by value: ~1 % of a 10-per-million night's CPU).
+        let h: Vec<u64> = chunk.iter().map(|p| p.0).collect();
+        let d: Vec<u64> = chunk.iter().map(|p| p.1).collect();
+        let (h, d): (ArrayRef, ArrayRef) = (
+            Arc::new(UInt64Array::from(h)),
+            Arc::new(UInt64Array::from(d)),
+        );
         let batch = RecordBatch::try_new(schema.clone(), vec![h, d]).expect("schema matches");
         w.write(&batch).map_err(err)?;
     }
@@ -349,7 +355,17 @@ pub struct Previous {
     sources: Vec<SourceRecord>,
     /// Row groups whose user ids [`Previous::candidate`] read.
     searched: std::sync::atomic::AtomicU64,
+    /// Bytes of user-id columns [`Previous::candidate`] still may hold for the engine (see
+    /// [`HELD_USER_IDS`]).
+    ids_budget: std::sync::atomic::AtomicUsize,
 }
+
+/// At most this many bytes of the user-id columns read by the search are held for the row
+/// groups that hold a changed member, whose policy columns the engine reads again: it then
+/// reads the others alone (reading the policy columns again was a tenth of the CPU spent on
+/// such a row group, about half of it the ids). A night where most row groups hold a changed
+/// member reads the rest again, as before, rather than hold a whole corpus's ids.
+const HELD_USER_IDS: usize = 64 << 20;
 
 /// What one input may take from PREV_OUT.
 pub enum Reusable<'a> {
@@ -535,6 +551,7 @@ pub fn load_state(
         keys_copy,
         sources: state.sources,
         searched: Default::default(),
+        ids_budget: std::sync::atomic::AtomicUsize::new(HELD_USER_IDS),
     })))
 }
 
@@ -721,8 +738,15 @@ impl Previous {
         // And their user ids as read, so that a policy deciding by the user id alone decides
         // them again without reading the column a second time.
         let mut ids: Vec<Option<arrow_array::ArrayRef>> = vec![None; input.num_row_groups()];
+        // And all of their user ids, while the budget lasts, for the engine (`user_ids`).
+        let mut whole_ids: Vec<Option<arrow_array::ArrayRef>> = vec![None; input.num_row_groups()];
         let mut recorded_at = 0;
-        for ((rg, rows), ids) in changed.iter_mut().enumerate().zip(ids.iter_mut()) {
+        for (((rg, rows), ids), whole_ids) in changed
+            .iter_mut()
+            .enumerate()
+            .zip(ids.iter_mut())
+            .zip(whole_ids.iter_mut())
+        {
             let n = pq.row_group(rg).num_rows().max(0) as u64;
             if n == 0 {
                 continue;
@@ -739,13 +763,15 @@ impl Previous {
             let mut first = 0u32;
             let mut unreadable = false;
             let mut found: Vec<arrow_array::ArrayRef> = Vec::new();
+            let mut all: Vec<arrow_array::ArrayRef> = Vec::new();
             let read = input.read_row_group(&pq, rg, Some(&[column]), 1 << 16, None, &mut |b| {
                 if b.num_columns() != 1 {
                     unreadable = true;
                     return Ok(());
                 }
+                all.push(b.column(0).clone());
                 let mut here: Vec<u32> = Vec::new();
-                let r = digest::for_each_key_hash(b.column(0).as_ref(), &mut |i, h| {
+                let r = digest::for_each_key_hash(b.column(0).as_ref(), |i, h| {
                     if self.changed.contains(h) {
                         here.push(i as u32);
                     }
@@ -766,20 +792,26 @@ impl Previous {
             if read.is_err() || unreadable {
                 return Reusable::Nothing;
             }
-            *ids = match found.len() {
-                0 => None,
-                1 => found.pop(),
-                _ => {
-                    let parts: Vec<&dyn arrow_array::Array> =
-                        found.iter().map(|a| a.as_ref()).collect();
-                    arrow_select::concat::concat(&parts).ok()
+            *ids = concat_arrays(found);
+            if !rows.is_empty() {
+                let size: usize = all.iter().map(|a| a.get_array_memory_size()).sum();
+                let granted = self
+                    .ids_budget
+                    .fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |left| left.checked_sub(size),
+                    )
+                    .is_ok();
+                if granted {
+                    *whole_ids = concat_arrays(all);
                 }
-            };
+            }
         }
         if changed.iter().all(Vec::is_empty) {
             return Reusable::Whole(e);
         }
-        self.row_groups(e, input, changed, ids, decisions)
+        self.row_groups(e, input, changed, ids, whole_ids, decisions)
             .map_or(Reusable::Nothing, |p| Reusable::RowGroups(Arc::new(p)))
     }
 
@@ -802,6 +834,7 @@ impl Previous {
         input: &crate::io::ParquetFile,
         changed: Vec<Vec<u32>>,
         changed_ids: Vec<Option<arrow_array::ArrayRef>>,
+        user_ids: Vec<Option<arrow_array::ArrayRef>>,
         decisions: Option<crate::engine::PreviousDecisions>,
     ) -> Option<PreviousRowGroups> {
         let kept = &e.stats.kept_per_row_group;
@@ -859,6 +892,7 @@ impl Previous {
             kept: kept.clone(),
             changed_rows: changed,
             changed_ids,
+            user_ids,
             outputs: e
                 .outputs()
                 .into_iter()
@@ -896,6 +930,18 @@ impl Previous {
             }
         }
         Ok(Some(now))
+    }
+}
+
+/// The arrays as one (`None` when there are none or they do not concatenate).
+fn concat_arrays(mut arrays: Vec<arrow_array::ArrayRef>) -> Option<arrow_array::ArrayRef> {
+    match arrays.len() {
+        0 => None,
+        1 => arrays.pop(),
+        _ => {
+            let parts: Vec<&dyn arrow_array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            arrow_select::concat::concat(&parts).ok()
+        }
     }
 }
 

@@ -70,7 +70,7 @@ pub struct FileJob {
     pub input: Input,
     pub(super) decider: FileDecider,
     /// The file's schema as pass 1 reads it (string policy columns as dictionaries).
-    decision_schema: SchemaRef,
+    pub(super) decision_schema: SchemaRef,
     pub(super) decision_mask: ProjectionMask,
     /// Pass 2 re-uses what pass 1 decoded: `(root column, its position in the pass-1 batch)`
     /// for every pass-1 column, and `payload_mask` projects only the other root columns.
@@ -149,6 +149,10 @@ pub struct PreviousRowGroups {
     /// Per input row group, the user ids of its `changed_rows`, as read to find them (`None`
     /// where they could not be kept: then the row group's policy columns are read again).
     pub changed_ids: Vec<Option<arrow_array::ArrayRef>>,
+    /// Per input row group holding a changed member, all of its user ids as read to find
+    /// them, when they could be held (a budget bounds them): the engine then reads its other
+    /// policy columns alone.
+    pub user_ids: Vec<Option<arrow_array::ArrayRef>>,
     /// PREV_OUT's outputs of the input (data, manifest, decisions), as `_state/` recorded them:
     /// `(folder, location, written)`.
     pub outputs: Vec<(&'static str, Location, crate::io::Written)>,

@@ -52,9 +52,10 @@ fn inline_key(v: &[u8]) -> Option<u128> {
 }
 
 /// A multiply-fold hash for the map's keys: they are short and come from one column, no
-/// adversary chooses them to collide (and a collision only costs a comparison).
+/// adversary chooses them to collide (and a collision only costs a comparison). Also the
+/// hash of a spliced dictionary's values (`splice_dictionary`), which are the same kind.
 #[derive(Default)]
-struct Fold(u64);
+pub(super) struct Fold(u64);
 
 impl Hasher for Fold {
     fn finish(&self) -> u64 {
@@ -81,7 +82,7 @@ impl Hasher for Fold {
     }
 }
 
-type FoldMap<K> = HashMap<K, u32, BuildHasherDefault<Fold>>;
+pub(super) type FoldMap<K> = HashMap<K, u32, BuildHasherDefault<Fold>>;
 
 /// Slots of [`Dictionary`]'s cache.
 const CACHE_SLOTS: usize = 256;

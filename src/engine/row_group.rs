@@ -132,6 +132,28 @@ pub(super) fn process_row_group(
     // The policy's columns, checked first (and, from an object store, fetched alone), read
     // when a decision or the manifest needs them.
     let read_decided = || -> Result<RecordBatch> {
+        // Its user ids as `--reuse`'s search read them, when it held them: the other policy
+        // columns alone are checked and read (the ids' pages were checked as the search read
+        // them). A footer that is not what the pages say has them all read again.
+        let held = job
+            .previous
+            .as_ref()
+            .and_then(|p| p.user_ids.get(rg)?.as_ref())
+            .and_then(|ids| HeldIds::of(job, footer.pq.file_metadata().schema_descr(), ids));
+        if let Some(held) = &held {
+            let corrected = match &held.others {
+                Some(mask) => job
+                    .input
+                    .parquet
+                    .check_columns(&footer.pq, rg, Some(mask))?
+                    .corrected
+                    .is_some(),
+                None => false,
+            };
+            if !corrected {
+                return decision_batch_with_ids(job, rg, rows, &footer, &source, held).map_err(err);
+            }
+        }
         let checked = job
             .input
             .parquet
@@ -695,6 +717,92 @@ fn read_decision_batch(
         )));
     }
     Ok(batch)
+}
+
+/// A row group's user ids held from `--reuse`'s search, and what else its policy columns are.
+struct HeldIds<'a> {
+    ids: &'a ArrayRef,
+    /// Its position among the policy columns.
+    at: usize,
+    /// The other policy columns' roots (ascending), and their projection (`None`: none).
+    roots: Vec<usize>,
+    others: Option<ProjectionMask>,
+}
+
+impl<'a> HeldIds<'a> {
+    /// `None` when the ids are not the policy columns' user-id column as pass 1 reads it.
+    fn of(job: &FileJob, descr: &SchemaDescriptor, ids: &'a ArrayRef) -> Option<HeldIds<'a>> {
+        let root = job.decision_schema.index_of(job.user_id.as_deref()?).ok()?;
+        if job.decision_schema.field(root).data_type() != ids.data_type() {
+            return None;
+        }
+        let at = job.reused.iter().position(|(r, _)| *r == root)?;
+        let roots: Vec<usize> = job
+            .reused
+            .iter()
+            .map(|(r, _)| *r)
+            .filter(|r| *r != root)
+            .collect();
+        let others = (!roots.is_empty()).then(|| ProjectionMask::roots(descr, roots.clone()));
+        Some(HeldIds {
+            ids,
+            at,
+            roots,
+            others,
+        })
+    }
+}
+
+/// [`read_decision_batch`] with the user ids `held`: the other policy columns are read, and the
+/// batch holds the columns, in the order, reading them all gives.
+fn decision_batch_with_ids(
+    job: &FileJob,
+    rg: usize,
+    rows: u64,
+    readers: &Readers,
+    source: &FileSource,
+    held: &HeldIds<'_>,
+) -> std::result::Result<RecordBatch, ReadError> {
+    if held.ids.len() as u64 != rows {
+        return Err(ReadError::Invalid(format!(
+            "the footer says {rows} rows but {} user ids were decoded",
+            held.ids.len()
+        )));
+    }
+    let mut columns: Vec<ArrayRef> = match &held.others {
+        None => Vec::new(),
+        Some(mask) => {
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                source.clone(),
+                readers.decision.clone(),
+            )
+            .with_projection(mask.clone())
+            .with_row_groups(vec![rg])
+            .with_batch_size(rows as usize)
+            .build()?;
+            let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+            let decoded: usize = batches.iter().map(|b| b.num_rows()).sum();
+            if decoded as u64 != rows {
+                return Err(ReadError::Invalid(format!(
+                    "the footer says {rows} rows but {decoded} were decoded"
+                )));
+            }
+            match batches.as_slice() {
+                [one] => one.columns().to_vec(),
+                _ => (0..held.roots.len())
+                    .map(|c| {
+                        let parts: Vec<&dyn arrow_array::Array> =
+                            batches.iter().map(|b| b.column(c).as_ref()).collect();
+                        arrow_select::concat::concat(&parts)
+                    })
+                    .collect::<std::result::Result<_, _>>()?,
+            }
+        }
+    };
+    columns.insert(held.at, held.ids.clone());
+    let roots: Vec<usize> = job.reused.iter().map(|(r, _)| *r).collect();
+    let schema = readers.decision.schema().project(&roots)?;
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
 /// Add each row's rule and (region, kept or excluded) to `counts`.

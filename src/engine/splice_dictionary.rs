@@ -16,7 +16,6 @@
 //! outgrow the dictionary page limit (where a fresh run falls back to plain pages) is `None`:
 //! the manifest row group is then encoded whole.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -36,15 +35,15 @@ use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::ColumnDescriptor;
 
 use super::chunk::{each_value, push_level, rle_levels, ChunkBytes, PageKind, Settings};
-use super::labels::{bits_for, rle_hybrid, LabelWriter};
+use super::labels::{bits_for, rle_hybrid, FoldMap, LabelWriter};
 use crate::io::parquet::FileSource;
 
 /// A dictionary's values, in id order.
 enum Values {
     /// Byte arrays, and each one's id.
-    Bytes(Vec<Bytes>, HashMap<Bytes, u32>),
+    Bytes(Vec<Bytes>, FoldMap<Bytes>),
     /// Integers of `width` bytes (4 or 8), and each one's id.
-    Ints(usize, Vec<i64>, HashMap<i64, u32>),
+    Ints(usize, Vec<i64>, FoldMap<i64>),
 }
 
 /// PREV_OUT's dictionary of a chunk, and the values appended to it.
@@ -255,8 +254,8 @@ impl SplicedDictionary {
 }
 
 /// Each value's id, its index; `None` when one appears twice.
-fn ids_of<T: Clone + Eq + std::hash::Hash>(values: &[T]) -> Option<HashMap<T, u32>> {
-    let mut ids = HashMap::with_capacity(values.len());
+fn ids_of<T: Clone + Eq + std::hash::Hash>(values: &[T]) -> Option<FoldMap<T>> {
+    let mut ids = FoldMap::with_capacity_and_hasher(values.len(), Default::default());
     for (i, v) in values.iter().enumerate() {
         if ids.insert(v.clone(), i as u32).is_some() {
             return None;
@@ -287,7 +286,7 @@ fn encode_ints(
     props: &WriterProperties,
     array: &ArrayRef,
     dictionary: usize,
-    ids: &HashMap<i64, u32>,
+    ids: &FoldMap<i64>,
 ) -> Result<Option<(Bytes, ColumnCloseResult)>, String> {
     let path = descr.path();
     let fits = descr.max_rep_level() == 0

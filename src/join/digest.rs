@@ -124,8 +124,25 @@ pub fn key_hash(k: KeyRef) -> u64 {
 /// Call `f` with the row and the hash of every non-null key of a corpus key column.
 pub fn for_each_key_hash(
     array: &dyn Array,
-    f: &mut dyn FnMut(usize, u64),
+    mut f: impl FnMut(usize, u64),
 ) -> std::result::Result<(), String> {
+    // A 64-bit integer column (the usual user id) hashed straight from its values, as
+    // `key_hash` hashes them: it is read for every row of every row group a changed member may
+    // be in, and of every row group a run records its members of.
+    if let Some(a) =
+        arrow_array::cast::AsArray::as_primitive_opt::<arrow_array::types::Int64Type>(array)
+    {
+        let flip = |v: i64| (v as u64) ^ (1 << 63);
+        match a.nulls() {
+            None => a
+                .values()
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| f(i, flip(*v))),
+            Some(n) => n.valid_indices().for_each(|i| f(i, flip(a.value(i)))),
+        }
+        return Ok(());
+    }
     for_each_key(array, &mut |i, k| {
         if let Some(k) = k {
             f(i, key_hash(k))
@@ -514,6 +531,48 @@ mod tests {
             c.push(h, d).unwrap();
         }
         c.finish()
+    }
+
+    /// The hashes of a 64-bit integer column, taken straight from its values, are `key_hash`'s
+    /// of each row's key, as the same values in another integer type give them; nulls are
+    /// skipped.
+    #[test]
+    fn int64_columns_hash_as_their_keys_do() {
+        use arrow_array::{Int32Array, Int64Array};
+        let values = [
+            Some(i64::MIN),
+            Some(-1),
+            None,
+            Some(0),
+            Some(7),
+            None,
+            Some(i64::MAX),
+        ];
+        let hashes = |a: &dyn Array| {
+            let mut out = Vec::new();
+            for_each_key_hash(a, |i, h| out.push((i, h))).unwrap();
+            out
+        };
+        let want: Vec<(usize, u64)> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i, key_hash(KeyRef::Int(v as i128)))))
+            .collect();
+        assert_eq!(hashes(&Int64Array::from(values.to_vec())), want);
+        let all: Vec<i64> = values.iter().flatten().copied().collect();
+        let want_all: Vec<(usize, u64)> = all
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, key_hash(KeyRef::Int(*v as i128))))
+            .collect();
+        assert_eq!(hashes(&Int64Array::from(all.clone())), want_all);
+        // Small ids hash alike whether the column holds them as 32 or 64 bits.
+        let small = [Some(-5i32), None, Some(42)];
+        let wide: Vec<Option<i64>> = small.iter().map(|v| v.map(i64::from)).collect();
+        assert_eq!(
+            hashes(&Int32Array::from(small.to_vec())),
+            hashes(&Int64Array::from(wide))
+        );
     }
 
     #[test]

@@ -118,7 +118,13 @@ fn read_part(
         .flatten()
         .filter(|c| *c != spec.key && !spec.extra.iter().any(|e| e == c))
         .collect();
-    part_of(&file.location, &schema, spec, values, &mut |names, each| {
+    // Every row is read when no members are picked out: the part's vectors are sized for
+    // them once (grown by doubling, a million members' were copied and faulted in again).
+    let rows = match &matcher {
+        None => pq.parquet_meta().file_metadata().num_rows().max(0) as usize,
+        Some(_) => 0,
+    };
+    let read: &mut ReadBatches<'_> = &mut |names, each| {
         let meta = pq.parquet_meta().clone();
         let columns = |rg: usize, select, f: &mut dyn FnMut(RecordBatch) -> Result<()>| {
             pq.read_row_group_by_column(&meta, rg, names, &as_dictionary, 64 * 1024, select, f)
@@ -180,7 +186,8 @@ fn read_part(
             })
             .collect::<Result<Vec<_>>>()?;
         selected.into_iter().flatten().try_for_each(each)
-    })
+    };
+    part_of(&file.location, &schema, spec, values, rows, read)
 }
 
 /// The batches of one snapshot part: `read(columns, f)` calls `f` on each batch, holding at
@@ -189,12 +196,14 @@ type ReadBatches<'a> =
     dyn FnMut(&[&str], &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> + 'a;
 
 /// The rows of one snapshot part of `schema` (a file, or batches in memory), checked against
-/// the policy's `consent_table` section; `path` names it in errors.
+/// the policy's `consent_table` section; `path` names it in errors. `rows`: how many it is
+/// known to hold (0 when unknown), for sizing its vectors.
 fn part_of(
     path: &Location,
     schema: &arrow_schema::Schema,
     spec: &ConsentTableSpec,
     values: Option<&ConsentValues>,
+    rows: usize,
     read: &mut ReadBatches<'_>,
 ) -> Result<(Part, KeyKind)> {
     for c in spec.columns() {
@@ -240,9 +249,9 @@ fn part_of(
     let names = spec.columns();
     let mut part = Part {
         keys: Vec::new(),
-        region: Vec::new(),
-        consent: Vec::new(),
-        updated: Vec::new(),
+        region: Vec::with_capacity(rows),
+        consent: Vec::with_capacity(rows),
+        updated: Vec::with_capacity(rows),
         extras: vec![Vec::new(); spec.extra.len()],
     };
     // Each batch's regions, consents and update times are mapped on the pool's threads, about
@@ -353,7 +362,7 @@ struct Rows {
 }
 
 fn concat(
-    parts: Vec<Part>,
+    mut parts: Vec<Part>,
     kind: KeyKind,
     path: &Location,
     spec: &ConsentTableSpec,
@@ -362,6 +371,15 @@ fn concat(
     // again and again (a fifth of a run that reads the snapshot to index a few members).
     // The keys (the largest, gathered on the pool: see `KeyBuf::gather`) beside the rest.
     let rows: usize = parts.iter().map(|p| p.updated.len()).sum();
+    // One file (the usual snapshot): its part's vectors are the rows' as they are.
+    let single = match parts.as_mut_slice() {
+        [p] => Some((
+            std::mem::take(&mut p.region),
+            std::mem::take(&mut p.consent),
+            std::mem::take(&mut p.updated),
+        )),
+        _ => None,
+    };
     let gather_keys = || -> Result<KeyBuf> {
         let arrays: Vec<&dyn Array> = parts
             .iter()
@@ -371,17 +389,22 @@ fn concat(
         KeyBuf::gather(kind, &arrays).map_err(|m| snapshot_err(path, &spec.key, m))
     };
     let gather_rest = || {
+        let mut extras: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.extra.len()];
+        for p in &parts {
+            for (i, e) in p.extras.iter().enumerate() {
+                extras[i].extend(e.iter().cloned());
+            }
+        }
+        if let Some((region, consent, updated)) = single {
+            return (region, consent, updated, extras);
+        }
         let mut region = Vec::with_capacity(rows);
         let mut consent = Vec::with_capacity(rows);
         let mut updated = Vec::with_capacity(rows);
-        let mut extras: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.extra.len()];
         for p in &parts {
             region.extend_from_slice(&p.region);
             consent.extend_from_slice(&p.consent);
             updated.extend_from_slice(&p.updated);
-            for (i, e) in p.extras.iter().enumerate() {
-                extras[i].extend(e.iter().cloned());
-            }
         }
         (region, consent, updated, extras)
     };
@@ -514,6 +537,7 @@ pub fn consent_table_in_memory(
         &table.schema,
         spec,
         consent_values,
+        table.batches.iter().map(|b| b.num_rows()).sum(),
         &mut |_, each| table.batches.iter().try_for_each(|b| each(b.clone())),
     )?;
     index(vec![part], kind, &table.name, 0, String::new(), spec, only)
