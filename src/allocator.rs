@@ -15,18 +15,23 @@
 /// free for reuse: measured on the benchmark, peak RSS ~25 % lower and flat from 4 to 8 M
 /// rows, a third of the page faults.
 ///
-/// And at most one arena per core (glibc's default is eight per core). A run has more threads
+/// And at most two arenas per core (glibc's default is eight per core). A run has more threads
 /// than cores (the pools, the writer, the member digests beside the engine), each arena keeps
 /// what was freed in it, and a block freed by one thread is reused only by threads on its arena:
-/// with two cores, alternating with glibc's default, peak RSS went from 217–225 MiB to 169–190
-/// (join write-heavy) and from 176–181 MiB to 134 (join), in the same time; the inline
-/// write-heavy job's rose from 151–153 MiB to 164–169. Threads never run more at once than
-/// there are cores, so they wait no more for an arena's lock. Call before any thread starts.
+/// with two cores, alternating with glibc's default, one arena per core took peak RSS from
+/// 217–225 MiB to 169–190 (join write-heavy) and from 176–181 MiB to 134 (join), in the same
+/// time. But a `--reuse` night runs a dozen short-lived threads beside the pools (hashing,
+/// writing keys.parquet, placing files, trimming), and with one arena per core they queued on
+/// the arenas' locks (futex waits in malloc were ~2 % of its samples): two per core took its
+/// CPU from 457 ms to 445 and its wall from 283 ms to 276 (medians of twenty alternating
+/// nights; a third round with four per core gave 442 ms, no clearer gain), while the bench's
+/// fresh jobs' time did not move and their peak RSS rose by 0–20 MiB (join write-heavy
+/// 147–167 MiB against 134–150, still a fifth of DuckDB's). Call before any thread starts.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
+        let arenas = i32::try_from(cores.max(2) * 2).unwrap_or(i32::MAX);
         // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
