@@ -360,12 +360,13 @@ pub struct Previous {
     ids_budget: std::sync::atomic::AtomicUsize,
 }
 
-/// At most this many bytes of the user-id columns read by the search are held for the row
-/// groups that hold a changed member, whose policy columns the engine reads again: it then
-/// reads the others alone (reading the policy columns again was a tenth of the CPU spent on
-/// such a row group, about half of it the ids). A night where most row groups hold a changed
-/// member reads the rest again, as before, rather than hold a whole corpus's ids.
-const HELD_USER_IDS: usize = 64 << 20;
+/// At most this many bytes of the user-id columns read by the search (and no more than a
+/// sixteenth of `--max-memory`) are held for the row groups that hold a changed member, whose
+/// policy columns the engine reads again: it then reads the others alone (reading the policy
+/// columns again was a tenth of the CPU spent on such a row group, about half of it the ids).
+/// A night where most row groups hold a changed member reads the rest again, as before, rather
+/// than hold a whole corpus's ids.
+const HELD_USER_IDS: u64 = 64 << 20;
 
 /// What one input may take from PREV_OUT.
 pub enum Reusable<'a> {
@@ -551,7 +552,9 @@ pub fn load_state(
         keys_copy,
         sources: state.sources,
         searched: Default::default(),
-        ids_budget: std::sync::atomic::AtomicUsize::new(HELD_USER_IDS),
+        ids_budget: std::sync::atomic::AtomicUsize::new(
+            usize::try_from(HELD_USER_IDS.min(read.max_memory / 16)).unwrap_or(0),
+        ),
     })))
 }
 
