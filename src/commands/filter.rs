@@ -337,8 +337,8 @@ fn run_with(
     // after keys.parquet is written, below): its digests, search and few row groups allocate
     // from that memory instead of faulting in fresh pages. A 10-per-million night: CPU 441 ms
     // against 466, wall 279 against 291 (medians of sixteen alternating runs), peak RSS
-    // 114-123 MiB against 88-93; a 1,000-per-million night, which recomputes every file:
-    // 150-171 MiB against 142. A fresh run, whose engine holds far more for far longer, still
+    // 111-121 MiB against 86-94; a 1,000-per-million night, which recomputes every file:
+    // 147-167 MiB against 139. A fresh run, whose engine holds far more for far longer, still
     // hands the memory back.
     let keep_freed = plan.reuse.is_some();
     if !keep_freed {
