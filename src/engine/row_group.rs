@@ -162,7 +162,7 @@ pub(super) fn process_row_group(
             Some(pq) => Arc::new(job.readers_for(pq.clone())?),
             None => footer.clone(),
         };
-        read_decision_batch(job, rg, rows, &readers, &source).map_err(err)
+        read_decision_batch(rg, rows, &readers, &source, &job.decision_mask).map_err(err)
     };
     let rules = policy.rules.len();
     // `--reuse`: PREV_OUT's decisions of this row group, when it recorded them; then only the
@@ -688,19 +688,19 @@ pub(super) struct SplicedColumn {
     pages_copied: u64,
 }
 
-/// Pass 1: read the policy columns of the row group.
+/// Pass 1: read the policy columns of the row group (`columns`: all of them, or some).
 fn read_decision_batch(
-    job: &FileJob,
     rg: usize,
     rows: u64,
     readers: &Readers,
     source: &FileSource,
+    columns: &ProjectionMask,
 ) -> std::result::Result<RecordBatch, ReadError> {
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
         source.clone(),
         readers.decision.clone(),
     )
-    .with_projection(job.decision_mask.clone())
+    .with_projection(columns.clone())
     .with_row_groups(vec![rg])
     .with_batch_size(rows as usize)
     .build()?;
@@ -724,8 +724,7 @@ struct HeldIds<'a> {
     ids: &'a ArrayRef,
     /// Its position among the policy columns.
     at: usize,
-    /// The other policy columns' roots (ascending), and their projection (`None`: none).
-    roots: Vec<usize>,
+    /// The other policy columns' projection (`None`: there are none).
     others: Option<ProjectionMask>,
 }
 
@@ -743,13 +742,8 @@ impl<'a> HeldIds<'a> {
             .map(|(r, _)| *r)
             .filter(|r| *r != root)
             .collect();
-        let others = (!roots.is_empty()).then(|| ProjectionMask::roots(descr, roots.clone()));
-        Some(HeldIds {
-            ids,
-            at,
-            roots,
-            others,
-        })
+        let others = (!roots.is_empty()).then(|| ProjectionMask::roots(descr, roots));
+        Some(HeldIds { ids, at, others })
     }
 }
 
@@ -771,33 +765,9 @@ fn decision_batch_with_ids(
     }
     let mut columns: Vec<ArrayRef> = match &held.others {
         None => Vec::new(),
-        Some(mask) => {
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-                source.clone(),
-                readers.decision.clone(),
-            )
-            .with_projection(mask.clone())
-            .with_row_groups(vec![rg])
-            .with_batch_size(rows as usize)
-            .build()?;
-            let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
-            let decoded: usize = batches.iter().map(|b| b.num_rows()).sum();
-            if decoded as u64 != rows {
-                return Err(ReadError::Invalid(format!(
-                    "the footer says {rows} rows but {decoded} were decoded"
-                )));
-            }
-            match batches.as_slice() {
-                [one] => one.columns().to_vec(),
-                _ => (0..held.roots.len())
-                    .map(|c| {
-                        let parts: Vec<&dyn arrow_array::Array> =
-                            batches.iter().map(|b| b.column(c).as_ref()).collect();
-                        arrow_select::concat::concat(&parts)
-                    })
-                    .collect::<std::result::Result<_, _>>()?,
-            }
-        }
+        Some(mask) => read_decision_batch(rg, rows, readers, source, mask)?
+            .columns()
+            .to_vec(),
     };
     columns.insert(held.at, held.ids.clone());
     let roots: Vec<usize> = job.reused.iter().map(|(r, _)| *r).collect();
