@@ -859,8 +859,18 @@ impl KeyBuf {
     /// The keys at `order` (sorted, distinct), compactly.
     pub(super) fn build(&self, order: &[u32]) -> Keys {
         match self {
-            KeyBuf::Int { vals, .. } => {
-                // The usual case in one pass on the pool's threads, straight into place.
+            KeyBuf::Int { vals, bounds, .. } => {
+                // The usual case in one pass on the pool's threads, straight into place. Known
+                // to fit by the gathered bounds, the keys are collected as an indexed iterator
+                // (each thread writing its own part of the vector); checked key by key, they
+                // were collected in pieces and then copied into one on a single thread, 6 ms
+                // of a million members' index on a `--reuse` night's critical path.
+                let (least, most) = *bounds;
+                if least >= i64::MIN as i128 && most <= i64::MAX as i128 {
+                    return Keys::Signed(
+                        order.par_iter().map(|i| vals[*i as usize] as i64).collect(),
+                    );
+                }
                 let signed: Option<Vec<i64>> = order
                     .par_iter()
                     .map(|i| i64::try_from(vals[*i as usize]).ok())
