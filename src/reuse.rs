@@ -63,7 +63,9 @@ const KEYS: &str = "keys.parquet";
 // 3: entries of runs that join anything record each row's decision.
 // 4: the decisions record a member filter per row group (since, optionally, each source's
 //    size: records without it are read as before).
-const FORMAT: u32 = 4;
+// 5: under a policy that decides a member's rows by its region and consent alone, keys.parquet
+//    digests each member by its region and rule, not its values (`join::digest`).
+const FORMAT: u32 = 5;
 
 /// `_state/files.json`; a shard's travels in its marker to `commit`, which merges them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1031,7 +1033,7 @@ mod tests {
         // The snapshot's size recorded (5 bytes), the list's not (a record made before sizes).
         std::fs::write(
             dir.path().join("prev/_state/files.json"),
-            r#"{"format": 4, "header": {"format": 6, "corpusgate_version": "0.1.0",
+            r#"{"format": 5, "header": {"format": 6, "corpusgate_version": "0.1.0",
                 "policy_sha256": "p", "join_sha256": [], "options": "o"},
               "sources": [
                 {"name": "consent_table", "files": 1, "rows": 1, "distinct": 1, "sha256": "s",

@@ -373,6 +373,9 @@ fn run_with(
     // What the join says of each member, recorded for the next run's --reuse (and compared
     // with PREV_OUT's record by this one's): computed at most once, and held only when the
     // comparison asked for it first.
+    // A policy that decides a member's rows by its region and consent alone has its members
+    // digested by their region and rule (see `join::digest::member_digests`).
+    let member_rules = crate::decide::member_rule_table(policy);
     let digest_now = || -> Result<Vec<(u64, u64)>> {
         if narrowed {
             // Never digests of a snapshot loaded for some members only: PREV_OUT's record
@@ -386,7 +389,7 @@ fn run_with(
         let j = join
             .as_deref()
             .expect("digests are asked for only when joining");
-        pool.install(|| crate::join::digest::member_digests(j))
+        pool.install(|| crate::join::digest::member_digests(j, member_rules.as_deref()))
             .map_err(|m| Error::Usage(format!("--consent-table: {m}")))
     };
     let computed: std::sync::OnceLock<Vec<(u64, u64)>> = std::sync::OnceLock::new();

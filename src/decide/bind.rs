@@ -231,6 +231,38 @@ impl<'a> Binder<'a> {
     }
 }
 
+/// When every row of a member is decided by that member's snapshot row alone — every condition
+/// is on region or consent, and neither is read from the corpus — the rule deciding each
+/// (region, consent) pair, indexed `region.index() * 3 + consent`: a row is then decided by
+/// this table at its member's region and consent (both unknown for a row with no member), as
+/// [`FileDecider::decide`] decides it, in any file. `None` for any other policy.
+///
+/// `--reuse` digests a member by what this gives it (its region and rule) instead of its values:
+/// a consent that flips where the region excludes the member anyway changes no row's decision,
+/// manifest row or count, so it changes no digest either.
+pub fn member_rule_table(policy: &Policy) -> Option<Vec<RuleId>> {
+    let consent_from_corpus = policy.corpus_consent().is_some() && policy.consent_values.is_some();
+    if policy.corpus_region().is_some() || consent_from_corpus {
+        return None;
+    }
+    let simple = |c: &Condition| match c {
+        Condition::Region { set, .. } => Some(CompiledCondition::Region(*set)),
+        Condition::Consent(set) => Some(CompiledCondition::Consent(set.0)),
+        Condition::Where(_) | Condition::UserIn(_) => None,
+    };
+    let rules = policy
+        .rules
+        .iter()
+        .map(|r| {
+            Some(CompiledRule {
+                when: r.when.iter().map(simple).collect::<Option<_>>()?,
+                unless: r.unless.iter().map(simple).collect::<Option<_>>()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    decision_table(&rules)
+}
+
 /// When every condition is on region or consent: the rule deciding each (region, consent) pair,
 /// so that deciding a row is a lookup.
 fn decision_table(rules: &[CompiledRule]) -> Option<Vec<RuleId>> {

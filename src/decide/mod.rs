@@ -277,6 +277,7 @@ mod bind;
 mod eval;
 mod literal;
 
+pub use bind::member_rule_table;
 use eval::BatchCtx;
 pub use literal::cast_exact;
 

@@ -546,3 +546,33 @@ fn column_comparisons_never_turn_unconvertible_values_into_nulls() {
     let err = d.decide(&batch(u64::MAX)).unwrap_err();
     assert!(err.contains("Int64"), "{err}");
 }
+
+#[test]
+fn a_member_rule_table_exists_only_where_the_snapshot_alone_decides() {
+    let values = "consent_values: {granted: [opt_in], denied: [opt_out]}\n";
+    let snapshot = "consent_table: {key: id, region: country, consent: consent}\n";
+    let rules = "rules:\n  - id: paused\n    if: {region: [GB]}\n    then: exclude\n  \
+        - id: opted-out\n    if: {consent: denied}\n    then: exclude\n  \
+        - id: allowed\n    then: include\n";
+    let text = |columns: &str, snapshot: &str, rules: &str| {
+        format!("policy: p\ncolumns: {columns}\n{snapshot}{values}{rules}")
+    };
+    let t = member_rule_table(&policy(&text("{user_id: id}", snapshot, rules)))
+        .expect("region and consent from the snapshot");
+    let at =
+        |code: &str, c: ConsentState| t[crate::region::normalize(code).index() * 3 + c as usize];
+    assert_eq!(at("GB", ConsentState::Granted), RuleId(0));
+    assert_eq!(at("GB", ConsentState::Denied), RuleId(0));
+    assert_eq!(at("US", ConsentState::Denied), RuleId(1));
+    assert_eq!(at("US", ConsentState::Unknown), RuleId(2));
+    // A rule on a corpus column, or the region read from the corpus: a row is not decided by
+    // its member alone.
+    let on_column = rules.replace("{region: [GB]}", "{where: [{column: age, lt: 18}]}");
+    assert!(member_rule_table(&policy(&text("{user_id: id}", snapshot, &on_column))).is_none());
+    let inline_region = text(
+        "{user_id: id, region: country}",
+        "consent_table: {key: id, consent: consent}\n",
+        rules,
+    );
+    assert!(member_rule_table(&policy(&inline_region)).is_none());
+}

@@ -4,6 +4,9 @@
 //!
 //! A member is named by a 64-bit hash of its key ([`key_hash`]) and described by a 64-bit digest
 //! of its snapshot row (region, consent, extras, after newest-wins) and of its list memberships.
+//! Under a policy whose rules read only region and consent, both from the snapshot, the snapshot
+//! row is digested as what decides its rows instead: its region and the rule its region and
+//! consent pick (see [`member_digests`]).
 //! Several contributions under one hash (a member in the snapshot and in a list, or two keys
 //! whose hashes collide) are added up, so the record has one entry per hash and its order does
 //! not matter. The digest is XXH3-64 (seed 0) of the member's bytes: a change goes unseen only if
@@ -152,9 +155,48 @@ pub fn for_each_key_hash(
 
 /// `(key hash, digest)` of every member of the snapshot and the lists, sorted by hash, one
 /// entry per hash.
-pub fn member_digests(join: &JoinData) -> std::result::Result<Vec<(u64, u64)>, String> {
+///
+/// `decided_by`: when the policy decides every row of a member by the member's region and
+/// consent alone, its rule for each (region, consent) pair (`decide::member_rule_table`). A
+/// snapshot member is then digested by what its rows are decided (its region and that rule),
+/// not by its values: a change that moves no row's decision, manifest row or count (a consent
+/// that flips where the region excludes the member anyway) is no change, and the member's rows
+/// are not looked for. Its extras are read by no rule then, and digested not at all. The policy
+/// is the same whenever PREV_OUT's record is compared (a policy that differs reuses nothing).
+pub fn member_digests(
+    join: &JoinData,
+    decided_by: Option<&[crate::policy::RuleId]>,
+) -> std::result::Result<Vec<(u64, u64)>, String> {
     let mut parts: Vec<Vec<(u64, u64)>> = Vec::new();
-    if let Some(t) = &join.table {
+    if let (Some(t), Some(rules)) = (&join.table, decided_by) {
+        let unknown = crate::policy::ConsentState::Unknown as u8;
+        let mut table_part = vec![(0u64, 0u64); t.keys.len()];
+        table_part
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let mut buf: Vec<u8> = Vec::with_capacity(64);
+                for (o, i) in out.iter_mut().zip(c * CHUNK..) {
+                    let k = t.keys.get(i);
+                    let region = t
+                        .region
+                        .as_ref()
+                        .map_or(crate::region::Region::UNKNOWN, |r| r[i]);
+                    let consent = t.consent.as_ref().map_or(unknown, |c| c[i]);
+                    let rule = rules[region.index() * 3 + consent as usize];
+                    buf.clear();
+                    key_bytes(&mut buf, k);
+                    // 'D' (decided), never 'T': no member's digest of one kind equals one of
+                    // the other but by a collision of 64-bit digests.
+                    buf.push(b'D');
+                    buf.extend_from_slice(region.label().as_bytes());
+                    buf.push(0xff);
+                    buf.extend_from_slice(&rule.0.to_le_bytes());
+                    *o = (key_hash(k), digest_of(&buf));
+                }
+            });
+        parts.push(table_part);
+    } else if let Some(t) = &join.table {
         // Values digested as text: exact for every type a snapshot holds. A timestamp's zone is
         // the column's, not the value's, so its instants are digested as the integers they are
         // (formatting them in a named zone would need the tz database). Each value is digested
@@ -738,10 +780,13 @@ mod tests {
         };
         let spec = policy.consent_table.as_ref().unwrap();
         let t = crate::join::consent_table_in_memory(&table, spec, None, None).unwrap();
-        member_digests(&JoinData {
-            table: Some(t),
-            lists: Vec::new(),
-        })
+        member_digests(
+            &JoinData {
+                table: Some(t),
+                lists: Vec::new(),
+            },
+            None,
+        )
         .unwrap()
     }
 

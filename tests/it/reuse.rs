@@ -55,6 +55,41 @@ fn policy_by_user_id() -> String {
     p
 }
 
+/// The policy with only region and consent rules: every row of a member is decided by the
+/// member's snapshot row alone, so `--reuse` digests members by their region and rule, and a
+/// change that moves neither (a consent flip in a paused region) is no change at all. The
+/// erasure list is still joined (and digested) though no rule reads it.
+fn policy_by_region_and_consent() -> String {
+    let p = policy_by_user_id().replace(
+        "  - id: erased\n    if: {user_in: erasure}\n    then: exclude\n",
+        "",
+    );
+    assert!(
+        !p.contains("user_in"),
+        "the rule on the list is still there"
+    );
+    p
+}
+
+/// What a member's rows are decided by under [`policy_by_region_and_consent`] (`policy`, one
+/// region more paused after an edit): its region as normalised and its rule; `None` for a key
+/// the snapshot does not hold.
+fn region_and_rule(m: &Option<Member>, policy: &str) -> Option<(Option<String>, &'static str)> {
+    let (country, consent, _) = m.as_ref()?;
+    let region = country.map(|c| c.to_uppercase());
+    let mut paused = vec!["GB", "DE", "FR", "CH"];
+    if policy.contains("[GB, EEA, CH, BR]") {
+        paused.push("BR");
+    }
+    let rule = match (&region, consent) {
+        (Some(r), _) if paused.contains(&r.as_str()) => "paused",
+        (None, _) => "unknown-region",
+        (_, Some("opt_out")) => "opted-out",
+        _ => "allowed",
+    };
+    Some((region, rule))
+}
+
 const COUNTRIES: &[Option<&str>] = &[
     Some("US"),
     Some("DE"),
@@ -111,10 +146,10 @@ impl World {
                 .map(|_| (rng.below(10) != 0).then(|| member(rng)))
                 .collect(),
             erased: (0..members as i64).filter(|_| rng.below(20) == 0).collect(),
-            policy: if rng.below(2) == 0 {
-                POLICY.to_string()
-            } else {
-                policy_by_user_id()
+            policy: match rng.below(3) {
+                0 => POLICY.to_string(),
+                1 => policy_by_user_id(),
+                _ => policy_by_region_and_consent(),
             },
         }
     }
@@ -633,10 +668,18 @@ fn expected_reused(before: &World, now: &World, dir: &Path) -> u64 {
         return 0;
     }
     let n = before.members.len();
+    // Under a policy of region and consent rules alone, a member whose region and rule stay
+    // is no change, whatever else of its row changed.
+    let by_rule = !now.policy.contains("user_in") && !now.policy.contains("where");
     let changed: Vec<i64> = (0..n as i64)
         .filter(|&m| {
-            before.members[m as usize] != now.members[m as usize]
-                || before.erased.contains(&m) != now.erased.contains(&m)
+            let (was, is) = (&before.members[m as usize], &now.members[m as usize]);
+            let member_changed = if by_rule {
+                region_and_rule(was, &before.policy) != region_and_rule(is, &now.policy)
+            } else {
+                was != is
+            };
+            member_changed || before.erased.contains(&m) != now.erased.contains(&m)
         })
         .collect();
     now.files
@@ -1256,6 +1299,55 @@ fn a_change_that_flips_no_decision_takes_the_previous_files_whole() {
             "{sub}/big.parquet is not PREV_OUT's file"
         );
     }
+}
+
+/// Under a policy of region and consent rules alone, a member whose consent flips where its
+/// region excludes it anyway is no changed key: nothing is searched and every file is taken
+/// whole. One that moves to another paused region (the same rule, another region in its
+/// manifest rows) is one, and so is one that moves where its consent decides; their rows alone
+/// are decided again. Every night writes what a fresh run writes.
+#[test]
+fn a_flip_that_moves_no_rule_is_no_changed_key_under_a_region_and_consent_policy() {
+    let (dir, mut world) = big_world(41, "GB");
+    world.policy = policy_by_region_and_consent();
+    world.write(dir.path());
+    let prev = dir.path().join("out-0");
+    assert_eq!(filter(dir.path(), &prev, &[]).0, 0);
+    let members = members_in_big_file(dir.path(), &world);
+    let (a, b) = (members[0], members[1]);
+    world.members[a] = Some((Some("GB"), Some("opt_out"), Some(1_500)));
+    let (out, fresh, r) = next_night(dir.path(), &world, &prev);
+    assert_eq!(r["changed_keys"], 0, "{r}");
+    assert_eq!(r["row_groups_searched"], 0, "{r}");
+    assert_eq!(r["files_reused"], 1, "{r}");
+    assert_eq!(same_outputs(&out, &fresh).unwrap(), Vec::<String>::new());
+    assert_eq!(comparable(&out), comparable(&fresh));
+    drop((out, fresh));
+    // The next nights: a member moves to another paused region (the same rule, but its rows'
+    // manifest rows name the new region), then one moves where opting in lets its rows
+    // through. Each is a changed key, whose rows alone are decided again.
+    for (night, (m, region)) in [(b, "ch"), (members[2], "US")].into_iter().enumerate() {
+        // Last night's output is tonight's PREV_OUT.
+        let prev = dir.path().join(format!("out-{}", night + 2));
+        std::fs::rename(out_of(dir.path()), &prev).unwrap();
+        std::fs::remove_dir_all(dir.path().join("fresh-1")).unwrap();
+        world.members[m] = Some((Some(region), Some("opt_in"), None));
+        let (out, fresh, r) = next_night(dir.path(), &world, &prev);
+        assert_eq!(r["changed_keys"], 1, "{region}: {r}");
+        assert_eq!(r["files_reused"], 0, "{region}: {r}");
+        assert_eq!(
+            r["decisions_reused"].as_u64().unwrap(),
+            (BIG_FILE_ROWS - rows_of(dir.path(), &[m])) as u64,
+            "{region}: {r}"
+        );
+        assert!(same_outputs(&out, &fresh).is_ok(), "{region}");
+        assert_eq!(comparable(&out), comparable(&fresh), "{region}");
+    }
+}
+
+/// Where [`next_night`] writes the reusing run.
+fn out_of(dir: &Path) -> PathBuf {
+    dir.join("out-1")
 }
 
 /// PREV_OUT's record of a file's decisions that is not as `_state/` says: every row of the
