@@ -138,25 +138,18 @@ impl SplicedDictionary {
     pub(super) fn extend(&mut self, array: &ArrayRef) -> Result<bool, String> {
         match &mut self.values {
             Values::Bytes(values, ids) => {
-                let flat = match array.data_type() {
-                    DataType::Dictionary(_, v) => {
-                        arrow_cast::cast(array, v).map_err(|e| e.to_string())?
-                    }
-                    _ => array.clone(),
+                let strings = |t: &DataType| {
+                    matches!(
+                        t,
+                        DataType::Utf8
+                            | DataType::LargeUtf8
+                            | DataType::Utf8View
+                            | DataType::Binary
+                            | DataType::LargeBinary
+                            | DataType::BinaryView
+                    )
                 };
-                let strings = matches!(
-                    flat.data_type(),
-                    DataType::Utf8
-                        | DataType::LargeUtf8
-                        | DataType::Utf8View
-                        | DataType::Binary
-                        | DataType::LargeBinary
-                        | DataType::BinaryView
-                );
-                if !strings {
-                    return Ok(false);
-                }
-                each_value(flat.as_ref(), |v| {
+                let mut add = |v: Option<&[u8]>| {
                     if let Some(v) = v {
                         if !ids.contains_key(v) {
                             let v = Bytes::copy_from_slice(v);
@@ -164,6 +157,36 @@ impl SplicedDictionary {
                             values.push(v);
                         }
                     }
+                };
+                if let Some(d) = array.as_any_dictionary_opt() {
+                    // A label column (the manifest's file, rule and region) holds a few values
+                    // over thousands of rows: each of its dictionary's values is looked up once,
+                    // at its first row (rows cast to strings and hashed one by one were a third
+                    // of a `--reuse` night's manifest splicing).
+                    if !strings(d.values().data_type()) {
+                        return Ok(false);
+                    }
+                    let mut seen = vec![false; d.values().len()];
+                    let mut firsts = Vec::new();
+                    for (row, k) in d.normalized_keys().into_iter().enumerate() {
+                        if d.keys().is_valid(row) && !std::mem::replace(&mut seen[k], true) {
+                            firsts.push(k);
+                        }
+                    }
+                    // Added in the order of their first rows, not the dictionary's own.
+                    let mut all = Vec::with_capacity(d.values().len());
+                    each_value(d.values().as_ref(), |v| {
+                        all.push(v);
+                        Ok(())
+                    })?;
+                    firsts.into_iter().for_each(|k| add(all[k]));
+                    return Ok(true);
+                }
+                if !strings(array.data_type()) {
+                    return Ok(false);
+                }
+                each_value(array.as_ref(), |v| {
+                    add(v);
                     Ok(())
                 })?;
                 Ok(true)
