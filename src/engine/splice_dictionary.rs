@@ -420,6 +420,56 @@ mod tests {
     use super::SplicedDictionary;
     use crate::io::{open_parquet, Location, ReadOptions};
 
+    /// A label column given as a dictionary array extends PREV_OUT's values as the same rows
+    /// given as strings do: the values it lacks, in the order of their first rows (not the
+    /// dictionary's own), a value held under two keys once, nulls and unused values never.
+    #[test]
+    fn a_dictionary_array_extends_as_its_rows_do() {
+        use arrow_array::{DictionaryArray, StringArray};
+        use bytes::Bytes;
+        let prev = || {
+            let values = vec![Bytes::from_static(b"paused")];
+            let mut ids = super::FoldMap::default();
+            ids.insert(values[0].clone(), 0);
+            SplicedDictionary {
+                values: super::Values::Bytes(values, ids),
+                prev_len: 1,
+            }
+        };
+        let names = |d: &SplicedDictionary| match &d.values {
+            super::Values::Bytes(v, _) => v.clone(),
+            super::Values::Ints(..) => unreachable!(),
+        };
+        // Keys into [unused, allowed, opted-out, paused, opted-out, null].
+        let dictionary: ArrayRef = Arc::new(DictionaryArray::new(
+            arrow_array::Int8Array::from(vec![Some(2), Some(3), None, Some(1), Some(4), Some(5)]),
+            Arc::new(StringArray::from(vec![
+                Some("unused"),
+                Some("allowed"),
+                Some("opted-out"),
+                Some("paused"),
+                Some("opted-out"),
+                None,
+            ])),
+        ));
+        let rows: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("opted-out"),
+            Some("paused"),
+            None,
+            Some("allowed"),
+            Some("opted-out"),
+            None,
+        ]));
+        let (mut a, mut b) = (prev(), prev());
+        assert!(a.extend(&dictionary).unwrap());
+        assert!(b.extend(&rows).unwrap());
+        assert_eq!(names(&a), names(&b));
+        assert_eq!(
+            names(&a),
+            ["paused", "opted-out", "allowed"].map(|v| Bytes::from_static(v.as_bytes()))
+        );
+    }
+
     /// PREV_OUT's INT32 dictionary chunk, extended with the values of new pages (nulls among
     /// them), and those pages: read back after the new dictionary page, they are the values
     /// written, ids of PREV_OUT's values unchanged.
