@@ -757,61 +757,54 @@ mod tests {
         assert_eq!(c, vec![(2, 1), (3, 7), (9, 0)]);
     }
 
-    /// One member whose `q` extra is `q`, in a snapshot held in memory.
-    fn one_member(q: arrow_array::ArrayRef) -> Vec<(u64, u64)> {
+    /// The member digests of a snapshot held in memory (`batch`) under the policy `text`,
+    /// digested as what decides their rows when `decided`.
+    fn digests_of(text: &str, batch: arrow_array::RecordBatch, decided: bool) -> Vec<(u64, u64)> {
         use crate::io::Location;
-        let policy = crate::policy::Policy::from_text(
-            std::path::Path::new("p.yaml"),
-            "policy: p\ncolumns: {user_id: id}\n\
-             consent_table: {key: id, region: country, extra: [q]}\nrules: []\n",
-            String::new(),
-        )
-        .unwrap();
-        let batch = arrow_array::RecordBatch::try_from_iter([
-            (
-                "id",
-                std::sync::Arc::new(arrow_array::Int64Array::from(vec![7])) as _,
-            ),
-            (
-                "country",
-                std::sync::Arc::new(arrow_array::StringArray::from(vec!["GB"])) as _,
-            ),
-            ("q", q),
-        ])
-        .unwrap();
+        let policy =
+            crate::policy::Policy::from_text(std::path::Path::new("p.yaml"), text, String::new())
+                .unwrap();
+        let rules =
+            decided.then(|| crate::decide::member_rule_table(&policy).expect("region and consent"));
         let table = crate::join::InMemory {
             name: Location::local("snapshot"),
             schema: batch.schema(),
             batches: vec![batch],
         };
         let spec = policy.consent_table.as_ref().unwrap();
-        let t = crate::join::consent_table_in_memory(&table, spec, None, None).unwrap();
+        let values = policy.consent_values.as_ref();
+        let t = crate::join::consent_table_in_memory(&table, spec, values, None).unwrap();
         member_digests(
             &JoinData {
                 table: Some(t),
                 lists: Vec::new(),
             },
-            None,
+            rules.as_deref(),
         )
         .unwrap()
+    }
+
+    /// One member whose `q` extra is `q`, in a snapshot held in memory.
+    fn one_member(q: arrow_array::ArrayRef) -> Vec<(u64, u64)> {
+        use std::sync::Arc;
+        let batch = arrow_array::RecordBatch::try_from_iter([
+            ("id", Arc::new(arrow_array::Int64Array::from(vec![7])) as _),
+            (
+                "country",
+                Arc::new(arrow_array::StringArray::from(vec!["GB"])) as _,
+            ),
+            ("q", q),
+        ])
+        .unwrap();
+        let text = "policy: p\ncolumns: {user_id: id}\n\
+             consent_table: {key: id, region: country, extra: [q]}\nrules: []\n";
+        digests_of(text, batch, false)
     }
 
     /// The digest of member 7 of a one-member snapshot (`country`, `consent`), under a policy
     /// that decides by region and consent alone, digested as what decides its rows.
     fn decided_member(country: &str, consent: &str) -> u64 {
-        use crate::io::Location;
         use std::sync::Arc;
-        let policy = crate::policy::Policy::from_text(
-            std::path::Path::new("p.yaml"),
-            "policy: p\ncolumns: {user_id: id}\n\
-             consent_table: {key: id, region: country, consent: consent}\n\
-             consent_values: {granted: [opt_in], denied: [opt_out]}\n\
-             rules:\n  - id: paused\n    if: {region: [GB, FR]}\n    then: exclude\n  \
-             - id: opted-out\n    if: {consent: denied}\n    then: exclude\n",
-            String::new(),
-        )
-        .unwrap();
-        let rules = crate::decide::member_rule_table(&policy).expect("region and consent");
         let batch = arrow_array::RecordBatch::try_from_iter([
             ("id", Arc::new(arrow_array::Int64Array::from(vec![7])) as _),
             (
@@ -824,22 +817,12 @@ mod tests {
             ),
         ])
         .unwrap();
-        let table = crate::join::InMemory {
-            name: Location::local("snapshot"),
-            schema: batch.schema(),
-            batches: vec![batch],
-        };
-        let spec = policy.consent_table.as_ref().unwrap();
-        let values = policy.consent_values.as_ref();
-        let t = crate::join::consent_table_in_memory(&table, spec, values, None).unwrap();
-        let d = member_digests(
-            &JoinData {
-                table: Some(t),
-                lists: Vec::new(),
-            },
-            Some(&rules),
-        )
-        .unwrap();
+        let text = "policy: p\ncolumns: {user_id: id}\n\
+             consent_table: {key: id, region: country, consent: consent}\n\
+             consent_values: {granted: [opt_in], denied: [opt_out]}\n\
+             rules:\n  - id: paused\n    if: {region: [GB, FR]}\n    then: exclude\n  \
+             - id: opted-out\n    if: {consent: denied}\n    then: exclude\n";
+        let d = digests_of(text, batch, true);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].0, key_hash(KeyRef::Int(7)));
         d[0].1

@@ -1265,6 +1265,18 @@ fn next_night(dir: &Path, world: &World, prev: &Path) -> (PathBuf, PathBuf, Valu
     (out, fresh, r)
 }
 
+/// A night's reuse record `r` says one member changed, member `m` of the big file: the file is
+/// not taken whole, and every row's decision but `m`'s is PREV_OUT's.
+fn assert_one_member_decided_again(r: &Value, dir: &Path, m: usize) {
+    assert_eq!(r["changed_keys"], 1, "{r}");
+    assert_eq!(r["files_reused"], 0, "the file holds a changed member: {r}");
+    assert_eq!(
+        r["decisions_reused"].as_u64().unwrap(),
+        (BIG_FILE_ROWS - rows_of(dir, &[m])) as u64,
+        "{r}"
+    );
+}
+
 /// A member whose snapshot row changed in a way that changes none of its rows' decisions: its
 /// rows alone are decided again, and the file's three outputs are PREV_OUT's own files (hard
 /// links), as a fresh run's bytes.
@@ -1278,13 +1290,7 @@ fn a_change_that_flips_no_decision_takes_the_previous_files_whole() {
     // An objection dated after every post: the digest changes, no decision does.
     world.members[m] = Some((Some("US"), Some("opt_in"), Some(i64::MAX / 4)));
     let (out, fresh, r) = next_night(dir.path(), &world, &prev);
-    assert_eq!(r["changed_keys"], 1, "{r}");
-    assert_eq!(r["files_reused"], 0, "the file holds a changed member: {r}");
-    assert_eq!(
-        r["decisions_reused"].as_u64().unwrap(),
-        (BIG_FILE_ROWS - rows_of(dir.path(), &[m])) as u64,
-        "{r}"
-    );
+    assert_one_member_decided_again(&r, dir.path(), m);
     assert_eq!(same_outputs(&out, &fresh).unwrap(), Vec::<String>::new());
     assert_eq!(comparable(&out), comparable(&fresh));
     for sub in ["data", "excluded", "_state/decisions"] {
@@ -1333,13 +1339,7 @@ fn a_flip_that_moves_no_rule_is_no_changed_key_under_a_region_and_consent_policy
         std::fs::remove_dir_all(dir.path().join("fresh-1")).unwrap();
         world.members[m] = Some((Some(region), Some("opt_in"), None));
         let (out, fresh, r) = next_night(dir.path(), &world, &prev);
-        assert_eq!(r["changed_keys"], 1, "{region}: {r}");
-        assert_eq!(r["files_reused"], 0, "{region}: {r}");
-        assert_eq!(
-            r["decisions_reused"].as_u64().unwrap(),
-            (BIG_FILE_ROWS - rows_of(dir.path(), &[m])) as u64,
-            "{region}: {r}"
-        );
+        assert_one_member_decided_again(&r, dir.path(), m);
         assert!(same_outputs(&out, &fresh).is_ok(), "{region}");
         assert_eq!(comparable(&out), comparable(&fresh), "{region}");
     }
