@@ -370,12 +370,12 @@ fn run_with(
     };
     let header = header_of(plan, joined.as_ref().map(JoinRecord::hashes));
     let writes = plan.output.is_some() && !plan.dry_run;
-    // What the join says of each member, recorded for the next run's --reuse (and compared
-    // with PREV_OUT's record by this one's): computed at most once, and held only when the
-    // comparison asked for it first.
     // A policy that decides a member's rows by its region and consent alone has its members
     // digested by their region and rule (see `join::digest::member_digests`).
     let member_rules = crate::decide::member_rule_table(policy);
+    // What the join says of each member, recorded for the next run's --reuse (and compared
+    // with PREV_OUT's record by this one's): computed at most once, and held only when the
+    // comparison asked for it first.
     let digest_now = || -> Result<Vec<(u64, u64)>> {
         if narrowed {
             // Never digests of a snapshot loaded for some members only: PREV_OUT's record
