@@ -106,7 +106,7 @@ pub fn key_hash(k: KeyRef) -> u64 {
     const STEP: u64 = 0x9E37_79B9_7F4A_7C15;
     match k {
         KeyRef::Int(v) => match i64::try_from(v) {
-            Ok(v) => (v as u64) ^ (1 << 63),
+            Ok(v) => int64_key_hash(v),
             Err(_) => {
                 let v = v as u128;
                 mix(mix(v as u64 ^ 0x2545_F491_4F6C_DD1D).wrapping_add(STEP) ^ (v >> 64) as u64)
@@ -124,6 +124,11 @@ pub fn key_hash(k: KeyRef) -> u64 {
     }
 }
 
+/// [`key_hash`] of a key that fits 64 bits: itself, its sign bit flipped.
+fn int64_key_hash(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
 /// Call `f` with the row and the hash of every non-null key of a corpus key column.
 pub fn for_each_key_hash(
     array: &dyn Array,
@@ -135,14 +140,15 @@ pub fn for_each_key_hash(
     if let Some(a) =
         arrow_array::cast::AsArray::as_primitive_opt::<arrow_array::types::Int64Type>(array)
     {
-        let flip = |v: i64| (v as u64) ^ (1 << 63);
         match a.nulls() {
             None => a
                 .values()
                 .iter()
                 .enumerate()
-                .for_each(|(i, v)| f(i, flip(*v))),
-            Some(n) => n.valid_indices().for_each(|i| f(i, flip(a.value(i)))),
+                .for_each(|(i, v)| f(i, int64_key_hash(*v))),
+            Some(n) => n
+                .valid_indices()
+                .for_each(|i| f(i, int64_key_hash(a.value(i)))),
         }
         return Ok(());
     }
