@@ -96,6 +96,18 @@ struct SourceRecord {
     /// source has another size knows it changed without hashing it first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
+    /// Its files' identities when it was hashed: a night whose source still has them takes
+    /// `sha256` from here instead of reading every byte (see `join::trust_recorded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identities: Option<Vec<SourceFileIdentity>>,
+}
+
+/// One file of a joined source, as [`SourceRecord`] records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFileIdentity {
+    file: String,
+    identity: crate::io::parquet::Identity,
 }
 
 /// What `files.json` says of `keys.parquet`.
@@ -185,6 +197,12 @@ pub fn write_state(
         // Taken now, not when it was hashed: a size that is not the hashed bytes' only makes
         // the next night hash the source before it learns that it changed.
         bytes: source_bytes(&i.path),
+        // Those the hash was taken under, not today's: a file changed since is hashed again.
+        identities: crate::join::hashed_identities(&i.path, &i.sha256).map(|ids| {
+            ids.into_iter()
+                .map(|(file, identity)| SourceFileIdentity { file, identity })
+                .collect()
+        }),
     };
     let sources = join
         .map(|j| {
@@ -417,6 +435,30 @@ pub fn sources_resized(state: &StateFile, named: &[(&str, &Location)]) -> bool {
             .and_then(|r| r.bytes)
             .is_some_and(|was| source_bytes(at) != Some(was))
     })
+}
+
+/// The sources of `named` (name, where) whose files all still have the identities PREV_OUT's
+/// record (`state`) holds for them: their recorded hashes are taken as this run's (see
+/// `join::trust_recorded`), so they need not be hashed. Most nights' snapshot is either
+/// untouched, or rewritten whole with another size.
+pub fn trust_recorded_sources(state: &StateFile, named: &[(&str, &Location)]) -> Vec<Location> {
+    named
+        .iter()
+        .filter(|(name, at)| {
+            let Some(r) = state.sources.iter().find(|r| r.name == *name) else {
+                return false;
+            };
+            let Some(ids) = &r.identities else {
+                return false;
+            };
+            let recorded: Vec<(String, crate::io::parquet::Identity)> = ids
+                .iter()
+                .map(|i| (i.file.clone(), i.identity.clone()))
+                .collect();
+            crate::join::trust_recorded(at, &recorded, &r.sha256)
+        })
+        .map(|(_, at)| (*at).clone())
+        .collect()
 }
 
 /// The size of a file or object, `None` when it is not there or cannot be looked at.

@@ -295,15 +295,26 @@ fn run_with(
     let started_at = now_rfc3339();
     let policy = plan.policy.as_ref();
     crate::signals::install();
+    // PREV_OUT's record first (a read error is reported where `--reuse` looks at it): the
+    // sources whose files it holds as they were hashed are not hashed again.
+    let mut state = match (&plan.reuse, &plan.output) {
+        (Some(prev), Some(_)) if !plan.dry_run && !plan.resume => {
+            Some(crate::reuse::read_state(prev))
+        }
+        _ => None,
+    };
+    let named = joined_sources(plan);
+    let trusted = match &state {
+        Some(Ok(Ok(state))) => crate::reuse::trust_recorded_sources(state, &named),
+        _ => Vec::new(),
+    };
     // Every run that loads the snapshot or lists records their hashes (and `--reuse` compares
     // them first): hashed from now on, beside what follows (see `join::hash_ahead`).
-    let sources = &plan.join;
     join::hash_ahead(
-        sources
-            .consent_table
+        named
             .iter()
-            .filter(|_| policy.consent_table.is_some())
-            .chain(sources.user_lists.iter().map(|(_, l)| l))
+            .map(|(_, l)| *l)
+            .filter(|l| !trusted.contains(l))
             .cloned()
             .collect(),
     );
@@ -313,7 +324,7 @@ fn run_with(
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", plan.threads)))?;
     // Footers once, for what --reuse settles first and for the run.
     let opened = pool.install(|| open_inputs(plan));
-    let narrow = match reuse_unchanged(plan, &pool, &opened, &started_at)? {
+    let narrow = match reuse_unchanged(plan, &pool, &opened, &mut state, &started_at)? {
         SameSources::AllReused(summary) => return Ok((*summary, Vec::new())),
         SameSources::Narrow(n) => Some(*n),
         SameSources::No => None,
@@ -404,14 +415,26 @@ fn run_with(
     // Before the transaction begins: with --overwrite of an object-store OUT that is PREV_OUT
     // too, beginning removes its _SUCCESS.
     let mut previous = match (&plan.reuse, writes) {
-        (Some(prev), true) => Some(crate::reuse::load(
-            prev,
-            &header,
-            policy.rules.len(),
-            digests,
-            plan.read,
-            Some(&pool),
-        )?),
+        (Some(prev), true) => Some(match state {
+            // As read when the run began (read again, it cost a millisecond or two of a night).
+            Some(Ok(Ok(state))) => crate::reuse::load_state(
+                prev,
+                state,
+                &header,
+                policy.rules.len(),
+                digests,
+                plan.read,
+                Some(&pool),
+            )?,
+            _ => crate::reuse::load(
+                prev,
+                &header,
+                policy.rules.len(),
+                digests,
+                plan.read,
+                Some(&pool),
+            )?,
+        }),
         _ => None,
     };
     let keys_copy = match previous.as_mut() {
@@ -695,21 +718,36 @@ struct Narrow {
 /// already about a fifth of the members).
 const NARROW_SHARE: u64 = 16;
 
+/// PREV_OUT's record, read when a `--reuse` run begins: the error reading it, or why it cannot
+/// be used, or it (see `reuse::read_state`).
+type PreviousState = Result<std::result::Result<crate::reuse::StateFile, String>>;
+
+/// The snapshot and lists `plan` joins, by the names PREV_OUT's record gives them.
+fn joined_sources(plan: &FilterPlan) -> Vec<(&str, &Location)> {
+    let sources = &plan.join;
+    sources
+        .consent_table
+        .iter()
+        .filter(|_| plan.policy.consent_table.is_some())
+        .map(|l| ("consent_table", l))
+        .chain(sources.user_lists.iter().map(|(n, l)| (n.as_str(), l)))
+        .collect()
+}
+
 /// What `--reuse` settles before anything is loaded (see [`SameSources`]); `opened`: every
-/// input, opened.
+/// input, opened; `state`: PREV_OUT's record as read (`None`: this run cannot reuse; an error
+/// reading it is taken from there and returned).
 fn reuse_unchanged(
     plan: &FilterPlan,
     pool: &rayon::ThreadPool,
     opened: &[Result<Input>],
+    state: &mut Option<PreviousState>,
     started_at: &str,
 ) -> Result<SameSources> {
     let no = Ok(SameSources::No);
     let (Some(prev), Some(out)) = (&plan.reuse, &plan.output) else {
         return no;
     };
-    if plan.dry_run || plan.resume {
-        return no;
-    }
     let policy = plan.policy.as_ref();
     let Some(inputs) = opened
         .iter()
@@ -719,21 +757,17 @@ fn reuse_unchanged(
         return no;
     };
     // The sources `load_join` would load, hashed as it hashes them.
-    let sources = &plan.join;
-    let named: Vec<(&str, &Location)> = sources
-        .consent_table
-        .iter()
-        .filter(|_| policy.consent_table.is_some())
-        .map(|l| ("consent_table", l))
-        .chain(sources.user_lists.iter().map(|(n, l)| (n.as_str(), l)))
-        .collect();
+    let named = joined_sources(plan);
     // A source whose size is not the one PREV_OUT recorded changed: waiting here for its hash
     // (being taken ahead, see `join::hash_ahead`) would only say so, before anything else could
     // start; its load takes the hash when it needs it. That is most nights.
-    let state = match crate::reuse::read_state(prev)? {
-        Ok(state) => state,
-        Err(_) => return no,
+    if let Some(Err(e)) = state.take_if(|s| s.is_err()) {
+        return Err(e);
+    }
+    let Some(Ok(Ok(state))) = state.as_ref() else {
+        return no;
     };
+    let state = state.clone();
     if crate::reuse::sources_resized(&state, &named) {
         return no;
     }

@@ -322,6 +322,41 @@ fn remember(root: &Location, ids: Identities, hash: &str) {
     hashed.push((root.clone(), ids, hash.to_owned()));
 }
 
+/// The identities under which this process took `sha256` as the hash of `root` (each file's
+/// name and identity), for a record that lets a later run take the hash from it (see
+/// [`trust_recorded`]). `None` when the hash it remembers of `root` is another, or none.
+pub(crate) fn hashed_identities(root: &Location, sha256: &str) -> Option<Vec<(String, Identity)>> {
+    let hashed = HASHED.lock().unwrap_or_else(|p| p.into_inner());
+    let (_, ids, _) = hashed.iter().find(|(r, _, h)| r == root && h == sha256)?;
+    ids.iter()
+        .map(|(l, id)| id.clone().map(|id| (l.to_string(), id)))
+        .collect()
+}
+
+/// Take `sha256` as the hash of `root` without reading it, when every file of it still has the
+/// identity `recorded` with that hash (by [`hashed_identities`], in an earlier run): the
+/// identities an input's outputs are reused by, and the ones a hash is tied to the rows read by
+/// within a run. Any write or replacement moves a file's change time, which users cannot set,
+/// so a snapshot rewritten since, even to the same size, is hashed again. Whether it was taken.
+pub(crate) fn trust_recorded(
+    root: &Location,
+    recorded: &[(String, Identity)],
+    sha256: &str,
+) -> bool {
+    let Ok(now) = identities(root) else {
+        return false;
+    };
+    let same = now.len() == recorded.len()
+        && now
+            .iter()
+            .zip(recorded)
+            .all(|((l, id), (file, was))| id.as_ref() == Some(was) && l.to_string() == *file);
+    if same {
+        remember(root, now, sha256);
+    }
+    same
+}
+
 /// SHA-256 of one file, or of a directory: over the sorted (relative path, file SHA-256) pairs
 /// (`files`, the Parquet files under it; ignored for a file). Taken from an earlier hash of the
 /// same files with the same identities, when this process made one.
@@ -396,6 +431,37 @@ pub fn pseudonymize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hash recorded with its files' identities (by an earlier run) is taken as it is while
+    /// every file still has them, without reading them; a file written since is not, and the
+    /// record of a hash is of the identities it was taken under.
+    #[test]
+    fn a_recorded_hash_is_taken_only_while_its_files_are_as_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.parquet");
+        std::fs::write(&path, "yesterday").unwrap();
+        let at = Location::local(&path);
+        let real = path_sha256(&at).unwrap();
+        let recorded = hashed_identities(&at, &real).expect("hashed here");
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].0, at.to_string());
+        assert!(hashed_identities(&at, "another").is_none());
+        // Not read: a hash no read could give is what the run then takes.
+        assert!(trust_recorded(&at, &recorded, "recorded"));
+        assert_eq!(path_sha256(&at).unwrap(), "recorded");
+        // Another file's identities, or none, are not these.
+        assert!(!trust_recorded(&at, &[], "recorded"));
+        let other = dir.path().join("other.parquet");
+        std::fs::write(&other, "yesterday").unwrap();
+        let mut renamed = recorded.clone();
+        renamed[0].0 = Location::local(&other).to_string();
+        assert!(!trust_recorded(&at, &renamed, "recorded"));
+        // Written over with bytes of the same length, a later tick of the file clock.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "yesterdaY").unwrap();
+        assert!(!trust_recorded(&at, &recorded, "recorded"));
+        assert_eq!(path_sha256(&at).unwrap(), sha256_of(&at).unwrap().1);
+    }
 
     /// A hash is taken from an earlier one only while the file is the one hashed: written over
     /// in place with other bytes of the same length, it is hashed again.

@@ -552,7 +552,10 @@ pub fn load_consent_table(
         );
         Ok((parts?, sha256?))
     })?;
-    index(parts, kind, path, files.len(), sha256, spec, only)
+    // `read_part` kept the rows of `only`'s members alone: picking them out again while
+    // indexing (a set of them made twice, every row looked up in it) was a tenth of a night
+    // that loads the snapshot for one new file's members, on one thread.
+    index(parts, kind, path, files.len(), sha256, spec, None)
 }
 
 /// Index a consent snapshot held in memory, as [`load_consent_table`] indexes one in files.
@@ -574,7 +577,8 @@ pub fn consent_table_in_memory(
     index(vec![part], kind, &table.name, 0, String::new(), spec, only)
 }
 
-/// The newest row of each member of `parts`, indexed.
+/// The newest row of each member of `parts`, indexed; `only`: of these members alone (`None`:
+/// of every member `parts` hold).
 fn index(
     parts: Vec<Part>,
     kind: KeyKind,

@@ -765,6 +765,62 @@ fn a_new_file_beside_an_unchanged_snapshot_is_processed_like_a_fresh_run() {
     assert_same_as_fresh(&next, &fresh);
 }
 
+/// A night whose snapshot is untouched takes its hash from PREV_OUT's record (the identities its
+/// file had when hashed); one rewritten in place to the very same size, one member's consent
+/// flipped, has another identity, is hashed again, and that member is decided again.
+#[test]
+fn a_snapshot_rewritten_to_the_same_size_is_hashed_again() {
+    let (dir, mut world) = first_night(23);
+    let prev = dir.path().join("out-0");
+    let snapshot = dir.path().join("snapshot.parquet");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(prev.join("_state/files.json")).expect("files.json"))
+            .unwrap();
+    let table = state["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "consent_table")
+        .expect("the snapshot recorded");
+    let ids = table["identities"]
+        .as_array()
+        .expect("its identities recorded");
+    assert_eq!(ids.len(), 1, "{table}");
+    assert_eq!(ids[0]["file"], p(&snapshot), "{table}");
+    let size = std::fs::metadata(&snapshot).unwrap().len();
+    assert_eq!(ids[0]["identity"]["size"], size, "{table}");
+    // One opt-in flipped to opt-out, chosen so that the file keeps its size to the byte (the
+    // value is in its row group's dictionary already): only its identity can tell.
+    let scratch = tempfile::tempdir().unwrap();
+    let flipped = (0..world.members.len()).find(|&m| {
+        let Some((Some("US"), Some("opt_in"), _)) = world.members[m] else {
+            return false;
+        };
+        let mut w = world.clone();
+        if let Some(x) = w.members[m].as_mut() {
+            x.1 = Some("opt_out");
+        }
+        w.write(scratch.path());
+        std::fs::metadata(scratch.path().join("snapshot.parquet"))
+            .unwrap()
+            .len()
+            == size
+    });
+    let m = flipped.expect("a flip that keeps the snapshot's size");
+    if let Some(x) = world.members[m].as_mut() {
+        x.1 = Some("opt_out");
+    }
+    let bytes = std::fs::read(scratch.path().join("snapshot.parquet")).unwrap();
+    assert_ne!(bytes, std::fs::read(&snapshot).unwrap());
+    // In place: the same file, truncated and written again.
+    std::fs::write(&snapshot, &bytes).unwrap();
+    assert_eq!(std::fs::metadata(&snapshot).unwrap().len(), size);
+    let (out, _) = reused_and_fresh(dir.path(), &prev);
+    let r = &summary(&out)["reuse"];
+    assert!(r["changed_keys"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["row_groups_recomputed"].as_u64().unwrap() >= 1, "{r}");
+}
+
 /// A new file beside an unchanged snapshot, and one of yesterday's outputs no longer as
 /// recorded: the run may not load the snapshot for the new file's members only, for the file
 /// whose outputs changed must be decided again with every member it holds.
