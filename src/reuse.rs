@@ -691,7 +691,7 @@ fn merge_record(
             return Err(m);
         }
         let n = entries.len() as u64;
-        let run = digest::merge_run(digests, entries).map_err(|m| format!("{at}: {m}"))?;
+        let run = digest::merge_run(digests, &entries).map_err(|m| format!("{at}: {m}"))?;
         Ok((run, n))
     };
     let runs: Vec<std::result::Result<(Option<MergedRun>, u64), String>> = match pool {
