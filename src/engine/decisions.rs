@@ -293,7 +293,7 @@ impl PreviousDecisions {
         let mut codes = Vec::with_capacity(rows as usize);
         let mut members = None;
         let mut ok = true;
-        self.read(index, rows, &["code", "members"], &mut |b| {
+        self.read(index, rows, &["code", "members"], None, &mut |b| {
             let c = b.column(0).as_primitive_opt::<UInt32Type>();
             let m = b.column(1).as_binary_opt::<i32>();
             match (c, m) {
@@ -317,7 +317,13 @@ impl PreviousDecisions {
     pub fn member_filter(&self, index: usize, rows: u64) -> Option<MemberFilter> {
         let mut filter = None;
         let mut first = true;
-        self.read(index, rows, &["members"], &mut |b| {
+        // The filter is on the first row: the others (nulls) are skipped, not decoded (for
+        // every file of a night, each a row group's worth of them).
+        let first_row = parquet::arrow::arrow_reader::RowSelection::from(vec![
+            parquet::arrow::arrow_reader::RowSelector::select(1),
+            parquet::arrow::arrow_reader::RowSelector::skip(rows.saturating_sub(1) as usize),
+        ]);
+        self.read(index, rows, &["members"], Some(first_row), &mut |b| {
             let m = b.column(0).as_binary_opt::<i32>();
             if let Some(m) = m.filter(|m| first && !m.is_empty() && m.is_valid(0)) {
                 filter = MemberFilter::of(m.value(0));
@@ -327,12 +333,14 @@ impl PreviousDecisions {
         filter
     }
 
-    /// Call `f` on the batches of `columns` of row group `index`, which must hold `rows` rows.
+    /// Call `f` on the batches of `columns` of row group `index`, which must hold `rows` rows
+    /// (of those `select` picks, when given).
     fn read(
         &self,
         index: usize,
         rows: u64,
         columns: &[&str],
+        select: Option<parquet::arrow::arrow_reader::RowSelection>,
         f: &mut dyn FnMut(&RecordBatch),
     ) -> Option<()> {
         let file = self.file()?;
@@ -344,7 +352,7 @@ impl PreviousDecisions {
             return None;
         }
         let mut ok = true;
-        file.read_row_group(&pq, index, Some(columns), rows as usize, None, &mut |b| {
+        file.read_row_group(&pq, index, Some(columns), rows as usize, select, &mut |b| {
             if b.num_columns() == columns.len() {
                 f(&b);
             } else {
