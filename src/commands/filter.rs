@@ -758,9 +758,6 @@ fn reuse_unchanged(
     };
     // The sources `load_join` would load, hashed as it hashes them.
     let named = joined_sources(plan);
-    // A source whose size is not the one PREV_OUT recorded changed: waiting here for its hash
-    // (being taken ahead, see `join::hash_ahead`) would only say so, before anything else could
-    // start; its load takes the hash when it needs it. That is most nights.
     if let Some(Err(e)) = state.take_if(|s| s.is_err()) {
         return Err(e);
     }
@@ -768,6 +765,9 @@ fn reuse_unchanged(
         return no;
     };
     let state = state.clone();
+    // A source whose size is not the one PREV_OUT recorded changed: waiting here for its hash
+    // (being taken ahead, see `join::hash_ahead`) would only say so, before anything else could
+    // start; its load takes the hash when it needs it. That is most nights.
     if crate::reuse::sources_resized(&state, &named) {
         return no;
     }
