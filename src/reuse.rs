@@ -488,23 +488,6 @@ fn changed_set(hashes: Vec<u64>) -> ChangedSet {
     ChangedSet::new(hashes, digest::mix)
 }
 
-/// Look at `prev` for a run with `header` (`rules`: the policy's rule count; `digests`: this
-/// run's member digests, when it joins anything, computed only if the snapshot or a list
-/// changed; `pool`: the run's threads, which read PREV_OUT's record of them).
-pub fn load(
-    prev: &Location,
-    header: &Header,
-    rules: usize,
-    digests: Option<Digests>,
-    read: ReadOptions,
-    pool: Option<&rayon::ThreadPool>,
-) -> Result<Loaded> {
-    match read_state(prev)? {
-        Ok(state) => load_state(prev, state, header, rules, digests, read, pool),
-        Err(m) => Ok(Loaded::Unusable(m)),
-    }
-}
-
 /// `prev`'s record, read and parsed, of the format this corpusgate reads; else why not.
 pub fn read_state(prev: &Location) -> Result<std::result::Result<StateFile, String>> {
     let unusable = |m: String| Ok(Err(m));
@@ -538,7 +521,10 @@ pub fn read_state(prev: &Location) -> Result<std::result::Result<StateFile, Stri
     Ok(Ok(state))
 }
 
-/// As [`load`], `prev`'s record read already ([`read_state`]).
+/// Look at `prev`, its record read already ([`read_state`]), for a run with `header` (`rules`:
+/// the policy's rule count; `digests`: this run's member digests, when it joins anything,
+/// computed only if the snapshot or a list changed; `pool`: the run's threads, which read
+/// PREV_OUT's record of them).
 pub fn load_state(
     prev: &Location,
     state: StateFile,

@@ -415,26 +415,25 @@ fn run_with(
     // Before the transaction begins: with --overwrite of an object-store OUT that is PREV_OUT
     // too, beginning removes its _SUCCESS.
     let mut previous = match (&plan.reuse, writes) {
-        (Some(prev), true) => Some(match state {
+        (Some(prev), true) => {
             // As read when the run began (read again, it cost a millisecond or two of a night).
-            Some(Ok(Ok(state))) => crate::reuse::load_state(
-                prev,
-                state,
-                &header,
-                policy.rules.len(),
-                digests,
-                plan.read,
-                Some(&pool),
-            )?,
-            _ => crate::reuse::load(
-                prev,
-                &header,
-                policy.rules.len(),
-                digests,
-                plan.read,
-                Some(&pool),
-            )?,
-        }),
+            let state = match state {
+                Some(Ok(read)) => read,
+                _ => crate::reuse::read_state(prev)?,
+            };
+            Some(match state {
+                Ok(state) => crate::reuse::load_state(
+                    prev,
+                    state,
+                    &header,
+                    policy.rules.len(),
+                    digests,
+                    plan.read,
+                    Some(&pool),
+                )?,
+                Err(m) => crate::reuse::Loaded::Unusable(m),
+            })
+        }
         _ => None,
     };
     let keys_copy = match previous.as_mut() {
