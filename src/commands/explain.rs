@@ -319,6 +319,7 @@ fn one_member_join(
             }
             Some(ConsentTable {
                 kind,
+                dense: None,
                 keys: keys(keys_for.is_some()),
                 region,
                 consent,

@@ -16,7 +16,7 @@ use arrow_buffer::BooleanBuffer;
 use arrow_schema::DataType;
 
 use crate::error::{Error, Result};
-use crate::join::{lookup, JoinData, KeyKind};
+use crate::join::{lookup, lookup_indexed, JoinData, KeyKind};
 use crate::policy::{
     CompareOp, Condition, ConsentState, Operand, Policy, PredicateOp, RuleId, Scalar,
 };
@@ -185,7 +185,7 @@ impl FileDecider {
             None => None,
         };
         let member: Option<Vec<u32>> = match (table, &user) {
-            (Some(t), Some(u)) => Some(lookup(&t.keys, u.as_ref())?),
+            (Some(t), Some(u)) => Some(lookup_indexed(&t.keys, t.dense.as_ref(), u.as_ref())?),
             _ => None,
         };
         let unmatched = member

@@ -9,7 +9,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::DataType;
 use rayon::prelude::*;
 
-use super::keys::{describe_key, KeyBuf, KeyKind, KeySet, Keys};
+use super::keys::{describe_key, DenseIndex, KeyBuf, KeyKind, KeySet, Keys};
 use super::{source_sha256, SourceInfo};
 use crate::error::{Error, ReadError, Result};
 use crate::io::{open_parquet, InputFile, Location, ReadOptions};
@@ -21,6 +21,8 @@ use crate::values::{consents, regions, value_type, ConsentMatcher};
 pub struct ConsentTable {
     pub kind: KeyKind,
     pub keys: Keys,
+    /// Direct addressing of `keys` when they are dense integers (see [`DenseIndex`]).
+    pub dense: Option<DenseIndex>,
     pub region: Option<Vec<Region>>,
     pub consent: Option<Vec<u8>>,
     /// `consent_table.extra` columns, aligned with `keys`.
@@ -38,7 +40,8 @@ impl ConsentTable {
         let n = self.keys.len().max(1) as f64;
         let payload = self.region.as_ref().map_or(0, |r| r.capacity() * 2)
             + self.consent.as_ref().map_or(0, |c| c.capacity());
-        (self.keys.heap_bytes() + payload) as f64 / n
+        let dense = self.dense.as_ref().map_or(0, DenseIndex::heap_bytes);
+        (self.keys.heap_bytes() + dense + payload) as f64 / n
     }
 }
 
@@ -619,6 +622,7 @@ fn index(
     );
     Ok(ConsentTable {
         kind,
+        dense: DenseIndex::of(&keys),
         keys,
         region,
         consent,
