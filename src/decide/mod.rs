@@ -16,7 +16,7 @@ use arrow_buffer::BooleanBuffer;
 use arrow_schema::DataType;
 
 use crate::error::{Error, Result};
-use crate::join::{lookup, lookup_indexed, JoinData, KeyKind};
+use crate::join::{gather, lookup, lookup_indexed, JoinData, KeyKind};
 use crate::policy::{
     CompareOp, Condition, ConsentState, Operand, Policy, PredicateOp, RuleId, Scalar,
 };
@@ -195,10 +195,7 @@ impl FileDecider {
         let region: Vec<Region> = match (&self.region, table, &member) {
             (Source::Corpus(c), _, _) => regions(col(c)?.as_ref())?,
             (Source::Snapshot, Some(t), Some(m)) => match &t.region {
-                Some(r) => m
-                    .iter()
-                    .map(|i| r.get(*i as usize).copied().unwrap_or(Region::UNKNOWN))
-                    .collect(),
+                Some(r) => gather(r, m, Region::UNKNOWN),
                 None => vec![Region::UNKNOWN; n],
             },
             _ => vec![Region::UNKNOWN; n],
@@ -207,10 +204,7 @@ impl FileDecider {
         let consent: Vec<u8> = match (&self.consent, &self.consent_matcher, table, &member) {
             (Source::Corpus(c), Some(m), _, _) => consents(col(c)?.as_ref(), m)?,
             (Source::Snapshot, _, Some(t), Some(m)) => match &t.consent {
-                Some(cs) => m
-                    .iter()
-                    .map(|i| cs.get(*i as usize).copied().unwrap_or(unknown))
-                    .collect(),
+                Some(cs) => gather(cs, m, unknown),
                 None => vec![unknown; n],
             },
             _ => vec![unknown; n],

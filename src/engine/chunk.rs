@@ -380,9 +380,25 @@ pub(super) fn each_value<'a>(
 /// One more row's definition level in `runs` (`(defined, count)`, as [`rle_levels`] encodes
 /// them).
 pub(super) fn push_level(runs: &mut Vec<(bool, u32)>, defined: bool) {
-    match runs.last_mut() {
-        Some((d, n)) if *d == defined && *n < u32::MAX >> 2 => *n += 1,
-        _ => runs.push((defined, 1)),
+    push_levels(runs, defined, 1);
+}
+
+/// [`push_level`] `count` times.
+pub(super) fn push_levels(runs: &mut Vec<(bool, u32)>, defined: bool, mut count: usize) {
+    const MOST: u32 = u32::MAX >> 2;
+    while count > 0 {
+        match runs.last_mut() {
+            Some((d, n)) if *d == defined && *n < MOST => {
+                let add = count.min((MOST - *n) as usize);
+                *n += add as u32;
+                count -= add;
+            }
+            _ => {
+                let add = count.min(MOST as usize);
+                runs.push((defined, add as u32));
+                count -= add;
+            }
+        }
     }
 }
 

@@ -534,9 +534,14 @@ impl ChunkReader for FileSource {
                 "a read of {length} bytes at byte {start} is outside the file or the memory cap"
             )));
         }
-        if let Backing::Object(o) = &self.backing {
-            if let Some(b) = o.cached(start, length).filter(|b| b.len() == length) {
-                return Ok(b);
+        match &self.backing {
+            Backing::Local { file, .. } => {
+                return Ok(Bytes::from(super::pages::read_new_at(file, start, length)?));
+            }
+            Backing::Object(o) => {
+                if let Some(b) = o.cached(start, length).filter(|b| b.len() == length) {
+                    return Ok(b);
+                }
             }
         }
         let mut buf = vec![0u8; length];
