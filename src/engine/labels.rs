@@ -36,8 +36,8 @@ use parquet::file::reader::Length;
 use parquet::schema::types::ColumnDescPtr;
 
 use super::chunk::{
-    each_value, push_level, push_levels, rle_levels, ChunkBytes, PageEntry, PageIndex, PageKind,
-    RawChunk, Settings,
+    each_value, push_levels, rle_levels, ChunkBytes, PageEntry, PageIndex, PageKind, RawChunk,
+    Settings,
 };
 
 /// A value's key in the dictionary's map: for one of at most 12 bytes, its Arrow view (length in
@@ -358,7 +358,8 @@ impl LabelWriter {
     }
 
     /// Appends a batch's rows: `ids`, the non-null rows' ids in row order, and `nulls`, which
-    /// rows are null (`None`: none is). The same pages as [`LabelWriter::push`] row by row.
+    /// rows are null (`None`: none is). The pages are those the rows pushed one at a time
+    /// ([`LabelWriter::push`]) make.
     fn push_rows(
         &mut self,
         ids: &[u32],
@@ -419,7 +420,7 @@ impl LabelWriter {
                 p.first = self.ids.len();
             }
             // A page closes after the row that takes it to `page_rows` rows or to `page_bytes`
-            // bytes as PLAIN would hold them, as `push` closes it.
+            // bytes as PLAIN would hold them.
             let room = self.page_rows - p.rows;
             let mut plain = p.value_bytes as usize + 4 * (p.rows - p.nulls);
             let mut taken = 0;
@@ -451,42 +452,15 @@ impl LabelWriter {
         }
     }
 
+    /// Appends one row: a null, or a value by its id.
     fn push(&mut self, id: Option<u32>) -> Result<(), String> {
-        if id.is_none() && !self.optional {
-            return Err(format!(
-                "column '{}' is required and a value is null",
-                self.descr.path()
-            ));
-        }
-        let page = self.pages.len() as u32 + 1;
-        let p = &mut self.open;
-        if p.rows == 0 {
-            p.first = self.ids.len();
-        }
-        p.rows += 1;
-        if self.optional {
-            push_level(&mut p.runs, id.is_some());
-        }
         match id {
-            None => p.nulls += 1,
+            None => self.push_nulls(1),
             Some(id) => {
-                self.ids.push(id);
-                let i = id as usize;
-                if i >= self.seen.len() {
-                    self.seen.resize(i + 1, 0);
-                }
-                if self.seen[i] != page {
-                    self.seen[i] = page;
-                    p.used.push(id);
-                }
-                p.value_bytes += self.dict.at[i].1 as i64;
+                self.push_present(&[id]);
+                Ok(())
             }
         }
-        let plain = p.value_bytes as usize + 4 * (p.rows - p.nulls);
-        if p.rows >= self.page_rows || plain >= self.page_bytes {
-            self.pages.push(std::mem::take(&mut self.open));
-        }
-        Ok(())
     }
 
     /// The chunk, its metadata and page index.
