@@ -306,8 +306,13 @@ impl LabelWriter {
                 let id = match of_key.get(k) {
                     Some(&id) if id != u32::MAX => id,
                     _ => {
-                        let v = values.get(k).ok_or("a dictionary key beyond its values")?;
-                        let id = self.dict.id(v.expect("values without nulls"));
+                        // No value is null (checked above), so `None` is a key past them.
+                        let v = values
+                            .get(k)
+                            .copied()
+                            .flatten()
+                            .ok_or("a dictionary key beyond its values")?;
+                        let id = self.dict.id(v);
                         of_key[k] = id;
                         id
                     }
