@@ -280,47 +280,26 @@ impl LabelWriter {
                 values.push(v);
                 Ok(())
             })?;
-            if d.values().null_count() > 0 {
-                // A row is null also where its key names a null value: row by row.
-                let mut of_key: Vec<Option<u32>> = vec![None; values.len()];
-                return crate::values::for_each_dictionary_key(d.keys(), |_, k| {
-                    let id = match k {
-                        None => None,
-                        Some(k) => match of_key.get(k).copied().flatten() {
-                            Some(id) => Some(id),
-                            None => {
-                                let v =
-                                    values.get(k).ok_or("a dictionary key beyond its values")?;
-                                let id = v.map(|v| self.dict.id(v));
-                                of_key[k] = id;
-                                id
-                            }
-                        },
-                    };
-                    self.push(id)
-                });
-            }
-            let mut of_key: Vec<u32> = vec![u32::MAX; values.len()];
+            // A row is null where its key is or where its key names a null value: the
+            // array's logical nulls. Only the other rows' ids are gathered.
+            let mut of_key: Vec<Option<u32>> = vec![None; values.len()];
             crate::values::for_each_dictionary_key(d.keys(), |_, k| {
                 let Some(k) = k else { return Ok(()) };
                 let id = match of_key.get(k) {
-                    Some(&id) if id != u32::MAX => id,
-                    _ => {
-                        // No value is null (checked above), so `None` is a key past them.
-                        let v = values
-                            .get(k)
-                            .copied()
-                            .flatten()
-                            .ok_or("a dictionary key beyond its values")?;
-                        let id = self.dict.id(v);
-                        of_key[k] = id;
-                        id
-                    }
+                    Some(Some(id)) => *id,
+                    _ => match values.get(k).ok_or("a dictionary key beyond its values")? {
+                        None => return Ok(()),
+                        Some(v) => {
+                            let id = self.dict.id(v);
+                            of_key[k] = Some(id);
+                            id
+                        }
+                    },
                 };
                 batch.push(id);
                 Ok(())
             })?;
-            return self.push_rows(batch, d.keys().logical_nulls().as_ref());
+            return self.push_rows(batch, d.logical_nulls().as_ref());
         }
         match array.data_type() {
             DataType::Utf8View => {
@@ -960,6 +939,44 @@ mod tests {
             assert_eq!(read_back(&f), want);
             check_statistics(&f, &want);
         }
+    }
+
+    #[test]
+    fn a_dictionary_key_naming_a_null_value_is_a_null_row() {
+        // Such a row is null as a null key's is: the same file as plain strings give.
+        let props = props(Compression::UNCOMPRESSED, 4, 1 << 20);
+        let field = Field::new("c", DataType::Utf8, true);
+        let values: ArrayRef = Arc::new(StringArray::from(vec![Some("DE"), None, Some("FR")]));
+        let keys = arrow_array::Int32Array::from(vec![
+            Some(0),
+            Some(1),
+            Some(2),
+            None,
+            Some(1),
+            Some(0),
+            Some(1),
+            Some(1),
+            Some(2),
+        ]);
+        let dict: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).unwrap());
+        let want: Vec<Option<String>> = [
+            Some("DE"),
+            None,
+            Some("FR"),
+            None,
+            None,
+            Some("DE"),
+            None,
+            None,
+            Some("FR"),
+        ]
+        .iter()
+        .map(|v| v.map(str::to_owned))
+        .collect();
+        let f = label_file(field.clone(), &[dict], &props);
+        assert_eq!(read_back(&f), want);
+        let plain: ArrayRef = Arc::new(StringArray::from(want.clone()));
+        assert_eq!(f, label_file(field, &[plain], &props));
     }
 
     /// The hybrid as first written, testing at each position whether eight alike start there:

@@ -15,8 +15,8 @@ mod keys;
 mod lists;
 mod snapshot;
 
-pub use keys::{gather, DenseIndex, KeySet, Keys};
-pub(crate) use keys::{lookup, lookup_indexed, KeyKind, KeyRef, SparseSet};
+pub(crate) use keys::{gather, lookup, lookup_indexed, KeyKind, KeyRef, SparseSet};
+pub use keys::{DenseIndex, KeySet, Keys};
 pub(crate) use lists::{load_user_list, user_list_in_memory, UserList};
 pub use snapshot::{consent_table_in_memory, load_consent_table, ConsentTable};
 
