@@ -123,6 +123,11 @@ gen() {
 
 # Busy CPU time of the whole machine so far, in clock ticks (/proc/stat).
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# Steal time of the whole machine so far, in clock ticks (/proc/stat): time the hypervisor ran
+# something else while one of our vCPUs had work. It is not in a run's CPU; it shows how
+# contended the host was while a run ran (a two-thread job meets more of it than the one-thread
+# zstd floor: 0.55-0.82 s against 0.01-0.02 s in three pairs on 2026-12-07).
+steal_ticks() { awk '/^cpu / { print $9; exit }' /proc/stat; }
 
 # wait_quiet: wait (up to QUIET_WAIT s) until other processes use under 10% of one core over 0.5 s.
 wait_quiet() {
@@ -142,13 +147,14 @@ wait_quiet() {
 
 # run_timed LOG CLEAN_DIR CMD...: run CMD REPEAT times (CLEAN_DIR removed and `sync` before each
 # run, untimed), keep the fastest; sets T_WALL T_CPU T_RSS_KB, and T_OTHER: CPU seconds that other
-# processes used meanwhile (a busy machine makes the run slower: the report shows it). When the
+# processes used meanwhile (a busy machine makes the run slower: the report shows it), and
+# T_STEAL: the machine's steal time meanwhile, in seconds (see `steal_ticks`). When the
 # fastest run was disturbed (others used over 10% of its wall time), up to 3 more runs are made. A
 # failing CMD ends the bench, or with ALLOW_FAIL=1 makes run_timed return 1.
 run_timed() {
   local logf=$1 clean=$2
   shift 2
-  local i e u s m b0 b1 hz
+  local i e u s m b0 b1 s0 s1 hz
   hz=$(getconf CLK_TCK)
   T_WALL=
   for ((i = 1; i <= REPEAT + 3; i++)); do
@@ -159,12 +165,14 @@ run_timed() {
     sync
     wait_quiet
     b0=$(busy_ticks)
+    s0=$(steal_ticks)
     if ! /usr/bin/time -f '%e %U %S %M' -o "$logf.time" "$@" >"$logf" 2>&1; then
       tail -n 30 "$logf" >&2
       if [[ ${ALLOW_FAIL:-0} == 1 ]]; then return 1; fi
       die "command failed: $*"
     fi
     b1=$(busy_ticks)
+    s1=$(steal_ticks)
     read -r e u s m < <(tail -n 1 "$logf.time")
     if [[ -z $T_WALL ]] || awk -v a="$e" -v b="$T_WALL" 'BEGIN { exit !(a < b) }'; then
       T_WALL=$e
@@ -172,6 +180,7 @@ run_timed() {
       T_RSS_KB=$m
       T_OTHER=$(awk -v d=$((b1 - b0)) -v hz="$hz" -v c="$T_CPU" \
         'BEGIN { o = d / hz - c; printf "%.2f", o < 0 ? 0 : o }')
+      T_STEAL=$(awk -v d=$((s1 - s0)) -v hz="$hz" 'BEGIN { printf "%.2f", d / hz }')
     fi
   done
 }
@@ -291,10 +300,11 @@ zfloor_cpu() {
   sort -g "$1.totals" | head -n 1
 }
 
-# zfloor_pair PAIRS LOG: after a round's corpusgate zstd:3 run (T_CPU) and the zstd floor's run
-# (the last line of LOG.totals), append "JOB_CPU FLOOR_CPU" to PAIRS.
+# zfloor_pair PAIRS LOG: after a round's corpusgate zstd:3 run (T_CPU, JOB_STEAL) and the zstd
+# floor's run (the last line of LOG.totals; T_STEAL, as run_timed left it), append
+# "JOB_CPU FLOOR_CPU JOB_STEAL FLOOR_STEAL" to PAIRS.
 zfloor_pair() {
-  echo "$T_CPU $(tail -n 1 "$2.totals")" >>"$1"
+  echo "$T_CPU $(tail -n 1 "$2.totals") ${JOB_STEAL:-0} ${T_STEAL:-0}" >>"$1"
 }
 
 # zfloor_note LABEL CG_CPU FLOOR_CPU PAIRS: corpusgate's zstd:3 CPU against the zstd floor, same
@@ -315,7 +325,7 @@ zfloor_note() {
   fi
   paired=$(awk '$2 > 0 { print $1 / $2 }' "$pairs" | sort -g |
     awk '{ r[NR] = $1 } END { if (NR) printf "%.2f", NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')
-  note "$label: corpusgate --compression zstd:3 against the zstd floor: ${paired}x, the median of each round's ratio ($(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $1, $2 }' "$pairs") s); fastest run against least floor ${cg_cpu} s / ${floor_cpu} s = $(awk -v a="$cg_cpu" -v b="$floor_cpu" 'BEGIN { printf "%.2f", a / b }')x ($target)"
+  note "$label: corpusgate --compression zstd:3 against the zstd floor: ${paired}x, the median of each round's ratio ($(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $1, $2 }' "$pairs") s; the machine's steal time in those runs $(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $3, $4 }' "$pairs") s); fastest run against least floor ${cg_cpu} s / ${floor_cpu} s = $(awk -v a="$cg_cpu" -v b="$floor_cpu" 'BEGIN { printf "%.2f", a / b }')x ($target)"
 }
 
 run_layout() {
@@ -332,9 +342,9 @@ run_layout() {
   rm -f "$o/zfloor.log.totals" "$o/zfloor.pairs"
   for ((round = 1; round <= REPEAT; round++)); do
     TIMER="run_once cg-zstd3" run_cg "$o/cg-zstd3" "$in" --compression zstd:3
-    local job_cpu=$T_CPU
+    local job_cpu=$T_CPU job_steal=$T_STEAL
     TIMER="run_once zfloor" run_zfloor "$o/zfloor.log" "$in" "$o/cg-zstd3/data"
-    T_CPU=$job_cpu zfloor_pair "$o/zfloor.pairs" "$o/zfloor.log"
+    T_CPU=$job_cpu JOB_STEAL=$job_steal zfloor_pair "$o/zfloor.pairs" "$o/zfloor.log"
     TIMER="run_once cg-preserve" run_cg "$o/cg-preserve" "$in"
     TIMER="run_once duck-default" run_duck "$o/duckdb-default" "$glob"
     TIMER="run_once duck-l3" run_duck "$o/duckdb-l3" "$glob" --level 3
@@ -398,14 +408,14 @@ run_join() {
   cg_ok=$supported
   local round
   rm -f "$o/zfloor.log.totals" "$o/zfloor.pairs"
-  local job_cpu
+  local job_cpu job_steal
   for ((round = 1; round <= REPEAT; round++)); do
     if [[ $cg_ok == 1 ]]; then
       if ! { CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 TIMER="run_once cg-zstd3" run_cg "$o/cg-zstd3" "$in" \
         --compression zstd:3 --consent-table "$members" &&
-        job_cpu=$T_CPU &&
+        job_cpu=$T_CPU && job_steal=$T_STEAL &&
         TIMER="run_once zfloor" run_zfloor "$o/zfloor.log" "$in" "$o/cg-zstd3/data" &&
-        T_CPU=$job_cpu zfloor_pair "$o/zfloor.pairs" "$o/zfloor.log" &&
+        T_CPU=$job_cpu JOB_STEAL=$job_steal zfloor_pair "$o/zfloor.pairs" "$o/zfloor.log" &&
         CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 TIMER="run_once cg-preserve" run_cg "$o/cg-preserve" "$in" \
           --consent-table "$members"; }; then
         cg_ok=0
