@@ -1,6 +1,8 @@
 //! SIGINT and SIGTERM — what schedulers send on pre-emption and time-out — request a clean stop:
 //! workers start no new row group, partial files are deleted, completed ones are kept for
-//! `--resume`. A second signal ends the process at once.
+//! `--resume`. A request that arrives before the engine has placed its last file stops the run
+//! without a commit even when no work was left, so a signal sent mid-run always means exit
+//! 128 + signal. A second signal ends the process at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

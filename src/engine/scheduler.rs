@@ -390,6 +390,11 @@ pub fn run(plan: &FilterPlan, jobs: &[FileJob], ctx: &RunContext) -> Result<Vec<
         // The writer's own error first: the placer's may only follow from it.
         let outcomes = written?;
         placed?;
+        // A stop asked for while the last files were placed is honoured too, though no work is
+        // left: whether a run commits must not depend on how far the writer had got.
+        if let Some(signal) = crate::signals::requested() {
+            return Err(Error::Interrupted { signal, kept: true });
+        }
         Ok(outcomes)
     })
 }

@@ -282,6 +282,44 @@ fn resume_drops_outputs_of_inputs_that_are_gone() {
     assert!(!out.join("data/part-00.parquet").exists());
 }
 
+/// A stop asked for after the writer's last row group, while its file is still being placed,
+/// stops the run all the same: exit 143, nothing committed, the file kept for `--resume` (which
+/// then commits what a fresh run would). Whether a run commits must not depend on how far the
+/// writer had got when the signal came.
+#[test]
+fn a_stop_after_the_last_row_group_still_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 1, 3000);
+    let out = dir.path().join("out");
+    let tmp = dir.path().join(".out.corpusgate-tmp");
+    let pause = dir.path().join("pause");
+    // One file: when its outputs reach the placer, the writer has nothing left to do.
+    let cmd = filter_cmd("opt-in-only.yaml", &out, &input, &[]);
+    let child = spawn_held(cmd, "placing", &pause);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::fs::remove_file(&pause).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(!out.exists(), "{:?}", tree(&out));
+    assert!(
+        tmp.join("data/part-00.parquet").exists(),
+        "{:?}",
+        tree(&tmp)
+    );
+    let r = filter_cmd("opt-in-only.yaml", &out, &input, &["--resume"])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let fresh = dir.path().join("fresh");
+    assert!(filter_cmd("opt-in-only.yaml", &fresh, &input, &[])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(data_tree(&out), data_tree(&fresh));
+    assert!(!tmp.exists());
+}
+
 #[test]
 fn sigkill_at_random_moments_never_leaves_a_partial_output() {
     let dir = tempfile::tempdir().unwrap();
