@@ -241,45 +241,40 @@ fn resume_drops_outputs_of_inputs_that_are_gone() {
     let out = dir.path().join("out");
     let tmp = dir.path().join(".out.corpusgate-tmp");
     // Hold the run when its first file is journaled, then stop it there.
-    let pause = dir.path().join("pause");
-    let child = filter_cmd("opt-in-only.yaml", &out, &input, &[])
-        .env(
-            "CORPUSGATE_PAUSE_AT",
-            format!("journaled:{}", pause.display()),
-        )
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !pause.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no file was journaled"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    std::fs::remove_file(&pause).unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(143),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    stop_at("journaled", &dir.path().join("pause"), &out, &input);
     assert!(tmp.join("data/part-00.parquet").exists());
     // The completed first input is removed before resuming: its outputs must not be committed.
     std::fs::remove_file(input.join("part-00.parquet")).unwrap();
-    let r = filter_cmd("opt-in-only.yaml", &out, &input, &["--resume"])
+    resume_equals_fresh(dir.path(), &out, &input);
+    assert!(!out.join("data/part-00.parquet").exists());
+}
+
+/// Run opt-in-only.yaml over `input` into `out`, send it SIGTERM when it reaches failpoint
+/// `point`, and check that it stopped with 143 and committed nothing.
+fn stop_at(point: &str, pause: &Path, out: &Path, input: &Path) {
+    let cmd = filter_cmd("opt-in-only.yaml", out, input, &[]);
+    let child = spawn_held(cmd, point, pause);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::fs::remove_file(pause).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(!out.exists(), "{:?}", tree(out));
+}
+
+/// `--resume` of opt-in-only.yaml over `input` into `out` succeeds and commits the data a fresh
+/// run (into `dir/fresh`) writes.
+fn resume_equals_fresh(dir: &Path, out: &Path, input: &Path) {
+    let r = filter_cmd("opt-in-only.yaml", out, input, &["--resume"])
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let fresh = dir.path().join("fresh");
-    assert!(filter_cmd("opt-in-only.yaml", &fresh, &input, &[])
+    let fresh = dir.join("fresh");
+    assert!(filter_cmd("opt-in-only.yaml", &fresh, input, &[])
         .status()
         .unwrap()
         .success());
-    assert_eq!(data_tree(&out), data_tree(&fresh));
-    assert!(!out.join("data/part-00.parquet").exists());
+    assert_eq!(data_tree(out), data_tree(&fresh));
 }
 
 /// A stop asked for after the writer's last row group, while its file is still being placed,
@@ -292,31 +287,14 @@ fn a_stop_after_the_last_row_group_still_stops_the_run() {
     let input = corpus(dir.path(), 1, 3000);
     let out = dir.path().join("out");
     let tmp = dir.path().join(".out.corpusgate-tmp");
-    let pause = dir.path().join("pause");
     // One file: when its outputs reach the placer, the writer has nothing left to do.
-    let cmd = filter_cmd("opt-in-only.yaml", &out, &input, &[]);
-    let child = spawn_held(cmd, "placing", &pause);
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    std::fs::remove_file(&pause).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(143), "{err}");
-    assert!(!out.exists(), "{:?}", tree(&out));
+    stop_at("placing", &dir.path().join("pause"), &out, &input);
     assert!(
         tmp.join("data/part-00.parquet").exists(),
         "{:?}",
         tree(&tmp)
     );
-    let r = filter_cmd("opt-in-only.yaml", &out, &input, &["--resume"])
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let fresh = dir.path().join("fresh");
-    assert!(filter_cmd("opt-in-only.yaml", &fresh, &input, &[])
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(data_tree(&out), data_tree(&fresh));
+    resume_equals_fresh(dir.path(), &out, &input);
     assert!(!tmp.exists());
 }
 
