@@ -307,6 +307,12 @@ zfloor_pair() {
   echo "$T_CPU $(tail -n 1 "$2.totals") ${JOB_STEAL:-0} ${T_STEAL:-0}" >>"$1"
 }
 
+# median_ratio PAIRS: the median over PAIRS' lines of the first field over the second.
+median_ratio() {
+  awk '$2 > 0 { print $1 / $2 }' "$1" | sort -g |
+    awk '{ r[NR] = $1 } END { if (NR) printf "%.2f", NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'
+}
+
 # zfloor_note LABEL CG_CPU FLOOR_CPU PAIRS: corpusgate's zstd:3 CPU against the zstd floor, same
 # invocation, two ways: the CPU of corpusgate's fastest run against the floor's least CPU, and the
 # median over rounds of each round's ratio (the job's run against the floor's run just after it).
@@ -323,8 +329,7 @@ zfloor_note() {
   else
     target="no target: the floor decompresses every page, corpusgate only those it needs"
   fi
-  paired=$(awk '$2 > 0 { print $1 / $2 }' "$pairs" | sort -g |
-    awk '{ r[NR] = $1 } END { if (NR) printf "%.2f", NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')
+  paired=$(median_ratio "$pairs")
   note "$label: corpusgate --compression zstd:3 against the zstd floor: ${paired}x, the median of each round's ratio ($(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $1, $2 }' "$pairs") s; the machine's steal time in those runs $(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $3, $4 }' "$pairs") s); fastest run against least floor ${cg_cpu} s / ${floor_cpu} s = $(awk -v a="$cg_cpu" -v b="$floor_cpu" 'BEGIN { printf "%.2f", a / b }')x ($target)"
 }
 
@@ -373,18 +378,27 @@ run_layout() {
   if [[ $THREADS_RUN == 1 && $layout == mixed ]]; then
     # In rounds, like the comparisons above: one run of each per round, the fastest of each
     # kept, so that the machine's drift over the minute falls on both thread counts alike.
+    # Each round's two walls are also kept as a pair: the speed-up of the fastest runs can
+    # pair a lucky one-thread run with none as lucky at two threads (these machines vary by
+    # more than the target's margin between two runs of one command), where a round's two
+    # runs, seconds apart, see the same machine.
     log "layout $layout: corpusgate --threads 1 vs 2, $REPEAT round(s)"
-    local t
+    local t pair
+    rm -f "$o/threads.pairs"
     for ((round = 1; round <= REPEAT; round++)); do
+      pair=
       for t in 1 2; do
         TIMER="run_once threads$t" run_cg "$o/cg-threads$t" "$in" --threads "$t"
+        pair="$pair $T_WALL"
         same_bytes "$o/cg-preserve" "$o/cg-threads$t"
       done
+      echo "$pair" >>"$o/threads.pairs"
     done
     for t in 1 2; do
       best "threads$t"
       record threads "$layout" corpusgate "$t" "" "$o/cg-threads$t" "$o/cg-threads$t/data"
     done
+    note "$layout: --threads 2 over --threads 1, the median of each round's speed-up: $(median_ratio "$o/threads.pairs")x (rounds $(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $1, $2 }' "$o/threads.pairs") s, one thread/two; target >= 1.8)"
     cleanup "$o/cg-threads1" "$o/cg-threads2"
   fi
   cleanup "$o/cg-zstd3" "$o/cg-preserve" "$o/duckdb-default" "$o/duckdb-l3"
@@ -492,7 +506,7 @@ header() {
 - *write-heavy*: the mixed layout with most members in allowed regions and few opt-outs (about two thirds of the rows kept, as a policy that removes a few regions and the opt-outs keeps most of a corpus; the other layouts keep 18 %).
 - *join*: the mixed layout generated with $JOIN_MEMBERS members (*join-write-heavy*: the write-heavy one); region and consent come from \`members.parquet\` (newest row per member) joined on member_id: corpusgate \`--consent-table\` with \`$JOIN_POLICY\`, DuckDB a LEFT JOIN.
 - DuckDB job: \`scripts/bench/duckdb_job.py\` (one view: LEFT JOIN of trim(country) to a table of every ASCII case variant of every alpha-2/alias/alpha-3 code, CASE in rule order; two COPYs: kept rows, manifest), default DuckDB settings (threads = all cores). Every corpusgate/DuckDB pair is checked by \`scripts/bench/compare.py\` (same kept rows, whole-row hashes, same exclusions by rule and region).
-- Method: \`/usr/bin/time\` around the whole process (DuckDB's figures include the Python interpreter and \`import duckdb\`); inputs warm in the page cache; \`sync\` and a wait for an idle machine before each run; corpusgate and DuckDB run in turn, $REPEAT round(s) of every command of a layout, and the fastest run of each is kept (the same for \`--threads 1\` against \`--threads 2\`; floors and scaling: fastest of $REPEAT consecutive runs); a run that other processes disturbed is repeated up to 3 times. corpusgate fsyncs its output before renaming it into place; DuckDB's COPY does not.
+- Method: \`/usr/bin/time\` around the whole process (DuckDB's figures include the Python interpreter and \`import duckdb\`); inputs warm in the page cache; \`sync\` and a wait for an idle machine before each run; corpusgate and DuckDB run in turn, $REPEAT round(s) of every command of a layout, and the fastest run of each is kept (the same for \`--threads 1\` against \`--threads 2\`, whose notes also give the median of each round's speed-up; floors and scaling: fastest of $REPEAT consecutive runs); a run that other processes disturbed is repeated up to 3 times. corpusgate fsyncs its output before renaming it into place; DuckDB's COPY does not.
 EOF
   local l
   local joins=""
