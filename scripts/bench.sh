@@ -307,6 +307,11 @@ zfloor_pair() {
   echo "$T_CPU $(tail -n 1 "$2.totals") ${JOB_STEAL:-0} ${T_STEAL:-0}" >>"$1"
 }
 
+# pairs_list PAIRS [A B]: PAIRS' lines as "a/b, a/b, ..." of fields A and B (1 and 2 unless given).
+pairs_list() {
+  awk -v a="${2:-1}" -v b="${3:-2}" '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $a, $b }' "$1"
+}
+
 # median_ratio PAIRS: the median over PAIRS' lines of the first field over the second.
 median_ratio() {
   awk '$2 > 0 { print $1 / $2 }' "$1" | sort -g |
@@ -330,7 +335,7 @@ zfloor_note() {
     target="no target: the floor decompresses every page, corpusgate only those it needs"
   fi
   paired=$(median_ratio "$pairs")
-  note "$label: corpusgate --compression zstd:3 against the zstd floor: ${paired}x, the median of each round's ratio ($(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $1, $2 }' "$pairs") s; the machine's steal time in those runs $(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $3, $4 }' "$pairs") s); fastest run against least floor ${cg_cpu} s / ${floor_cpu} s = $(awk -v a="$cg_cpu" -v b="$floor_cpu" 'BEGIN { printf "%.2f", a / b }')x ($target)"
+  note "$label: corpusgate --compression zstd:3 against the zstd floor: ${paired}x, the median of each round's ratio ($(pairs_list "$pairs") s; the machine's steal time in those runs $(pairs_list "$pairs" 3 4) s); fastest run against least floor ${cg_cpu} s / ${floor_cpu} s = $(awk -v a="$cg_cpu" -v b="$floor_cpu" 'BEGIN { printf "%.2f", a / b }')x ($target)"
 }
 
 run_layout() {
@@ -398,7 +403,7 @@ run_layout() {
       best "threads$t"
       record threads "$layout" corpusgate "$t" "" "$o/cg-threads$t" "$o/cg-threads$t/data"
     done
-    note "$layout: --threads 2 over --threads 1, the median of each round's speed-up: $(median_ratio "$o/threads.pairs")x (rounds $(awk '{ printf "%s%.2f/%.2f", (NR > 1 ? ", " : ""), $1, $2 }' "$o/threads.pairs") s, one thread/two; target >= 1.8)"
+    note "$layout: --threads 2 over --threads 1, the median of each round's speed-up: $(median_ratio "$o/threads.pairs")x (rounds $(pairs_list "$o/threads.pairs") s, one thread/two; target >= 1.8)"
     cleanup "$o/cg-threads1" "$o/cg-threads2"
   fi
   cleanup "$o/cg-zstd3" "$o/cg-preserve" "$o/duckdb-default" "$o/duckdb-l3"
