@@ -1,9 +1,10 @@
 //! The zstd floor of a filter job, for the benchmark (`scripts/bench.sh`): the CPU time the
 //! codec alone needs, by the same zstd library the job links, on the same bytes.
 //!
-//! `zstd_floor --level N INPUT_DIR OUTPUT_DATA_DIR` times, on one thread:
-//! - decompress: every page of every input file (`INPUT_DIR/*.parquet`), as the job reads them
-//!   (a write-heavy job reads every page);
+//! `zstd_floor --level N INPUT_DIR OUTPUT_DATA_DIR [INPUT_FILE...]` times, on one thread:
+//! - decompress: every page of every input file (`INPUT_DIR/*.parquet`, then each INPUT_FILE: a
+//!   join's consent snapshot, which the job reads whole), as the job reads them (a write-heavy
+//!   job reads every page);
 //! - compress: every page of the job's output (`OUTPUT_DATA_DIR/*.parquet`), decompressed first
 //!   (untimed), then compressed again at level N with one reused context, as the parquet crate's
 //!   writer compresses a column's pages.
@@ -80,14 +81,14 @@ fn main() {
             dirs.push(PathBuf::from(a));
         }
     }
-    let [input, output] = &dirs[..] else {
-        panic!("usage: zstd_floor --level N INPUT_DIR OUTPUT_DATA_DIR");
+    let [input, output, extra @ ..] = &dirs[..] else {
+        panic!("usage: zstd_floor --level N INPUT_DIR OUTPUT_DATA_DIR [INPUT_FILE...]");
     };
 
     let mut decompress = Duration::ZERO;
     let mut read = 0u64;
-    for p in parquet_files(input) {
-        let (t, n) = each_page(&p, &mut |_| {});
+    for p in parquet_files(input).iter().chain(extra) {
+        let (t, n) = each_page(p, &mut |_| {});
         decompress += t;
         read += n;
     }

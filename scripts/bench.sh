@@ -22,6 +22,8 @@
 #   CG (target/release/corpusgate) GEN (target/release/examples/gen_corpus): the binaries used
 #   QUIET_WAIT (120: before each run, wait up to this many seconds for other processes to leave
 #   the CPUs alone; a run that was still disturbed is repeated, up to 3 extra times)
+#   INSTRUCTIONS (1: on the write-heavy corpora, also count the job's and the zstd floor's
+#   instructions under valgrind's cachegrind, about 3 minutes a corpus; 0: not)
 #
 # Every corpusgate/DuckDB pair is checked by scripts/bench/compare.py (same kept rows, same
 # exclusions per rule and region); the script fails loudly (exit 1) when they differ.
@@ -52,6 +54,7 @@ JOIN_MEMBERS=${JOIN_MEMBERS:-1000000}
 KEEP_OUTPUT=${KEEP_OUTPUT:-0}
 BUILD=${BUILD:-1}
 QUIET_WAIT=${QUIET_WAIT:-120}
+INSTRUCTIONS=${INSTRUCTIONS:-1}
 
 POLICY=configs/genai-uk-eea-ch-pause.yaml
 JOIN_POLICY=scripts/bench/genai-uk-eea-ch-pause-join.yaml
@@ -285,13 +288,13 @@ floors() {
   note "$layout: $(grep '^floors:' "$o/floor-dc1.log")"
 }
 
-# run_zfloor LOG IN_DIR CG_DATA_DIR: the zstd floor of a zstd:3 job (examples/zstd_floor.rs: the
-# same libzstd decompressing every input page and compressing the job's output pages at level 3,
-# one thread); the codec's CPU in it ("total T s of CPU", appended to LOG.totals) is what the job
+# run_zfloor LOG IN_DIR CG_DATA_DIR [INPUT_FILE...]: the zstd floor of a zstd:3 job
+# (examples/zstd_floor.rs: the same libzstd decompressing every input page, a join's snapshot's
+# too, and compressing the job's output pages at level 3, one thread); the codec's CPU in it ("total T s of CPU", appended to LOG.totals) is what the job
 # cannot go below. Not the process's CPU: it also decompresses the output's pages to have the
 # bytes to compress (about 1 s on the write-heavy corpus), which no job does.
 run_zfloor() {
-  ${TIMER:-run_timed} "$1" "" "$ZFLOOR" --level 3 "$2" "$3" || return 1
+  ${TIMER:-run_timed} "$1" "" "$ZFLOOR" --level 3 "$2" "$3" "${@:4}" || return 1
   grep -o 'total [0-9.]* s of CPU' "$1" | awk '{ print $2 }' >>"$1.totals"
 }
 
@@ -338,6 +341,71 @@ zfloor_note() {
   note "$label: corpusgate --compression zstd:3 against the zstd floor: ${paired}x, the median of each round's ratio ($(pairs_list "$pairs") s; the machine's steal time in those runs $(pairs_list "$pairs" 3 4) s); fastest run against least floor ${cg_cpu} s / ${floor_cpu} s = $(awk -v a="$cg_cpu" -v b="$floor_cpu" 'BEGIN { printf "%.2f", a / b }')x ($target)"
 }
 
+# cachegrind OUT_FILE CMD...: CMD under valgrind's cachegrind, counting instructions only.
+cachegrind() {
+  local out=$1
+  shift
+  valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$out" "$@" >"$out.log" 2>&1
+}
+
+# [FLOOR_INPUT=FILE] instructions_note LABEL IN_DIR O JOB_ARGS...: corpusgate's zstd:3 job
+# against the zstd floor (which also decompresses FLOOR_INPUT, a join's snapshot) in
+# instructions, which, unlike CPU seconds, do not change from run to run. Both under cachegrind,
+# on the corpus's first file and on its first two: the job (--threads 1, JOB_ARGS), and the
+# floor's codec (examples/zstd_floor, functions of libzstd only: instructions.py) decompressing
+# the input and compressing the job's output. The floor process also decompresses the output to
+# have its bytes; a run that only does that is subtracted. The second file's instructions are
+# what each further file costs; what the first file costs beyond them is the job's once-only
+# work (start, policy, a snapshot's load and hash), which over the corpus's $FILES files weighs
+# 1/$FILES as much. Instructions are not seconds: memory stalls cost time without instructions,
+# so the CPU ratio runs a few points above this one.
+instructions_note() {
+  local label=$1 in=$2 o=$3/ir
+  shift 3
+  if [[ $INSTRUCTIONS == 0 ]]; then return 0; fi
+  if ! command -v valgrind >/dev/null; then
+    note "$label: instructions against the zstd floor: skipped (no valgrind; INSTRUCTIONS=0 skips this silently)"
+    return 0
+  fi
+  log "layout $label: instructions under cachegrind (job and floor, one file, then two)"
+  rm -rf "$o"
+  mkdir -p "$o/empty"
+  local files n f i
+  mapfile -t files < <(find "$in" -maxdepth 1 -name '*.parquet' | sort | head -n 2)
+  if ((${#files[@]} < 2)); then
+    note "$label: instructions against the zstd floor: skipped (fewer than two input files)"
+    return 0
+  fi
+  local -A job codec jobcodec sha
+  for n in 1 2; do
+    mkdir -p "$o/in$n"
+    for ((i = 0; i < n; i++)); do ln -s "$(realpath "${files[$i]}")" "$o/in$n/"; done
+    cachegrind "$o/job$n.cg" "$CG" filter --policy "${CG_POLICY:-$POLICY}" --output "$o/out$n" \
+      --progress never --compression zstd:3 --threads 1 "$@" "$o/in$n" ||
+      { fail "$label: corpusgate under cachegrind failed: $(tail -n 3 "$o/job$n.cg.log")"; return 0; }
+    read -r f jobcodec[$n] sha[$n] < <("$PY" "$BENCH_PY/instructions.py" summary "$o/job$n.cg")
+    job[$n]=$f
+    cachegrind "$o/in$n.cg" "$ZFLOOR" --level 3 "$o/in$n" "$o/empty" ${FLOOR_INPUT:+"$FLOOR_INPUT"} &&
+      cachegrind "$o/out$n.cg" "$ZFLOOR" --level 3 "$o/empty" "$o/out$n/data" &&
+      cachegrind "$o/dec$n.cg" "$ZFLOOR" --level 3 "$o/out$n/data" "$o/empty" ||
+      { fail "$label: zstd_floor under cachegrind failed"; return 0; }
+    codec[$n]=$(for f in in out dec; do "$PY" "$BENCH_PY/instructions.py" summary "$o/$f$n.cg"; done |
+      awk '{ c[NR] = $2 } END { print c[1] + c[2] - c[3] }')
+  done
+  # Per file: the second file's instructions (the job's and the floor's); once: what the first
+  # file's run holds beyond them. A job of $FILES files: once + $FILES per-file shares, each side.
+  note "$(awk -v label="$label" -v files="$FILES" -v j1="${job[1]}" -v j2="${job[2]}" \
+    -v c1="${codec[1]}" -v c2="${codec[2]}" -v jc2="${jobcodec[2]}" -v sha="${sha[1]}" 'BEGIN {
+      dj = j2 - j1; dc = c2 - c1; once = j1 - dj; fonce = c1 - dc
+      whole = (once + files * dj) / (fonce + files * dc)
+      nosha = (once - sha + files * dj) / (fonce + files * dc)
+      printf "%s: instructions (cachegrind, --threads 1) against the zstd floor'"'"'s codec: %.3fx per file (the second file: %.0f M against %.0f M); what the first file'"'"'s runs hold beyond the second'"'"'s, the job'"'"'s once-only work: %.0f M against %.0f M; a job of %d files: **%.3fx**", label, dj / dc, dj / 1e6, dc / 1e6, once / 1e6, fonce / 1e6, files, whole
+      if (sha > 1e7) printf " (%.3fx without the job'"'"'s SHA-256, %.0f M: valgrind runs it in software, where the CPU'"'"'s SHA extensions make it a few ms)", nosha, sha / 1e6
+      printf ". The job'"'"'s own codec calls: %.3fx the floor'"'"'s (two files: %.0f M against %.0f M; the job also compresses its manifest and `_state/`)", jc2 / c2, jc2 / 1e6, c2 / 1e6 }')"
+  note "$label: the job's largest items outside the codec (instructions of the second file): $("$PY" "$BENCH_PY/instructions.py" top "$o/job2.cg" 6 "$o/job1.cg")"
+  if [[ $KEEP_OUTPUT != 1 ]]; then rm -rf "$o"; fi
+}
+
 run_layout() {
   local layout=$1
   local name=$layout-$ROWS
@@ -366,6 +434,7 @@ run_layout() {
   best cg-zstd3
   record main "$layout" corpusgate "--compression zstd:3" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
   zfloor_note "$layout" "$T_CPU" "$floor_cpu" "$o/zfloor.pairs"
+  if [[ $layout == write-heavy ]]; then instructions_note "$layout" "$in" "$o"; fi
   best cg-preserve
   record main "$layout" corpusgate "defaults (--compression preserve: zstd, level 1)" default \
     "$o/cg-preserve" "$o/cg-preserve/data"
@@ -440,7 +509,7 @@ run_join() {
       if ! { CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 TIMER="run_once cg-zstd3" run_cg "$o/cg-zstd3" "$in" \
         --compression zstd:3 --consent-table "$members" &&
         job_cpu=$T_CPU && job_steal=$T_STEAL &&
-        TIMER="run_once zfloor" run_zfloor "$o/zfloor.log" "$in" "$o/cg-zstd3/data" &&
+        TIMER="run_once zfloor" run_zfloor "$o/zfloor.log" "$in" "$o/cg-zstd3/data" "$members" &&
         T_CPU=$job_cpu JOB_STEAL=$job_steal zfloor_pair "$o/zfloor.pairs" "$o/zfloor.log" &&
         CG_POLICY=$JOIN_POLICY ALLOW_FAIL=1 TIMER="run_once cg-preserve" run_cg "$o/cg-preserve" "$in" \
           --consent-table "$members"; }; then
@@ -459,6 +528,9 @@ run_join() {
     best cg-zstd3
     record main "$label" corpusgate "--compression zstd:3 --consent-table" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
     zfloor_note "$label" "$T_CPU" "$floor_cpu" "$o/zfloor.pairs"
+    if [[ $layout == write-heavy ]]; then
+      CG_POLICY=$JOIN_POLICY FLOOR_INPUT=$members instructions_note "$label" "$in" "$o" --consent-table "$members"
+    fi
     best cg-preserve
     record main "$label" corpusgate "defaults --consent-table" default "$o/cg-preserve" "$o/cg-preserve/data"
   fi
