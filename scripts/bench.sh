@@ -290,8 +290,8 @@ floors() {
 
 # run_zfloor LOG IN_DIR CG_DATA_DIR [INPUT_FILE...]: the zstd floor of a zstd:3 job
 # (examples/zstd_floor.rs: the same libzstd decompressing every input page, a join's snapshot's
-# too, and compressing the job's output pages at level 3, one thread); the codec's CPU in it ("total T s of CPU", appended to LOG.totals) is what the job
-# cannot go below. Not the process's CPU: it also decompresses the output's pages to have the
+# too, and compressing the job's output pages at level 3, one thread); the codec's CPU in it
+# ("total T s of CPU", appended to LOG.totals) is what the job cannot go below. Not the process's CPU: it also decompresses the output's pages to have the
 # bytes to compress (about 1 s on the write-heavy corpus), which no job does.
 run_zfloor() {
   ${TIMER:-run_timed} "$1" "" "$ZFLOOR" --level 3 "$2" "$3" "${@:4}" || return 1
@@ -400,7 +400,7 @@ instructions_note() {
       whole = (once + files * dj) / (fonce + files * dc)
       nosha = (once - sha + files * dj) / (fonce + files * dc)
       printf "%s: instructions (cachegrind, --threads 1) against the zstd floor'"'"'s codec: %.3fx per file (the second file: %.0f M against %.0f M); what the first file'"'"'s runs hold beyond the second'"'"'s, the job'"'"'s once-only work: %.0f M against %.0f M; a job of %d files: **%.3fx**", label, dj / dc, dj / 1e6, dc / 1e6, once / 1e6, fonce / 1e6, files, whole
-      if (sha > 1e7) printf " (%.3fx without the job'"'"'s SHA-256, %.0f M: valgrind runs it in software, where the CPU'"'"'s SHA extensions make it a few ms)", nosha, sha / 1e6
+      if (sha > 1e7) printf " (%.3fx without the job'"'"'s SHA-256, %.0f M: valgrind hides the CPU'"'"'s SHA extensions and runs it in software, at ~40 times the instructions)", nosha, sha / 1e6
       printf ". The job'"'"'s own codec calls: %.3fx the floor'"'"'s (two files: %.0f M against %.0f M; the job also compresses its manifest and `_state/`)", jc2 / c2, jc2 / 1e6, c2 / 1e6 }')"
   note "$label: the job's largest items outside the codec (instructions of the second file): $("$PY" "$BENCH_PY/instructions.py" top "$o/job2.cg" 6 "$o/job1.cg")"
   if [[ $KEEP_OUTPUT != 1 ]]; then rm -rf "$o"; fi

@@ -61,7 +61,7 @@ pub(super) struct Readers {
     pub pq: Arc<ParquetMetaData>,
     /// Pass 1: string policy columns coerced to dictionaries.
     pub decision: ArrowReaderMetadata,
-    /// Pass 2: strings and binaries as views.
+    /// Pass 2: strings and binaries as views, label columns as dictionaries (`label_roots`).
     pub payload: ArrowReaderMetadata,
 }
 
@@ -328,10 +328,31 @@ impl FileJob {
         // page instead of copying every value, and only the kept values are copied back into
         // the column's own type after the filter. (Binary views for strings, validating only
         // the kept text, measured no faster: arrow's per-value check costs what it saves.)
-        let payload_schema = retyped(&schema, |f| match f.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 => Some(DataType::Utf8View),
-            DataType::Binary | DataType::LargeBinary => Some(DataType::BinaryView),
-            _ => None,
+        // Label columns (see `label_roots`) are read as dictionaries instead: the reader hands
+        // over each row's key, the filter moves keys, and the label writer maps each distinct
+        // value once, where a view per row was built, moved and hashed.
+        let labels = label_roots(&pq, &schema);
+        let payload_schema = retyped(&schema, |f| {
+            let root = schema
+                .fields()
+                .iter()
+                .position(|g| std::ptr::eq(g.as_ref(), f));
+            match f.data_type() {
+                t @ (DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Binary
+                | DataType::LargeBinary)
+                    if root.is_some_and(|r| labels.contains(&r)) =>
+                {
+                    Some(DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(t.clone()),
+                    ))
+                }
+                DataType::Utf8 | DataType::LargeUtf8 => Some(DataType::Utf8View),
+                DataType::Binary | DataType::LargeBinary => Some(DataType::BinaryView),
+                _ => None,
+            }
         });
 
         let data_schema = with_policy_metadata(&schema, policy);
@@ -629,6 +650,52 @@ fn prose_page_bytes(
         }
         _ => MIB / 2,
     })
+}
+
+/// The top-level byte-array root columns of `schema` that pass 2 reads as dictionaries for a
+/// label writer: in every row group, a dictionary-encoded chunk (a dictionary page, and every
+/// data page dictionary-encoded where the footer lists its pages' encodings) that holds no
+/// prose, and one the output writes with a dictionary ([`wants_dictionary`] of the first row
+/// group, as the writer's settings take it). A row group whose label writer does not apply
+/// (a codec it does not write) has those columns cast to views, as the others are read.
+fn label_roots(pq: &ParquetMetaData, schema: &SchemaRef) -> Vec<usize> {
+    let descr = pq.file_metadata().schema_descr();
+    let roots = descr.root_schema().get_fields();
+    let dictionary_only = |c: &parquet::file::metadata::ColumnChunkMetaData| {
+        c.dictionary_page_offset().is_some()
+            && !holds_prose(c)
+            && c.page_encoding_stats_mask().is_none_or(|m| {
+                m.is_only(Encoding::PLAIN_DICTIONARY) || m.is_only(Encoding::RLE_DICTIONARY)
+            })
+    };
+    let mut out = Vec::new();
+    let mut leaf = 0usize;
+    for (root, field) in roots.iter().enumerate() {
+        let leaves = (leaf..descr.num_columns())
+            .take_while(|l| descr.get_column_root_idx(*l) == root)
+            .count();
+        let flat = field.is_primitive() && leaves == 1;
+        let bytes = schema.fields().get(root).is_some_and(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+            )
+        });
+        if flat
+            && bytes
+            && descr.column(leaf).physical_type() == PhysicalType::BYTE_ARRAY
+            && !pq.row_groups().is_empty()
+            && wants_dictionary(pq.row_group(0).column(leaf))
+            && pq
+                .row_groups()
+                .iter()
+                .all(|g| dictionary_only(g.column(leaf)))
+        {
+            out.push(root);
+        }
+        leaf += leaves;
+    }
+    out
 }
 
 /// Whether a column chunk holds prose: byte arrays of more than 64 bytes on average, which

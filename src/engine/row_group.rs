@@ -1372,6 +1372,8 @@ fn encode_kept(
     let all_kept = kept as usize == keep.len();
     let keep_mask = BooleanArray::new(keep.clone(), None);
     let reused = reused_kept(job, decided, &keep_mask, all_kept, &labelled)?;
+    // Label columns pass 2 reads as dictionaries (`FileJob::prepare`) that no label writer
+    // takes in this row group go to the Arrow writer as views, as the other strings do.
     let schema: SchemaRef = Arc::new(Schema::new(
         plain_schema
             .fields()
@@ -1382,9 +1384,16 @@ fn encode_kept(
                     .enumerate()
                     .filter(|(i, _)| !skip_roots.contains(i)),
             )
-            .map(|(f, (_, r))| match r {
-                Some(c) if c.data_type() != f.data_type() => {
+            .map(|(f, (root, r))| match (r, f.data_type()) {
+                (Some(c), _) if c.data_type() != f.data_type() => {
                     Arc::new(f.as_ref().clone().with_data_type(c.data_type().clone()))
+                }
+                (None, DataType::Dictionary(_, v)) if !labelled.contains(&root) => {
+                    let view = match v.as_ref() {
+                        DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
+                        _ => DataType::Utf8View,
+                    };
+                    Arc::new(f.as_ref().clone().with_data_type(view))
                 }
                 _ => f.clone(),
             })
