@@ -991,6 +991,56 @@ mod tests {
             .unwrap()
     }
 
+    /// Pass 2 reads as dictionaries exactly the flat string columns that are dictionary-encoded
+    /// in every row group and hold no prose: not a column written plain, not one whose
+    /// dictionary overflowed into plain pages, not prose, not an integer column.
+    #[test]
+    fn label_roots_are_the_columns_dictionary_encoded_in_every_row_group() {
+        use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let rows = 4000usize;
+        let strings = |f: &dyn Fn(usize) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values((0..rows).map(f)))
+        };
+        let batch = RecordBatch::try_from_iter([
+            ("lang", strings(&|i| ["en", "de", "fr"][i % 3].to_owned())),
+            ("uid", strings(&|i| format!("u{i}"))),
+            ("overflow", strings(&|i| format!("value number {i}"))),
+            (
+                "text",
+                strings(&|i| format!("{i} {}", "a long post body ".repeat(8))),
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from_iter_values(
+                    (0..rows as i64).map(|i| i % 3),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(rows / 2))
+            .set_column_dictionary_enabled("uid".into(), false)
+            .set_column_dictionary_enabled("text".into(), false)
+            // Falls back to plain pages once the dictionary outgrows 1 KiB.
+            .set_column_dictionary_page_size_limit("overflow".into(), 1024)
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .build();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        crate::io::parquet::write_for_test(file.path(), &batch, props);
+        let reader = SerializedFileReader::new(std::fs::File::open(file.path()).unwrap()).unwrap();
+        let meta = reader.metadata();
+        assert_eq!(meta.num_row_groups(), 2);
+        let schema = Arc::new(
+            parquet::arrow::parquet_to_arrow_schema(meta.file_metadata().schema_descr(), None)
+                .unwrap(),
+        );
+        assert_eq!(super::label_roots(meta, &schema), vec![0]);
+    }
+
     #[test]
     fn prose_pages_are_large_only_for_codecs_that_look_far_back() {
         use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
