@@ -291,8 +291,9 @@ floors() {
 # run_zfloor LOG IN_DIR CG_DATA_DIR [INPUT_FILE...]: the zstd floor of a zstd:3 job
 # (examples/zstd_floor.rs: the same libzstd decompressing every input page, a join's snapshot's
 # too, and compressing the job's output pages at level 3, one thread); the codec's CPU in it
-# ("total T s of CPU", appended to LOG.totals) is what the job cannot go below. Not the process's CPU: it also decompresses the output's pages to have the
-# bytes to compress (about 1 s on the write-heavy corpus), which no job does.
+# ("total T s of CPU", appended to LOG.totals) is what the job cannot go below. Not the
+# process's CPU: it also decompresses the output's pages to have the bytes to compress (about
+# 1 s on the write-heavy corpus), which no job does.
 run_zfloor() {
   ${TIMER:-run_timed} "$1" "" "$ZFLOOR" --level 3 "$2" "$3" "${@:4}" || return 1
   grep -o 'total [0-9.]* s of CPU' "$1" | awk '{ print $2 }' >>"$1.totals"
@@ -356,8 +357,8 @@ cachegrind() {
 # the input and compressing the job's output. The floor process also decompresses the output to
 # have its bytes; a run that only does that is subtracted. The second file's instructions are
 # what each further file costs; what the first file costs beyond them is the job's once-only
-# work (start, policy, a snapshot's load and hash), which over the corpus's $FILES files weighs
-# 1/$FILES as much. Instructions are not seconds: memory stalls cost time without instructions,
+# work (start, policy, a snapshot's load and hash), which over a corpus of FILES files weighs
+# 1/FILES as much. Instructions are not seconds: memory stalls cost time without instructions,
 # so the CPU ratio runs a few points above this one.
 instructions_note() {
   local label=$1 in=$2 o=$3/ir
@@ -383,8 +384,7 @@ instructions_note() {
     cachegrind "$o/job$n.cg" "$CG" filter --policy "${CG_POLICY:-$POLICY}" --output "$o/out$n" \
       --progress never --compression zstd:3 --threads 1 "$@" "$o/in$n" ||
       { fail "$label: corpusgate under cachegrind failed: $(tail -n 3 "$o/job$n.cg.log")"; return 0; }
-    read -r f jobcodec[$n] sha[$n] < <("$PY" "$BENCH_PY/instructions.py" summary "$o/job$n.cg")
-    job[$n]=$f
+    read -r "job[$n]" "jobcodec[$n]" "sha[$n]" < <("$PY" "$BENCH_PY/instructions.py" summary "$o/job$n.cg")
     cachegrind "$o/in$n.cg" "$ZFLOOR" --level 3 "$o/in$n" "$o/empty" ${FLOOR_INPUT:+"$FLOOR_INPUT"} &&
       cachegrind "$o/out$n.cg" "$ZFLOOR" --level 3 "$o/empty" "$o/out$n/data" &&
       cachegrind "$o/dec$n.cg" "$ZFLOOR" --level 3 "$o/out$n/data" "$o/empty" ||
