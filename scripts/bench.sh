@@ -24,6 +24,8 @@
 #   the CPUs alone; a run that was still disturbed is repeated, up to 3 extra times)
 #   INSTRUCTIONS (1: on the write-heavy corpora, also count the job's and the zstd floor's
 #   instructions under valgrind's cachegrind, about 3 minutes a corpus; 0: not)
+#   CPU_SHARE (1: on the write-heavy corpora, also split the job's CPU samples under perf into
+#   libzstd and the rest, CPU_SHARE_RUNS (3) runs; 0: not)
 #
 # Every corpusgate/DuckDB pair is checked by scripts/bench/compare.py (same kept rows, same
 # exclusions per rule and region); the script fails loudly (exit 1) when they differ.
@@ -55,6 +57,8 @@ KEEP_OUTPUT=${KEEP_OUTPUT:-0}
 BUILD=${BUILD:-1}
 QUIET_WAIT=${QUIET_WAIT:-120}
 INSTRUCTIONS=${INSTRUCTIONS:-1}
+CPU_SHARE=${CPU_SHARE:-1}
+CPU_SHARE_RUNS=${CPU_SHARE_RUNS:-3}
 
 POLICY=configs/genai-uk-eea-ch-pause.yaml
 JOIN_POLICY=scripts/bench/genai-uk-eea-ch-pause-join.yaml
@@ -406,6 +410,42 @@ instructions_note() {
   if [[ $KEEP_OUTPUT != 1 ]]; then rm -rf "$o"; fi
 }
 
+# [CG_POLICY=..] cpu_share_note LABEL IN_DIR O JOB_ARGS...: corpusgate's zstd:3 job (as the timed
+# rounds run it: every core, JOB_ARGS) under `perf record -e cpu-clock`, CPU_SHARE_RUNS times; each
+# run's samples over its samples in libzstd (scripts/bench/cpu_share.py) is its CPU over its own
+# codec's CPU. Unlike the job's CPU over the floor's, a run or two apart, both sides of this ratio
+# come from the same seconds of the same machine, so the host's drift cancels; it stands for the
+# ratio against the floor because the job's codec calls do the floor's work (instructions_note:
+# 1.003x and 1.010x the floor's codec instructions, the extra being the manifest and `_state/`).
+cpu_share_note() {
+  local label=$1 in=$2 o=$3/perf
+  shift 3
+  if [[ $CPU_SHARE == 0 ]]; then return 0; fi
+  if ! command -v perf >/dev/null || ! perf record -q -e cpu-clock -o /dev/null true 2>/dev/null; then
+    note "$label: CPU against the job's own codec: skipped (perf cannot record here; CPU_SHARE=0 skips this silently)"
+    return 0
+  fi
+  log "layout $label: CPU samples under perf ($CPU_SHARE_RUNS runs)"
+  rm -rf "$o"
+  mkdir -p "$o"
+  local i ratios=() kernels=() total codec kernel
+  for ((i = 1; i <= CPU_SHARE_RUNS; i++)); do
+    rm -rf "$o/out"
+    perf record -q -e cpu-clock -F 1999 -o "$o/perf.data" -- "$CG" filter --policy "${CG_POLICY:-$POLICY}" \
+      --output "$o/out" --progress never --compression zstd:3 "$@" "$in" >"$o/run.log" 2>&1 ||
+      { fail "$label: corpusgate under perf failed: $(tail -n 3 "$o/run.log")"; return 0; }
+    read -r total codec kernel < <("$PY" "$BENCH_PY/cpu_share.py" "$o/perf.data" "$CG") ||
+      { fail "$label: cpu_share.py failed on $o/perf.data"; return 0; }
+    ratios+=("$(awk -v t="$total" -v c="$codec" 'BEGIN { printf "%.3f", t / c }')")
+    kernels+=("$(awk -v t="$total" -v k="$kernel" 'BEGIN { printf "%.1f", 100 * k / t }')")
+  done
+  local median
+  median=$(printf '%s\n' "${ratios[@]}" | sort -g |
+    awk '{ r[NR] = $1 } END { printf "%.3f", NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')
+  note "$label: CPU against the job's own codec CPU, within each run (perf cpu-clock samples, every core): **${median}x**, the median of $CPU_SHARE_RUNS runs (${ratios[*]}; of each run's CPU, ${kernels[*]} % in the kernel, which the floor counts only for its reads) (target <= 1.15)"
+  if [[ $KEEP_OUTPUT != 1 ]]; then rm -rf "$o"; fi
+}
+
 run_layout() {
   local layout=$1
   local name=$layout-$ROWS
@@ -434,7 +474,10 @@ run_layout() {
   best cg-zstd3
   record main "$layout" corpusgate "--compression zstd:3" l3 "$o/cg-zstd3" "$o/cg-zstd3/data"
   zfloor_note "$layout" "$T_CPU" "$floor_cpu" "$o/zfloor.pairs"
-  if [[ $layout == write-heavy ]]; then instructions_note "$layout" "$in" "$o"; fi
+  if [[ $layout == write-heavy ]]; then
+    instructions_note "$layout" "$in" "$o"
+    cpu_share_note "$layout" "$in" "$o"
+  fi
   best cg-preserve
   record main "$layout" corpusgate "defaults (--compression preserve: zstd, level 1)" default \
     "$o/cg-preserve" "$o/cg-preserve/data"
@@ -530,6 +573,7 @@ run_join() {
     zfloor_note "$label" "$T_CPU" "$floor_cpu" "$o/zfloor.pairs"
     if [[ $layout == write-heavy ]]; then
       CG_POLICY=$JOIN_POLICY FLOOR_INPUT=$members instructions_note "$label" "$in" "$o" --consent-table "$members"
+      CG_POLICY=$JOIN_POLICY cpu_share_note "$label" "$in" "$o" --consent-table "$members"
     fi
     best cg-preserve
     record main "$label" corpusgate "defaults --consent-table" default "$o/cg-preserve" "$o/cg-preserve/data"
