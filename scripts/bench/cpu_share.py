@@ -8,9 +8,10 @@ of one run buys a different number of instructions from the next (per-round rati
 invocation ran from 1.07 to 1.21). Samples of one run all see the same machine: the run's
 samples over its codec samples is its CPU over the CPU its codec calls took, in that run.
 
-The codec is what the floor times: every function of libzstd (names that start ZSTD_, ZSTDMT_,
-HUF_, FSE_ or HIST_). A sample perf cannot name (libzstd's hand-written assembly has labels
-but no sized symbols) is given to the symbol of BINARY at or below its address (`nm -n`).
+The codec is what the floor times: every function of libzstd (the names instructions.LIBZSTD
+lists, an assembly label's leading underscore aside). A sample perf cannot name (libzstd's
+hand-written assembly has labels but no sized symbols) is given to the symbol of BINARY at or
+below its address (`nm -n`).
 KERNEL: samples in the kernel (reading input, writing output, page faults); they count as
 outside the codec, although the floor's decompression time includes its reads.
 """
@@ -21,7 +22,9 @@ import re
 import subprocess
 import sys
 
-CODEC = re.compile(r"^(ZSTD_|ZSTDMT_|HUF_|FSE_|HIST_)")
+from instructions import LIBZSTD
+
+CODEC = re.compile(r"^_?(" + "|".join(LIBZSTD) + ")")
 LINE = re.compile(r"^\s+[\d.]+%\s+(\d+)\s+(\S+)\s+\[(.)\]\s+(\S+)")
 
 
@@ -33,7 +36,7 @@ def symbols(binary):
         parts = line.split()
         if len(parts) == 3 and parts[1] in "tTwW":
             addrs.append(int(parts[0], 16))
-            names.append(parts[2].lstrip("_") if parts[2].startswith("_HUF") else parts[2])
+            names.append(parts[2])
     return addrs, names
 
 
